@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { getCore } from '../../core/index.js';
+import { openDisk } from '../../disk/index.js';
+import { diskChecksum } from '../../resync/checksum.js';
+import { ProgressBar } from '../progress.js';
+import { printJson } from '../output.js';
+
+export function register(program: Command): void {
+  program
+    .command('checksum')
+    .description("A format-independent digest of an image's virtual contents (the root of the resync's hash tree): equal digests mean equal disks")
+    .argument('<image>', 'image (raw, VHD)')
+    .option('--json', 'print the result as JSON')
+    .action(async (path: string, flags: { json?: boolean }) => {
+      const disk = await openDisk(path, { readOnly: true });
+      try {
+        const bar = new ProgressBar();
+        const t0 = performance.now();
+        const digest = await diskChecksum(getCore(), disk, (d, t) => bar.update(d, t, 'hashed'));
+        bar.done();
+        const seconds = (performance.now() - t0) / 1000;
+        if (flags.json) printJson({ image: path, algorithm: 'xxh3-128-tree/4K/16/16M', checksum: digest, virtualSize: disk.virtualSize, seconds });
+        else process.stdout.write(`${digest}  ${path}\n`);
+      } finally {
+        await disk.close();
+      }
+    });
+}

@@ -1,0 +1,42 @@
+import type { Command } from 'commander';
+import { getCore } from '../../core/index.js';
+import { openDisk } from '../../disk/index.js';
+import { diffDisks } from '../../resync/diff.js';
+import { formatSize } from '../../units.js';
+import { ProgressBar } from '../progress.js';
+import { printJson } from '../output.js';
+
+export function register(program: Command): void {
+  program
+    .command('compare')
+    .description('Compare the virtual contents of two images of any format; exit 0 identical, 1 different, 2 error (as qemu-img compare), listing every differing range')
+    .argument('<a>', 'first image')
+    .argument('<b>', 'second image')
+    .option('--json', 'print the result as JSON')
+    .action(async (pa: string, pb: string, flags: { json?: boolean }) => {
+      const a = await openDisk(pa, { readOnly: true });
+      try {
+        const b = await openDisk(pb, { readOnly: true });
+        try {
+          const bar = new ProgressBar();
+          const r = await diffDisks(getCore(), a, b, (d, t) => bar.update(d, t, 'compared'));
+          bar.done();
+          if (flags.json) {
+            printJson({ identical: r.identical, differingBytes: r.differingBytes, ranges: r.ranges, sizeA: r.sizeA, sizeB: r.sizeB });
+          } else if (r.identical) {
+            process.stdout.write('Images are identical.\n');
+          } else {
+            process.stdout.write(`Images differ: ${formatSize(r.differingBytes)} (${r.differingBytes} bytes) in ${r.ranges.length} range(s)\n`);
+            for (const x of r.ranges.slice(0, 20)) process.stdout.write(`  ${x.start}-${x.end} (${formatSize(x.end - x.start)})\n`);
+            if (r.ranges.length > 20) process.stdout.write(`  … ${r.ranges.length - 20} more (use --json for all)\n`);
+          }
+          if (r.sizeA !== r.sizeB && !flags.json) process.stdout.write(`Note: sizes differ (${r.sizeA} vs ${r.sizeB} bytes); the shorter image's missing tail counts as zeros.\n`);
+          process.exitCode = r.identical ? 0 : 1;
+        } finally {
+          await b.close();
+        }
+      } finally {
+        await a.close();
+      }
+    });
+}

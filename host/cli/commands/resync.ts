@@ -1,0 +1,122 @@
+import { Option, type Command } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { VhdsyncError } from '../../errors.js';
+import { EventLog } from '../../events/event-log.js';
+import { CounterStore } from '../../events/counters.js';
+import { parseRate, formatRate } from '../../transport/rate.js';
+import { cancelResync, startResync, type ResyncResult } from '../../resync/resync.js';
+import { parseSize, formatSize } from '../../units.js';
+import { ProgressBar, formatEta } from '../progress.js';
+import { exitWithError, printJson } from '../output.js';
+
+export function vhdsyncHome(): string {
+  return process.env.VHDSYNC_HOME ?? join(homedir(), '.vhdsync');
+}
+
+interface ResyncFlags {
+  link: string;
+  latency: string;
+  leaf?: string;
+  compress?: boolean;
+  dryRun?: boolean;
+  restart?: boolean;
+  cancel?: boolean;
+  json?: boolean;
+  vm?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('resync')
+    .description('Resynchronize a replica disk with its primary: compare block by block, send only what differs, through an overlay merged at the end')
+    .argument('<primary-or-replica>', 'primary image (or, with --cancel, the replica)')
+    .argument('[replica]', 'replica image')
+    .option('--link <rate>', 'simulated link between the sites: 1gbps, 1.5mbps, 10mbit, 10MB/s, bytes/s, unlimited', 'unlimited')
+    .option('--latency <ms>', 'simulated one-way latency in milliseconds', '0')
+    .option('--leaf <size>', 'finest compare unit (power of two, 512 bytes to 4M; default 4K)')
+    .option('--compress', 'deflate the data sent when that makes it smaller')
+    .option('--dry-run', 'compare and report what would be sent; write nothing')
+    .option('--restart', 'discard an unfinished resync of this replica and start from the beginning')
+    .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched')
+    .option('--vm <name>', 'virtual machine name for events and counters (default: the primary file name)')
+    .option('--json', 'print the result as one JSON object')
+    .addOption(new Option('--no-progress', 'no progress bar').hideHelp())
+    .action(async (first: string, second: string | undefined, flags: ResyncFlags) => {
+      if (flags.cancel) {
+        if (second !== undefined) throw new VhdsyncError('USAGE', 'resync --cancel takes only the replica image');
+        const r = await cancelResync(first);
+        if (flags.json) printJson({ result: 'cancelled', replica: first, ...r });
+        else process.stdout.write(r.cancelled ? `Resync of ${first} cancelled; the replica is as it was before the resync.\n` : `No resync in progress on ${first}.\n`);
+        return;
+      }
+      if (second === undefined) throw new VhdsyncError('USAGE', 'resync needs a primary and a replica image (or --cancel <replica>)');
+      const rate = parseRate(flags.link);
+      const latencyMs = Number(flags.latency);
+      if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new VhdsyncError('USAGE', `--latency: '${flags.latency}' is not a number of milliseconds`);
+      const leafSize = flags.leaf === undefined ? undefined : parseSize(flags.leaf, '--leaf');
+      const home = vhdsyncHome();
+      const events = new EventLog(join(home, 'events.jsonl'));
+      const bar = new ProgressBar();
+      const handle = startResync({
+        primary: first,
+        replica: second,
+        link: { rate, latencyMs },
+        leafSize,
+        compress: flags.compress,
+        dryRun: flags.dryRun,
+        restart: flags.restart,
+        vm: flags.vm,
+        events,
+        counters: new CounterStore(join(home, 'counters.json')),
+        onProgress: (p) => {
+          if (p.phase === 'comparing') {
+            bar.update(p.bytesCompared, p.virtualSize, `compared · ${formatSize(p.bytesSent)} sent · ETA ${formatEta(p.etaSeconds)}`);
+          } else if (p.phase === 'merging' && p.mergeTotal) {
+            bar.update(p.mergeDone ?? 0, p.mergeTotal, 'merging');
+          }
+        },
+      });
+      // SIGINT/SIGTERM pause at the next region boundary; a second signal stops at once (the checkpoint still holds).
+      let signals = 0;
+      const onSignal = () => {
+        if (++signals > 1) process.exit(130);
+        bar.done();
+        process.stderr.write('vhdsync: pausing at the next region boundary (again to stop now)…\n');
+        handle.pause();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      let result: ResyncResult;
+      try {
+        result = await handle.done;
+      } catch (e) {
+        bar.done();
+        exitWithError(e, flags.json === true);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      bar.done();
+      if (flags.json) printJson(result);
+      else printReport(first, second, result, rate);
+      // Exit 0 only when the replica now equals the primary (a dry run: when it already did).
+      process.exitCode = result.result === 'completed' && (result.identical || !result.dryRun) ? 0 : result.result === 'paused' ? 3 : 1;
+    });
+}
+
+function printReport(primary: string, replica: string, r: ResyncResult, rate: number): void {
+  const lines = [
+    r.dryRun ? `Dry run: ${primary} → ${replica} (nothing written)` : `Resync ${primary} → ${replica}: ${r.result}`,
+    `  virtual size     ${formatSize(r.virtualSize)} (${r.virtualSize} bytes), leaf ${formatSize(r.leafSize)}`,
+    r.resumedFrom > 0 ? `  resumed from     ${formatSize(r.resumedFrom)}` : undefined,
+    `  compared         ${formatSize(r.bytesCompared)} in ${r.phases.compare.toFixed(2)} s`,
+    `  ${r.dryRun ? 'would send      ' : 'sent            '} ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks`,
+    `  on the wire      ${formatSize(r.wireBytes)} (${formatRate(rate)} link)`,
+    r.trackedWritesApplied > 0 ? `  tracked writes   ${r.trackedWritesApplied} applied after the merge` : undefined,
+    `  time             ${r.seconds.toFixed(2)} s (merge ${r.phases.merge.toFixed(2)} s)`,
+    ...r.events.map((e) => `  event ${e.id}      ${e.message}`),
+    r.result === 'paused' ? '  Run the same command again to continue from the checkpoint.' : undefined,
+  ];
+  process.stdout.write(lines.filter((l) => l !== undefined).join('\n') + '\n');
+}

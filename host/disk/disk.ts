@@ -1,0 +1,43 @@
+/**
+ * The Disk interface: one shape for every image format, sector-accurate.
+ *
+ * Offsets and lengths are bytes (`number`, exact up to 2^53). Reads and writes may start and end at
+ * any byte; backends clip at their block boundaries internally.
+ */
+export type DiskFormat = 'raw' | 'vhd' | 'vhdx';
+export type DiskType = 'fixed' | 'dynamic' | 'differencing';
+
+/**
+ * What is known about a block without reading it.
+ * - `absent`: no data anywhere in the chain; the block reads as zeros.
+ * - `zero`: the format says the block reads as zeros (for example VHDX PAYLOAD_BLOCK_ZERO).
+ * - `present`: data is stored for at least part of the block (in this file or an ancestor).
+ */
+export type BlockStatus = 'absent' | 'zero' | 'present';
+
+export interface Disk {
+  readonly path: string;
+  readonly format: DiskFormat;
+  readonly type: DiskType;
+  /** Size of the disk as the VM sees it, in bytes (VHD: the footer's current size). */
+  readonly virtualSize: number;
+  /** Allocation unit in bytes (VHD: the dynamic header's block size; raw and fixed: 2 MiB by convention). */
+  readonly blockSize: number;
+  /** Logical sector size in bytes (512 for VHD). */
+  readonly sectorSize: number;
+  /** ceil(virtualSize / blockSize). */
+  readonly blockCount: number;
+  readonly readOnly: boolean;
+  /** The parent in a differencing chain, if any. */
+  readonly parent?: Disk;
+
+  blockStatus(index: number): BlockStatus;
+  /** Fill `into` with the virtual bytes at [offset, offset + into.length). Throws OUT_OF_RANGE past the end. */
+  read(offset: number, into: Uint8Array): Promise<void>;
+  /** Write `data` at `offset`. Throws READ_ONLY when opened read-only. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Make every completed write durable (fsync of data and metadata). */
+  flush(): Promise<void>;
+  /** Flush if writable, then release the file (and the parent chain). Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,108 @@
+/**
+ * Positioned, complete reads and writes on one open file. Reads land directly in the caller's buffer
+ * (which may be a view over WASM memory); short reads past the end become a TRUNCATED error.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { VhdsyncError, ioError } from '../errors.js';
+
+/** fs.read/write take at most 2^31-1 bytes per call; stay well under. */
+const MAX_IO = 1 << 30;
+
+export class DiskFile {
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    readonly readOnly: boolean,
+  ) {}
+
+  static async open(path: string, readOnly: boolean): Promise<DiskFile> {
+    try {
+      return new DiskFile(path, await open(path, readOnly ? 'r' : 'r+'), readOnly);
+    } catch (e) {
+      throw ioError(path, e);
+    }
+  }
+
+  async size(): Promise<number> {
+    try {
+      return (await this.fh.stat()).size;
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+
+  /** Read up to `into.length` bytes at `position`; returns how many were read (fewer only at end of file). */
+  async readUpTo(into: Uint8Array, position: number): Promise<number> {
+    let done = 0;
+    try {
+      while (done < into.length) {
+        const len = Math.min(into.length - done, MAX_IO);
+        const { bytesRead } = await this.fh.read(into, done, len, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+    return done;
+  }
+
+  /** Fill `into` from `position`; running into the end of the file is a TRUNCATED error. */
+  async readAt(into: Uint8Array, position: number, what = 'data'): Promise<void> {
+    const n = await this.readUpTo(into, position);
+    if (n < into.length) {
+      throw new VhdsyncError('TRUNCATED', `${this.path}: ${what} at byte ${position + n} lies past the end of the file; the image is truncated`);
+    }
+  }
+
+  async writeAt(data: Uint8Array, position: number): Promise<void> {
+    if (this.readOnly) throw new VhdsyncError('READ_ONLY', `${this.path}: opened read-only`);
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const len = Math.min(data.length - done, MAX_IO);
+        const { bytesWritten } = await this.fh.write(data, done, len, position + done);
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+
+  async truncate(length: number): Promise<void> {
+    try {
+      await this.fh.truncate(length);
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+
+  /** Data (and the size) durable; cheaper than sync when other metadata did not change. */
+  async datasync(): Promise<void> {
+    try {
+      await this.fh.datasync();
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+
+  async sync(): Promise<void> {
+    try {
+      await this.fh.sync();
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.fh.close();
+    } catch (e) {
+      throw ioError(this.path, e);
+    }
+  }
+}

@@ -1,0 +1,34 @@
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../fsutil.js';
+
+/**
+ * Performance counters with Hyper-V's names and semantics (`\Hyper-V Replica VM(*)\Resynchronized Bytes`
+ * is cumulative). Persisted as JSON so the cumulative values survive process restarts.
+ */
+export interface VmCounters {
+  'Resynchronized Bytes': number;
+  'Network Bytes Sent': number;
+  'Network Bytes Received': number;
+}
+
+export class CounterStore {
+  constructor(private readonly file: string) {}
+
+  async read(): Promise<Record<string, VmCounters>> {
+    try {
+      const parsed = JSON.parse(await readFile(this.file, 'utf8'));
+      return typeof parsed === 'object' && parsed !== null ? parsed : {};
+    } catch {
+      return {};
+    }
+  }
+
+  async add(vm: string, delta: Partial<VmCounters>): Promise<VmCounters> {
+    const all = await this.read();
+    const cur: VmCounters = { ...{ 'Resynchronized Bytes': 0, 'Network Bytes Sent': 0, 'Network Bytes Received': 0 }, ...all[vm] };
+    for (const [k, v] of Object.entries(delta) as [keyof VmCounters, number][]) cur[k] = (cur[k] ?? 0) + v;
+    all[vm] = cur;
+    await writeFileAtomic(this.file, JSON.stringify(all, null, 2) + '\n');
+    return cur;
+  }
+}

@@ -1,0 +1,114 @@
+import { VhdsyncError, type ErrorCode } from '../errors.js';
+import type { Link } from '../transport/link.js';
+import { decode, encode, type Message } from '../transport/protocol.js';
+
+type Handler = (m: Message) => void | Promise<void>;
+
+/**
+ * Typed messages over a Link: one handler per message type, awaitable control replies, and errors
+ * from the peer surfaced as VhdsyncErrors. Incoming messages are handled strictly in arrival order
+ * (a handler's promise completes before the next message is handled), which the replica relies on to
+ * apply data before the region's `end`.
+ */
+export class Channel {
+  private handlers = new Map<string, Handler>();
+  private waiters = new Map<string, { resolve: (body: Record<string, unknown>) => void; reject: (e: Error) => void }[]>();
+  private chain: Promise<void> = Promise.resolve();
+  private failure: Error | undefined;
+  private closeListeners: ((e?: Error) => void)[] = [];
+
+  constructor(readonly link: Link) {
+    link.onFrame((frame) => {
+      this.chain = this.chain.then(() => this.dispatch(frame)).catch((e) => this.fail(e));
+    });
+    link.onClose((e) => {
+      this.fail(e ?? new VhdsyncError('LINK', 'the connection to the peer was lost'));
+    });
+  }
+
+  on<K extends Message['t']>(t: K, handler: (m: Extract<Message, { t: K }>) => void | Promise<void>): void {
+    this.handlers.set(t, handler as Handler);
+  }
+
+  onControl(op: string, handler: (body: Record<string, unknown>) => void | Promise<void>): void {
+    this.handlers.set(`control:${op}`, (m) => handler((m as Extract<Message, { t: 'control' }>).body));
+  }
+
+  onClosed(listener: (e?: Error) => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  send(m: Message): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return this.link.send(encode(m));
+  }
+
+  control(op: string, body: Record<string, unknown> = {}): Promise<void> {
+    return this.send({ t: 'control', op, body });
+  }
+
+  /** Wait for the peer's control message `op` (or its error, or the link closing). */
+  expect(op: string): Promise<Record<string, unknown>> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const list = this.waiters.get(op) ?? [];
+      list.push({ resolve, reject });
+      this.waiters.set(op, list);
+    });
+  }
+
+  async request(op: string, body: Record<string, unknown>, reply: string): Promise<Record<string, unknown>> {
+    const answer = this.expect(reply);
+    await this.control(op, body);
+    return answer;
+  }
+
+  /** Report an error to the peer (best effort) so it fails with the same line. */
+  async sendError(e: unknown): Promise<void> {
+    const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', (e as Error)?.message ?? String(e));
+    try {
+      await this.link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } }));
+    } catch {
+      // The link is gone; the peer will notice on its own.
+    }
+  }
+
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  close(): void {
+    this.link.close();
+  }
+
+  private async dispatch(frame: Uint8Array): Promise<void> {
+    const m = decode(frame);
+    if (m.t === 'control') {
+      if (m.op === 'error') {
+        const code = (typeof m.body.code === 'string' ? m.body.code : 'IO') as ErrorCode;
+        this.fail(new VhdsyncError(code, String(m.body.message ?? 'the peer failed')));
+        return;
+      }
+      const waiting = this.waiters.get(m.op);
+      if (waiting && waiting.length > 0) {
+        waiting.shift()!.resolve(m.body);
+        return;
+      }
+      const h = this.handlers.get(`control:${m.op}`);
+      if (!h) throw new VhdsyncError('PROTOCOL', `protocol error: unexpected control message '${m.op}'`);
+      await h(m);
+      return;
+    }
+    const h = this.handlers.get(m.t);
+    if (!h) throw new VhdsyncError('PROTOCOL', `protocol error: unexpected message '${m.t}'`);
+    await h(m);
+  }
+
+  private fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    for (const list of this.waiters.values()) for (const w of list) w.reject(e);
+    this.waiters.clear();
+    for (const l of this.closeListeners) l(e);
+  }
+}

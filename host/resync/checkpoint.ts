@@ -1,0 +1,61 @@
+import { readFile } from 'node:fs/promises';
+import { VhdsyncError } from '../errors.js';
+import { removeIfExists, writeFileAtomic } from '../fsutil.js';
+
+/**
+ * The replica side's record of a resync in progress, written atomically beside the replica after the
+ * overlay has been flushed: every region below `nextRegion` is durably in the overlay (or was equal).
+ * `phase` moves comparing → compared → merging; once `merging` is written the merge must finish.
+ */
+export interface Checkpoint {
+  version: 1;
+  primary: string;
+  virtualSize: number;
+  leafSize: number;
+  regionSize: number;
+  fanout: number;
+  nextRegion: number;
+  phase: 'comparing' | 'compared' | 'merging';
+  bytesReceived: number;
+  leavesReceived: number;
+  startedAt: string;
+  updatedAt: string;
+}
+
+export async function readCheckpoint(path: string): Promise<Checkpoint | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let c: Partial<Checkpoint>;
+  try {
+    c = JSON.parse(text);
+  } catch {
+    throw new VhdsyncError('CHECKPOINT', `${path}: the resync checkpoint is not valid JSON; run with --restart (or --cancel) to start over`);
+  }
+  const intOk = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  const valid =
+    c.version === 1 &&
+    typeof c.primary === 'string' &&
+    intOk(c.virtualSize) &&
+    intOk(c.leafSize) &&
+    intOk(c.regionSize) &&
+    intOk(c.fanout) &&
+    intOk(c.nextRegion) &&
+    (c.phase === 'comparing' || c.phase === 'compared' || c.phase === 'merging') &&
+    intOk(c.bytesReceived) &&
+    intOk(c.leavesReceived);
+  if (!valid) throw new VhdsyncError('CHECKPOINT', `${path}: the resync checkpoint is damaged; run with --restart (or --cancel) to start over`);
+  return c as Checkpoint;
+}
+
+export async function writeCheckpoint(path: string, c: Checkpoint): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify({ ...c, updatedAt: new Date().toISOString() }, null, 2) + '\n');
+}
+
+export async function deleteCheckpoint(path: string): Promise<void> {
+  await removeIfExists(path);
+}

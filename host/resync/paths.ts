@@ -1,0 +1,14 @@
+/** Files a resync keeps beside the disks. Named here once so that cancel, resume and tests agree. */
+export function overlayPathFor(replicaPath: string): string {
+  return `${replicaPath}.resync.vhd`;
+}
+
+export function checkpointPathFor(replicaPath: string): string {
+  return `${replicaPath}.resync.json`;
+}
+
+/** Recovery points registered with a replica (DESIGN.md "Resync" step 7: deleted after the merge). */
+export function recoveryPointsDirFor(replicaPath: string): string {
+  return `${replicaPath}.recovery-points`;
+}
+

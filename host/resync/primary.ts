@@ -1,0 +1,230 @@
+import { deflateRaw } from 'node:zlib';
+import { promisify } from 'node:util';
+import type { Core } from '../core/types.js';
+import type { Disk } from '../disk/disk.js';
+import { VhdsyncError } from '../errors.js';
+import type { Channel } from './channel.js';
+import {
+  RegionScanner,
+  childrenOf,
+  levelCounts,
+  regionCount,
+  regionLength,
+  regionStart,
+  rootOf,
+  sameDigest,
+  type RegionTree,
+  type TreeShape,
+} from './tree.js';
+
+const deflateRawAsync = promisify(deflateRaw);
+
+/** Regions the replica may hash ahead of the primary: bounds its memory (≈ 64 KiB of digests each). */
+export const CREDIT_WINDOW = 64;
+/** Regions whose digests are being walked down at the same time: hides round trips on slow links. */
+const MAX_DESCENTS = 32;
+/** Payload per data frame. */
+const DATA_FRAME_BYTES = 1 << 20;
+
+interface Waiter {
+  resolve: (d: Uint8Array) => void;
+  reject: (e: Error) => void;
+}
+
+export interface CompareCounters {
+  bytesCompared: number;
+  bytesRead: number;
+  leavesSent: number;
+  bytesSent: number;
+  payloadWireBytes: number;
+  regionsDiffering: number;
+}
+
+export interface CompareOptions {
+  dryRun: boolean;
+  compress: boolean;
+  /** Checked between regions: when it returns true, no new region starts and the compare stops cleanly. */
+  shouldStop: () => boolean;
+  onRegion?: (c: CompareCounters) => void;
+}
+
+/**
+ * The primary side of the compare: it hashes its disk region by region, takes the replica's root for
+ * each, walks down only where digests differ (many regions at once, level by level), and sends the
+ * differing leaves. Returns the first region not completed (= the region count when all are done).
+ */
+export class PrimaryCompare {
+  readonly counters: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
+  private roots = new Map<number, Uint8Array>();
+  private rootWaiters = new Map<number, Waiter>();
+  private requests = new Map<number, Waiter>();
+  private nextReq = 1;
+  private endBatch: number[] = [];
+  private endTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly ch: Channel,
+    private readonly core: Core,
+    private readonly disk: Disk,
+    private readonly shape: TreeShape,
+    private readonly opts: CompareOptions,
+  ) {
+    ch.onClosed((e) => {
+      for (const w of [...this.rootWaiters.values(), ...this.requests.values()]) w.reject(e ?? new VhdsyncError('LINK', 'the link closed'));
+      this.rootWaiters.clear();
+      this.requests.clear();
+    });
+    ch.on('roots', (m) => {
+      for (let i = 0; i * 16 < m.digests.byteLength; i++) {
+        const r = m.first + i;
+        const d = m.digests.slice(i * 16, i * 16 + 16);
+        const w = this.rootWaiters.get(r);
+        if (w) {
+          this.rootWaiters.delete(r);
+          w.resolve(d);
+        } else this.roots.set(r, d);
+      }
+    });
+    ch.on('digests', (m) => {
+      const w = this.requests.get(m.req);
+      if (!w) throw new VhdsyncError('PROTOCOL', `protocol error: digests for unknown request ${m.req}`);
+      this.requests.delete(m.req);
+      w.resolve(m.digests);
+    });
+  }
+
+  async run(from: number): Promise<number> {
+    const total = regionCount(this.shape);
+    const scanner = new RegionScanner(this.core, this.disk, this.shape);
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    let next = from;
+    try {
+      await this.ch.send({ t: 'credit', regions: CREDIT_WINDOW });
+      // Scan one region ahead so the disk stays busy while the current root is awaited.
+      let scanning = next < total ? scanner.scan(next) : undefined;
+      while (next < total && !this.opts.shouldStop() && failure === undefined) {
+        const tree = await scanning!;
+        const r = next++;
+        scanning = next < total && !this.opts.shouldStop() ? scanner.scan(next) : undefined;
+        const theirs = await this.rootOf(r);
+        this.counters.bytesRead += tree.bytesRead;
+        if (sameDigest(rootOf(tree), 0, theirs, 0)) {
+          this.regionDone(r);
+          continue;
+        }
+        this.counters.regionsDiffering++;
+        while (inFlight.size >= MAX_DESCENTS) await Promise.race(inFlight);
+        const p: Promise<void> = this.descend(r, tree)
+          .catch((e) => {
+            failure ??= e;
+          })
+          .finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await scanning?.catch(() => {});
+      await Promise.all(inFlight);
+      if (failure !== undefined) throw failure;
+      await this.flushEnds();
+    } finally {
+      scanner.free();
+    }
+    return next;
+  }
+
+  private rootOf(r: number): Promise<Uint8Array> {
+    const have = this.roots.get(r);
+    if (have) {
+      this.roots.delete(r);
+      return Promise.resolve(have);
+    }
+    if (this.ch.failed) return Promise.reject(this.ch.failed);
+    return new Promise((resolve, reject) => this.rootWaiters.set(r, { resolve, reject }));
+  }
+
+  private want(region: number, level: number, nodes: number[]): Promise<Uint8Array> {
+    const req = this.nextReq++;
+    if (this.ch.failed) return Promise.reject(this.ch.failed);
+    return new Promise((resolve, reject) => {
+      this.requests.set(req, { resolve, reject });
+      this.ch.send({ t: 'want', req, region, level, nodes: Uint32Array.from(nodes) }).catch(reject);
+    });
+  }
+
+  /** Walk region r's tree from the root down, asking only for children of differing nodes. */
+  private async descend(r: number, mine: RegionTree): Promise<void> {
+    const counts = levelCounts(this.shape, r);
+    let differing = [0];
+    for (let level = counts.length - 2; level >= 0; level--) {
+      const candidates = childrenOf(differing, this.shape.fanout, counts[level]);
+      const theirs = await this.want(r, level, candidates);
+      if (theirs.byteLength !== candidates.length * 16) throw new VhdsyncError('PROTOCOL', 'protocol error: wrong number of digests in reply');
+      differing = candidates.filter((node, i) => !sameDigest(mine.levels[level], node, theirs, i));
+    }
+    await this.sendLeaves(r, differing);
+    this.regionDone(r);
+  }
+
+  /** Read the differing leaves again (they are few) and send them in frames of about 1 MiB. */
+  private async sendLeaves(r: number, leaves: number[]): Promise<void> {
+    const { leafSize } = this.shape;
+    const start = regionStart(this.shape, r);
+    const length = regionLength(this.shape, r);
+    let i = 0;
+    while (i < leaves.length) {
+      const batch: number[] = [];
+      let bytes = 0;
+      while (i < leaves.length && (batch.length === 0 || bytes + leafSize <= DATA_FRAME_BYTES)) {
+        const leafLen = Math.min(leafSize, length - leaves[i] * leafSize);
+        batch.push(leaves[i]);
+        bytes += leafLen;
+        i++;
+      }
+      const raw = new Uint8Array(bytes);
+      let pos = 0;
+      let k = 0;
+      while (k < batch.length) {
+        let j = k + 1;
+        while (j < batch.length && batch[j] === batch[j - 1] + 1) j++;
+        const from = batch[k] * leafSize;
+        const to = Math.min(batch[j - 1] * leafSize + leafSize, length);
+        await this.disk.read(start + from, raw.subarray(pos, pos + (to - from)));
+        pos += to - from;
+        k = j;
+      }
+      this.counters.leavesSent += batch.length;
+      this.counters.bytesSent += bytes;
+      if (this.opts.dryRun) continue;
+      let payload = raw;
+      let compressed = false;
+      if (this.opts.compress) {
+        const z = new Uint8Array(await deflateRawAsync(raw, { level: 1 }));
+        if (z.byteLength < raw.byteLength * 0.95) {
+          payload = z;
+          compressed = true;
+        }
+      }
+      this.counters.payloadWireBytes += payload.byteLength;
+      await this.ch.send({ t: 'data', region: r, compressed, rawLength: bytes, leaves: Uint32Array.from(batch), payload });
+    }
+  }
+
+  private regionDone(r: number): void {
+    this.counters.bytesCompared += regionLength(this.shape, r);
+    this.endBatch.push(r);
+    this.opts.onRegion?.(this.counters);
+    if (this.endBatch.length >= 32) void this.flushEnds().catch(() => {});
+    else this.endTimer ??= setTimeout(() => void this.flushEnds().catch(() => {}), 20);
+  }
+
+  /** Tell the replica which regions are complete (so it may checkpoint) and let it hash that many more. */
+  private async flushEnds(): Promise<void> {
+    if (this.endTimer) clearTimeout(this.endTimer);
+    this.endTimer = undefined;
+    if (this.endBatch.length === 0) return;
+    const regions = Uint32Array.from(this.endBatch);
+    this.endBatch = [];
+    await this.ch.send({ t: 'end', regions });
+    await this.ch.send({ t: 'credit', regions: regions.length });
+  }
+}

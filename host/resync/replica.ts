@@ -1,0 +1,336 @@
+import { rm, stat } from 'node:fs/promises';
+import { inflateRaw } from 'node:zlib';
+import { promisify } from 'node:util';
+import { basename } from 'node:path';
+import { getCore } from '../core/index.js';
+import type { Disk } from '../disk/disk.js';
+import { openDisk, createOverlay, mergeOverlay, discardOverlay } from '../disk/index.js';
+import { VhdsyncError } from '../errors.js';
+import type { Link } from '../transport/link.js';
+import { PROTOCOL_VERSION } from '../transport/protocol.js';
+import { Channel } from './channel.js';
+import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
+import { checkpointPathFor, overlayPathFor, recoveryPointsDirFor } from './paths.js';
+import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST_BYTES, type RegionTree, type TreeShape } from './tree.js';
+
+const inflateRawAsync = promisify(inflateRaw);
+
+/** Checkpoints are written after every region that carried data, and at most this often otherwise. */
+const CHECKPOINT_INTERVAL_MS = 250;
+
+/**
+ * The replica side of one resync. It hashes its own disk (through the overlay, so a resumed run sees
+ * what it already received), answers the primary's digest requests, writes differing leaves into the
+ * overlay, checkpoints, and at the end merges the overlay into the base and applies tracked writes.
+ */
+export class ReplicaEndpoint {
+  private readonly ch: Channel;
+  private readonly checkpointPath: string;
+  private readonly overlayPath: string;
+  private disk: Disk | undefined;
+  private shape: TreeShape | undefined;
+  private checkpoint: Checkpoint | undefined;
+  private dryRun = false;
+  private trees = new Map<number, RegionTree>();
+  private done = new Set<number>();
+  private nextRegion = 0;
+  private credit = 0;
+  private creditWaiter: (() => void) | undefined;
+  private scanning: Promise<void> | undefined;
+  private writes: Promise<void> = Promise.resolve();
+  private dirtySinceCheckpoint = false;
+  private lastCheckpoint = 0;
+  private finished = false;
+  private base: Disk | undefined;
+
+  constructor(
+    link: Link,
+    private readonly replicaPath: string,
+  ) {
+    this.ch = new Channel(link);
+    this.checkpointPath = checkpointPathFor(replicaPath);
+    this.overlayPath = overlayPathFor(replicaPath);
+  }
+
+  /** Serve one resync until it is committed, paused, or the primary goes away. */
+  async run(): Promise<void> {
+    const ended = new Promise<void>((resolve) => {
+      this.ch.onClosed(async () => {
+        await this.settle().catch(() => {});
+        resolve();
+      });
+      this.ch.onControl('hello', (b) => this.hello(b));
+      this.ch.onControl('start', (b) => this.start(b));
+      this.ch.on('credit', (m) => this.grant(m.regions));
+      this.ch.on('want', (m) => this.want(m.req, m.region, m.level, m.nodes));
+      this.ch.on('data', (m) => this.data(m.region, m.compressed, m.rawLength, m.leaves, m.payload));
+      this.ch.on('end', (m) => this.end(m.regions));
+      this.ch.onControl('compare-done', () => this.compareDone());
+      this.ch.onControl('merge', () => this.merge());
+      this.ch.on('write', (m) => this.trackedWrite(m.offset, m.data));
+      this.ch.onControl('commit', () => this.commit());
+      this.ch.onControl('pause', () => this.pause());
+    });
+    await ended;
+  }
+
+  private async guard(work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (e) {
+      await this.ch.sendError(e);
+      this.ch.close();
+    }
+  }
+
+  private hello(b: Record<string, unknown>): Promise<void> {
+    return this.guard(async () => {
+      if (b.version !== PROTOCOL_VERSION) {
+        throw new VhdsyncError('PROTOCOL', `protocol version ${String(b.version)} is not supported by this replica (it speaks ${PROTOCOL_VERSION}); upgrade vhdsync on both sides`);
+      }
+      const checkpoint = await readCheckpoint(this.checkpointPath);
+      const probe = await openDisk(this.replicaPath, { readOnly: true });
+      const info = { virtualSize: probe.virtualSize, sectorSize: probe.sectorSize, format: probe.format, type: probe.type, name: basename(this.replicaPath) };
+      await probe.close();
+      await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null });
+    });
+  }
+
+  private start(b: Record<string, unknown>): Promise<void> {
+    return this.guard(async () => {
+      this.dryRun = b.dryRun === true;
+      const shape = b.shape as TreeShape;
+      this.shape = shape;
+      let resumeFrom = 0;
+      let phase: Checkpoint['phase'] = 'comparing';
+      if (this.dryRun) {
+        this.disk = await openDisk(this.replicaPath, { readOnly: true });
+      } else {
+        const existing = b.restart === true ? undefined : await readCheckpoint(this.checkpointPath);
+        if (existing && (await exists(this.overlayPath))) {
+          this.checkpoint = existing;
+          resumeFrom = existing.nextRegion;
+          phase = existing.phase;
+        } else {
+          if (existing?.phase === 'merging') {
+            throw new VhdsyncError('CHECKPOINT', `${this.replicaPath}: a merge was in progress but its overlay is gone; the replica cannot be trusted — run a fresh resync with --restart`);
+          }
+          await this.discardLeftovers();
+          await createOverlay(this.replicaPath, this.overlayPath);
+          this.checkpoint = {
+            version: 1,
+            primary: String(b.primary),
+            virtualSize: shape.virtualSize,
+            leafSize: shape.leafSize,
+            regionSize: shape.regionSize,
+            fanout: shape.fanout,
+            nextRegion: 0,
+            phase: 'comparing',
+            bytesReceived: 0,
+            leavesReceived: 0,
+            startedAt: new Date().toISOString(),
+            updatedAt: '',
+          };
+          await writeCheckpoint(this.checkpointPath, this.checkpoint);
+        }
+        if (phase !== 'merging') this.disk = await openDisk(this.overlayPath);
+      }
+      this.nextRegion = resumeFrom;
+      await this.ch.control('started', { resumeFrom, phase, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
+      if (phase === 'comparing') this.scanning = this.scan(resumeFrom);
+    });
+  }
+
+  /** Hash regions in order and stream their roots, staying within the credit the primary granted. */
+  private async scan(from: number): Promise<void> {
+    const shape = this.shape!;
+    const scanner = new RegionScanner(getCore(), this.disk!, shape);
+    try {
+      const total = regionCount(shape);
+      for (let r = from; r < total; r++) {
+        while (this.credit <= 0 && !this.finished) await new Promise<void>((res) => (this.creditWaiter = res));
+        if (this.finished) return;
+        this.credit--;
+        const tree = await scanner.scan(r);
+        this.trees.set(r, tree);
+        await this.ch.send({ t: 'roots', first: r, digests: tree.levels[tree.levels.length - 1] });
+      }
+    } catch (e) {
+      if (!this.finished) {
+        await this.ch.sendError(e);
+        this.ch.close();
+      }
+    } finally {
+      scanner.free();
+    }
+  }
+
+  private grant(regions: number): void {
+    this.credit += regions;
+    this.creditWaiter?.();
+    this.creditWaiter = undefined;
+  }
+
+  private async want(req: number, region: number, level: number, nodes: Uint32Array): Promise<void> {
+    const tree = this.trees.get(region);
+    if (!tree || level >= tree.levels.length) throw new VhdsyncError('PROTOCOL', `protocol error: digests asked for unknown region ${region} level ${level}`);
+    const lv = tree.levels[level];
+    const out = new Uint8Array(nodes.length * DIGEST_BYTES);
+    for (let i = 0; i < nodes.length; i++) {
+      if (nodes[i] * DIGEST_BYTES >= lv.byteLength) throw new VhdsyncError('PROTOCOL', `protocol error: node ${nodes[i]} out of range`);
+      out.set(digestAt(lv, nodes[i]), i * DIGEST_BYTES);
+    }
+    await this.ch.send({ t: 'digests', req, digests: out });
+  }
+
+  private async data(region: number, compressed: boolean, rawLength: number, leaves: Uint32Array, payload: Uint8Array): Promise<void> {
+    const shape = this.shape;
+    if (!shape || this.dryRun || !this.disk) throw new VhdsyncError('PROTOCOL', 'protocol error: data outside a resync');
+    const raw = compressed ? new Uint8Array(await inflateRawAsync(payload, { maxOutputLength: rawLength })) : payload;
+    if (raw.byteLength !== rawLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data length does not match its header');
+    const start = regionStart(shape, region);
+    const length = regionLength(shape, region);
+    // Coalesce consecutive leaves into one write each.
+    let pos = 0;
+    let i = 0;
+    while (i < leaves.length) {
+      let j = i + 1;
+      while (j < leaves.length && leaves[j] === leaves[j - 1] + 1) j++;
+      const from = leaves[i] * shape.leafSize;
+      const to = Math.min(leaves[j - 1] * shape.leafSize + shape.leafSize, length);
+      if (from >= length || pos + (to - from) > raw.byteLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data leaves out of range');
+      await this.disk.write(start + from, raw.subarray(pos, pos + (to - from)));
+      pos += to - from;
+      i = j;
+    }
+    if (pos !== raw.byteLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data payload longer than its leaves');
+    this.checkpoint!.bytesReceived += rawLength;
+    this.checkpoint!.leavesReceived += leaves.length;
+    this.dirtySinceCheckpoint = true;
+  }
+
+  private async end(regions: Uint32Array): Promise<void> {
+    for (const r of regions) {
+      this.done.add(r);
+      this.trees.delete(r);
+    }
+    let advanced = false;
+    while (this.done.has(this.nextRegion)) {
+      this.done.delete(this.nextRegion);
+      this.nextRegion++;
+      advanced = true;
+    }
+    if (advanced && !this.dryRun && (this.dirtySinceCheckpoint || Date.now() - this.lastCheckpoint >= CHECKPOINT_INTERVAL_MS)) {
+      await this.saveCheckpoint();
+    }
+  }
+
+  private async saveCheckpoint(phase?: Checkpoint['phase']): Promise<void> {
+    if (this.dryRun || !this.checkpoint) return;
+    if (this.disk) await this.disk.flush();
+    this.checkpoint.nextRegion = this.nextRegion;
+    if (phase) this.checkpoint.phase = phase;
+    await writeCheckpoint(this.checkpointPath, this.checkpoint);
+    this.dirtySinceCheckpoint = false;
+    this.lastCheckpoint = Date.now();
+  }
+
+  private compareDone(): Promise<void> {
+    return this.guard(async () => {
+      this.finished = true;
+      this.creditWaiter?.();
+      await this.scanning;
+      if (this.dryRun) {
+        await this.ch.control('compared', {});
+        return;
+      }
+      if (this.nextRegion !== regionCount(this.shape!)) {
+        throw new VhdsyncError('PROTOCOL', `protocol error: compare reported done at region ${this.nextRegion} of ${regionCount(this.shape!)}`);
+      }
+      await this.saveCheckpoint('compared');
+      await this.ch.control('compared', { bytesReceived: this.checkpoint!.bytesReceived, leavesReceived: this.checkpoint!.leavesReceived });
+    });
+  }
+
+  /** The point of no return: the overlay goes into the base. Resumable (the disk layer journals it). */
+  private merge(): Promise<void> {
+    return this.guard(async () => {
+      if (this.disk) {
+        await this.disk.close();
+        this.disk = undefined;
+      }
+      if (this.checkpoint!.phase !== 'merging') await this.saveCheckpoint('merging');
+      let last = 0;
+      await mergeOverlay(this.overlayPath, {
+        onProgress: (done: number, total: number) => {
+          const now = Date.now();
+          if (now - last > 200) {
+            last = now;
+            void this.ch.control('merge-progress', { done, total }).catch(() => {});
+          }
+        },
+      });
+      await this.ch.control('merged', {});
+    });
+  }
+
+  private async trackedWrite(offset: number, data: Uint8Array): Promise<void> {
+    if (this.dryRun) throw new VhdsyncError('PROTOCOL', 'protocol error: tracked write during a dry run');
+    const base = (this.base ??= await openDisk(this.replicaPath));
+    await base.write(offset, data);
+  }
+
+  private commit(): Promise<void> {
+    return this.guard(async () => {
+      if (this.base) {
+        await this.base.close();
+        this.base = undefined;
+      }
+      // Recovery points were built on the old baseline (Hyper-V deletes them after a resync).
+      const rp = recoveryPointsDirFor(this.replicaPath);
+      const hadPoints = await exists(rp);
+      await rm(rp, { recursive: true, force: true });
+      await deleteCheckpoint(this.checkpointPath);
+      this.finished = true;
+      await this.ch.control('committed', { recoveryPointsDeleted: hadPoints });
+      this.ch.close();
+    });
+  }
+
+  private pause(): Promise<void> {
+    return this.guard(async () => {
+      this.finished = true;
+      this.creditWaiter?.();
+      await this.scanning;
+      await this.saveCheckpoint();
+      await this.ch.control('paused', { nextRegion: this.nextRegion });
+      this.ch.close();
+    });
+  }
+
+  /** The primary went away: keep what is durable, close files. */
+  private async settle(): Promise<void> {
+    this.finished = true;
+    this.creditWaiter?.();
+    await this.scanning?.catch(() => {});
+    if (this.checkpoint && this.disk && this.checkpoint.phase === 'comparing') await this.saveCheckpoint().catch(() => {});
+    await this.disk?.close().catch(() => {});
+    await this.base?.close().catch(() => {});
+    this.disk = undefined;
+    this.base = undefined;
+  }
+
+  private async discardLeftovers(): Promise<void> {
+    if (await exists(this.overlayPath)) await discardOverlay(this.overlayPath);
+    await deleteCheckpoint(this.checkpointPath);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

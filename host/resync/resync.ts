@@ -1,0 +1,323 @@
+import { Worker } from 'node:worker_threads';
+import { basename } from 'node:path';
+import { getCore } from '../core/index.js';
+import type { Disk } from '../disk/disk.js';
+import { openDisk, discardOverlay } from '../disk/index.js';
+import { VhdsyncError } from '../errors.js';
+import { removeIfExists } from '../fsutil.js';
+import { EventLog, type EventRecord } from '../events/event-log.js';
+import type { CounterStore } from '../events/counters.js';
+import { createMemoryLink, type LinkShape } from '../transport/memory-link.js';
+import { PROTOCOL_VERSION } from '../transport/protocol.js';
+import { createTrackingLog, readTrackingLog } from '../tracking/log.js';
+import { trackingLogPathFor } from '../tracking/tracked-disk.js';
+import { formatSize } from '../units.js';
+import { Channel } from './channel.js';
+import { readCheckpoint, type Checkpoint } from './checkpoint.js';
+import { checkpointPathFor, overlayPathFor } from './paths.js';
+import { PrimaryCompare } from './primary.js';
+import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
+
+export interface ResyncOptions {
+  primary: string;
+  replica: string;
+  /** Simulated link between the two sites (default: unlimited, no latency). */
+  link?: LinkShape;
+  /** Leaf size in bytes (default 4 KiB). When resuming, the checkpoint's leaf size is used unless this is given. */
+  leafSize?: number;
+  compress?: boolean;
+  dryRun?: boolean;
+  /** Discard a checkpoint and overlay left by an earlier run and start from the beginning. */
+  restart?: boolean;
+  /** Name used in events and counters (default: the primary's file name). */
+  vm?: string;
+  events?: EventLog;
+  counters?: CounterStore;
+  onProgress?: (p: ResyncProgress) => void;
+}
+
+export type ResyncPhase = 'preflight' | 'comparing' | 'merging' | 'applying' | 'done';
+
+export interface ResyncProgress {
+  phase: ResyncPhase;
+  virtualSize: number;
+  /** Bytes of the disk compared so far, counting regions done by an earlier run that this one resumed. */
+  bytesCompared: number;
+  bytesSent: number;
+  wireBytes: number;
+  seconds: number;
+  /** Estimated seconds left in the compare, when it can be estimated. */
+  etaSeconds?: number;
+  mergeDone?: number;
+  mergeTotal?: number;
+}
+
+export interface ResyncResult {
+  result: 'completed' | 'paused' | 'failed';
+  identical: boolean;
+  dryRun: boolean;
+  virtualSize: number;
+  leafSize: number;
+  bytesCompared: number;
+  blocksSent: number;
+  bytesSent: number;
+  payloadWireBytes: number;
+  wireBytes: number;
+  wireBytesSent: number;
+  wireBytesReceived: number;
+  bytesReadPrimary: number;
+  seconds: number;
+  resumedFrom: number;
+  trackedWritesApplied: number;
+  recoveryPointsDeleted: boolean;
+  phases: { preflight: number; compare: number; merge: number; apply: number };
+  events: EventRecord[];
+}
+
+export interface ResyncHandle {
+  /** Stop at the next region boundary; the run resolves with result 'paused' and can be resumed. */
+  pause(): void;
+  readonly done: Promise<ResyncResult>;
+}
+
+export function startResync(opts: ResyncOptions): ResyncHandle {
+  let pauseRequested = false;
+  const done = runResync(opts, () => pauseRequested);
+  return {
+    pause: () => {
+      pauseRequested = true;
+    },
+    done,
+  };
+}
+
+export function resync(opts: ResyncOptions): Promise<ResyncResult> {
+  return startResync(opts).done;
+}
+
+/**
+ * `vhdsync resync --cancel`: drop the overlay and the checkpoint, leaving the replica base as it was
+ * before the resync. Refused once the merge has started (the point of no return).
+ */
+export async function cancelResync(replicaPath: string): Promise<{ cancelled: boolean }> {
+  const cpPath = checkpointPathFor(replicaPath);
+  const cp = await readCheckpoint(cpPath).catch(() => undefined);
+  if (cp?.phase === 'merging') {
+    throw new VhdsyncError('STATE', `${replicaPath}: the resync is merging its overlay into the replica (the point of no return); run the resync again to finish it`);
+  }
+  const overlay = overlayPathFor(replicaPath);
+  let cancelled = false;
+  try {
+    await discardOverlay(overlay);
+    cancelled = true;
+  } catch (e) {
+    if ((e as VhdsyncError).code !== 'NOT_FOUND') throw e;
+  }
+  cancelled = (await removeIfExists(cpPath)) || cancelled;
+  return { cancelled };
+}
+
+const WORKER_URL = (() => {
+  // Under the TypeScript sources (tests), run the compiled worker from dist/.
+  const here = import.meta.url;
+  const base = here.endsWith('.ts') ? here.replace(/\/host\/resync\/[^/]+\.ts$/, '/dist/resync/') : here;
+  return new URL('./replica-worker.js', base);
+})();
+
+async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promise<ResyncResult> {
+  const t0 = performance.now();
+  const secs = () => (performance.now() - t0) / 1000;
+  const events = opts.events ?? new EventLog();
+  const eventsBefore = events.records.length;
+  const vm = opts.vm ?? basename(opts.primary).replace(/\.[^.]+$/, '');
+  const dryRun = opts.dryRun === true;
+  const linkShape = opts.link ?? { rate: Infinity, latencyMs: 0 };
+  const core = getCore();
+  const phases = { preflight: 0, compare: 0, merge: 0, apply: 0 };
+
+  let primary: Disk | undefined;
+  let worker: Worker | undefined;
+  let ch: Channel | undefined;
+  try {
+    const pd = await openDisk(opts.primary, { readOnly: true });
+    primary = pd;
+    const { local, remotePort } = createMemoryLink(linkShape);
+    worker = new Worker(WORKER_URL, {
+      workerData: { port: remotePort, shape: linkShape, replicaPath: opts.replica },
+      transferList: [remotePort],
+    });
+    const workerFailed = new Promise<never>((_, reject) => {
+      worker!.once('error', (e) => reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)));
+    });
+    workerFailed.catch(() => {});
+    ch = new Channel(local);
+    const c = ch;
+    const wire = () => local.stats.bytesSent + local.stats.bytesReceived;
+
+    // 1. Preflight: same virtual size and sector size, or refuse before anything is written.
+    const welcome = await Promise.race([c.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), workerFailed]);
+    const rep = welcome.replica as { virtualSize: number; sectorSize: number; name: string };
+    preflight(opts, pd, rep);
+    const cp = welcome.checkpoint as Checkpoint | null;
+    const resuming = !dryRun && !opts.restart && cp !== null;
+    if (resuming) checkResumable(opts, pd, cp!);
+    const leafSize = resuming && opts.leafSize === undefined ? cp!.leafSize : (opts.leafSize ?? DEFAULT_LEAF);
+    const shape: TreeShape = makeShape(pd.virtualSize, leafSize);
+    phases.preflight = secs();
+
+    // 2–3. Start tracking, create (or reopen) the overlay on the replica.
+    const started = await c.request('start', { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary) }, 'started');
+    const resumeRegion = Number(started.resumeFrom);
+    const phase = String(started.phase) as Checkpoint['phase'];
+    const trackPath = trackingLogPathFor(opts.primary);
+    if (!dryRun) {
+      if (resumeRegion === 0 && phase === 'comparing') await removeIfExists(trackPath);
+      await createTrackingLog(trackPath).catch((e) => {
+        if ((e as VhdsyncError).code !== 'IO' || !/exist/i.test(e.message)) throw e;
+      });
+    }
+    const resumedFrom = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
+    const blocks = pd.blockCount;
+    await events.emit({
+      id: 29242,
+      level: 'Information',
+      vm,
+      disks: [opts.primary],
+      startBlock: Math.min(Math.floor(resumedFrom / pd.blockSize), blocks - 1),
+      endBlock: blocks - 1,
+    });
+
+    // 4. Compare and sync.
+    const compare = new PrimaryCompare(c, core, pd, shape, {
+      dryRun,
+      compress: opts.compress === true,
+      shouldStop,
+      onRegion: (k) => {
+        const elapsed = secs() - phases.preflight;
+        const doneBytes = resumedFrom + k.bytesCompared;
+        const rate = k.bytesCompared / Math.max(elapsed, 1e-3);
+        opts.onProgress?.({
+          phase: 'comparing',
+          virtualSize: shape.virtualSize,
+          bytesCompared: doneBytes,
+          bytesSent: k.bytesSent,
+          wireBytes: wire(),
+          seconds: secs(),
+          etaSeconds: rate > 0 ? (shape.virtualSize - doneBytes) / rate : undefined,
+        });
+      },
+    });
+    const tCompare = performance.now();
+    let next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
+    phases.compare = (performance.now() - tCompare) / 1000;
+    const k = compare.counters;
+    const base = {
+      dryRun,
+      virtualSize: shape.virtualSize,
+      leafSize: shape.leafSize,
+      bytesCompared: k.bytesCompared,
+      blocksSent: k.leavesSent,
+      bytesSent: k.bytesSent,
+      payloadWireBytes: k.payloadWireBytes,
+      bytesReadPrimary: k.bytesRead,
+      resumedFrom,
+    };
+    const finish = async (result: ResyncResult['result'], extra: Partial<ResyncResult> = {}): Promise<ResyncResult> => ({
+      result,
+      identical: false,
+      ...base,
+      wireBytes: wire(),
+      wireBytesSent: local.stats.bytesSent,
+      wireBytesReceived: local.stats.bytesReceived,
+      seconds: secs(),
+      trackedWritesApplied: 0,
+      recoveryPointsDeleted: false,
+      phases,
+      events: events.records.slice(eventsBefore),
+      ...extra,
+    });
+
+    if (next < regionCount(shape)) {
+      // Paused at a region boundary: the replica checkpoints; the next run continues from there.
+      await c.request('pause', {}, 'paused');
+      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: 'paused' });
+      return finish('paused');
+    }
+    const compared = await c.request('compare-done', {}, 'compared');
+    const totalLeaves = dryRun ? k.leavesSent : Number(compared.leavesReceived);
+    await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed' });
+    if (dryRun) {
+      c.close();
+      return finish('completed', { identical: k.leavesSent === 0 });
+    }
+
+    // 6. Merge the overlay into the base: the point of no return.
+    opts.onProgress?.({ phase: 'merging', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
+    c.onControl('merge-progress', (b) =>
+      opts.onProgress?.({ phase: 'merging', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs(), mergeDone: Number(b.done), mergeTotal: Number(b.total) }),
+    );
+    const tMerge = performance.now();
+    await c.request('merge', {}, 'merged');
+    phases.merge = (performance.now() - tMerge) / 1000;
+
+    // 7. Writes tracked since the start replicate now; then recovery points go and the resync commits.
+    const tApply = performance.now();
+    opts.onProgress?.({ phase: 'applying', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
+    const tracked = await readTrackingLog(trackPath);
+    for (const rec of tracked.records) await c.send({ t: 'write', offset: rec.offset, data: rec.data });
+    const committed = await c.request('commit', {}, 'committed');
+    await removeIfExists(trackPath);
+    phases.apply = (performance.now() - tApply) / 1000;
+    const trackedBytes = tracked.records.reduce((n, r) => n + r.data.byteLength, 0);
+    await opts.counters?.add(vm, {
+      'Resynchronized Bytes': k.bytesSent + trackedBytes,
+      'Network Bytes Sent': local.stats.bytesSent,
+      'Network Bytes Received': local.stats.bytesReceived,
+    });
+    opts.onProgress?.({ phase: 'done', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
+    return finish('completed', {
+      identical: true,
+      trackedWritesApplied: tracked.records.length,
+      recoveryPointsDeleted: committed.recoveryPointsDeleted === true,
+    });
+  } catch (e) {
+    if (ch && !ch.failed) await ch.sendError(e);
+    throw e;
+  } finally {
+    ch?.close();
+    await primary?.close().catch(() => {});
+    if (worker) await stopWorker(worker);
+  }
+}
+
+function preflight(opts: ResyncOptions, primary: Disk, rep: { virtualSize: number; sectorSize: number }): void {
+  if (rep.virtualSize !== primary.virtualSize) {
+    const larger = rep.virtualSize > primary.virtualSize ? 'replica' : 'primary';
+    throw new VhdsyncError(
+      'SIZE_MISMATCH',
+      `${opts.replica}: virtual size ${formatSize(rep.virtualSize)} (${rep.virtualSize} bytes) differs from ${opts.primary} (${formatSize(primary.virtualSize)}, ${primary.virtualSize} bytes); the ${larger} is larger — resize the replica to ${primary.virtualSize} bytes first`,
+    );
+  }
+  if (rep.sectorSize !== primary.sectorSize) {
+    throw new VhdsyncError('SECTOR_MISMATCH', `${opts.replica}: logical sector size ${rep.sectorSize} differs from ${opts.primary} (${primary.sectorSize}); a resync needs both the same`);
+  }
+  if (primary.virtualSize % 512 !== 0) {
+    throw new VhdsyncError('BAD_SIZE', `${opts.primary}: size ${primary.virtualSize} is not a whole number of 512-byte sectors`);
+  }
+}
+
+function checkResumable(opts: ResyncOptions, primary: Disk, cp: Checkpoint): void {
+  if (cp.primary !== basename(opts.primary) || cp.virtualSize !== primary.virtualSize) {
+    throw new VhdsyncError('CHECKPOINT', `${opts.replica}: an unfinished resync from '${cp.primary}' is in progress on this replica; finish it, or start over with --restart (or --cancel)`);
+  }
+  if (opts.leafSize !== undefined && opts.leafSize !== cp.leafSize && cp.phase === 'comparing') {
+    throw new VhdsyncError('CHECKPOINT', `${opts.replica}: the resync in progress uses --leaf ${cp.leafSize}; continue with the same leaf size, or start over with --restart`);
+  }
+}
+
+async function stopWorker(worker: Worker): Promise<void> {
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const timer = setTimeout(() => void worker.terminate(), 10_000);
+  await exited;
+  clearTimeout(timer);
+}

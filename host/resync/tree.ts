@@ -1,0 +1,205 @@
+import type { Core, WasmRegion } from '../core/types.js';
+import type { Disk } from '../disk/disk.js';
+import { VhdsyncError } from '../errors.js';
+import { MiB, KiB, formatSize } from '../units.js';
+
+/**
+ * The hash tree both sides build over their disk, region by region (DESIGN.md "Resync", step 4).
+ *
+ * A disk is cut into regions (16 MiB): the unit of pipelining, checkpointing and bounded memory. Inside a
+ * region, leaves (4 KiB by default) are hashed with XXH3-128; each level above hashes runs of `fanout`
+ * child digests, up to one root per region. Identical regions cost one 16-byte root on the wire; a
+ * scattered change costs a few digests per level plus its own leaves.
+ */
+export const DIGEST_BYTES = 16;
+export const DEFAULT_LEAF = 4 * KiB;
+export const DEFAULT_REGION = 16 * MiB;
+export const DEFAULT_FANOUT = 16;
+/** Reads land in WASM memory in chunks of this size (double-buffered). */
+export const CHUNK_BYTES = 4 * MiB;
+
+export interface TreeShape {
+  virtualSize: number;
+  leafSize: number;
+  regionSize: number;
+  fanout: number;
+}
+
+export function makeShape(virtualSize: number, leafSize = DEFAULT_LEAF, fanout = DEFAULT_FANOUT, regionSize = DEFAULT_REGION): TreeShape {
+  if (!Number.isInteger(leafSize) || leafSize < 512 || leafSize > CHUNK_BYTES || (leafSize & (leafSize - 1)) !== 0) {
+    throw new VhdsyncError('USAGE', `--leaf ${formatSize(leafSize)}: the leaf size must be a power of two from 512 bytes to ${formatSize(CHUNK_BYTES)}`);
+  }
+  return { virtualSize, leafSize, regionSize, fanout };
+}
+
+export function regionCount(s: TreeShape): number {
+  return Math.ceil(s.virtualSize / s.regionSize);
+}
+
+export function regionStart(s: TreeShape, r: number): number {
+  return r * s.regionSize;
+}
+
+export function regionLength(s: TreeShape, r: number): number {
+  return Math.min(s.regionSize, s.virtualSize - r * s.regionSize);
+}
+
+/** Node counts per level of region r: [leaves, ..., 1]. */
+export function levelCounts(s: TreeShape, r: number): number[] {
+  const counts = [Math.ceil(regionLength(s, r) / s.leafSize)];
+  while (counts[counts.length - 1] > 1) counts.push(Math.ceil(counts[counts.length - 1] / s.fanout));
+  return counts;
+}
+
+/** Digests of one region, levels[0] = leaves ... levels[top] = the root (16 bytes). */
+export interface RegionTree {
+  region: number;
+  levels: Uint8Array[];
+  /** Bytes actually read from the disk (absent and zero blocks are not read). */
+  bytesRead: number;
+}
+
+export function rootOf(t: RegionTree): Uint8Array {
+  return t.levels[t.levels.length - 1];
+}
+
+/** Digests of all-zero leaves by length, so absent blocks cost no read and no hashing. */
+class ZeroDigests {
+  private readonly byLength = new Map<number, Uint8Array>();
+  constructor(private readonly core: Core) {}
+  get(length: number): Uint8Array {
+    let d = this.byLength.get(length);
+    if (!d) {
+      d = this.core.hash128(new Uint8Array(length));
+      this.byLength.set(length, d);
+    }
+    return d;
+  }
+}
+
+/**
+ * Scans a disk region by region, reading straight into WASM memory (double-buffered so the next read
+ * runs while the current chunk is hashed) and returning each region's tree.
+ */
+export class RegionScanner {
+  private readonly buffers: WasmRegion[];
+  private readonly zeros: ZeroDigests;
+
+  constructor(
+    private readonly core: Core,
+    private readonly disk: Disk,
+    private readonly shape: TreeShape,
+  ) {
+    this.buffers = [core.alloc(CHUNK_BYTES), core.alloc(CHUNK_BYTES)];
+    this.zeros = new ZeroDigests(core);
+    // Warm the core's scratch space to its steady-state size now, so no memory growth (which would
+    // detach views that reads are filling) happens while a read is in flight.
+    core.hashTree(new Uint8Array((shape.regionSize / shape.leafSize) * DIGEST_BYTES), shape.fanout);
+  }
+
+  async scan(r: number): Promise<RegionTree> {
+    const s = this.shape;
+    const start = regionStart(s, r);
+    const length = regionLength(s, r);
+    const leafCount = Math.ceil(length / s.leafSize);
+    const leaves = new Uint8Array(leafCount * DIGEST_BYTES);
+    let bytesRead = 0;
+
+    // Runs of leaves that must be read (some block under them has data); the rest are zero digests.
+    const runs = this.presentRuns(start, length);
+    let covered = 0; // leaves filled so far
+    const fillZeros = (upTo: number) => {
+      for (let i = covered; i < upTo; i++) {
+        const leafLen = Math.min(s.leafSize, length - i * s.leafSize);
+        leaves.set(this.zeros.get(leafLen), i * DIGEST_BYTES);
+      }
+      covered = Math.max(covered, upTo);
+    };
+
+    // Chunks of present runs, read into alternating buffers; the read of chunk k+1 overlaps hashing of k.
+    const chunks: { leaf: number; offset: number; length: number }[] = [];
+    for (const [first, end] of runs) {
+      for (let l = first; l < end; l += CHUNK_BYTES / s.leafSize) {
+        const lastLeaf = Math.min(end, l + CHUNK_BYTES / s.leafSize);
+        const off = start + l * s.leafSize;
+        const len = Math.min(lastLeaf * s.leafSize, length) - l * s.leafSize;
+        chunks.push({ leaf: l, offset: off, length: len });
+      }
+    }
+    let pending: Promise<void> | undefined;
+    const readInto = (k: number) => {
+      const c = chunks[k];
+      return this.disk.read(c.offset, this.buffers[k % 2].bytes().subarray(0, c.length));
+    };
+    if (chunks.length > 0) pending = readInto(0);
+    for (let k = 0; k < chunks.length; k++) {
+      await pending;
+      pending = k + 1 < chunks.length ? readInto(k + 1) : undefined;
+      const c = chunks[k];
+      fillZeros(c.leaf);
+      const digests = this.core.hashBlocksIn(this.buffers[k % 2], 0, c.length, s.leafSize);
+      leaves.set(digests, c.leaf * DIGEST_BYTES);
+      covered = c.leaf + digests.byteLength / DIGEST_BYTES;
+      bytesRead += c.length;
+    }
+    fillZeros(leafCount);
+
+    const levels: Uint8Array[] = [leaves];
+    while (levels[levels.length - 1].byteLength > DIGEST_BYTES) {
+      levels.push(this.core.hashTree(levels[levels.length - 1], s.fanout));
+    }
+    return { region: r, levels, bytesRead };
+  }
+
+  /** [firstLeaf, endLeaf) runs of region-relative leaves whose bytes may be non-zero. */
+  private presentRuns(start: number, length: number): [number, number][] {
+    const s = this.shape;
+    const bs = this.disk.blockSize;
+    const runs: [number, number][] = [];
+    const leafCount = Math.ceil(length / s.leafSize);
+    let runStart = -1;
+    for (let i = 0; i < leafCount; i++) {
+      const a = start + i * s.leafSize;
+      const b = Math.min(a + s.leafSize, start + length) - 1;
+      let present = false;
+      for (let blk = Math.floor(a / bs); blk <= Math.floor(b / bs); blk++) {
+        if (this.disk.blockStatus(blk) === 'present') {
+          present = true;
+          break;
+        }
+      }
+      if (present && runStart < 0) runStart = i;
+      if (!present && runStart >= 0) {
+        runs.push([runStart, i]);
+        runStart = -1;
+      }
+    }
+    if (runStart >= 0) runs.push([runStart, leafCount]);
+    return runs;
+  }
+
+  free(): void {
+    for (const b of this.buffers) b.free();
+  }
+}
+
+/** Leaf indices at `level - 1` that are children of the given nodes at `level`. */
+export function childrenOf(nodes: Iterable<number>, fanout: number, childCount: number): number[] {
+  const out: number[] = [];
+  for (const n of nodes) {
+    const end = Math.min((n + 1) * fanout, childCount);
+    for (let c = n * fanout; c < end; c++) out.push(c);
+  }
+  return out;
+}
+
+export function digestAt(level: Uint8Array, index: number): Uint8Array {
+  return level.subarray(index * DIGEST_BYTES, (index + 1) * DIGEST_BYTES);
+}
+
+export function sameDigest(a: Uint8Array, ai: number, b: Uint8Array, bi: number): boolean {
+  const ao = ai * DIGEST_BYTES;
+  const bo = bi * DIGEST_BYTES;
+  for (let k = 0; k < DIGEST_BYTES; k++) if (a[ao + k] !== b[bo + k]) return false;
+  return true;
+}

@@ -1,0 +1,26 @@
+/**
+ * A link carries whole frames between a primary and a replica endpoint, in order. Two implementations
+ * share this interface: the in-memory link with a simulated rate and latency (memory-link.ts) and,
+ * later, TCP with mutual TLS. Every frame counts 4 bytes of length prefix on the wire.
+ */
+export interface LinkStats {
+  /** Bytes this end put on the wire (frames + length prefixes). */
+  bytesSent: number;
+  bytesReceived: number;
+  framesSent: number;
+  framesReceived: number;
+}
+
+export interface Link {
+  /** Queue a frame. Resolves when the link can take more, so a fast sender cannot fill memory. */
+  send(frame: Uint8Array): Promise<void>;
+  onFrame(handler: (frame: Uint8Array) => void): void;
+  /** Called once when the link closes; with an error when it broke. */
+  onClose(handler: (error?: Error) => void): void;
+  close(): void;
+  readonly stats: LinkStats;
+}
+
+export const FRAME_PREFIX_BYTES = 4;
+/** Upper bound of one frame, enforced on both ends: a peer cannot make us allocate more. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024 + 4096;

@@ -1,0 +1,170 @@
+import { VhdsyncError } from '../errors.js';
+import { MAX_FRAME_BYTES } from './link.js';
+
+/**
+ * The resync protocol, version 1. A frame is one message: a type byte, then fields in little-endian.
+ * Hot messages (digests, data) are binary; rare control messages carry a small JSON body.
+ *
+ *   P = primary endpoint (drives the compare), R = replica endpoint.
+ *   P→R hello      R→P welcome          handshake: parameters, resume point
+ *   R→P roots      one root digest per region, streamed ahead as R hashes its disk
+ *   P→R credit     R may hash this many more regions ahead (bounds R's memory)
+ *   P→R want       digests of these nodes of one tree level of one region, please
+ *   R→P digests    the answer, in the order asked
+ *   P→R data       payload of differing leaves (optionally deflated)
+ *   P→R end        these regions are complete: R may checkpoint past them
+ *   P→R write      one tracked write, applied after the merge
+ *   both control   JSON: compare-done, merge, commit, pause, stats, progress, error ...
+ */
+export const PROTOCOL_VERSION = 1;
+
+export type Message =
+  | { t: 'roots'; first: number; digests: Uint8Array }
+  | { t: 'credit'; regions: number }
+  | { t: 'want'; req: number; region: number; level: number; nodes: Uint32Array }
+  | { t: 'digests'; req: number; digests: Uint8Array }
+  | { t: 'data'; region: number; compressed: boolean; rawLength: number; leaves: Uint32Array; payload: Uint8Array }
+  | { t: 'end'; regions: Uint32Array }
+  | { t: 'write'; offset: number; data: Uint8Array }
+  | { t: 'control'; op: string; body: Record<string, unknown> };
+
+const T = { roots: 1, credit: 2, want: 3, digests: 4, data: 5, end: 6, write: 7, control: 8 } as const;
+
+export function encode(m: Message): Uint8Array {
+  switch (m.t) {
+    case 'roots':
+      return build(T.roots, 4, m.digests, (v) => v.setUint32(1, m.first, true));
+    case 'credit':
+      return build(T.credit, 4, undefined, (v) => v.setUint32(1, m.regions, true));
+    case 'want':
+      return build(T.want, 9, u32Bytes(m.nodes), (v) => {
+        v.setUint32(1, m.req, true);
+        v.setUint32(5, m.region, true);
+        v.setUint8(9, m.level);
+      }, 1);
+    case 'digests':
+      return build(T.digests, 4, m.digests, (v) => v.setUint32(1, m.req, true));
+    case 'data': {
+      const head = 13;
+      const out = new Uint8Array(1 + head + m.leaves.length * 4 + m.payload.byteLength);
+      const v = new DataView(out.buffer);
+      v.setUint8(0, T.data);
+      v.setUint32(1, m.region, true);
+      v.setUint8(5, m.compressed ? 1 : 0);
+      v.setUint32(6, m.rawLength, true);
+      v.setUint32(10, m.leaves.length, true);
+      // byte 14.. leaves, then payload
+      out.set(u32Bytes(m.leaves), 1 + head);
+      out.set(m.payload, 1 + head + m.leaves.length * 4);
+      return out;
+    }
+    case 'end':
+      return build(T.end, 0, u32Bytes(m.regions));
+    case 'write':
+      return build(T.write, 8, m.data, (v) => setU64(v, 1, m.offset));
+    case 'control':
+      return build(T.control, 0, new TextEncoder().encode(JSON.stringify({ op: m.op, ...m.body })));
+  }
+}
+
+export function decode(frame: Uint8Array): Message {
+  if (frame.byteLength < 1 || frame.byteLength > MAX_FRAME_BYTES) throw bad('frame size out of bounds');
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const need = (n: number) => {
+    if (frame.byteLength < n) throw bad('truncated frame');
+  };
+  switch (frame[0]) {
+    case T.roots: {
+      need(5);
+      const digests = frame.subarray(5);
+      if (digests.byteLength % 16 !== 0) throw bad('roots: digest bytes not a multiple of 16');
+      return { t: 'roots', first: v.getUint32(1, true), digests };
+    }
+    case T.credit:
+      need(5);
+      return { t: 'credit', regions: v.getUint32(1, true) };
+    case T.want: {
+      need(11);
+      return { t: 'want', req: v.getUint32(1, true), region: v.getUint32(5, true), level: v.getUint8(9), nodes: readU32s(frame, 11) };
+    }
+    case T.digests: {
+      need(5);
+      const digests = frame.subarray(5);
+      if (digests.byteLength % 16 !== 0) throw bad('digests: bytes not a multiple of 16');
+      return { t: 'digests', req: v.getUint32(1, true), digests };
+    }
+    case T.data: {
+      need(14);
+      const count = v.getUint32(10, true);
+      const leavesEnd = 14 + count * 4;
+      if (leavesEnd > frame.byteLength) throw bad('data: leaf list past end of frame');
+      const leaves = readU32s(frame.subarray(0, leavesEnd), 14);
+      return {
+        t: 'data',
+        region: v.getUint32(1, true),
+        compressed: v.getUint8(5) === 1,
+        rawLength: v.getUint32(6, true),
+        leaves,
+        payload: frame.subarray(leavesEnd),
+      };
+    }
+    case T.end:
+      return { t: 'end', regions: readU32s(frame, 1) };
+    case T.write:
+      need(9);
+      return { t: 'write', offset: getU64(v, 1), data: frame.subarray(9) };
+    case T.control: {
+      let body: unknown;
+      try {
+        body = JSON.parse(new TextDecoder().decode(frame.subarray(1)));
+      } catch {
+        throw bad('control: body is not JSON');
+      }
+      if (typeof body !== 'object' || body === null || typeof (body as { op?: unknown }).op !== 'string') throw bad('control: no op');
+      const { op, ...rest } = body as { op: string };
+      return { t: 'control', op, body: rest };
+    }
+    default:
+      throw bad(`unknown message type ${frame[0]}`);
+  }
+}
+
+function bad(what: string): VhdsyncError {
+  return new VhdsyncError('PROTOCOL', `protocol error: ${what}`);
+}
+
+function build(type: number, head: number, tail: Uint8Array | undefined, fill?: (v: DataView) => void, pad = 0): Uint8Array {
+  const start = 1 + head + pad;
+  const out = new Uint8Array(start + (tail?.byteLength ?? 0));
+  out[0] = type;
+  fill?.(new DataView(out.buffer));
+  if (tail) out.set(tail, start);
+  return out;
+}
+
+function u32Bytes(a: Uint32Array): Uint8Array {
+  const out = new Uint8Array(a.length * 4);
+  const v = new DataView(out.buffer);
+  for (let i = 0; i < a.length; i++) v.setUint32(i * 4, a[i], true);
+  return out;
+}
+
+function readU32s(frame: Uint8Array, at: number): Uint32Array {
+  const bytes = frame.byteLength - at;
+  if (bytes < 0 || bytes % 4 !== 0) throw bad('u32 list has a ragged length');
+  const v = new DataView(frame.buffer, frame.byteOffset + at, bytes);
+  const out = new Uint32Array(bytes / 4);
+  for (let i = 0; i < out.length; i++) out[i] = v.getUint32(i * 4, true);
+  return out;
+}
+
+function setU64(v: DataView, at: number, n: number): void {
+  v.setUint32(at, n % 2 ** 32, true);
+  v.setUint32(at + 4, Math.floor(n / 2 ** 32), true);
+}
+
+function getU64(v: DataView, at: number): number {
+  const n = v.getUint32(at, true) + v.getUint32(at + 4, true) * 2 ** 32;
+  if (!Number.isSafeInteger(n)) throw bad('64-bit offset out of range');
+  return n;
+}

@@ -1,0 +1,132 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { open, truncate, writeFile, copyFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { tempDir, qemuIdentical, sha256File, randomBytes, cli, CLI } from './support/files.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+afterAll(() => cleanup());
+
+async function rawImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
+  await writeFile(p, new Uint8Array(0));
+  await truncate(p, size);
+  const fh = await open(p, 'r+');
+  for (const [off, data] of writes) await fh.write(data, 0, data.byteLength, off);
+  await fh.close();
+  return p;
+}
+
+/** Run the CLI as a child, SIGKILL it after `ms`; resolves with its output if it finished first. */
+function runAndKill(args: string[], ms: number, env: Record<string, string>): Promise<{ killed: boolean; stdout: string; code: number | null }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ killed: signal === 'SIGKILL', stdout, code });
+    });
+  });
+}
+
+describe('vhdsync resync (CLI)', () => {
+  it('prints one JSON object with the documented fields and exits 0 when the replica is equal', async () => {
+    const p = await rawImage(join(dir, 'j-p.img'), 32 * MiB, [[MiB, randomBytes(65536, 1)]]);
+    const r = await rawImage(join(dir, 'j-r.img'), 32 * MiB);
+    const out = cli(['resync', p, r, '--json', '--link', '1gbps'], { VHDSYNC_HOME: join(dir, 'home') });
+    expect(out.stderr).toBe('');
+    expect(out.status).toBe(0);
+    const j = JSON.parse(out.stdout);
+    for (const k of ['result', 'virtualSize', 'bytesCompared', 'blocksSent', 'bytesSent', 'wireBytes', 'seconds', 'resumedFrom', 'events']) expect(j).toHaveProperty(k);
+    expect(j).toMatchObject({ result: 'completed', virtualSize: 32 * MiB, bytesCompared: 32 * MiB, blocksSent: 16, bytesSent: 65536, resumedFrom: 0 });
+    expect(j.events.map((e: { id: number }) => e.id)).toEqual([29242, 29244]);
+    expect(qemuIdentical(p, r)).toBe(true);
+    // events are also appended to the event log, and the counter accumulates
+    const counters = JSON.parse(await (await import('node:fs/promises')).readFile(join(dir, 'home', 'counters.json'), 'utf8'));
+    expect(counters['j-p']['Resynchronized Bytes']).toBe(65536);
+  });
+
+  it('wrong flags and bad images fail with one line and exit 2', async () => {
+    const p = await rawImage(join(dir, 'e-p.img'), 8 * MiB);
+    const r = await rawImage(join(dir, 'e-r.img'), 4 * MiB);
+    for (const args of [
+      ['resync', p, r],
+      ['resync', p, join(dir, 'missing.img')],
+      ['resync', p, p + 'x', '--link', 'fast'],
+      ['resync', p, r, '--leaf', '3000'],
+      ['resync', p, r, '--bogus'],
+    ]) {
+      const out = cli(args);
+      expect(out.status, args.join(' ')).toBe(2);
+      expect(out.stderr.trim().split('\n').length, out.stderr).toBeLessThanOrEqual(2);
+      expect(out.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
+    }
+    expect(cli(['resync', p, r]).stderr).toMatch(/virtual size 4 MiB .* differs .* resize the replica/);
+  });
+
+  it('wire efficiency: 50 scattered 64 KiB changes on a 1 GiB disk cost at most 1.15x the changed bytes + 64 KiB', async () => {
+    const size = 1024 * MiB;
+    const changes: [number, Uint8Array][] = [];
+    let seed = 12345;
+    const next = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed / 2 ** 31);
+    for (let i = 0; i < 50; i++) changes.push([Math.floor((next() * (size - 65536)) / 4096) * 4096, randomBytes(65536, 1000 + i)]);
+    const p = await rawImage(join(dir, 'w-p.img'), size, [[0, randomBytes(8 * MiB, 5)], ...changes]);
+    const r = await rawImage(join(dir, 'w-r.img'), size, [[0, randomBytes(8 * MiB, 5)]]);
+    const out = cli(['resync', p, r, '--json']);
+    expect(out.status, out.stderr).toBe(0);
+    const j = JSON.parse(out.stdout);
+    const changed = j.bytesSent; // leaves that really differ (overlapping changes count once)
+    expect(changed).toBeLessThanOrEqual(50 * 65536);
+    expect(changed).toBeGreaterThan(45 * 65536);
+    expect(j.wireBytes).toBeLessThanOrEqual(1.15 * 50 * 65536 + 65536);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('SIGKILL at random points: every rerun continues from its checkpoint and the replica ends identical', async () => {
+    const size = 512 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 4096 * ((off / MiB) % 7), randomBytes(512 * 1024, off / MiB + 1)]);
+    const p = await rawImage(join(dir, 'k-p.img'), size, writes);
+    const r = await rawImage(join(dir, 'k-r.img'), size);
+    const args = ['resync', p, r, '--json', '--link', '25MB/s'];
+    let resumedSeen = 0;
+    let finished: { stdout: string; code: number | null } | undefined;
+    for (let i = 0; i < 12 && !finished; i++) {
+      const res = await runAndKill(args, 300 + ((i * 137) % 500), {});
+      if (res.killed) continue;
+      finished = res;
+    }
+    if (!finished) finished = await runAndKill(args, 60_000, {});
+    expect(finished.code).toBe(0);
+    const j = JSON.parse(finished.stdout);
+    if (j.resumedFrom > 0) resumedSeen++;
+    expect(resumedSeen).toBe(1);
+    expect(existsSync(r + '.resync.json')).toBe(false);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('--cancel leaves the replica base byte-identical; a wrong use of --cancel is a usage error', async () => {
+    const size = 256 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off, randomBytes(512 * 1024, off / MiB + 3)]);
+    const p = await rawImage(join(dir, 'c-p.img'), size, writes);
+    const r = await rawImage(join(dir, 'c-r.img'), size, [[0, randomBytes(4096, 9)]]);
+    await copyFile(r, r + '.orig');
+    const before = await sha256File(r);
+    const res = await runAndKill(['resync', p, r, '--link', '10MB/s'], 700, {});
+    expect(res.killed).toBe(true);
+    expect(existsSync(r + '.resync.vhd')).toBe(true);
+    const out = cli(['resync', '--cancel', r]);
+    expect(out.status).toBe(0);
+    expect(out.stdout).toMatch(/cancelled/);
+    expect(existsSync(r + '.resync.vhd')).toBe(false);
+    expect(existsSync(r + '.resync.json')).toBe(false);
+    expect(await sha256File(r)).toBe(before);
+    expect(cli(['resync', '--cancel', r, p]).status).toBe(2);
+  });
+});

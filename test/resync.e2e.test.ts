@@ -1,0 +1,255 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { open, truncate, writeFile, stat, copyFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk } from '../host/index.js';
+import { tempDir, qemuIdentical, sha256File, randomBytes } from './support/files.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+afterAll(() => cleanup());
+
+let n = 0;
+const path = (name: string) => join(dir, `${n}-${name}`);
+
+async function rawImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
+  await writeFile(p, new Uint8Array(0));
+  await truncate(p, size);
+  const fh = await open(p, 'r+');
+  for (const [off, data] of writes) await fh.write(data, 0, data.byteLength, off);
+  await fh.close();
+  return p;
+}
+
+async function vhdImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
+  await createVhd(p, { size, type: 'dynamic' });
+  const d = await openDisk(p);
+  for (const [off, data] of writes) await d.write(off, data);
+  await d.close();
+  return p;
+}
+
+async function applyWrites(p: string, writes: [number, Uint8Array][]): Promise<void> {
+  const d = await openDisk(p);
+  for (const [off, data] of writes) await d.write(off, data);
+  await d.close();
+}
+
+/** Base content shared by both sides: a few MiB of data spread over the disk. */
+function baseWrites(size: number, seed: number): [number, Uint8Array][] {
+  const out: [number, Uint8Array][] = [];
+  for (let off = 0; off + MiB <= size; off += 7 * MiB) out.push([off, randomBytes(MiB, seed + off / MiB)]);
+  return out;
+}
+
+describe('resync end to end on real files', () => {
+  it('identical disks send nothing and stay identical', async () => {
+    n++;
+    const size = 64 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 1));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    const res = await resync({ primary: p, replica: r });
+    expect(res.result).toBe('completed');
+    expect(res.bytesSent).toBe(0);
+    expect(res.blocksSent).toBe(0);
+    expect(res.bytesCompared).toBe((await openDisk(p, { readOnly: true }).then(async (d) => (await d.close(), d.virtualSize))));
+    expect(qemuIdentical(p, r)).toBe(true);
+    expect(existsSync(overlayPathFor(r))).toBe(false);
+    expect(existsSync(checkpointPathFor(r))).toBe(false);
+  });
+
+  it('scattered 4 KiB and 64 KiB changes: only the changed leaves are sent', async () => {
+    n++;
+    const size = 128 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 2));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    const changes: [number, Uint8Array][] = [];
+    for (let i = 0; i < 30; i++) changes.push([(i * 4099 * 1024) % (size - 4096) & ~4095, randomBytes(4096, 100 + i)]);
+    for (let i = 0; i < 10; i++) changes.push([(i * 12_345 * 1024) % (size - 65536) & ~4095, randomBytes(65536, 200 + i)]);
+    await applyWrites(p, changes);
+    const res = await resync({ primary: p, replica: r });
+    expect(res.result).toBe('completed');
+    expect(res.bytesSent).toBeGreaterThan(0);
+    expect(res.bytesSent).toBeLessThanOrEqual(30 * 4096 + 10 * 65536);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('one large contiguous change', async () => {
+    n++;
+    const size = 96 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 3));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    await applyWrites(p, [[5 * MiB + 4096, randomBytes(40 * MiB, 9)]]);
+    const res = await resync({ primary: p, replica: r });
+    expect(res.bytesSent).toBe(40 * MiB);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('changes in the last, partial region and leaf (raw, size not a multiple of the leaf)', async () => {
+    n++;
+    const size = 40 * MiB + 3 * 512; // last leaf is 1.5 KiB
+    const p = await rawImage(path('p.img'), size, [[0, randomBytes(MiB, 4)]]);
+    const r = path('r.img');
+    await copyFile(p, r);
+    const fh = await open(p, 'r+');
+    await fh.write(randomBytes(1536, 5), 0, 1536, size - 1536);
+    await fh.write(randomBytes(512, 6), 0, 512, size - 5 * 512);
+    await fh.close();
+    const res = await resync({ primary: p, replica: r });
+    expect(res.result).toBe('completed');
+    expect(res.bytesSent).toBe(4096 + 1536);
+    expect((await stat(r)).size).toBe(size);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('primary allocated where the replica is absent, and the reverse', async () => {
+    n++;
+    const size = 64 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, [[2 * MiB, randomBytes(3 * MiB, 7)]]);
+    const r = await vhdImage(path('r.vhd'), size, [[20 * MiB, randomBytes(2 * MiB, 8)]]);
+    const res = await resync({ primary: p, replica: r });
+    expect(res.result).toBe('completed');
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('mixed formats: VHD primary to raw replica, raw primary to VHD replica', async () => {
+    n++;
+    const size = 48 * MiB;
+    const p1 = await vhdImage(path('p.vhd'), size, baseWrites(size, 10));
+    const r1 = await rawImage(path('r.img'), size, [[MiB, randomBytes(MiB, 11)]]);
+    expect((await resync({ primary: p1, replica: r1 })).result).toBe('completed');
+    expect(qemuIdentical(p1, r1)).toBe(true);
+
+    const p2 = await rawImage(path('p2.img'), size, baseWrites(size, 12));
+    const r2 = await vhdImage(path('r2.vhd'), size, [[9 * MiB, randomBytes(MiB, 13)]]);
+    expect((await resync({ primary: p2, replica: r2 })).result).toBe('completed');
+    expect(qemuIdentical(p2, r2)).toBe(true);
+  });
+
+  it('a freshly created empty replica is an initial replication', async () => {
+    n++;
+    const size = 64 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 14));
+    const r = await vhdImage(path('r.vhd'), size);
+    const res = await resync({ primary: p, replica: r, compress: true });
+    expect(res.result).toBe('completed');
+    expect(qemuIdentical(p, r)).toBe(true);
+    // qemu-img made replica: also readable by qemu after our writes and merge
+    expect(execFileSync('qemu-img', ['info', '--output=json', '-f', 'vpc', r], { encoding: 'utf8' })).toContain('"format": "vpc"');
+  });
+
+  it('a qemu-img made pair resyncs', async () => {
+    n++;
+    const p = path('q.vhd');
+    const r = path('qr.vhd');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', p, '64M']);
+    execFileSync('qemu-io', ['-f', 'vpc', '-c', 'write -P 0xab 0 1M', '-c', 'write -P 0xcd 5M 64k', p], { stdio: 'ignore' });
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', r, '64M']);
+    execFileSync('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x11 3M 8k', r], { stdio: 'ignore' });
+    const res = await resync({ primary: p, replica: r });
+    expect(res.result).toBe('completed');
+    expect(qemuIdentical(p, r)).toBe(true);
+    execFileSync('qemu-io', ['-f', 'vpc', '-r', '-c', 'read -P 0xcd 5M 64k', '-c', 'read -P 0 3M 8k', r], { stdio: 'ignore' });
+  });
+
+  it('refuses disks of different sizes before writing anything, naming both sizes', async () => {
+    n++;
+    const p = await rawImage(path('p.img'), 32 * MiB);
+    const r = await rawImage(path('r.img'), 16 * MiB, [[0, randomBytes(4096, 1)]]);
+    const before = await sha256File(r);
+    await expect(resync({ primary: p, replica: r })).rejects.toThrow(/virtual size 16 MiB .* differs from .* \(32 MiB/);
+    expect(await sha256File(r)).toBe(before);
+    expect(existsSync(overlayPathFor(r))).toBe(false);
+  });
+
+  it('--dry-run reports what would be sent and writes nothing', async () => {
+    n++;
+    const size = 32 * MiB;
+    const p = await rawImage(path('p.img'), size, [[3 * MiB, randomBytes(8192, 2)]]);
+    const r = await rawImage(path('r.img'), size);
+    const before = await sha256File(r);
+    const res = await resync({ primary: p, replica: r, dryRun: true });
+    expect(res.dryRun).toBe(true);
+    expect(res.identical).toBe(false);
+    expect(res.bytesSent).toBe(8192);
+    expect(await sha256File(r)).toBe(before);
+    expect(existsSync(overlayPathFor(r))).toBe(false);
+    expect(existsSync(checkpointPathFor(r))).toBe(false);
+  });
+
+  it('emits 29242 and 29244 with the disk, blocks and result', async () => {
+    n++;
+    const size = 32 * MiB;
+    const p = await rawImage(path('p.img'), size, [[0, randomBytes(16384, 3)]]);
+    const r = await rawImage(path('r.img'), size);
+    const events = new EventLog();
+    const res = await resync({ primary: p, replica: r, vm: 'VM1', events });
+    const [start, end] = res.events;
+    expect(start).toMatchObject({ id: 29242, vm: 'VM1', disks: [p], startBlock: 0, endBlock: 15 });
+    expect(end).toMatchObject({ id: 29244, vm: 'VM1', disk: p, blocksSent: 4, result: 'completed' });
+    expect(events.records).toHaveLength(2);
+  });
+
+  it('pause stops at a region boundary, resume continues from the checkpoint, cancel restores the base', async () => {
+    n++;
+    const size = 256 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 8192, randomBytes(256 * 1024, off / MiB)]);
+    const p = await rawImage(path('p.img'), size, writes);
+    const r = await rawImage(path('r.img'), size);
+    const before = await sha256File(r);
+    // 256 KiB per region at 20 MB/s: ~13 ms a region
+    const h = startResync({ primary: p, replica: r, link: { rate: 20e6, latencyMs: 1 } });
+    setTimeout(() => h.pause(), 80);
+    const first = await h.done;
+    expect(first.result).toBe('paused');
+    expect(existsSync(checkpointPathFor(r))).toBe(true);
+    expect(await sha256File(r)).toBe(before); // base untouched while the overlay takes the writes
+
+    const second = await resync({ primary: p, replica: r });
+    expect(second.result).toBe('completed');
+    expect(second.resumedFrom).toBeGreaterThan(0);
+    expect(second.bytesSent).toBeLessThan(16 * 256 * 1024);
+    expect(qemuIdentical(p, r)).toBe(true);
+
+    // Cancel: a paused resync of a fresh replica is dropped and the base is byte-identical.
+    const r2 = await rawImage(path('r2.img'), size, [[0, randomBytes(4096, 77)]]);
+    const before2 = await sha256File(r2);
+    const h2 = startResync({ primary: p, replica: r2, link: { rate: 20e6, latencyMs: 1 } });
+    setTimeout(() => h2.pause(), 60);
+    expect((await h2.done).result).toBe('paused');
+    expect(await cancelResync(r2)).toEqual({ cancelled: true });
+    expect(existsSync(overlayPathFor(r2))).toBe(false);
+    expect(existsSync(checkpointPathFor(r2))).toBe(false);
+    expect(await sha256File(r2)).toBe(before2);
+    const third = await resync({ primary: p, replica: r2 });
+    expect(third.resumedFrom).toBe(0);
+    expect(qemuIdentical(p, r2)).toBe(true);
+  });
+
+  it('writes made through the tracker during the resync reach the replica', async () => {
+    n++;
+    const size = 128 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 20));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    await applyWrites(p, [[MiB, randomBytes(MiB, 21)]]);
+    // A slow link keeps the resync running while the "guest" writes, early and late on the disk.
+    const h = startResync({ primary: p, replica: r, link: { rate: 4e6, latencyMs: 2 } });
+    await new Promise((res) => setTimeout(res, 100));
+    const guest = await openTrackedDisk(p);
+    await guest.write(0, randomBytes(4096, 22)); // region already compared
+    await guest.write(size - 8192, randomBytes(8192, 23)); // region not compared yet
+    await guest.close();
+    const res = await h.done;
+    expect(res.result).toBe('completed');
+    expect(res.trackedWritesApplied).toBe(2);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+});

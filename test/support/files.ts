@@ -1,0 +1,54 @@
+import { mkdtemp, rm, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export async function tempDir(prefix = 'vhdsync-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export async function sha256File(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}
+
+/** qemu's format name for one of our images, judged by the extension used in tests. */
+export function qemuFormat(path: string): string {
+  return path.endsWith('.vhd') ? 'vpc' : path.endsWith('.vhdx') ? 'vhdx' : 'raw';
+}
+
+/** `qemu-img compare`: true when identical, false when different; throws on error. */
+export function qemuIdentical(a: string, b: string): boolean {
+  const r = spawnSync('qemu-img', ['compare', '-f', qemuFormat(a), '-F', qemuFormat(b), a, b], { encoding: 'utf8' });
+  if (r.status === 0) return true;
+  if (r.status === 1) return false;
+  throw new Error(`qemu-img compare failed (${r.status}): ${r.stderr}`);
+}
+
+export function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8' });
+}
+
+/** Run the built CLI; never throws, returns status and output. */
+export function cli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Deterministic pseudo-random bytes. */
+export function randomBytes(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let a = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    a ^= a << 13;
+    a ^= a >>> 17;
+    a ^= a << 5;
+    out[i] = a & 0xff;
+  }
+  return out;
+}
