@@ -5,6 +5,7 @@
 export type ErrorCode =
   | 'USAGE'
   | 'NOT_FOUND'
+  | 'EXISTS'
   | 'IO'
   | 'BAD_COOKIE'
   | 'BAD_CHECKSUM'

@@ -14,7 +14,7 @@ import { type CoreExports, MemoryViews } from './wasm.js';
 
 /** Target size of one staged piece of a JS input. */
 const PIECE = 256 * 1024;
-/** The stub allocator refuses blocks of 1 GiB or more (BLOCK_MAXSIZE). */
+/** The stub allocator refuses blocks of 1 GiB or more (BLOCK_MAXSIZE), and a region has a 16-byte header. */
 const MAX_ALLOC = 2 ** 30 - 64;
 const DIGEST = 16;
 
@@ -108,11 +108,15 @@ export class WasmCore implements Core {
   /** Raw allocation; a trap (memory exhausted) becomes a CORE error. */
   private allocRaw(size: number): number {
     if (size > MAX_ALLOC) fail(`cannot allocate ${size} bytes of WebAssembly memory (limit ${MAX_ALLOC})`);
+    let ptr: number;
     try {
-      return this.x.alloc(size) >>> 0;
+      ptr = this.x.alloc(size) >>> 0;
     } catch (e) {
+      // The engine refused to grow memory (the stub allocator traps then).
       throw new VhdsyncError('CORE', `core: out of WebAssembly memory allocating ${size} bytes`, { cause: e });
     }
+    if (ptr === 0) fail(`out of WebAssembly memory allocating ${size} bytes (the 4 GiB address space is full)`);
+    return ptr;
   }
 
   release(ptr: number): void {

@@ -1,0 +1,136 @@
+import type { Command } from 'commander';
+import { stat } from 'node:fs/promises';
+import {
+  VhdDynamicDisk, VhdFixedDisk, diskTypeName, geometrySize, openDisk, openVhdAlone, timestampDate, uuidText, type Disk,
+} from '../../disk/index.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
+import { printJson } from '../output.js';
+
+interface InfoReport {
+  image: string;
+  format: 'vhd' | 'raw' | 'vhdx';
+  type: string;
+  virtualSize: number;
+  blockSize: number;
+  blockCount: number;
+  /** Blocks allocated in this file (dynamic/differencing); every block for raw and fixed. */
+  allocatedBlocks: number;
+  fileSize: number;
+  /** The parent's path for a differencing disk, else null. */
+  parent: string | null;
+  parentError?: { code: string; message: string };
+  chain?: string[];
+  geometry?: { cylinders: number; heads: number; sectorsPerTrack: number; size: number };
+  uniqueId?: string;
+  parentUniqueId?: string;
+  creator?: { application: string; version: string; hostOs: string };
+  timestamp?: string;
+  checksums?: { footer: 'valid' | 'damaged'; footerCopy?: 'valid' | 'damaged'; header?: 'valid' };
+  warnings: string[];
+}
+
+export function register(program: Command): void {
+  program
+    .command('info')
+    .description('Describe an image: format, type, virtual size, block size, allocation, geometry, unique id, parent and checksum validity')
+    .argument('<image>', 'image (raw, VHD)')
+    .option('--json', 'print the result as JSON')
+    .action(async (path: string, flags: { json?: boolean }) => {
+      const report = await describe(path);
+      if (flags.json) printJson(report);
+      else process.stdout.write(render(report));
+    });
+}
+
+async function describe(path: string): Promise<InfoReport> {
+  let disk: Disk;
+  let parentError: VhdsyncError | undefined;
+  try {
+    disk = await openDisk(path, { readOnly: true });
+  } catch (e) {
+    // A differencing disk whose parent is missing or wrong is still worth describing.
+    if (!(e instanceof VhdsyncError) || !e.code.startsWith('PARENT_')) throw e;
+    parentError = e;
+    disk = await openVhdAlone(path, { readOnly: true });
+  }
+  try {
+    const fileSize = (await stat(path)).size;
+    const report: InfoReport = {
+      image: path,
+      format: disk.format,
+      type: disk.type,
+      virtualSize: disk.virtualSize,
+      blockSize: disk.blockSize,
+      blockCount: disk.blockCount,
+      allocatedBlocks: disk instanceof VhdDynamicDisk ? disk.allocatedBlocks() : disk.blockCount,
+      fileSize,
+      parent: disk.parent ? disk.parent.path : null,
+      warnings: [],
+    };
+    if (parentError) {
+      report.parentError = { code: parentError.code, message: parentError.message };
+      report.parent = null;
+    }
+    const chain: string[] = [];
+    for (let p = disk.parent; p; p = p.parent) chain.push(p.path);
+    if (chain.length) report.chain = chain;
+    if (disk instanceof VhdDynamicDisk || disk instanceof VhdFixedDisk) {
+      const f = disk.footer;
+      report.type = diskTypeName(f.diskType);
+      report.geometry = { ...f.geometry, size: geometrySize(f.geometry) };
+      report.uniqueId = uuidText(f.uniqueId);
+      report.creator = {
+        application: f.creatorApp,
+        version: `${f.creatorVersion >>> 16}.${f.creatorVersion & 0xffff}`,
+        hostOs: f.creatorHostOs,
+      };
+      report.timestamp = timestampDate(f.timestamp).toISOString();
+      report.warnings.push(...disk.warnings);
+      if (disk instanceof VhdDynamicDisk) {
+        report.checksums = {
+          footer: disk.footerSource === 'trailing' ? 'valid' : 'damaged',
+          footerCopy: disk.footerCopyValid ? 'valid' : 'damaged',
+          header: 'valid',
+        };
+        if (disk.type === 'differencing') report.parentUniqueId = uuidText(disk.header.parentUniqueId);
+      } else {
+        report.checksums = { footer: 'valid' };
+      }
+      if ((f.creatorApp === 'vpc ' || f.creatorApp === 'qemu') && report.geometry.size !== f.currentSize) {
+        report.warnings.push(
+          `creator '${f.creatorApp}': qemu before 10.0 reads this disk as ${report.geometry.size} bytes (CHS) while its current size is ${f.currentSize}`,
+        );
+      }
+    }
+    return report;
+  } finally {
+    await disk.close();
+  }
+}
+
+function render(r: InfoReport): string {
+  const rows: Array<[string, string]> = [
+    ['image', r.image],
+    ['format', `${r.format} (${r.type})`],
+    ['virtual size', `${formatSize(r.virtualSize)} (${r.virtualSize} bytes)`],
+    ['block size', formatSize(r.blockSize)],
+    ['allocated blocks', `${r.allocatedBlocks} of ${r.blockCount}`],
+    ['file size', `${formatSize(r.fileSize)} (${r.fileSize} bytes)`],
+  ];
+  if (r.geometry) rows.push(['geometry', `${r.geometry.cylinders}/${r.geometry.heads}/${r.geometry.sectorsPerTrack} (C/H/S = ${r.geometry.size} bytes)`]);
+  if (r.uniqueId) rows.push(['unique id', r.uniqueId]);
+  if (r.creator) rows.push(['creator', `'${r.creator.application}' ${r.creator.version} on '${r.creator.hostOs}', ${r.timestamp}`]);
+  if (r.type === 'differencing') {
+    rows.push(['parent', r.parent ?? `unavailable: ${r.parentError?.message ?? 'unknown'}`]);
+    if (r.parentUniqueId) rows.push(['parent unique id', r.parentUniqueId]);
+    if (r.chain && r.chain.length > 1) rows.push(['chain', r.chain.join(' -> ')]);
+  }
+  if (r.checksums) {
+    const c = r.checksums;
+    rows.push(['checksums', [`footer ${c.footer}`, c.footerCopy && `footer copy ${c.footerCopy}`, c.header && `header ${c.header}`].filter(Boolean).join(', ')]);
+  }
+  for (const w of r.warnings) rows.push(['warning', w]);
+  const width = Math.max(...rows.map(([k]) => k.length)) + 1;
+  return rows.map(([k, v]) => `${(k + ':').padEnd(width + 1)}${v}\n`).join('');
+}

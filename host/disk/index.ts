@@ -1,0 +1,15 @@
+/** The disk layer's public API: open any image, create VHDs, and the resync overlay's lifecycle. */
+export type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
+export { openDisk, openVhdAlone, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
+export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './create.js';
+export { createOverlay } from './overlay.js';
+export { mergeOverlay, discardOverlay, mergeJournalPath, type MergeOptions, type MergeResult } from './merge.js';
+export { RawDisk, FLAT_BLOCK_SIZE } from './raw.js';
+export { VhdFixedDisk } from './vhd-fixed.js';
+export { VhdDynamicDisk } from './vhd-dynamic.js';
+export {
+  parseFooter, buildFooter, chsGeometry, geometrySize, diskTypeName, timestampDate, VHD_MAX_SIZE, type VhdFooter, type Geometry,
+} from './vhd-footer.js';
+export { parseDynamicHeader, buildDynamicHeader, type DynamicHeader, type ParentLocator } from './vhd-header.js';
+export { parseBat, validateBat, bitmapBytesFor } from './vhd-bat.js';
+export { uuidText } from './endian.js';

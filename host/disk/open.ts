@@ -1,0 +1,161 @@
+/**
+ * Opening any disk image by path: detect the format (VHD by its footer in the last 512 bytes or the
+ * copy at offset 0; VHDX by its `vhdxfile` signature; otherwise raw), then build the backend and, for a
+ * differencing VHD, the chain of parents.
+ */
+import { realpath } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { VhdsyncError, ioError } from '../errors.js';
+import type { Disk } from './disk.js';
+import { ascii, bytesEqual, uuidText } from './endian.js';
+import { DiskFile } from './file-io.js';
+import { RawDisk } from './raw.js';
+import { VhdDynamicDisk } from './vhd-dynamic.js';
+import { VhdFixedDisk } from './vhd-fixed.js';
+import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd-footer.js';
+import { looksLikeVhd, readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
+import { resolveParent } from './vhd-parent.js';
+
+export interface OpenOptions {
+  /** Open without write access (default false). Parents in a chain are always opened read-only. */
+  readOnly?: boolean;
+  /** Skip detection. `raw` treats any file as a raw image. */
+  format?: 'raw' | 'vhd';
+}
+
+/** Longest parent chain we follow; deeper chains are treated as a loop. */
+export const MAX_CHAIN_DEPTH = 64;
+
+export type VhdDisk = VhdFixedDisk | VhdDynamicDisk;
+
+/**
+ * Open a disk image. Throws a VhdsyncError with one clear line for anything malformed; a differencing
+ * VHD's parents are found through its locators and opened read-only (`disk.parent`).
+ */
+export async function openDisk(path: string, options: OpenOptions = {}): Promise<Disk> {
+  return openLink(path, options.readOnly ?? false, options.format, []);
+}
+
+/**
+ * Open one VHD file without its parent (a differencing disk then reads unallocated sectors as zeros).
+ * For tools that look at a single file: `info`, merge, discard.
+ */
+export async function openVhdAlone(path: string, options: { readOnly?: boolean } = {}): Promise<VhdDisk> {
+  const { file, meta } = await openVhdFile(path, options.readOnly ?? true);
+  try {
+    return await buildVhd(file, meta, options.readOnly ?? true);
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Is this a differencing VHD that vhdsync made over a raw image (creator `vhds`, zero parent id)? */
+export function hasRawParent(footer: VhdFooter, parentUniqueId: Uint8Array): boolean {
+  return footer.creatorApp === CREATOR_APP_RAW_PARENT && parentUniqueId.every((b) => b === 0);
+}
+
+interface ChainLink {
+  real: string;
+  shown: string;
+}
+
+async function openLink(path: string, readOnly: boolean, format: 'raw' | 'vhd' | undefined, chain: ChainLink[]): Promise<Disk> {
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (e) {
+    throw ioError(path, e);
+  }
+  if (chain.some((l) => l.real === real)) {
+    const names = [...chain.map((l) => l.shown), path].join(' -> ');
+    throw new VhdsyncError('PARENT_LOOP', `${chain[0].shown}: the parent chain loops (${names})`);
+  }
+  if (chain.length >= MAX_CHAIN_DEPTH) {
+    throw new VhdsyncError('PARENT_LOOP', `${chain[0].shown}: the parent chain is deeper than ${MAX_CHAIN_DEPTH} disks; it probably loops`);
+  }
+  const file = await DiskFile.open(path, readOnly);
+  try {
+    const size = await file.size();
+    if (format === 'raw') return RawDisk.fromFile(file, size);
+    const { head, tail } = await readFooterCandidates(file, size);
+    if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
+      throw new VhdsyncError('UNSUPPORTED', `${path}: VHDX images are not supported yet; convert it with 'qemu-img convert -O vpc'`);
+    }
+    if (!looksLikeVhd(head, tail)) {
+      if (chain.length > 0) {
+        throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is not a VHD (no 'conectix' footer)`);
+      }
+      const ext = extname(path).toLowerCase();
+      if (format !== 'vhd' && ext !== '.vhd' && ext !== '.avhd') return RawDisk.fromFile(file, size);
+      throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHD: no 'conectix' footer at the end or the start of the file`);
+    }
+    const meta = await readVhdMetadata(file, size, head, tail);
+    if (meta.footer.diskType !== DISK_TYPE_DIFFERENCING) return await buildVhd(file, meta, readOnly);
+
+    const header = meta.dynamic!.header;
+    const found = await resolveParent(file, size, header);
+    const rawParent = hasRawParent(meta.footer, header.parentUniqueId);
+    const parent = await openLink(found.path, true, rawParent ? 'raw' : 'vhd', [...chain, { real, shown: path }]);
+    try {
+      checkParent(path, meta, parent, found.path, rawParent);
+      return await buildVhd(file, meta, readOnly, parent);
+    } catch (e) {
+      await parent.close().catch(() => undefined);
+      throw e;
+    }
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function openVhdFile(path: string, readOnly: boolean): Promise<{ file: DiskFile; size: number; meta: VhdMetadata }> {
+  const file = await DiskFile.open(path, readOnly);
+  try {
+    const size = await file.size();
+    const { head, tail } = await readFooterCandidates(file, size);
+    if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
+      throw new VhdsyncError('UNSUPPORTED', `${path}: VHDX images are not supported yet; convert it with 'qemu-img convert -O vpc'`);
+    }
+    if (!looksLikeVhd(head, tail)) throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHD: no 'conectix' footer at the end or the start of the file`);
+    return { file, size, meta: await readVhdMetadata(file, size, head, tail) };
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function buildVhd(file: DiskFile, meta: VhdMetadata, readOnly: boolean, parent?: Disk): Promise<VhdDisk> {
+  if (meta.footer.diskType === DISK_TYPE_FIXED) return new VhdFixedDisk(file, meta);
+  const disk = new VhdDynamicDisk(file, meta, { parent });
+  if (!readOnly) await disk.repairFooters(meta.footerCopyValid);
+  return disk;
+}
+
+function checkParent(childPath: string, meta: VhdMetadata, parent: Disk, parentPath: string, rawParent: boolean): void {
+  const header = meta.dynamic!.header;
+  if (!rawParent) {
+    const p = parent as Partial<VhdDisk>;
+    if (!p.footer) {
+      throw new VhdsyncError('PARENT_MISMATCH', `${childPath}: parent ${parentPath} is not a VHD`);
+    }
+    if (!bytesEqual(p.footer.uniqueId, header.parentUniqueId)) {
+      throw new VhdsyncError(
+        'PARENT_MISMATCH',
+        `${childPath}: parent ${parentPath} has unique id ${uuidText(p.footer.uniqueId)} but the child expects ${uuidText(header.parentUniqueId)}; the parent was replaced`,
+      );
+    }
+    if (p.footer.timestamp !== header.parentTimestamp) {
+      // Virtual PC compares timestamps too, but a copied or restored parent changes them (simh#352): warn only.
+      meta.warnings.push(`parent ${parentPath} timestamp differs from the one recorded in the child`);
+    }
+  }
+  if (parent.virtualSize !== meta.footer.currentSize) {
+    const which = parent.virtualSize > meta.footer.currentSize ? 'larger' : 'smaller';
+    throw new VhdsyncError(
+      'PARENT_MISMATCH',
+      `${childPath}: parent ${parentPath} is ${parent.virtualSize} bytes, ${which} than the child's ${meta.footer.currentSize}; the chain does not belong together`,
+    );
+  }
+}
