@@ -205,10 +205,15 @@ describe('resync end to end on real files', () => {
     const r = await rawImage(path('r.img'), size);
     const before = await sha256File(r);
     // 256 KiB per region at 20 MB/s: ~13 ms a region
-    const h = startResync({ primary: p, replica: r, link: { rate: 20e6, latencyMs: 1 } });
-    setTimeout(() => h.pause(), 80);
+    const h = startResync({
+      primary: p,
+      replica: r,
+      link: { rate: 20e6, latencyMs: 1 },
+      onProgress: (x) => x.bytesCompared >= 3 * 16 * MiB && h.pause(),
+    });
     const first = await h.done;
     expect(first.result).toBe('paused');
+    expect(first.bytesCompared).toBeLessThan(size);
     expect(existsSync(checkpointPathFor(r))).toBe(true);
     expect(await sha256File(r)).toBe(before); // base untouched while the overlay takes the writes
 
@@ -221,8 +226,12 @@ describe('resync end to end on real files', () => {
     // Cancel: a paused resync of a fresh replica is dropped and the base is byte-identical.
     const r2 = await rawImage(path('r2.img'), size, [[0, randomBytes(4096, 77)]]);
     const before2 = await sha256File(r2);
-    const h2 = startResync({ primary: p, replica: r2, link: { rate: 20e6, latencyMs: 1 } });
-    setTimeout(() => h2.pause(), 60);
+    const h2 = startResync({
+      primary: p,
+      replica: r2,
+      link: { rate: 20e6, latencyMs: 1 },
+      onProgress: (x) => x.bytesCompared >= 2 * 16 * MiB && h2.pause(),
+    });
     expect((await h2.done).result).toBe('paused');
     expect(await cancelResync(r2)).toEqual({ cancelled: true });
     expect(existsSync(overlayPathFor(r2))).toBe(false);

@@ -66,6 +66,15 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
   const childExists = await exists(childPath);
 
   if (journal?.step === 'delete-child' || (journal && !childExists)) {
+    if (journal.step === 'delete-child' && childExists) {
+      // Delete only the child this journal merged, never a newer disk that took its name.
+      const alone = await openVhdAlone(childPath, { readOnly: true });
+      const id = uuidText(alone.footer.uniqueId);
+      await alone.close();
+      if (id !== journal.childId) {
+        throw new VhdsyncError('STATE', `${childPath}: ${journalPath} is left from merging another disk (${journal.childId}); remove it first`);
+      }
+    }
     if (journal.step !== 'delete-child') {
       throw new VhdsyncError(
         'STATE',

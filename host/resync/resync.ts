@@ -137,6 +137,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
 
   let primary: Disk | undefined;
   let worker: Worker | undefined;
+  let workerExit: Promise<void> | undefined;
   let ch: Channel | undefined;
   try {
     const pd = await openDisk(opts.primary, { readOnly: true });
@@ -146,6 +147,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       workerData: { port: remotePort, shape: linkShape, replicaPath: opts.replica },
       transferList: [remotePort],
     });
+    const w = worker;
+    workerExit = new Promise<void>((resolve) => w.once('exit', () => resolve()));
     const workerFailed = new Promise<never>((_, reject) => {
       worker!.once('error', (e) => reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)));
     });
@@ -286,7 +289,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   } finally {
     ch?.close();
     await primary?.close().catch(() => {});
-    if (worker) await stopWorker(worker);
+    if (worker && workerExit) await stopWorker(worker, workerExit);
   }
 }
 
@@ -315,8 +318,8 @@ function checkResumable(opts: ResyncOptions, primary: Disk, cp: Checkpoint): voi
   }
 }
 
-async function stopWorker(worker: Worker): Promise<void> {
-  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+/** Wait for the replica thread to finish its last writes and exit; terminate it if it hangs. */
+async function stopWorker(worker: Worker, exited: Promise<void>): Promise<void> {
   const timer = setTimeout(() => void worker.terminate(), 10_000);
   await exited;
   clearTimeout(timer);
