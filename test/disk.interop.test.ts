@@ -3,7 +3,7 @@
  * for differencing chains. These must run: a missing tool is a failure, not a skip.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDifferencing, createOverlay, createVhd, mergeOverlay, openDisk, type Disk } from '../host/disk/index.js';
@@ -145,6 +145,10 @@ describe('differencing chains read identically through libvhdi', () => {
     // Reference: the parent as qemu reads it plus the child's recorded writes. libvhdi decodes a bitmap
     // byte such as 0x40 as several sectors (missing `& 1`), so it is not the oracle for this fixture.
     const child = join(fx, 'diff-child-sectors.vhd');
+    // The fixture really has partial bitmap bytes: sectors 1, 7 and 8 of block 0 -> 0x41 0x80 (MSB first).
+    const bytes = readFileSync(child);
+    const bitmapAt = bytes.readUInt32BE(1536) * 512;
+    expect([bytes[bitmapAt], bytes[bitmapAt + 1], bytes[bitmapAt + 2]]).toEqual([0x41, 0x80, 0x00]);
     const expected = applyWrites(qemuRaw(join(fx, 'diff-parent.vhd')), fixtureWrites('diff-child-sectors.vhd'));
     expectSameBytes(await ourRead(child), expected, 'reference');
   });

@@ -179,7 +179,7 @@ type Handle = Awaited<ReturnType<typeof open>>;
 /** Write a new file under a temporary name, fsync it, then give it its name (never clobbering unless asked). */
 async function writeNew(path: string, overwrite: boolean, fill: (fh: Handle) => Promise<void>): Promise<void> {
   if (!overwrite && (await exists(path))) {
-    throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or pass overwrite`);
+    throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
   }
   const dir = dirname(resolve(path));
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
@@ -198,7 +198,7 @@ async function writeNew(path: string, overwrite: boolean, fill: (fh: Handle) => 
         await link(tmp, path); // atomic and refuses to replace an existing file
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EEXIST') throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or pass overwrite`);
+        if (code === 'EEXIST') throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
         if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw e;
         await rename(tmp, path); // file systems without hard links
       }

@@ -1,4 +1,3 @@
-import { Worker } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
@@ -7,12 +6,13 @@ import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
 import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
-import { createMemoryLink, type LinkShape } from '../transport/memory-link.js';
+import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
 import { createTrackingLog, readTrackingLog } from '../tracking/log.js';
 import { trackingLogPathFor } from '../tracking/tracked-disk.js';
 import { formatSize } from '../units.js';
 import { Channel } from './channel.js';
+import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { PrimaryCompare } from './primary.js';
@@ -117,13 +117,6 @@ export async function cancelResync(replicaPath: string): Promise<{ cancelled: bo
   return { cancelled };
 }
 
-const WORKER_URL = (() => {
-  // Under the TypeScript sources (tests), run the compiled worker from dist/.
-  const here = import.meta.url;
-  const base = here.endsWith('.ts') ? here.replace(/\/host\/resync\/[^/]+\.ts$/, '/dist/resync/') : here;
-  return new URL('./replica-worker.js', base);
-})();
-
 async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promise<ResyncResult> {
   const t0 = performance.now();
   const secs = () => (performance.now() - t0) / 1000;
@@ -136,29 +129,20 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   const phases = { preflight: 0, compare: 0, merge: 0, apply: 0 };
 
   let primary: Disk | undefined;
-  let worker: Worker | undefined;
-  let workerExit: Promise<void> | undefined;
+  let conn: ReplicaConnection | undefined;
   let ch: Channel | undefined;
   try {
     const pd = await openDisk(opts.primary, { readOnly: true });
     primary = pd;
-    const { local, remotePort } = createMemoryLink(linkShape);
-    worker = new Worker(WORKER_URL, {
-      workerData: { port: remotePort, shape: linkShape, replicaPath: opts.replica },
-      transferList: [remotePort],
-    });
-    const w = worker;
-    workerExit = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-    const workerFailed = new Promise<never>((_, reject) => {
-      worker!.once('error', (e) => reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)));
-    });
-    workerFailed.catch(() => {});
+    conn = await connectReplica(opts.replica, { link: linkShape });
+    const local = conn.link;
+    const replicaFailed = conn.failed;
     ch = new Channel(local);
     const c = ch;
     const wire = () => local.stats.bytesSent + local.stats.bytesReceived;
 
     // 1. Preflight: same virtual size and sector size, or refuse before anything is written.
-    const welcome = await Promise.race([c.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), workerFailed]);
+    const welcome = await Promise.race([c.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), replicaFailed]);
     const rep = welcome.replica as { virtualSize: number; sectorSize: number; name: string };
     preflight(opts, pd, rep);
     const cp = welcome.checkpoint as Checkpoint | null;
@@ -289,7 +273,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   } finally {
     ch?.close();
     await primary?.close().catch(() => {});
-    if (worker && workerExit) await stopWorker(worker, workerExit);
+    await conn?.close();
   }
 }
 
@@ -316,11 +300,4 @@ function checkResumable(opts: ResyncOptions, primary: Disk, cp: Checkpoint): voi
   if (opts.leafSize !== undefined && opts.leafSize !== cp.leafSize && cp.phase === 'comparing') {
     throw new VhdsyncError('CHECKPOINT', `${opts.replica}: the resync in progress uses --leaf ${cp.leafSize}; continue with the same leaf size, or start over with --restart`);
   }
-}
-
-/** Wait for the replica thread to finish its last writes and exit; terminate it if it hangs. */
-async function stopWorker(worker: Worker, exited: Promise<void>): Promise<void> {
-  const timer = setTimeout(() => void worker.terminate(), 10_000);
-  await exited;
-  clearTimeout(timer);
 }

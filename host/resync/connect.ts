@@ -1,0 +1,52 @@
+import { Worker } from 'node:worker_threads';
+import { VhdsyncError } from '../errors.js';
+import type { Link } from '../transport/link.js';
+import { createMemoryLink, type LinkShape } from '../transport/memory-link.js';
+
+/**
+ * How the primary reaches the replica endpoint. Today: a replica image on this machine, served by a
+ * ReplicaEndpoint in its own thread over an in-memory link with a simulated rate and latency. Every
+ * connection has the same shape, so the resync does not care where the replica lives.
+ */
+export interface ReplicaConnection {
+  link: Link;
+  /** Rejects if the replica side dies outright (not for errors it reports over the link). */
+  failed: Promise<never>;
+  /** Close the link and wait for the replica side to finish its last writes. */
+  close(): Promise<void>;
+}
+
+export interface ConnectOptions {
+  link: LinkShape;
+}
+
+const WORKER_URL = (() => {
+  // Under the TypeScript sources (tests), run the compiled worker from dist/.
+  const here = import.meta.url;
+  const base = here.endsWith('.ts') ? here.replace(/\/host\/resync\/[^/]+\.ts$/, '/dist/resync/') : here;
+  return new URL('./replica-worker.js', base);
+})();
+
+export async function connectReplica(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
+  const { local, remotePort } = createMemoryLink(opts.link);
+  const worker = new Worker(WORKER_URL, {
+    workerData: { port: remotePort, shape: opts.link, replicaPath: replica },
+    transferList: [remotePort],
+  });
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const failed = new Promise<never>((_, reject) => {
+    worker.once('error', (e) => reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)));
+  });
+  failed.catch(() => {});
+  return {
+    link: local,
+    failed,
+    async close() {
+      local.close();
+      // The replica thread exits once it has closed its files; terminate it only if it hangs.
+      const timer = setTimeout(() => void worker.terminate(), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
