@@ -1,6 +1,6 @@
 import { VhdsyncError, type ErrorCode } from '../errors.js';
 import type { Link } from '../transport/link.js';
-import { decode, encode, type Message } from '../transport/protocol.js';
+import { decode, encode, messageType, type Message } from '../transport/protocol.js';
 
 type Handler = (m: Message) => void | Promise<void>;
 
@@ -12,6 +12,7 @@ type Handler = (m: Message) => void | Promise<void>;
  */
 export class Channel {
   private handlers = new Map<string, Handler>();
+  private immediate = new Set<string>();
   private waiters = new Map<string, { resolve: (body: Record<string, unknown>) => void; reject: (e: Error) => void }[]>();
   private chain: Promise<void> = Promise.resolve();
   private failure: Error | undefined;
@@ -19,6 +20,10 @@ export class Channel {
 
   constructor(readonly link: Link) {
     link.onFrame((frame) => {
+      if (this.immediate.size > 0 && this.immediate.has(messageType(frame) ?? '')) {
+        this.dispatch(frame).catch((e) => this.fail(e));
+        return;
+      }
       this.chain = this.chain.then(() => this.dispatch(frame)).catch((e) => this.fail(e));
     });
     link.onClose((e) => {
@@ -28,6 +33,16 @@ export class Channel {
 
   on<K extends Message['t']>(t: K, handler: (m: Extract<Message, { t: K }>) => void | Promise<void>): void {
     this.handlers.set(t, handler as Handler);
+  }
+
+  /**
+   * Like `on`, but the handler runs as soon as the message arrives instead of waiting behind slower
+   * handlers (for requests that only read state, such as digest lookups, which must not queue behind
+   * disk writes).
+   */
+  onImmediate<K extends Message['t']>(t: K, handler: (m: Extract<Message, { t: K }>) => void | Promise<void>): void {
+    this.immediate.add(t);
+    this.on(t, handler);
   }
 
   onControl(op: string, handler: (body: Record<string, unknown>) => void | Promise<void>): void {
@@ -112,3 +127,4 @@ export class Channel {
     for (const l of this.closeListeners) l(e);
   }
 }
+

@@ -61,8 +61,8 @@ export class ReplicaEndpoint {
       });
       this.ch.onControl('hello', (b) => this.hello(b));
       this.ch.onControl('start', (b) => this.start(b));
-      this.ch.on('credit', (m) => this.grant(m.regions));
-      this.ch.on('want', (m) => this.want(m.req, m.region, m.level, m.nodes));
+      this.ch.onImmediate('credit', (m) => this.grant(m.regions));
+      this.ch.onImmediate('want', (m) => this.want(m.req, m.region, m.level, m.nodes));
       this.ch.on('data', (m) => this.data(m.region, m.compressed, m.rawLength, m.leaves, m.payload));
       this.ch.on('end', (m) => this.end(m.regions));
       this.ch.onControl('compare-done', () => this.compareDone());

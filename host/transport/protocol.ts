@@ -29,6 +29,12 @@ export type Message =
   | { t: 'control'; op: string; body: Record<string, unknown> };
 
 const T = { roots: 1, credit: 2, want: 3, digests: 4, data: 5, end: 6, write: 7, control: 8 } as const;
+const NAMES = Object.fromEntries(Object.entries(T).map(([k, v]) => [v, k])) as Record<number, Message['t']>;
+
+/** The type of a frame without decoding it (undefined for an unknown type). */
+export function messageType(frame: Uint8Array): Message['t'] | undefined {
+  return NAMES[frame[0]];
+}
 
 export function encode(m: Message): Uint8Array {
   switch (m.t) {
