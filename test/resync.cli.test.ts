@@ -110,6 +110,35 @@ describe('vhdsync resync (CLI)', () => {
     expect(qemuIdentical(p, r)).toBe(true);
   });
 
+  it('SIGTERM pauses at a region boundary (exit 3, result paused); --restart then starts from the beginning', async () => {
+    const size = 256 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off, randomBytes(256 * 1024, off / MiB + 5)]);
+    const p = await rawImage(join(dir, 't-p.img'), size, writes);
+    const r = await rawImage(join(dir, 't-r.img'), size);
+    const paused = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'resync', p, r, '--json', '--link', '5MB/s']);
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      setTimeout(() => child.kill('SIGTERM'), 700);
+      child.on('exit', (code) => resolve({ code, stdout }));
+    });
+    expect(paused.code).toBe(3);
+    const j = JSON.parse(paused.stdout);
+    expect(j.result).toBe('paused');
+    expect(j.bytesCompared).toBeGreaterThan(0);
+    expect(j.bytesCompared).toBeLessThan(size);
+    expect(j.events.map((e: { id: number; result?: string }) => [e.id, e.result])).toEqual([[29242, undefined], [29244, 'paused']]);
+    expect(existsSync(r + '.resync.json')).toBe(true);
+
+    const again = cli(['resync', p, r, '--json', '--restart']);
+    expect(again.status, again.stderr).toBe(0);
+    const k = JSON.parse(again.stdout);
+    expect(k.resumedFrom).toBe(0);
+    expect(k.bytesSent).toBe(16 * 256 * 1024);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
   it('--cancel leaves the replica base byte-identical; a wrong use of --cancel is a usage error', async () => {
     const size = 256 * MiB;
     const writes: [number, Uint8Array][] = [];

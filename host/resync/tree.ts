@@ -84,13 +84,17 @@ class ZeroDigests {
 export class RegionScanner {
   private readonly buffers: WasmRegion[];
   private readonly zeros: ZeroDigests;
+  private readonly chunkBytes: number;
 
   constructor(
     private readonly core: Core,
     private readonly disk: Disk,
     private readonly shape: TreeShape,
+    /** Reads kept in flight ahead of the hashing. */
+    private readonly depth = Number(process.env.VHDSYNC_DEPTH ?? 2),
   ) {
-    this.buffers = [core.alloc(CHUNK_BYTES), core.alloc(CHUNK_BYTES)];
+    this.chunkBytes = Number(process.env.VHDSYNC_CHUNK ?? CHUNK_BYTES);
+    this.buffers = Array.from({ length: depth + 1 }, () => core.alloc(this.chunkBytes));
     this.zeros = new ZeroDigests(core);
     // Warm the core's scratch space to its steady-state size now, so no memory growth (which would
     // detach views that reads are filling) happens while a read is in flight.
@@ -119,25 +123,27 @@ export class RegionScanner {
     // Chunks of present runs, read into alternating buffers; the read of chunk k+1 overlaps hashing of k.
     const chunks: { leaf: number; offset: number; length: number }[] = [];
     for (const [first, end] of runs) {
-      for (let l = first; l < end; l += CHUNK_BYTES / s.leafSize) {
-        const lastLeaf = Math.min(end, l + CHUNK_BYTES / s.leafSize);
+      for (let l = first; l < end; l += this.chunkBytes / s.leafSize) {
+        const lastLeaf = Math.min(end, l + this.chunkBytes / s.leafSize);
         const off = start + l * s.leafSize;
         const len = Math.min(lastLeaf * s.leafSize, length) - l * s.leafSize;
         chunks.push({ leaf: l, offset: off, length: len });
       }
     }
-    let pending: Promise<void> | undefined;
+    const ring = this.buffers.length;
+    const reads: Promise<void>[] = [];
     const readInto = (k: number) => {
+      if (k >= chunks.length) return;
       const c = chunks[k];
-      return this.disk.read(c.offset, this.buffers[k % 2].bytes().subarray(0, c.length));
+      reads[k] = this.disk.read(c.offset, this.buffers[k % ring].bytes().subarray(0, c.length));
     };
-    if (chunks.length > 0) pending = readInto(0);
+    for (let k = 0; k < this.depth; k++) readInto(k);
     for (let k = 0; k < chunks.length; k++) {
-      await pending;
-      pending = k + 1 < chunks.length ? readInto(k + 1) : undefined;
+      await reads[k];
+      readInto(k + this.depth);
       const c = chunks[k];
       fillZeros(c.leaf);
-      const digests = this.core.hashBlocksIn(this.buffers[k % 2], 0, c.length, s.leafSize);
+      const digests = this.core.hashBlocksIn(this.buffers[k % ring], 0, c.length, s.leafSize);
       leaves.set(digests, c.leaf * DIGEST_BYTES);
       covered = c.leaf + digests.byteLength / DIGEST_BYTES;
       bytesRead += c.length;
