@@ -7,6 +7,8 @@ import {
   VhdDynamicDisk, createDifferencing, createVhd, openDisk, openVhdAlone, type Disk,
 } from '../host/disk/index.js';
 import { footerChecksum } from '../host/disk/vhd-footer.js';
+import { headerChecksum } from '../host/disk/vhd-header.js';
+import { open as openFile } from 'node:fs/promises';
 import { expectSameBytes, fixtureWrites, applyWrites, qemuRaw, readAll, removeDir, sha256, tempDir, unpackFixtures, vhdsyncError, MiB } from './disk.support.js';
 
 let fx: string;
@@ -69,6 +71,32 @@ describe('every malformed fixture is one typed error naming the file', () => {
     writeFileSync(path, b);
     const err = await vhdsyncError(openDisk(path));
     expect(err.code).toBe('TRUNCATED');
+  });
+});
+
+describe('lying headers cannot make us allocate', () => {
+  it('a sparse 20 GB file whose header claims 2^32-1 BAT entries and a 2040 GiB disk of 512-byte blocks is refused', async () => {
+    const path = join(work, 'sparse-liar.vhd');
+    const b = new Uint8Array(readFileSync(join(fx, 'qemu-dynamic-empty.vhd')));
+    const footer = b.slice(0, 512);
+    putU64(footer, 48, 2040 * 1024 * MiB);
+    putU32(footer, 64, footerChecksum(footer));
+    const header = b.subarray(512, 1536);
+    putU32(header, 28, 0xffffffff);
+    putU32(header, 32, 512);
+    putU32(header, 36, headerChecksum(header));
+    b.set(footer, 0);
+    writeFileSync(path, b.subarray(0, 1536));
+    const size = 20 * 1024 * MiB;
+    truncateSync(path, size);
+    const fh = await openFile(path, 'r+');
+    await fh.write(footer, 0, 512, size - 512);
+    await fh.close();
+    const before = process.memoryUsage().arrayBuffers;
+    const err = await vhdsyncError(openDisk(path, { readOnly: true }));
+    expect(err.code).toBe('BAD_BAT');
+    expect(err.message).toMatch(/more than vhdsync handles/);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * MiB);
   });
 });
 

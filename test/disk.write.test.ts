@@ -311,6 +311,24 @@ describe('overlay, merge and discard', () => {
     }
   });
 
+  it('creates and uses a 2040 GiB dynamic VHD, the format limit (a 4 MiB BAT, a small file)', async () => {
+    const p = join(dir, 'max.vhd');
+    const size = 2040 * 1024 * MiB;
+    await createVhd(p, { size, type: 'dynamic' });
+    const d = await openDisk(p);
+    expect([d.virtualSize, d.blockCount]).toEqual([size, 1_044_480]);
+    await d.write(size - 4096, new Uint8Array(4096).fill(0x3f));
+    await d.close();
+    const r = await openDisk(p, { readOnly: true });
+    const got = new Uint8Array(8192);
+    await r.read(size - 8192, got);
+    expect(got[0]).toBe(0);
+    expect(got[8191]).toBe(0x3f);
+    expect(r.blockStatus(r.blockCount - 1)).toBe('present');
+    await r.close();
+    expect(statSync(p).size).toBeLessThan(8 * MiB);
+  });
+
   it('create refuses to overwrite an existing file unless told', async () => {
     const p = join(dir, 'exists.vhd');
     await createVhd(p, { size: MiB, type: 'dynamic' });
@@ -326,6 +344,7 @@ describe('overlay, merge and discard', () => {
     [{ size: 0, type: 'dynamic' as const }, 'BAD_SIZE'],
     [{ size: 2041 * 1024 * MiB, type: 'dynamic' as const }, 'BAD_SIZE'],
     [{ size: MiB, type: 'dynamic' as const, blockSize: 3000 }, 'BAD_BLOCK_SIZE'],
+    [{ size: 100 * 1024 * MiB, type: 'dynamic' as const, blockSize: 512 }, 'BAD_BLOCK_SIZE'],
   ])('create refuses %j', async (opts, code) => {
     expect((await vhdsyncError(createVhd(join(dir, 'bad.vhd'), opts))).code).toBe(code);
     expect(existsSync(join(dir, 'bad.vhd'))).toBe(false);

@@ -11,6 +11,7 @@ import { syncDir } from '../fsutil.js';
 import { formatSize } from '../units.js';
 import { SECTOR, roundUp, uuidBytes } from './endian.js';
 import { openDisk } from './open.js';
+import { MAX_BLOCKS } from './vhd-metadata.js';
 import { batBytesFor } from './vhd-bat.js';
 import {
   CREATOR_APP, CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_SIZE, VHD_MAX_SIZE,
@@ -55,7 +56,7 @@ export async function createVhd(path: string, options: CreateVhdOptions): Promis
   }
   if (type !== 'dynamic') throw new VhdsyncError('USAGE', `${path}: unknown VHD type '${String(type)}' (use fixed or dynamic)`);
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-  checkBlockSize(path, blockSize);
+  checkBlockSize(path, blockSize, size);
   const image = dynamicImage({ diskType: DISK_TYPE_DYNAMIC, size, blockSize, uniqueId });
   await writeNew(path, options.overwrite ?? false, async (fh) => {
     await fh.write(image, 0, image.length, 0);
@@ -68,6 +69,9 @@ export async function createVhd(path: string, options: CreateVhdOptions): Promis
  * naming the raw file; `openDisk` accepts a raw parent only for such a child, checking its size.
  */
 export async function createDifferencing(path: string, parentPath: string, options: CreateDifferencingOptions = {}): Promise<void> {
+  if (resolve(path) === resolve(parentPath)) {
+    throw new VhdsyncError('USAGE', `${path}: a differencing disk cannot be its own parent`);
+  }
   const parent = await openDisk(parentPath, { readOnly: true });
   let parentFooter: VhdFooter | undefined;
   let parentHeader: DynamicHeader | undefined;
@@ -82,7 +86,7 @@ export async function createDifferencing(path: string, parentPath: string, optio
     await parent.close();
   }
   const blockSize = options.blockSize ?? parentHeader?.blockSize ?? DEFAULT_BLOCK_SIZE;
-  checkBlockSize(path, blockSize);
+  checkBlockSize(path, blockSize, parent.virtualSize);
   const image = dynamicImage({
     diskType: DISK_TYPE_DIFFERENCING,
     size: parent.virtualSize,
@@ -162,9 +166,12 @@ function checkSize(path: string, size: number): void {
   }
 }
 
-function checkBlockSize(path: string, blockSize: number): void {
+function checkBlockSize(path: string, blockSize: number, size: number): void {
   if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
     throw new VhdsyncError('BAD_BLOCK_SIZE', `${path}: block size ${blockSize} is not a power of two between 512 bytes and 256 MiB`);
+  }
+  if (Math.ceil(size / blockSize) > MAX_BLOCKS) {
+    throw new VhdsyncError('BAD_BLOCK_SIZE', `${path}: block size ${formatSize(blockSize)} is too small for ${formatSize(size)} (at most ${MAX_BLOCKS} blocks)`);
   }
 }
 

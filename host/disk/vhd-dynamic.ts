@@ -26,6 +26,9 @@ import type { VhdMetadata } from './vhd-metadata.js';
 const BITMAP_CACHE_BYTES = 8 * MiB;
 /** Changed bitmaps are written back once they exceed this. */
 const DIRTY_BITMAP_BYTES = 4 * MiB;
+/** A differencing piece with more runs than this is read in two calls (parent view, then own data). */
+const MANY_RUNS = 8;
+const SCRATCH_BYTES = 4 * MiB;
 
 export interface VhdDynamicOptions {
   /** The next disk down the chain (differencing only). The child owns it and closes it. */
@@ -62,6 +65,7 @@ export class VhdDynamicDisk implements Disk {
   private readonly dirtyBitmaps = new Map<number, Uint8Array>();
   private mutex: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private scratch: Uint8Array | undefined;
 
   constructor(
     private readonly file: DiskFile,
@@ -192,6 +196,24 @@ export class VhdDynamicDisk implements Disk {
     }
     const runs: Array<[number, number, boolean]> = [];
     forEachRun(bitmap, s0, s1, (s, e, isSet) => runs.push([s, e, isSet]));
+    if (runs.length > MANY_RUNS && dst.length <= SCRATCH_BYTES) {
+      // Scattered sectors (a resync overlay is full of 4 KiB leaves): two reads instead of one per run —
+      // the parent's view of the whole piece, then this file's piece, keeping only the sectors it owns.
+      await this.readParent(blockStart + inBlock, dst);
+      const scratch = this.takeScratch(dst.length);
+      try {
+        await this.file.readAt(scratch, this.dataPos(b) + inBlock, `block ${b}`);
+        for (const [s, e, isSet] of runs) {
+          if (!isSet) continue;
+          const from = Math.max(inBlock, s * SECTOR) - inBlock;
+          const to = Math.min(inBlock + dst.length, e * SECTOR) - inBlock;
+          dst.set(scratch.subarray(from, to), from);
+        }
+      } finally {
+        this.releaseScratch(scratch);
+      }
+      return;
+    }
     for (const [s, e, isSet] of runs) {
       const from = Math.max(inBlock, s * SECTOR);
       const to = Math.min(inBlock + dst.length, e * SECTOR);
@@ -349,6 +371,18 @@ export class VhdDynamicDisk implements Disk {
         await this.parent?.close();
       }
     }
+  }
+
+  /** A reusable buffer for scattered reads (a fresh one when a concurrent read holds it). */
+  private takeScratch(length: number): Uint8Array {
+    const s = this.scratch;
+    this.scratch = undefined;
+    return s && s.length >= length ? s.subarray(0, length) : new Uint8Array(Math.max(length, 64 * 1024)).subarray(0, length);
+  }
+
+  private releaseScratch(view: Uint8Array): void {
+    const whole = new Uint8Array(view.buffer, 0, view.buffer.byteLength);
+    if (!this.scratch || this.scratch.length < whole.length) this.scratch = whole;
   }
 
   private dataPos(b: number): number {

@@ -10,6 +10,9 @@ import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type Ba
 import { DISK_TYPE_FIXED, FOOTER_SIZE, hasFooterCookie, parseFooter, type VhdFooter } from './vhd-footer.js';
 import { HEADER_SIZE, MAX_LOCATOR_BYTES, parseDynamicHeader, type DynamicHeader } from './vhd-header.js';
 
+/** 2^25 entries (a 128 MiB BAT): 2040 GiB at 64 KiB blocks. Real writers use 512 KiB or 2 MiB. */
+export const MAX_BLOCKS = 1 << 25;
+
 export interface VhdMetadata {
   fileSize: number;
   footer: VhdFooter;
@@ -139,6 +142,13 @@ async function readDynamic(file: DiskFile, fileSize: number, footer: VhdFooter, 
   const header = parseDynamicHeader(headerBytes, name);
 
   const blockCount = Math.ceil(footer.currentSize / header.blockSize);
+  if (blockCount > MAX_BLOCKS) {
+    // A sparse file can be as large as a lying header wants: bound the BAT we hold in memory explicitly.
+    throw new VhdsyncError(
+      'BAD_BAT',
+      `${name}: ${blockCount} blocks of ${header.blockSize} bytes are more than vhdsync handles (${MAX_BLOCKS}); the block size is too small for a disk this large`,
+    );
+  }
   if (header.maxTableEntries < blockCount) {
     throw new VhdsyncError(
       'BAD_BAT',
@@ -158,8 +168,8 @@ async function readDynamic(file: DiskFile, fileSize: number, footer: VhdFooter, 
   if (overlaps(tableOffset, tableOffset + tableBytes, 0, FOOTER_SIZE) || overlaps(tableOffset, tableOffset + tableBytes, headerOffset, headerOffset + HEADER_SIZE)) {
     throw new VhdsyncError('BAD_BAT', `${name}: the BAT at byte ${tableOffset} overlaps the footer copy or the dynamic header`);
   }
-  // Read the padded table when the file has it (we rewrite whole sectors of it on flush).
-  const batRaw = new Uint8Array(Math.min(tableSpan, dataEnd - tableOffset));
+  // Read the sectors holding the entries the disk uses (we rewrite whole sectors of them on flush).
+  const batRaw = new Uint8Array(Math.min(batBytesFor(blockCount), tableSpan, dataEnd - tableOffset));
   await file.readAt(batRaw, tableOffset, 'the BAT');
   const bat = parseBat(batRaw, blockCount, name);
 
