@@ -1,4 +1,4 @@
-import { open, rename, mkdir, unlink } from 'node:fs/promises';
+import { open, rename, mkdir, unlink, stat } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 
 /** Write a small file so that readers see either the old or the new content, never a mix (temp, fsync, rename, fsync dir). */
@@ -37,5 +37,14 @@ export async function removeIfExists(path: string): Promise<boolean> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
+  }
+}
+
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }

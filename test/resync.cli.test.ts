@@ -1,24 +1,15 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { open, truncate, writeFile, copyFile } from 'node:fs/promises';
+import { copyFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { tempDir, qemuIdentical, sha256File, randomBytes, cli, CLI } from './support/files.js';
+import { tempDir, qemuIdentical, sha256File, randomBytes, cli, CLI, rawImage } from './support/files.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
 let cleanup: () => Promise<void>;
 beforeAll(async () => ({ dir, cleanup } = await tempDir()));
 afterAll(() => cleanup());
-
-async function rawImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
-  await writeFile(p, new Uint8Array(0));
-  await truncate(p, size);
-  const fh = await open(p, 'r+');
-  for (const [off, data] of writes) await fh.write(data, 0, data.byteLength, off);
-  await fh.close();
-  return p;
-}
 
 /** Run the CLI as a child, SIGKILL it after `ms`; resolves with its output if it finished first. */
 function runAndKill(args: string[], ms: number, env: Record<string, string>): Promise<{ killed: boolean; stdout: string; code: number | null }> {

@@ -1,10 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { open, truncate, writeFile, stat, copyFile } from 'node:fs/promises';
+import { open, stat, copyFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk } from '../host/index.js';
-import { tempDir, qemuIdentical, sha256File, randomBytes } from './support/files.js';
+import { tempDir, qemuIdentical, sha256File, randomBytes, rawImage } from './support/files.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -14,15 +14,6 @@ afterAll(() => cleanup());
 
 let n = 0;
 const path = (name: string) => join(dir, `${n}-${name}`);
-
-async function rawImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
-  await writeFile(p, new Uint8Array(0));
-  await truncate(p, size);
-  const fh = await open(p, 'r+');
-  for (const [off, data] of writes) await fh.write(data, 0, data.byteLength, off);
-  await fh.close();
-  return p;
-}
 
 async function vhdImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
   await createVhd(p, { size, type: 'dynamic' });

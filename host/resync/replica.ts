@@ -1,4 +1,4 @@
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { inflateRaw } from 'node:zlib';
 import { promisify } from 'node:util';
 import { basename } from 'node:path';
@@ -6,6 +6,7 @@ import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, createOverlay, mergeOverlay, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
+import { pathExists } from '../fsutil.js';
 import type { Link } from '../transport/link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
 import { Channel } from './channel.js';
@@ -107,7 +108,7 @@ export class ReplicaEndpoint {
         this.disk = await openDisk(this.replicaPath, { readOnly: true });
       } else {
         const existing = b.restart === true ? undefined : await readCheckpoint(this.checkpointPath);
-        if (existing && (await exists(this.overlayPath))) {
+        if (existing && (await pathExists(this.overlayPath))) {
           this.checkpoint = existing;
           resumeFrom = existing.nextRegion;
           phase = existing.phase;
@@ -288,7 +289,7 @@ export class ReplicaEndpoint {
       }
       // Recovery points were built on the old baseline (Hyper-V deletes them after a resync).
       const rp = recoveryPointsDirFor(this.replicaPath);
-      const hadPoints = await exists(rp);
+      const hadPoints = await pathExists(rp);
       await rm(rp, { recursive: true, force: true });
       await deleteCheckpoint(this.checkpointPath);
       this.finished = true;
@@ -321,16 +322,7 @@ export class ReplicaEndpoint {
   }
 
   private async discardLeftovers(): Promise<void> {
-    if (await exists(this.overlayPath)) await discardOverlay(this.overlayPath);
+    if (await pathExists(this.overlayPath)) await discardOverlay(this.overlayPath);
     await deleteCheckpoint(this.checkpointPath);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -52,3 +52,14 @@ export function randomBytes(length: number, seed: number): Uint8Array {
   }
   return out;
 }
+
+/** A sparse raw image of `size` bytes with the given writes. */
+export async function rawImage(p: string, size: number, writes: [number, Uint8Array][] = []): Promise<string> {
+  const { writeFile, truncate, open } = await import('node:fs/promises');
+  await writeFile(p, new Uint8Array(0));
+  await truncate(p, size);
+  const fh = await open(p, 'r+');
+  for (const [off, data] of writes) await fh.write(data, 0, data.byteLength, off);
+  await fh.close();
+  return p;
+}
