@@ -195,8 +195,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       },
     });
     const tCompare = performance.now();
-    let next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
-    phases.compare = (performance.now() - tCompare) / 1000;
+    const next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
     const k = compare.counters;
     const base = {
       dryRun,
@@ -227,10 +226,13 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     if (next < regionCount(shape)) {
       // Paused at a region boundary: the replica checkpoints; the next run continues from there.
       await c.request('pause', {}, 'paused');
+      phases.compare = (performance.now() - tCompare) / 1000;
       await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: 'paused' });
       return finish('paused');
     }
+    // The reply comes after every queued data frame reached the replica and was written.
     const compared = await c.request('compare-done', {}, 'compared');
+    phases.compare = (performance.now() - tCompare) / 1000;
     const totalLeaves = dryRun ? k.leavesSent : Number(compared.leavesReceived);
     await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed' });
     if (dryRun) {
