@@ -14,3 +14,4 @@ export { CounterStore } from './events/counters.js';
 export { openTrackedDisk, trackingLogPathFor } from './tracking/tracked-disk.js';
 export { readTrackingLog } from './tracking/log.js';
 export { parseRate } from './transport/rate.js';
+export * from './replication/index.js';

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -11,18 +11,29 @@ let cleanup: () => Promise<void>;
 beforeAll(async () => ({ dir, cleanup } = await tempDir()));
 afterAll(() => cleanup());
 
-/** Run the CLI as a child, SIGKILL it after `ms`; resolves with its output if it finished first. */
-function runAndKill(args: string[], ms: number, env: Record<string, string>): Promise<{ killed: boolean; stdout: string; code: number | null }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ killed: signal === 'SIGKILL', stdout, code });
-    });
-  });
+/**
+ * Run the CLI as a child and send it `signal` once the resync's checkpoint beside `replica` shows at
+ * least one finished region; resolves with its exit and output.
+ */
+async function signalAfterProgress(args: string[], replica: string, signal: NodeJS.Signals): Promise<{ signalled: boolean; stdout: string; code: number | null }> {
+  const child = spawn(process.execPath, [CLI, ...args]);
+  let stdout = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  let done = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, sig) => {
+      done = true;
+      resolve({ code, signal: sig });
+    }),
+  );
+  const cp = replica + '.resync.json';
+  while (!done && !(existsSync(cp) && JSON.parse(await readFile(cp, 'utf8').catch(() => '{}')).nextRegion > 0)) {
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  const signalled = !done;
+  if (signalled) child.kill(signal);
+  const { code } = await exited;
+  return { signalled, stdout, code };
 }
 
 describe('vhdsync resync (CLI)', () => {
@@ -84,20 +95,34 @@ describe('vhdsync resync (CLI)', () => {
     for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 4096 * ((off / MiB) % 7), randomBytes(512 * 1024, off / MiB + 1)]);
     const p = await rawImage(join(dir, 'k-p.img'), size, writes);
     const r = await rawImage(join(dir, 'k-r.img'), size);
+    const cp = r + '.resync.json';
+    const checkpointRegion = async () => (existsSync(cp) ? JSON.parse(await readFile(cp, 'utf8')).nextRegion as number : -1);
     const args = ['resync', p, r, '--json', '--link', '25MB/s'];
-    let resumedSeen = 0;
-    let finished: { stdout: string; code: number | null } | undefined;
-    for (let i = 0; i < 12 && !finished; i++) {
-      const res = await runAndKill(args, 300 + ((i * 137) % 500), {});
-      if (res.killed) continue;
-      finished = res;
+    const seen: number[] = [];
+    let kills = 0;
+    // Kill each run at a random moment after its checkpoint has moved past the previous run's.
+    for (let i = 0; i < 5; i++) {
+      const last = await checkpointRegion();
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      let done = false;
+      void exited.then(() => (done = true));
+      while (!done && (await checkpointRegion()) <= last) await new Promise((res) => setTimeout(res, 10));
+      if (done) break;
+      await new Promise((res) => setTimeout(res, (i * 37) % 120));
+      child.kill('SIGKILL');
+      await exited;
+      kills++;
+      seen.push(await checkpointRegion());
     }
-    if (!finished) finished = await runAndKill(args, 60_000, {});
-    expect(finished.code).toBe(0);
+    expect(kills).toBeGreaterThanOrEqual(2);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
+    const finished = cli(args);
+    expect(finished.status, finished.stderr).toBe(0);
     const j = JSON.parse(finished.stdout);
-    if (j.resumedFrom > 0) resumedSeen++;
-    expect(resumedSeen).toBe(1);
-    expect(existsSync(r + '.resync.json')).toBe(false);
+    expect(j.resumedFrom).toBe(seen[seen.length - 1] * 16 * MiB);
+    expect(j.resumedFrom).toBeGreaterThan(0);
+    expect(existsSync(cp)).toBe(false);
     expect(qemuIdentical(p, r)).toBe(true);
   });
 
@@ -107,13 +132,8 @@ describe('vhdsync resync (CLI)', () => {
     for (let off = 0; off < size; off += 16 * MiB) writes.push([off, randomBytes(256 * 1024, off / MiB + 5)]);
     const p = await rawImage(join(dir, 't-p.img'), size, writes);
     const r = await rawImage(join(dir, 't-r.img'), size);
-    const paused = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
-      const child = spawn(process.execPath, [CLI, 'resync', p, r, '--json', '--link', '5MB/s']);
-      let stdout = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      setTimeout(() => child.kill('SIGTERM'), 700);
-      child.on('exit', (code) => resolve({ code, stdout }));
-    });
+    const paused = await signalAfterProgress(['resync', p, r, '--json', '--link', '5MB/s'], r, 'SIGTERM');
+    expect(paused.signalled).toBe(true);
     expect(paused.code).toBe(3);
     const j = JSON.parse(paused.stdout);
     expect(j.result).toBe('paused');
@@ -138,8 +158,8 @@ describe('vhdsync resync (CLI)', () => {
     const r = await rawImage(join(dir, 'c-r.img'), size, [[0, randomBytes(4096, 9)]]);
     await copyFile(r, r + '.orig');
     const before = await sha256File(r);
-    const res = await runAndKill(['resync', p, r, '--link', '10MB/s'], 700, {});
-    expect(res.killed).toBe(true);
+    const res = await signalAfterProgress(['resync', p, r, '--link', '10MB/s'], r, 'SIGKILL');
+    expect(res.signalled).toBe(true);
     expect(existsSync(r + '.resync.vhd')).toBe(true);
     const out = cli(['resync', '--cancel', r]);
     expect(out.status).toBe(0);

@@ -3,7 +3,7 @@ import { open, stat, copyFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk } from '../host/index.js';
+import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk, trackingLogPathFor } from '../host/index.js';
 import { tempDir, qemuIdentical, sha256File, randomBytes, rawImage } from './support/files.js';
 
 const MiB = 1024 * 1024;
@@ -241,8 +241,11 @@ describe('resync end to end on real files', () => {
     await copyFile(p, r);
     await applyWrites(p, [[MiB, randomBytes(MiB, 21)]]);
     // A slow link keeps the resync running while the "guest" writes, early and late on the disk.
-    const h = startResync({ primary: p, replica: r, link: { rate: 4e6, latencyMs: 2 } });
-    await new Promise((res) => setTimeout(res, 100));
+    let compared = 0;
+    const h = startResync({ primary: p, replica: r, link: { rate: 4e6, latencyMs: 2 }, onProgress: (x) => (compared = x.bytesCompared) });
+    // Write once tracking has started and the first regions are compared.
+    while (compared === 0) await new Promise((res) => setTimeout(res, 5));
+    expect(existsSync(trackingLogPathFor(p))).toBe(true);
     const guest = await openTrackedDisk(p);
     await guest.write(0, randomBytes(4096, 22)); // region already compared
     await guest.write(size - 8192, randomBytes(8192, 23)); // region not compared yet

@@ -8,7 +8,27 @@ import { VhdsyncError, ioError } from '../errors.js';
 /** fs.read/write take at most 2^31-1 bytes per call; stay well under. */
 const MAX_IO = 1 << 30;
 
-export class DiskFile {
+/**
+ * What the disk backends need from an open image file. DiskFile is the Node implementation; the web
+ * app reads a browser File through the same surface (host/web/blob-file.ts), so the backends carry no
+ * node: import of their own.
+ */
+export interface ImageFile {
+  readonly path: string;
+  readonly readOnly: boolean;
+  size(): Promise<number>;
+  /** Read up to `into.length` bytes at `position`; returns how many were read (fewer only at end of file). */
+  readUpTo(into: Uint8Array, position: number): Promise<number>;
+  /** Fill `into` from `position`; running into the end of the file is a TRUNCATED error. */
+  readAt(into: Uint8Array, position: number, what?: string): Promise<void>;
+  writeAt(data: Uint8Array, position: number): Promise<void>;
+  truncate(length: number): Promise<void>;
+  datasync(): Promise<void>;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class DiskFile implements ImageFile {
   private closed = false;
 
   private constructor(

@@ -1,6 +1,6 @@
-/** The disk layer's public API: open any image, create VHDs, and the resync overlay's lifecycle. */
+/** The disk layer's public API: open any image, create VHDs and VHDXs, and the resync overlay's lifecycle. */
 export type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
-export { openDisk, openVhdAlone, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
+export { openDisk, openVhdAlone, openDiskAlone, isVhdxFile, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
 export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './create.js';
 export { createOverlay } from './overlay.js';
 export { mergeOverlay, discardOverlay, mergeJournalPath, type MergeOptions, type MergeResult } from './merge.js';
@@ -13,3 +13,6 @@ export {
 export { parseDynamicHeader, buildDynamicHeader, type DynamicHeader, type ParentLocator } from './vhd-header.js';
 export { parseBat, validateBat, bitmapBytesFor } from './vhd-bat.js';
 export { uuidText } from './endian.js';
+export { VhdxDisk } from './vhdx-disk.js';
+export { createVhdx, createVhdxDifferencing, DEFAULT_VHDX_BLOCK_SIZE, type CreateVhdxOptions, type CreateVhdxDifferencingOptions } from './vhdx-create.js';
+export type { LogState } from './vhdx-image.js';

@@ -1,11 +1,15 @@
 /**
- * Merging a differencing child into its parent, and discarding a child.
+ * Merging a differencing child (VHD or VHDX) into its parent, and discarding a child.
  *
  * Merge copies into the parent exactly the sectors whose bitmap bit is set in the child (sector
  * accurate, unlike whole-block merges), block by block in file order. A journal beside the child
  * (`.<child>.merge.json`, written atomically) records the first block not yet known to be durable in
  * the parent. Re-copying a block is idempotent, so after a crash the merge resumes from the journal; the
  * child is deleted only after everything is in the parent, and the journal after the child.
+ *
+ * A VHDX parent gets a new DataWriteGuid on the merge's first write, after which its child's
+ * `parent_linkage` no longer matches: a resumed VHDX merge trusts the journal (same child, same parent
+ * path) instead of the linkage.
  */
 import { open, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -14,9 +18,24 @@ import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { MiB } from '../units.js';
 import type { Disk } from './disk.js';
 import { getU32, uuidText } from './endian.js';
-import { hasRawParent, openDisk, openVhdAlone } from './open.js';
+import { hasRawParent, isVhdxFile, openDisk, openDiskAlone, type OpenOptions } from './open.js';
 import { VhdDynamicDisk } from './vhd-dynamic.js';
 import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE, hasFooterCookie } from './vhd-footer.js';
+import { VhdxDisk } from './vhdx-disk.js';
+import { parseFileIdentifier } from './vhdx-header.js';
+import { VHDX_CREATOR } from './vhdx-create.js';
+import { resolveVhdxParent } from './vhdx-parent.js';
+
+/** What the copy loop needs from a child opened alone (VhdDynamicDisk and VhdxDisk both provide it). */
+interface MergeSource {
+  readonly blockCount: number;
+  readonly blockSize: number;
+  readonly virtualSize: number;
+  isAllocated(b: number): boolean;
+  ownedRanges(b: number): Promise<Array<{ offset: number; length: number }>>;
+  readOwn(offset: number, into: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
 
 export interface MergeOptions {
   /** Called after each allocated child block: (blocks done, allocated blocks in the child). */
@@ -68,9 +87,7 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
   if (journal?.step === 'delete-child' || (journal && !childExists)) {
     if (journal.step === 'delete-child' && childExists) {
       // Delete only the child this journal merged, never a newer disk that took its name.
-      const alone = await openVhdAlone(childPath, { readOnly: true });
-      const id = uuidText(alone.footer.uniqueId);
-      await alone.close();
+      const id = await childIdentity(childPath);
       if (id !== journal.childId) {
         throw new VhdsyncError('STATE', `${childPath}: ${journalPath} is left from merging another disk (${journal.childId}); remove it first`);
       }
@@ -87,19 +104,29 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
   if (!childExists) throw new VhdsyncError('NOT_FOUND', `${childPath}: no such file`);
 
   // Open the whole chain once: proves the parent is found, is the right one, and has the same size.
-  const chain = await openDisk(childPath, { readOnly: true });
+  const vhdx = await isVhdxFile(childPath);
   let parentPath: string;
   let childId: string;
-  let rawParent: boolean;
-  try {
-    if (!(chain instanceof VhdDynamicDisk) || chain.type !== 'differencing' || !chain.parent) {
-      throw new VhdsyncError('UNSUPPORTED', `${childPath}: not a differencing VHD; only a differencing disk can be merged into its parent`);
+  let parentFormat: OpenOptions['format'];
+  if (vhdx && journal) {
+    ({ parentPath, childId } = await vhdxResumeIdentity(childPath));
+    parentFormat = 'vhdx';
+  } else {
+    const chain = await openDisk(childPath, { readOnly: true });
+    try {
+      if (chain instanceof VhdxDisk && chain.type === 'differencing' && chain.parent) {
+        childId = chain.dataWriteGuid;
+        parentFormat = 'vhdx';
+      } else if (chain instanceof VhdDynamicDisk && chain.type === 'differencing' && chain.parent) {
+        childId = uuidText(chain.footer.uniqueId);
+        parentFormat = hasRawParent(chain.footer, chain.header.parentUniqueId) ? 'raw' : 'vhd';
+      } else {
+        throw new VhdsyncError('UNSUPPORTED', `${childPath}: not a differencing VHD or VHDX; only a differencing disk can be merged into its parent`);
+      }
+      parentPath = resolve(chain.parent.path);
+    } finally {
+      await chain.close();
     }
-    parentPath = resolve(chain.parent.path);
-    childId = uuidText(chain.footer.uniqueId);
-    rawParent = hasRawParent(chain.footer, chain.header.parentUniqueId);
-  } finally {
-    await chain.close();
   }
 
   const resumed = journal !== null;
@@ -110,10 +137,10 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
     );
   }
 
-  const child = (await openVhdAlone(childPath, { readOnly: true })) as VhdDynamicDisk;
+  const child: MergeSource = (await openDiskAlone(childPath, { readOnly: true })) as VhdDynamicDisk | VhdxDisk;
   let parent: Disk | undefined;
   try {
-    parent = await openDisk(parentPath, { readOnly: false, format: rawParent ? 'raw' : 'vhd' });
+    parent = await openDisk(parentPath, { readOnly: false, format: parentFormat });
     if (!journal) {
       journal = {
         version: 1,
@@ -195,18 +222,20 @@ export async function discardOverlay(childPath: string): Promise<void> {
   }
   if (!(await exists(childPath))) throw new VhdsyncError('NOT_FOUND', `${childPath}: no such file`);
   let isDifferencing: boolean;
+  const vhdx = await isVhdxFile(childPath);
   try {
-    const disk = await openVhdAlone(childPath, { readOnly: true });
+    const disk = await openDiskAlone(childPath, { readOnly: true });
     isDifferencing = disk.type === 'differencing';
     await disk.close();
   } catch (e) {
     if (!(e instanceof VhdsyncError) || e.code === 'NOT_FOUND' || e.code === 'IO') throw e;
-    // A damaged overlay must still be discardable: accept it when either footer says "differencing".
-    isDifferencing = await footerSaysDifferencing(childPath);
+    // A damaged overlay must still be discardable: accept it when either footer says "differencing",
+    // or, for a VHDX, when vhdsync made it (its creator string).
+    isDifferencing = vhdx ? await vhdxMadeByUs(childPath) : await footerSaysDifferencing(childPath);
     if (!isDifferencing) throw e;
   }
   if (!isDifferencing) {
-    throw new VhdsyncError('UNSUPPORTED', `${childPath}: not a differencing VHD; refusing to delete it as an overlay`);
+    throw new VhdsyncError('UNSUPPORTED', `${childPath}: not a differencing ${vhdx ? 'VHDX' : 'VHD'}; refusing to delete it as an overlay`);
   }
   try {
     await unlink(childPath);
@@ -225,6 +254,43 @@ async function finish(childPath: string, journalPath: string): Promise<void> {
   await syncDir(dirname(resolve(childPath)));
   await removeIfExists(journalPath);
   await syncDir(dirname(journalPath));
+}
+
+/** The id a journal records for a child: a VHD's unique id, a VHDX's DataWriteGuid (a merge never writes the child). */
+async function childIdentity(childPath: string): Promise<string> {
+  const alone = await openDiskAlone(childPath, { readOnly: true });
+  try {
+    return alone instanceof VhdxDisk ? alone.dataWriteGuid : uuidText(alone.footer.uniqueId);
+  } finally {
+    await alone.close();
+  }
+}
+
+/** A resumed VHDX merge: the child alone, and where its locator says the parent is. */
+async function vhdxResumeIdentity(childPath: string): Promise<{ parentPath: string; childId: string }> {
+  const alone = await openDiskAlone(childPath, { readOnly: true });
+  try {
+    if (!(alone instanceof VhdxDisk) || !alone.parentLocator) {
+      throw new VhdsyncError('UNSUPPORTED', `${childPath}: not a differencing VHDX; only a differencing disk can be merged into its parent`);
+    }
+    const found = await resolveVhdxParent(childPath, alone.parentLocator);
+    return { parentPath: resolve(found.path), childId: alone.dataWriteGuid };
+  } finally {
+    await alone.close();
+  }
+}
+
+async function vhdxMadeByUs(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const b = new Uint8Array(520);
+    const { bytesRead } = await fh.read(b, 0, b.length, 0);
+    return bytesRead === b.length && parseFileIdentifier(b, path).creator === VHDX_CREATOR;
+  } catch {
+    return false;
+  } finally {
+    await fh.close();
+  }
 }
 
 async function footerSaysDifferencing(path: string): Promise<boolean> {

@@ -1,13 +1,13 @@
 /**
  * Opening any disk image by path: detect the format (VHD by its footer in the last 512 bytes or the
  * copy at offset 0; VHDX by its `vhdxfile` signature; otherwise raw), then build the backend and, for a
- * differencing VHD, the chain of parents.
+ * differencing VHD or VHDX, the chain of parents.
  */
 import { realpath } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import type { Disk } from './disk.js';
-import { ascii, bytesEqual, uuidText } from './endian.js';
+import { bytesEqual, uuidText } from './endian.js';
 import { DiskFile } from './file-io.js';
 import { RawDisk } from './raw.js';
 import { VhdDynamicDisk } from './vhd-dynamic.js';
@@ -15,12 +15,16 @@ import { VhdFixedDisk } from './vhd-fixed.js';
 import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd-footer.js';
 import { looksLikeVhd, readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
 import { resolveParent } from './vhd-parent.js';
+import { VhdxDisk } from './vhdx-disk.js';
+import { hasFileSignature } from './vhdx-header.js';
+import { readVhdxImage } from './vhdx-image.js';
+import { resolveVhdxParent } from './vhdx-parent.js';
 
 export interface OpenOptions {
   /** Open without write access (default false). Parents in a chain are always opened read-only. */
   readOnly?: boolean;
-  /** Skip detection. `raw` treats any file as a raw image. */
-  format?: 'raw' | 'vhd';
+  /** Skip detection. `raw` treats any file as a raw image; `vhd` and `vhdx` refuse any other format. */
+  format?: 'raw' | 'vhd' | 'vhdx';
 }
 
 /** Longest parent chain we follow; deeper chains are treated as a loop. */
@@ -50,6 +54,33 @@ export async function openVhdAlone(path: string, options: { readOnly?: boolean }
   }
 }
 
+/**
+ * Open one VHD or VHDX file without its parent (a differencing disk then reads what its parent would
+ * supply as zeros). For tools that look at a single file: `info`, merge, discard.
+ */
+export async function openDiskAlone(path: string, options: { readOnly?: boolean } = {}): Promise<VhdDisk | VhdxDisk> {
+  const readOnly = options.readOnly ?? true;
+  if (!(await isVhdxFile(path))) return openVhdAlone(path, options);
+  const file = await DiskFile.open(path, readOnly);
+  try {
+    return new VhdxDisk(file, await readVhdxImage(file, await file.size(), readOnly));
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Does the file start with the VHDX signature `vhdxfile`? */
+export async function isVhdxFile(path: string): Promise<boolean> {
+  const file = await DiskFile.open(path, true);
+  try {
+    const head = new Uint8Array(8);
+    return (await file.readUpTo(head, 0)) === 8 && hasFileSignature(head);
+  } finally {
+    await file.close();
+  }
+}
+
 /** Is this a differencing VHD that vhdsync made over a raw image (creator `vhds`, zero parent id)? */
 export function hasRawParent(footer: VhdFooter, parentUniqueId: Uint8Array): boolean {
   return footer.creatorApp === CREATOR_APP_RAW_PARENT && parentUniqueId.every((b) => b === 0);
@@ -60,7 +91,7 @@ interface ChainLink {
   shown: string;
 }
 
-async function openLink(path: string, readOnly: boolean, format: 'raw' | 'vhd' | undefined, chain: ChainLink[]): Promise<Disk> {
+async function openLink(path: string, readOnly: boolean, format: OpenOptions['format'], chain: ChainLink[]): Promise<Disk> {
   let real: string;
   try {
     real = await realpath(path);
@@ -79,10 +110,21 @@ async function openLink(path: string, readOnly: boolean, format: 'raw' | 'vhd' |
     const size = await file.size();
     if (format === 'raw') return RawDisk.fromFile(file, size);
     const { head, tail } = await readFooterCandidates(file, size);
-    if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
-      throw new VhdsyncError('UNSUPPORTED', `${path}: VHDX images are not supported yet; convert it with 'qemu-img convert -O vpc'`);
+    if (hasFileSignature(head)) {
+      if (format === 'vhd') {
+        if (chain.length > 0) throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is a VHDX, but a VHD's parent must be a VHD`);
+        throw new VhdsyncError('BAD_COOKIE', `${path}: is a VHDX, not a VHD`);
+      }
+      return await openVhdx(file, size, path, readOnly, real, chain);
+    }
+    if (format === 'vhdx') {
+      if (chain.length > 0) throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is not a VHDX (no 'vhdxfile' signature)`);
+      throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHDX: no 'vhdxfile' signature at the start of the file`);
     }
     if (!looksLikeVhd(head, tail)) {
+      if (extname(path).toLowerCase() === '.vhdx' && format !== 'vhd') {
+        throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHDX: no 'vhdxfile' signature at the start of the file`);
+      }
       if (chain.length > 0) {
         throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is not a VHD (no 'conectix' footer)`);
       }
@@ -115,13 +157,39 @@ async function openVhdFile(path: string, readOnly: boolean): Promise<{ file: Dis
   try {
     const size = await file.size();
     const { head, tail } = await readFooterCandidates(file, size);
-    if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
-      throw new VhdsyncError('UNSUPPORTED', `${path}: VHDX images are not supported yet; convert it with 'qemu-img convert -O vpc'`);
-    }
+    if (hasFileSignature(head)) throw new VhdsyncError('BAD_COOKIE', `${path}: is a VHDX, not a VHD`);
     if (!looksLikeVhd(head, tail)) throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHD: no 'conectix' footer at the end or the start of the file`);
     return { file, size, meta: await readVhdMetadata(file, size, head, tail) };
   } catch (e) {
     await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** A VHDX and, for a differencing one, its parent chain (the parent must be a VHDX whose DataWriteGuid is the child's linkage). */
+async function openVhdx(file: DiskFile, size: number, path: string, readOnly: boolean, real: string, chain: ChainLink[]): Promise<VhdxDisk> {
+  const image = await readVhdxImage(file, size, readOnly);
+  if (!image.params.hasParent) return new VhdxDisk(file, image);
+  const found = await resolveVhdxParent(path, image.params.parentLocator!);
+  const parent = await openLink(found.path, true, 'vhdx', [...chain, { real, shown: path }]);
+  try {
+    const p = parent as VhdxDisk;
+    const linkage = image.params.parentLocator!.linkage;
+    if (!linkage.includes(p.dataWriteGuid)) {
+      throw new VhdsyncError(
+        'PARENT_MISMATCH',
+        `${path}: parent ${found.path} has DataWriteGuid ${p.dataWriteGuid} but the child expects ${linkage.join(' or ')}; the parent was written to or replaced`,
+      );
+    }
+    if (p.virtualSize !== image.params.virtualSize || p.sectorSize !== image.params.logicalSectorSize) {
+      throw new VhdsyncError(
+        'PARENT_MISMATCH',
+        `${path}: parent ${found.path} is ${p.virtualSize} bytes in ${p.sectorSize}-byte sectors, the child ${image.params.virtualSize} in ${image.params.logicalSectorSize}; the chain does not belong together`,
+      );
+    }
+    return new VhdxDisk(file, image, { parent });
+  } catch (e) {
+    await parent.close().catch(() => undefined);
     throw e;
   }
 }

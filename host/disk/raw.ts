@@ -3,7 +3,7 @@
  */
 import { MiB } from '../units.js';
 import type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
-import { DiskFile } from './file-io.js';
+import type { ImageFile } from './file-io.js';
 import { checkBlockIndex, checkOpen, checkRange, checkWritable } from './range.js';
 
 /** Raw and fixed images have no allocation unit; 2 MiB is the convention the resync iterates by. */
@@ -20,7 +20,7 @@ export class RawDisk implements Disk {
   protected closed = false;
 
   protected constructor(
-    protected readonly file: DiskFile,
+    protected readonly file: ImageFile,
     readonly virtualSize: number,
   ) {
     this.readOnly = file.readOnly;
@@ -31,18 +31,8 @@ export class RawDisk implements Disk {
     return this.file.path;
   }
 
-  static async open(path: string, readOnly: boolean): Promise<RawDisk> {
-    const file = await DiskFile.open(path, readOnly);
-    try {
-      return new RawDisk(file, await file.size());
-    } catch (e) {
-      await file.close().catch(() => undefined);
-      throw e;
-    }
-  }
-
   /** Wrap an already open file whose first `virtualSize` bytes are the disk. */
-  static fromFile(file: DiskFile, virtualSize: number): RawDisk {
+  static fromFile(file: ImageFile, virtualSize: number): RawDisk {
     return new RawDisk(file, virtualSize);
   }
 

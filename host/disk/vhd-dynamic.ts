@@ -14,7 +14,7 @@ import { VhdsyncError } from '../errors.js';
 import { MiB } from '../units.js';
 import type { BlockStatus, Disk, DiskType } from './disk.js';
 import { SECTOR } from './endian.js';
-import type { DiskFile } from './file-io.js';
+import type { ImageFile } from './file-io.js';
 import { checkBlockIndex, checkOpen, checkRange, checkWritable, isAllZero } from './range.js';
 import { BAT_UNUSED, MAX_BLOCK_OFFSET, putBatEntry } from './vhd-bat.js';
 import { countBits, forEachRun, setBits } from './vhd-bitmap.js';
@@ -68,7 +68,7 @@ export class VhdDynamicDisk implements Disk {
   private scratch: Uint8Array | undefined;
 
   constructor(
-    private readonly file: DiskFile,
+    private readonly file: ImageFile,
     meta: VhdMetadata,
     options: VhdDynamicOptions = {},
   ) {

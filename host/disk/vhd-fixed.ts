@@ -3,7 +3,7 @@
  * to the file; the footer never changes.
  */
 import type { DiskFormat } from './disk.js';
-import type { DiskFile } from './file-io.js';
+import type { ImageFile } from './file-io.js';
 import { RawDisk } from './raw.js';
 import type { VhdFooter } from './vhd-footer.js';
 import type { VhdMetadata } from './vhd-metadata.js';
@@ -13,7 +13,7 @@ export class VhdFixedDisk extends RawDisk {
   readonly footer: VhdFooter;
   readonly warnings: string[];
 
-  constructor(file: DiskFile, meta: VhdMetadata) {
+  constructor(file: ImageFile, meta: VhdMetadata) {
     super(file, meta.footer.currentSize);
     this.footer = meta.footer;
     this.warnings = meta.warnings;

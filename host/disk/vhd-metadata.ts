@@ -5,7 +5,7 @@
  */
 import { VhdsyncError } from '../errors.js';
 import { SECTOR, bytesEqual, roundUp } from './endian.js';
-import type { DiskFile } from './file-io.js';
+import type { ImageFile } from './file-io.js';
 import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from './vhd-bat.js';
 import { DISK_TYPE_FIXED, FOOTER_SIZE, hasFooterCookie, parseFooter, type VhdFooter } from './vhd-footer.js';
 import { HEADER_SIZE, MAX_LOCATOR_BYTES, parseDynamicHeader, type DynamicHeader } from './vhd-header.js';
@@ -40,7 +40,7 @@ export interface DynamicMetadata {
 }
 
 /** Read the first and last sectors of a file, the two places a VHD footer can be. */
-export async function readFooterCandidates(file: DiskFile, fileSize: number): Promise<{ head: Uint8Array; tail: Uint8Array }> {
+export async function readFooterCandidates(file: ImageFile, fileSize: number): Promise<{ head: Uint8Array; tail: Uint8Array }> {
   const head = new Uint8Array(Math.min(FOOTER_SIZE, fileSize));
   const tail = new Uint8Array(Math.min(FOOTER_SIZE, fileSize));
   await file.readAt(head, 0, 'the first sector');
@@ -53,7 +53,7 @@ export function looksLikeVhd(head: Uint8Array, tail: Uint8Array): boolean {
   return (tail.length === FOOTER_SIZE && hasFooterCookie(tail)) || (head.length === FOOTER_SIZE && hasFooterCookie(head));
 }
 
-export async function readVhdMetadata(file: DiskFile, fileSize: number, head: Uint8Array, tail: Uint8Array): Promise<VhdMetadata> {
+export async function readVhdMetadata(file: ImageFile, fileSize: number, head: Uint8Array, tail: Uint8Array): Promise<VhdMetadata> {
   const name = file.path;
   if (fileSize < FOOTER_SIZE) {
     throw new VhdsyncError('TRUNCATED', `${name}: ${fileSize} bytes is too small to be a VHD (the footer alone is 512 bytes)`);
@@ -127,7 +127,7 @@ export async function readVhdMetadata(file: DiskFile, fileSize: number, head: Ui
   return { fileSize, footer, footerBytes, footerSource, footerCopyValid, warnings, dynamic };
 }
 
-async function readDynamic(file: DiskFile, fileSize: number, footer: VhdFooter, hasTrailing: boolean): Promise<DynamicMetadata> {
+async function readDynamic(file: ImageFile, fileSize: number, footer: VhdFooter, hasTrailing: boolean): Promise<DynamicMetadata> {
   const name = file.path;
   const dataEnd = hasTrailing ? fileSize - FOOTER_SIZE : fileSize;
   const headerOffset = footer.dataOffset as number;

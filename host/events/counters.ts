@@ -9,6 +9,8 @@ export interface VmCounters {
   'Resynchronized Bytes': number;
   'Network Bytes Sent': number;
   'Network Bytes Received': number;
+  /** Replication cycles applied on the replica (host/replication). */
+  'Replication Count'?: number;
 }
 
 export class CounterStore {

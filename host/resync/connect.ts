@@ -2,10 +2,13 @@ import { Worker } from 'node:worker_threads';
 import { VhdsyncError } from '../errors.js';
 import type { Link } from '../transport/link.js';
 import { createMemoryLink, type LinkShape } from '../transport/memory-link.js';
+import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
+import { dialReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 
 /**
- * How the primary reaches the replica endpoint. Today: a replica image on this machine, served by a
- * ReplicaEndpoint in its own thread over an in-memory link with a simulated rate and latency. Every
+ * How the primary reaches the replica endpoint: a replica image on this machine, served by a
+ * ReplicaEndpoint in its own thread over an in-memory link with a simulated rate and latency; or a
+ * `tls://HOST:PORT/NAME/disk.vhd` address, served by `vhdsync replica serve` over mutual TLS. Every
  * connection has the same shape, so the resync does not care where the replica lives.
  */
 export interface ReplicaConnection {
@@ -17,7 +20,10 @@ export interface ReplicaConnection {
 }
 
 export interface ConnectOptions {
+  /** The simulated link to a local replica. */
   link: LinkShape;
+  /** Certificates and limits for a `tls://` replica. */
+  network?: DialOptions;
 }
 
 const WORKER_URL = (() => {
@@ -28,6 +34,7 @@ const WORKER_URL = (() => {
 })();
 
 export async function connectReplica(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
+  if (isReplicaAddress(replica)) return connectReplicaServer(replica, opts);
   const { local, remotePort } = createMemoryLink(opts.link);
   const worker = new Worker(WORKER_URL, {
     workerData: { port: remotePort, shape: opts.link, replicaPath: replica },
@@ -47,6 +54,22 @@ export async function connectReplica(replica: string, opts: ConnectOptions): Pro
       const timer = setTimeout(() => void worker.terminate(), 10_000);
       await exited;
       clearTimeout(timer);
+    },
+  };
+}
+
+async function connectReplicaServer(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
+  const address = parseReplicaAddress(replica);
+  if (!opts.network) throw new VhdsyncError('USAGE', `${replica}: a replica server needs --cert, --key and --ca`);
+  const link = await dialReplicaServer(address, opts.network);
+  const closed = new Promise<void>((resolve) => link.onClose(() => resolve()));
+  return {
+    link,
+    // The server's failures reach us over the link, or as the link breaking.
+    failed: new Promise<never>(() => {}),
+    async close() {
+      link.close();
+      await closed;
     },
   };
 }

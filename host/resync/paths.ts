@@ -1,6 +1,7 @@
 /** Files a resync keeps beside the disks. Named here once so that cancel, resume and tests agree. */
 export function overlayPathFor(replicaPath: string): string {
-  return `${replicaPath}.resync.vhd`;
+  // A VHDX replica gets a differencing VHDX overlay (the disk layer picks the format from the base's content).
+  return replicaPath.toLowerCase().endsWith('.vhdx') ? `${replicaPath}.resync.vhdx` : `${replicaPath}.resync.vhd`;
 }
 
 export function checkpointPathFor(replicaPath: string): string {

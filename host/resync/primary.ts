@@ -25,6 +25,11 @@ export const CREDIT_WINDOW = 64;
 const MAX_DESCENTS = 32;
 /** Payload per data frame. */
 const DATA_FRAME_BYTES = 1 << 20;
+/**
+ * Payload bytes sent but not yet written by the replica. Past this the primary waits for the replica's
+ * acknowledgements, so a replica slower than the link never queues an unbounded amount of data.
+ */
+export const DATA_WINDOW_BYTES = 32 << 20;
 
 interface Waiter {
   resolve: (d: Uint8Array) => void;
@@ -43,6 +48,8 @@ export interface CompareCounters {
 export interface CompareOptions {
   dryRun: boolean;
   compress: boolean;
+  /** Bytes per second of the link (Infinity when unlimited): compression is used only where it pays. */
+  linkRate: number;
   /** Checked between regions: when it returns true, no new region starts and the compare stops cleanly. */
   shouldStop: () => boolean;
   onRegion?: (c: CompareCounters) => void;
@@ -60,6 +67,10 @@ export class PrimaryCompare {
   private requests = new Map<number, Waiter>();
   private nextReq = 1;
   private endBatch: number[] = [];
+  private dataSent = 0;
+  private dataAcked = 0;
+  private ackWaiters: (() => void)[] = [];
+  private readonly compression: AdaptiveCompression;
   private endTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -69,7 +80,15 @@ export class PrimaryCompare {
     private readonly shape: TreeShape,
     private readonly opts: CompareOptions,
   ) {
+    this.compression = new AdaptiveCompression(opts.compress, opts.linkRate);
+    ch.onControl('data-ack', (b) => {
+      this.dataAcked = Math.max(this.dataAcked, Number(b.bytes));
+      const waiters = this.ackWaiters;
+      this.ackWaiters = [];
+      for (const w of waiters) w();
+    });
     ch.onClosed((e) => {
+      for (const w of this.ackWaiters) w();
       for (const w of [...this.rootWaiters.values(), ...this.requests.values()]) w.reject(e ?? new VhdsyncError('LINK', 'the link closed'));
       this.rootWaiters.clear();
       this.requests.clear();
@@ -99,10 +118,11 @@ export class PrimaryCompare {
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     let next = from;
+    let scanning: Promise<RegionTree> | undefined;
     try {
       await this.ch.send({ t: 'credit', regions: CREDIT_WINDOW });
       // Scan one region ahead so the disk stays busy while the current root is awaited.
-      let scanning = next < total ? scanner.scan(next) : undefined;
+      scanning = next < total ? scanner.scan(next) : undefined;
       while (next < total && !this.opts.shouldStop() && failure === undefined) {
         const tree = await scanning!;
         const r = next++;
@@ -127,6 +147,9 @@ export class PrimaryCompare {
       if (failure !== undefined) throw failure;
       await this.flushEnds();
     } finally {
+      // Also when the link is lost: the read-ahead and the descents must stop using the scanner first.
+      await scanning?.catch(() => {});
+      await Promise.allSettled(inFlight);
       scanner.free();
     }
     return next;
@@ -195,16 +218,12 @@ export class PrimaryCompare {
       this.counters.leavesSent += batch.length;
       this.counters.bytesSent += bytes;
       if (this.opts.dryRun) continue;
-      let payload = raw;
-      let compressed = false;
-      if (this.opts.compress) {
-        const z = new Uint8Array(await deflateRawAsync(raw, { level: 1 }));
-        if (z.byteLength < raw.byteLength * 0.95) {
-          payload = z;
-          compressed = true;
-        }
-      }
+      const { payload, compressed } = await this.compression.pack(raw);
       this.counters.payloadWireBytes += payload.byteLength;
+      while (this.dataSent - this.dataAcked > DATA_WINDOW_BYTES && !this.ch.failed) {
+        await new Promise<void>((resolve) => this.ackWaiters.push(resolve));
+      }
+      this.dataSent += bytes;
       await this.ch.send({ t: 'data', region: r, compressed, rawLength: bytes, leaves: Uint32Array.from(batch), payload });
     }
   }
@@ -226,5 +245,37 @@ export class PrimaryCompare {
     this.endBatch = [];
     await this.ch.send({ t: 'end', regions });
     await this.ch.send({ t: 'credit', regions: regions.length });
+  }
+}
+
+/**
+ * `--compress`, applied only where it pays: on a link of known rate, a frame is deflated when the time
+ * it saves on the link (bytes saved / rate) exceeds the time deflating costs, both measured on recent
+ * frames. On a fast link or incompressible data most frames go as they are; every 16th frame is still
+ * tried, so a change in the data is noticed. Only frames that shrink by 5 % or more go compressed.
+ */
+class AdaptiveCompression {
+  private ratio = 0.5;
+  private secondsPerByte = 0;
+  private frames = 0;
+
+  constructor(
+    private readonly enabled: boolean,
+    private readonly linkRate: number,
+  ) {}
+
+  async pack(raw: Uint8Array): Promise<{ payload: Uint8Array; compressed: boolean }> {
+    if (!this.enabled) return { payload: raw, compressed: false };
+    // With no known rate (unlimited or a real network) every frame is tried: the user asked for it.
+    if (Number.isFinite(this.linkRate)) {
+      const saves = (raw.byteLength * (1 - this.ratio)) / this.linkRate;
+      const costs = raw.byteLength * this.secondsPerByte;
+      if (saves <= costs && this.frames++ % 16 !== 0) return { payload: raw, compressed: false };
+    }
+    const t0 = performance.now();
+    const z = new Uint8Array(await deflateRawAsync(raw, { level: 1 }));
+    this.secondsPerByte = 0.7 * this.secondsPerByte + (0.3 * (performance.now() - t0)) / 1000 / raw.byteLength;
+    this.ratio = 0.7 * this.ratio + 0.3 * (z.byteLength / raw.byteLength);
+    return z.byteLength < raw.byteLength * 0.95 ? { payload: z, compressed: true } : { payload: raw, compressed: false };
   }
 }

@@ -16,7 +16,14 @@ import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST
 
 const inflateRawAsync = promisify(inflateRaw);
 
-/** Checkpoints are written after every region that carried data, and at most this often otherwise. */
+/** The replica acknowledges written data this often, which lets the primary keep sending (see DATA_WINDOW_BYTES). */
+const DATA_ACK_BYTES = 4 << 20;
+
+/**
+ * A checkpoint (a flush of the overlay, then an atomic write of the checkpoint file) follows a
+ * completed region, at most this often: a crash repeats at most this much work, and a disk with many
+ * small differing regions is not slowed down by a flush per region.
+ */
 const CHECKPOINT_INTERVAL_MS = 250;
 
 /**
@@ -39,10 +46,11 @@ export class ReplicaEndpoint {
   private creditWaiter: (() => void) | undefined;
   private scanning: Promise<void> | undefined;
   private writes: Promise<void> = Promise.resolve();
-  private dirtySinceCheckpoint = false;
   private lastCheckpoint = 0;
   private finished = false;
   private base: Disk | undefined;
+  private dataWritten = 0;
+  private dataAckedAt = 0;
 
   constructor(
     link: Link,
@@ -205,9 +213,13 @@ export class ReplicaEndpoint {
       i = j;
     }
     if (pos !== raw.byteLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data payload longer than its leaves');
+    this.dataWritten += rawLength;
+    if (this.dataWritten - this.dataAckedAt >= DATA_ACK_BYTES) {
+      this.dataAckedAt = this.dataWritten;
+      await this.ch.control('data-ack', { bytes: this.dataWritten });
+    }
     this.checkpoint!.bytesReceived += rawLength;
     this.checkpoint!.leavesReceived += leaves.length;
-    this.dirtySinceCheckpoint = true;
   }
 
   private async end(regions: Uint32Array): Promise<void> {
@@ -221,7 +233,7 @@ export class ReplicaEndpoint {
       this.nextRegion++;
       advanced = true;
     }
-    if (advanced && !this.dryRun && (this.dirtySinceCheckpoint || Date.now() - this.lastCheckpoint >= CHECKPOINT_INTERVAL_MS)) {
+    if (advanced && !this.dryRun && Date.now() - this.lastCheckpoint >= CHECKPOINT_INTERVAL_MS) {
       await this.saveCheckpoint();
     }
   }
@@ -232,7 +244,6 @@ export class ReplicaEndpoint {
     this.checkpoint.nextRegion = this.nextRegion;
     if (phase) this.checkpoint.phase = phase;
     await writeCheckpoint(this.checkpointPath, this.checkpoint);
-    this.dirtySinceCheckpoint = false;
     this.lastCheckpoint = Date.now();
   }
 

@@ -8,14 +8,15 @@ import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
-import { createTrackingLog, readTrackingLog } from '../tracking/log.js';
-import { trackingLogPathFor } from '../tracking/tracked-disk.js';
+import type { DialOptions } from '../transport/tls-connect.js';
+import type { LogInit } from '../tracking/log.js';
+import { startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
 import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
-import { PrimaryCompare } from './primary.js';
+import { PrimaryCompare, type CompareCounters } from './primary.js';
 import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
 
 export interface ResyncOptions {
@@ -23,6 +24,10 @@ export interface ResyncOptions {
   replica: string;
   /** Simulated link between the two sites (default: unlimited, no latency). */
   link?: LinkShape;
+  /** Certificates and bandwidth limit for a `tls://HOST:PORT/NAME/disk.vhd` replica. */
+  network?: DialOptions;
+  /** A link lost during the compare is re-established with backoff (default: 8 attempts, from 0.5 s doubling to 30 s). */
+  reconnect?: { attempts?: number; delayMs?: number; maxDelayMs?: number };
   /** Leaf size in bytes (default 4 KiB). When resuming, the checkpoint's leaf size is used unless this is given. */
   leafSize?: number;
   compress?: boolean;
@@ -34,6 +39,11 @@ export interface ResyncOptions {
   events?: EventLog;
   counters?: CounterStore;
   onProgress?: (p: ResyncProgress) => void;
+  /**
+   * Replication (host/replication): the ids written into the resync's tracking log, and the log that
+   * normal replication continues with once the tracked writes are applied (opened in the same instant).
+   */
+  tracking?: { log?: LogInit; next?: LogInit };
 }
 
 export type ResyncPhase = 'preflight' | 'comparing' | 'merging' | 'applying' | 'done';
@@ -68,6 +78,8 @@ export interface ResyncResult {
   bytesReadPrimary: number;
   seconds: number;
   resumedFrom: number;
+  /** Links lost during the compare and re-established: where the replica resumed, and why the link dropped. */
+  reconnects: { resumedFrom: number; error: string }[];
   trackedWritesApplied: number;
   recoveryPointsDeleted: boolean;
   phases: { preflight: number; compare: number; merge: number; apply: number };
@@ -124,27 +136,24 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   const eventsBefore = events.records.length;
   const vm = opts.vm ?? basename(opts.primary).replace(/\.[^.]+$/, '');
   const dryRun = opts.dryRun === true;
-  const linkShape = opts.link ?? { rate: Infinity, latencyMs: 0 };
   const core = getCore();
   const phases = { preflight: 0, compare: 0, merge: 0, apply: 0 };
 
   let primary: Disk | undefined;
-  let conn: ReplicaConnection | undefined;
-  let ch: Channel | undefined;
+  let session: Session | undefined;
+  // Wire bytes of sessions whose link was lost, plus the current one's.
+  const lostWire = { sent: 0, received: 0 };
+  const wireSent = () => lostWire.sent + (session?.conn.link.stats.bytesSent ?? 0);
+  const wireReceived = () => lostWire.received + (session?.conn.link.stats.bytesReceived ?? 0);
+  const wire = () => wireSent() + wireReceived();
   try {
     const pd = await openDisk(opts.primary, { readOnly: true });
     primary = pd;
-    conn = await connectReplica(opts.replica, { link: linkShape });
-    const local = conn.link;
-    const replicaFailed = conn.failed;
-    ch = new Channel(local);
-    const c = ch;
-    const wire = () => local.stats.bytesSent + local.stats.bytesReceived;
+    session = await openSession(opts, pd);
+    let c = session.ch;
+    const welcome = session.welcome;
 
-    // 1. Preflight: same virtual size and sector size, or refuse before anything is written.
-    const welcome = await Promise.race([c.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), replicaFailed]);
-    const rep = welcome.replica as { virtualSize: number; sectorSize: number; name: string };
-    preflight(opts, pd, rep);
+    // 1. Preflight (in openSession): same virtual size and sector size, or refuse before anything is written.
     const cp = welcome.checkpoint as Checkpoint | null;
     const resuming = !dryRun && !opts.restart && cp !== null;
     if (resuming) checkResumable(opts, pd, cp!);
@@ -153,15 +162,12 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     phases.preflight = secs();
 
     // 2–3. Start tracking, create (or reopen) the overlay on the replica.
-    const started = await c.request('start', { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary) }, 'started');
-    const resumeRegion = Number(started.resumeFrom);
-    const phase = String(started.phase) as Checkpoint['phase'];
-    const trackPath = trackingLogPathFor(opts.primary);
+    const start = { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary) };
+    const started = await c.request('start', start, 'started');
+    let resumeRegion = Number(started.resumeFrom);
+    let phase = String(started.phase) as Checkpoint['phase'];
     if (!dryRun) {
-      if (resumeRegion === 0 && phase === 'comparing') await removeIfExists(trackPath);
-      await createTrackingLog(trackPath).catch((e) => {
-        if ((e as VhdsyncError).code !== 'IO' || !/exist/i.test(e.message)) throw e;
-      });
+      await startTrackingLog(opts.primary, { sequence: 0, ...opts.tracking?.log }, { fresh: resumeRegion === 0 && phase === 'comparing' });
     }
     const resumedFrom = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
     const blocks = pd.blockCount;
@@ -174,47 +180,76 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       endBlock: blocks - 1,
     });
 
-    // 4. Compare and sync.
-    const compare = new PrimaryCompare(c, core, pd, shape, {
-      dryRun,
-      compress: opts.compress === true,
-      shouldStop,
-      onRegion: (k) => {
-        const elapsed = secs() - phases.preflight;
-        const doneBytes = resumedFrom + k.bytesCompared;
-        const rate = k.bytesCompared / Math.max(elapsed, 1e-3);
-        opts.onProgress?.({
-          phase: 'comparing',
-          virtualSize: shape.virtualSize,
-          bytesCompared: doneBytes,
-          bytesSent: k.bytesSent,
-          wireBytes: wire(),
-          seconds: secs(),
-          etaSeconds: rate > 0 ? (shape.virtualSize - doneBytes) / rate : undefined,
-        });
-      },
-    });
+    // 4. Compare and sync. A link lost on the way is re-established and the replica resumes from its
+    //    checkpoint, so only the regions that were in flight are compared (and sent) again.
+    const k: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
+    const reconnects: ResyncResult['reconnects'] = [];
     const tCompare = performance.now();
-    const next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
-    const k = compare.counters;
+    let next: number;
+    let compared: Record<string, unknown> | undefined;
+    for (;;) {
+      const from = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
+      const compare = new PrimaryCompare(c, core, pd, shape, {
+        dryRun,
+        compress: opts.compress === true,
+        linkRate: opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity,
+        shouldStop,
+        onRegion: (now) => {
+          const elapsed = secs() - phases.preflight;
+          const doneBytes = from + now.bytesCompared;
+          const rate = (doneBytes - resumedFrom) / Math.max(elapsed, 1e-3);
+          opts.onProgress?.({
+            phase: 'comparing',
+            virtualSize: shape.virtualSize,
+            bytesCompared: doneBytes,
+            bytesSent: k.bytesSent + now.bytesSent,
+            wireBytes: wire(),
+            seconds: secs(),
+            etaSeconds: rate > 0 ? (shape.virtualSize - doneBytes) / rate : undefined,
+          });
+        },
+      });
+      try {
+        next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
+        // The reply comes after every queued data frame reached the replica and was written.
+        if (next === regionCount(shape)) compared = await c.request('compare-done', {}, 'compared');
+        break;
+      } catch (e) {
+        if (!isLinkLost(e) || dryRun || shouldStop()) throw e;
+        lostWire.sent += session.conn.link.stats.bytesSent;
+        lostWire.received += session.conn.link.stats.bytesReceived;
+        await closeSession(session);
+        session = undefined;
+        const again = await reconnect(opts, pd, start, e as Error);
+        session = again.session;
+        c = session.ch;
+        resumeRegion = Number(again.started.resumeFrom);
+        phase = String(again.started.phase) as Checkpoint['phase'];
+        reconnects.push({ resumedFrom: Math.min(resumeRegion * shape.regionSize, shape.virtualSize), error: (e as Error).message });
+      } finally {
+        for (const key of Object.keys(k) as (keyof CompareCounters)[]) k[key] += compare.counters[key];
+      }
+    }
     const base = {
       dryRun,
       virtualSize: shape.virtualSize,
       leafSize: shape.leafSize,
-      bytesCompared: k.bytesCompared,
+      // Counted by position: regions redone after a reconnect count once.
+      bytesCompared: Math.min(next * shape.regionSize, shape.virtualSize) - resumedFrom,
       blocksSent: k.leavesSent,
       bytesSent: k.bytesSent,
       payloadWireBytes: k.payloadWireBytes,
       bytesReadPrimary: k.bytesRead,
       resumedFrom,
+      reconnects,
     };
     const finish = async (result: ResyncResult['result'], extra: Partial<ResyncResult> = {}): Promise<ResyncResult> => ({
       result,
       identical: false,
       ...base,
       wireBytes: wire(),
-      wireBytesSent: local.stats.bytesSent,
-      wireBytesReceived: local.stats.bytesReceived,
+      wireBytesSent: wireSent(),
+      wireBytesReceived: wireReceived(),
       seconds: secs(),
       trackedWritesApplied: 0,
       recoveryPointsDeleted: false,
@@ -230,10 +265,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: 'paused' });
       return finish('paused');
     }
-    // The reply comes after every queued data frame reached the replica and was written.
-    const compared = await c.request('compare-done', {}, 'compared');
     phases.compare = (performance.now() - tCompare) / 1000;
-    const totalLeaves = dryRun ? k.leavesSent : Number(compared.leavesReceived);
+    const totalLeaves = dryRun ? k.leavesSent : Number(compared!.leavesReceived);
     await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed' });
     if (dryRun) {
       c.close();
@@ -252,16 +285,15 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     // 7. Writes tracked since the start replicate now; then recovery points go and the resync commits.
     const tApply = performance.now();
     opts.onProgress?.({ phase: 'applying', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
-    const tracked = await readTrackingLog(trackPath);
+    const tracked = await takeTrackingLog(opts.primary, opts.tracking?.next);
     for (const rec of tracked.records) await c.send({ t: 'write', offset: rec.offset, data: rec.data });
     const committed = await c.request('commit', {}, 'committed');
-    await removeIfExists(trackPath);
     phases.apply = (performance.now() - tApply) / 1000;
     const trackedBytes = tracked.records.reduce((n, r) => n + r.data.byteLength, 0);
     await opts.counters?.add(vm, {
       'Resynchronized Bytes': k.bytesSent + trackedBytes,
-      'Network Bytes Sent': local.stats.bytesSent,
-      'Network Bytes Received': local.stats.bytesReceived,
+      'Network Bytes Sent': wireSent(),
+      'Network Bytes Received': wireReceived(),
     });
     opts.onProgress?.({ phase: 'done', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
     return finish('completed', {
@@ -270,13 +302,61 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       recoveryPointsDeleted: committed.recoveryPointsDeleted === true,
     });
   } catch (e) {
-    if (ch && !ch.failed) await ch.sendError(e);
+    if (session && !session.ch.failed) await session.ch.sendError(e);
     throw e;
   } finally {
-    ch?.close();
+    await closeSession(session);
     await primary?.close().catch(() => {});
-    await conn?.close();
   }
+}
+
+/** One connection to the replica endpoint, past hello/welcome and the preflight. */
+interface Session {
+  conn: ReplicaConnection;
+  ch: Channel;
+  welcome: Record<string, unknown>;
+}
+
+async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
+  const conn = await connectReplica(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network });
+  const session: Session = { conn, ch: new Channel(conn.link), welcome: {} };
+  try {
+    session.welcome = await Promise.race([session.ch.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), conn.failed]);
+    preflight(opts, pd, session.welcome.replica as { virtualSize: number; sectorSize: number });
+    return session;
+  } catch (e) {
+    if (!session.ch.failed) await session.ch.sendError(e);
+    await closeSession(session);
+    throw e;
+  }
+}
+
+async function closeSession(session: Session | undefined): Promise<void> {
+  session?.ch.close();
+  await session?.conn.close();
+}
+
+function isLinkLost(e: unknown): boolean {
+  return e instanceof VhdsyncError && e.code === 'LINK';
+}
+
+/** Connect again with backoff and restart the session; the replica resumes from its checkpoint. */
+async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, unknown>, lost: Error): Promise<{ session: Session; started: Record<string, unknown> }> {
+  const { attempts = 8, delayMs = 500, maxDelayMs = 30_000 } = opts.reconnect ?? {};
+  let last = lost;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs * 2 ** attempt, maxDelayMs)));
+    let session: Session | undefined;
+    try {
+      session = await openSession(opts, pd);
+      return { session, started: await session.ch.request('start', { ...start, restart: false }, 'started') };
+    } catch (e) {
+      await closeSession(session);
+      if (!isLinkLost(e)) throw e;
+      last = e as Error;
+    }
+  }
+  throw new VhdsyncError('LINK', `${opts.replica}: the link was lost during the compare (${lost.message}) and ${attempts} attempts to reconnect failed (last: ${last.message}); run the same command again to resume from the checkpoint`);
 }
 
 function preflight(opts: ResyncOptions, primary: Disk, rep: { virtualSize: number; sectorSize: number }): void {

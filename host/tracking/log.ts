@@ -1,20 +1,26 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
+import { nodeLogFs, type LogFs } from './log-fs.js';
 
 /**
  * The tracking log: every write made to a primary disk through vhdsync, in order, each record with
  * its own CRC-32C so a torn tail (a crash mid-append) is recognised and cut, never replayed.
  *
- * Layout (little-endian), HRL-like (reference/hyperv-replica.md §2):
- *   header, 512 bytes: magic "VHDSTRK1", version u32 = 1, header size u32 = 512, sequence u64,
- *     data-write id (16 bytes), created ms u64, end-of-log offset u64 (0 while open = not closed
- *     gracefully), header CRC-32C u32 at 508 (over the header with that field zero).
+ * Layout (little-endian), HRL-like (reference/hyperv-replica.md §2.1, [MS-HRL] header semantics):
+ *   header, 512 bytes: magic "VHDSTRK1", version u32 (2; 1 is still read), header size u32 = 512,
+ *     sequence u64 (the replication cycle; 0 = the log of a resync, never shipped),
+ *     data-write id (16 bytes: the writing session that last took the log),
+ *     created ms u64, end-of-log offset u64 (0 while open — with a dead writer: not closed gracefully),
+ *     VM id (16 bytes) at 56, disk id (16 bytes) at 72, disk index u32 at 88,
+ *     writer pid u32 at 92 (the process appending now; 0 = none),
+ *     header CRC-32C u32 at 508 (over the header with that field zero).
  *   records: magic "TREC", offset u64, length u32, CRC-32C u32 (over offset, length and data), data.
  */
 export const TRACK_MAGIC = 'VHDSTRK1';
-const HEADER_BYTES = 512;
-const RECORD_HEAD = 20;
+export const TRACK_VERSION = 2;
+export const HEADER_BYTES = 512;
+export const RECORD_HEAD = 20;
 const REC_MAGIC = 0x43455254; // "TREC" little-endian
 /** A single tracked write is bounded so a damaged length can never make a reader allocate wildly. */
 export const MAX_RECORD_BYTES = 64 * 1024 * 1024;
@@ -25,12 +31,27 @@ export interface TrackHeader {
   dataWriteId: Uint8Array;
   createdMs: number;
   endOfLog: number;
+  vmId: Uint8Array;
+  diskId: Uint8Array;
+  diskIndex: number;
+  writerPid: number;
 }
 
 export interface TrackRecord {
   offset: number;
   data: Uint8Array;
 }
+
+/** What a new log is made with; everything is optional for a standalone resync. */
+export interface LogInit {
+  sequence?: number;
+  vmId?: Uint8Array;
+  diskId?: Uint8Array;
+  diskIndex?: number;
+  dataWriteId?: Uint8Array;
+}
+
+const ZERO_ID = new Uint8Array(16);
 
 export function buildHeader(h: TrackHeader): Uint8Array {
   const b = new Uint8Array(HEADER_BYTES);
@@ -42,10 +63,15 @@ export function buildHeader(h: TrackHeader): Uint8Array {
   b.set(h.dataWriteId.subarray(0, 16), 24);
   setU64(v, 40, h.createdMs);
   setU64(v, 48, h.endOfLog);
+  b.set(h.vmId.subarray(0, 16), 56);
+  b.set(h.diskId.subarray(0, 16), 72);
+  v.setUint32(88, h.diskIndex, true);
+  v.setUint32(92, h.writerPid, true);
   v.setUint32(508, getCore().crc32c(b), true);
   return b;
 }
 
+/** Pure: decode and check a header. */
 export function parseHeader(b: Uint8Array, path: string): TrackHeader {
   if (b.byteLength < HEADER_BYTES || new TextDecoder().decode(b.subarray(0, 8)) !== TRACK_MAGIC) {
     throw new VhdsyncError('BAD_COOKIE', `${path}: not a vhdsync tracking log`);
@@ -56,8 +82,19 @@ export function parseHeader(b: Uint8Array, path: string): TrackHeader {
   copy.fill(0, 508, 512);
   if (getCore().crc32c(copy) !== stored) throw new VhdsyncError('BAD_CHECKSUM', `${path}: tracking log header checksum is wrong`);
   const version = v.getUint32(8, true);
-  if (version !== 1) throw new VhdsyncError('UNSUPPORTED', `${path}: tracking log version ${version} is not supported`);
-  return { version, sequence: getU64(v, 16), dataWriteId: b.slice(24, 40), createdMs: getU64(v, 40), endOfLog: getU64(v, 48) };
+  if (version !== 1 && version !== TRACK_VERSION) throw new VhdsyncError('UNSUPPORTED', `${path}: tracking log version ${version} is not supported`);
+  const v2 = version >= 2;
+  return {
+    version,
+    sequence: getU64(v, 16),
+    dataWriteId: b.slice(24, 40),
+    createdMs: getU64(v, 40),
+    endOfLog: getU64(v, 48),
+    vmId: v2 ? b.slice(56, 72) : ZERO_ID.slice(),
+    diskId: v2 ? b.slice(72, 88) : ZERO_ID.slice(),
+    diskIndex: v2 ? v.getUint32(88, true) : 0,
+    writerPid: v2 ? v.getUint32(92, true) : 0,
+  };
 }
 
 function recordCrc(offset: number, data: Uint8Array): number {
@@ -69,45 +106,129 @@ function recordCrc(offset: number, data: Uint8Array): number {
   return core.crc32c(data, core.crc32c(head));
 }
 
-/** Create a new, open log (end-of-log 0). Fails if the file exists. */
-export async function createTrackingLog(path: string, sequence = 1): Promise<void> {
+/** Pure: the bytes of a run of records, ready to append. */
+export function encodeRecords(records: readonly TrackRecord[]): Uint8Array {
+  let total = 0;
+  for (const r of records) {
+    if (r.data.byteLength > MAX_RECORD_BYTES) throw new VhdsyncError('USAGE', `a single tracked write is limited to ${MAX_RECORD_BYTES} bytes`);
+    total += RECORD_HEAD + r.data.byteLength;
+  }
+  const out = new Uint8Array(total);
+  const v = new DataView(out.buffer);
+  let at = 0;
+  for (const r of records) {
+    v.setUint32(at, REC_MAGIC, true);
+    setU64(v, at + 4, r.offset);
+    v.setUint32(at + 12, r.data.byteLength, true);
+    v.setUint32(at + 16, recordCrc(r.offset, r.data), true);
+    out.set(r.data, at + RECORD_HEAD);
+    at += RECORD_HEAD + r.data.byteLength;
+  }
+  return out;
+}
+
+export function newHeader(init: LogInit = {}): TrackHeader {
   const id = new Uint8Array(16);
   crypto.getRandomValues(id);
+  return {
+    version: TRACK_VERSION,
+    sequence: init.sequence ?? 1,
+    dataWriteId: init.dataWriteId ?? id,
+    createdMs: Date.now(),
+    endOfLog: 0,
+    vmId: init.vmId ?? ZERO_ID.slice(),
+    diskId: init.diskId ?? ZERO_ID.slice(),
+    diskIndex: init.diskIndex ?? 0,
+    writerPid: 0,
+  };
+}
+
+/**
+ * Create a new, open log (end-of-log 0). Fails if the file exists. The second argument may be a bare
+ * sequence number (the older form). Callers that share the log with a running writer hold its lock
+ * (`log-files.ts`).
+ */
+export async function createTrackingLog(path: string, init: LogInit | number = {}): Promise<TrackHeader> {
+  const header = newHeader(typeof init === 'number' ? { sequence: init } : init);
   let fh: FileHandle | undefined;
   try {
     fh = await open(path, 'wx');
-    await fh.write(buildHeader({ version: 1, sequence, dataWriteId: id, createdMs: Date.now(), endOfLog: 0 }), 0, HEADER_BYTES, 0);
+    await fh.write(buildHeader(header), 0, HEADER_BYTES, 0);
     await fh.sync();
   } catch (e) {
     throw ioError(path, e);
   } finally {
     await fh?.close();
   }
+  return header;
 }
 
-/** Append one write durably (fsync) — before the write itself reaches the disk. */
-export async function appendRecord(path: string, offset: number, data: Uint8Array): Promise<void> {
-  if (data.byteLength > MAX_RECORD_BYTES) throw new VhdsyncError('USAGE', `a single tracked write is limited to ${MAX_RECORD_BYTES} bytes`);
-  const rec = new Uint8Array(RECORD_HEAD + data.byteLength);
-  const v = new DataView(rec.buffer);
-  v.setUint32(0, REC_MAGIC, true);
-  setU64(v, 4, offset);
-  v.setUint32(12, data.byteLength, true);
-  v.setUint32(16, recordCrc(offset, data), true);
-  rec.set(data, RECORD_HEAD);
-  let fh: FileHandle | undefined;
+export async function readTrackingHeader(path: string): Promise<{ header: TrackHeader; size: number }> {
+  const fh = await open(path, 'r').catch((e) => {
+    throw ioError(path, e);
+  });
   try {
-    fh = await open(path, 'a');
-    await fh.write(rec);
-    await fh.sync();
-  } catch (e) {
-    throw new VhdsyncError('IO', `${path}: could not append to the tracking log (${(e as Error).message})`, { cause: e });
+    const { size } = await fh.stat();
+    const hb = new Uint8Array(HEADER_BYTES);
+    const { bytesRead } = await fh.read(hb, 0, HEADER_BYTES, 0);
+    if (bytesRead < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
+    return { header: parseHeader(hb, path), size };
   } finally {
-    await fh?.close();
+    await fh.close();
   }
 }
 
-/** Mark the log closed gracefully: end-of-log = its current length. */
+/** Rewrite the header in place (sealing, taking or releasing the log). */
+export async function writeTrackingHeader(path: string, header: TrackHeader): Promise<void> {
+  const fh = await open(path, 'r+').catch((e) => {
+    throw ioError(path, e);
+  });
+  try {
+    await fh.write(buildHeader(header), 0, HEADER_BYTES, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Append records durably, before the writes reach the disk. The writer stamps the header with its pid
+ * and session (data-write id) the first time it appends to a log file (`adopt`), so that a log left
+ * open by a dead writer is recognisable. Returns the log's size after the append.
+ */
+export async function appendRecords(
+  path: string,
+  records: readonly TrackRecord[],
+  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array } } = {},
+): Promise<number> {
+  const fs = opts.fs ?? nodeLogFs;
+  const bytes = encodeRecords(records);
+  const f = await fs.open(path);
+  try {
+    const size = await f.size();
+    if (opts.adopt) {
+      const hb = new Uint8Array(HEADER_BYTES);
+      if ((await f.read(hb, 0)) < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
+      const h = parseHeader(hb, path);
+      if (h.endOfLog !== 0) throw new VhdsyncError('STATE', `${path}: the tracking log is sealed; it cannot take more writes`);
+      if (h.writerPid !== opts.adopt.pid || !sameId(h.dataWriteId, opts.adopt.dataWriteId)) {
+        await f.write(buildHeader({ ...h, writerPid: opts.adopt.pid, dataWriteId: opts.adopt.dataWriteId }), 0);
+      }
+    }
+    await f.write(bytes, size);
+    await f.sync();
+    return size + bytes.byteLength;
+  } finally {
+    await f.close();
+  }
+}
+
+/** Append one write durably (fsync) — the older single-record form. */
+export async function appendRecord(path: string, offset: number, data: Uint8Array): Promise<void> {
+  await appendRecords(path, [{ offset, data }]);
+}
+
+/** Mark the log closed gracefully: end-of-log = its current length, no writer. */
 export async function sealTrackingLog(path: string): Promise<TrackHeader> {
   const fh = await open(path, 'r+').catch((e) => {
     throw ioError(path, e);
@@ -117,7 +238,7 @@ export async function sealTrackingLog(path: string): Promise<TrackHeader> {
     await fh.read(b, 0, HEADER_BYTES, 0);
     const h = parseHeader(b, path);
     const { size } = await fh.stat();
-    const sealed = { ...h, endOfLog: size };
+    const sealed = { ...h, endOfLog: size, writerPid: 0 };
     await fh.write(buildHeader(sealed), 0, HEADER_BYTES, 0);
     await fh.sync();
     return sealed;
@@ -126,11 +247,23 @@ export async function sealTrackingLog(path: string): Promise<TrackHeader> {
   }
 }
 
+export interface LogScan {
+  header: TrackHeader;
+  /** File size. */
+  size: number;
+  /** Where the last intact record ends. */
+  end: number;
+  records: number;
+  dataBytes: number;
+  /** A damaged or incomplete record stopped the scan before the end (or before end-of-log). */
+  torn: boolean;
+}
+
 /**
- * Read every intact record. A torn or damaged tail ends the log (`torn: true`); records past
- * a sealed end-of-log are ignored.
+ * Stream every intact record in order without holding the log in memory. A torn or damaged tail ends
+ * the log (`torn: true`); records past a sealed end-of-log are ignored.
  */
-export async function readTrackingLog(path: string): Promise<{ header: TrackHeader; records: TrackRecord[]; torn: boolean }> {
+export async function scanTrackingLog(path: string, onRecord?: (r: TrackRecord) => Promise<void> | void): Promise<LogScan> {
   const fh = await open(path, 'r').catch((e) => {
     throw ioError(path, e);
   });
@@ -140,10 +273,12 @@ export async function readTrackingLog(path: string): Promise<{ header: TrackHead
     const { bytesRead } = await fh.read(hb, 0, HEADER_BYTES, 0);
     if (bytesRead < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
     const header = parseHeader(hb, path);
+    // A sealed log must hold exactly end-of-log bytes of intact records; an open one, up to its size.
+    let torn = header.endOfLog > 0 && header.endOfLog > size;
     const end = header.endOfLog > 0 ? Math.min(header.endOfLog, size) : size;
-    const records: TrackRecord[] = [];
     let pos = HEADER_BYTES;
-    let torn = false;
+    let records = 0;
+    let dataBytes = 0;
     const head = new Uint8Array(RECORD_HEAD);
     const hv = new DataView(head.buffer);
     while (pos < end) {
@@ -164,13 +299,41 @@ export async function readTrackingLog(path: string): Promise<{ header: TrackHead
         torn = true;
         break;
       }
-      records.push({ offset, data });
+      if (onRecord) await onRecord({ offset, data });
+      records++;
+      dataBytes += length;
       pos += RECORD_HEAD + length;
     }
-    return { header, records, torn };
+    return { header, size, end: pos, records, dataBytes, torn };
   } finally {
     await fh.close();
   }
+}
+
+/** Read every intact record into memory (small logs; resync's log of writes made during the compare). */
+export async function readTrackingLog(path: string): Promise<{ header: TrackHeader; records: TrackRecord[]; torn: boolean }> {
+  const records: TrackRecord[] = [];
+  const scan = await scanTrackingLog(path, (r) => {
+    records.push(r);
+  });
+  return { header: scan.header, records, torn: scan.torn };
+}
+
+export function sameId(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function idHex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+export function idFromHex(hex: string): Uint8Array {
+  const clean = hex.replace(/-/g, '');
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16 && i * 2 + 1 < clean.length; i++) out[i] = Number.parseInt(clean.slice(i * 2, i * 2 + 2), 16);
+  return out;
 }
 
 function setU64(v: DataView, at: number, n: number): void {

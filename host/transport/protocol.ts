@@ -15,6 +15,15 @@ import { MAX_FRAME_BYTES } from './link.js';
  *   P→R end        these regions are complete: R may checkpoint past them
  *   P→R write      one tracked write, applied after the merge
  *   both control   JSON: compare-done, merge, commit, pause, stats, progress, error ...
+ *
+ * Over the network (tls-link.ts: u32 little-endian length, then the frame; a zero length is a
+ * keepalive) a session opens before hello, so that a replica server can check the version and the
+ * disk before any disk is touched (host/service/replica-server.ts):
+ *   P→R open       control {version, target: 'NAME/disk.vhd'}. Always the first frame, always this
+ *                  JSON shape in every version, so a version mismatch is one clear line either way
+ *   R→P queued     control {position}: waiting for a transfer slot (--max-active-transfers)
+ *   R→P opened     control {version}: the replica endpoint answers hello ... commit from here on
+ *   R→P error      control {code, message}, then close: refused (version, path, busy)
  */
 export const PROTOCOL_VERSION = 1;
 

@@ -83,7 +83,7 @@ export function parseBandwidthSchedule(text: string, what = '--bandwidth-schedul
     const start = minutes(m[1], m[2]);
     const end = minutes(m[3], m[4]);
     if (start === undefined || end === undefined || start === 24 * 60) throw new VhdsyncError('USAGE', `${what}: '${part}' has a time outside 00:00–24:00`);
-    if (start === end % (24 * 60)) throw new VhdsyncError('USAGE', `${what}: '${part}' is empty; for a whole day use 00:00-24:00`);
+    if (start === end) throw new VhdsyncError('USAGE', `${what}: '${part}' is empty; for a whole day use 00:00-24:00`);
     const rate = parseRate(m[5], `${what} '${part}'`);
     for (let t = start; t !== end; t = (t + 1) % (24 * 60)) {
       if (taken[t] >= 0) throw new VhdsyncError('USAGE', `${what}: '${part}' overlaps '${parts[taken[t]]}'`);

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { stat } from 'node:fs/promises';
 import {
-  VhdDynamicDisk, VhdFixedDisk, diskTypeName, geometrySize, openDisk, openVhdAlone, timestampDate, uuidText, type Disk,
+  VhdDynamicDisk, VhdFixedDisk, VhdxDisk, diskTypeName, geometrySize, openDisk, openDiskAlone, timestampDate, uuidText, type Disk,
+  type LogState,
 } from '../../disk/index.js';
 import { VhdsyncError } from '../../errors.js';
 import { formatSize } from '../../units.js';
@@ -27,14 +28,32 @@ interface InfoReport {
   creator?: { application: string; version: string; hostOs: string };
   timestamp?: string;
   checksums?: { footer: 'valid' | 'damaged'; footerCopy?: 'valid' | 'damaged'; header?: 'valid' };
+  vhdx?: VhdxReport;
   warnings: string[];
+}
+
+interface VhdxReport {
+  logicalSectorSize: number;
+  physicalSectorSize: number;
+  /** `empty`, or `replayed-in-memory` when a read-only open found a log to replay. */
+  log: LogState;
+  logEntries: number;
+  /** Changes on the first write of every writable open: the evidence of a changed disk. */
+  dataWriteGuid: string;
+  fileWriteGuid: string;
+  headerSequence: string;
+  /** Page 83 id, shared by a differencing disk and its parent. */
+  virtualDiskId: string;
+  creator: string;
+  /** Differencing only: the parent locator's keys and values (parent_linkage, relative_path, ...). */
+  parentLocator?: Record<string, string>;
 }
 
 export function register(program: Command): void {
   program
     .command('info')
     .description('Describe an image: format, type, virtual size, block size, allocation, geometry, unique id, parent and checksum validity')
-    .argument('<image>', 'image (raw, VHD)')
+    .argument('<image>', 'image (raw, VHD, VHDX)')
     .option('--json', 'print the result as JSON')
     .action(async (path: string, flags: { json?: boolean }) => {
       const report = await describe(path);
@@ -52,7 +71,7 @@ async function describe(path: string): Promise<InfoReport> {
     // A differencing disk whose parent is missing or wrong is still worth describing.
     if (!(e instanceof VhdsyncError) || !e.code.startsWith('PARENT_')) throw e;
     parentError = e;
-    disk = await openVhdAlone(path, { readOnly: true });
+    disk = await openDiskAlone(path, { readOnly: true });
   }
   try {
     const fileSize = (await stat(path)).size;
@@ -63,7 +82,7 @@ async function describe(path: string): Promise<InfoReport> {
       virtualSize: disk.virtualSize,
       blockSize: disk.blockSize,
       blockCount: disk.blockCount,
-      allocatedBlocks: disk instanceof VhdDynamicDisk ? disk.allocatedBlocks() : disk.blockCount,
+      allocatedBlocks: disk instanceof VhdDynamicDisk || disk instanceof VhdxDisk ? disk.allocatedBlocks() : disk.blockCount,
       fileSize,
       parent: disk.parent ? disk.parent.path : null,
       warnings: [],
@@ -103,6 +122,21 @@ async function describe(path: string): Promise<InfoReport> {
         );
       }
     }
+    if (disk instanceof VhdxDisk) {
+      report.vhdx = {
+        logicalSectorSize: disk.params.logicalSectorSize,
+        physicalSectorSize: disk.params.physicalSectorSize,
+        log: disk.logState,
+        logEntries: disk.replayedEntries,
+        dataWriteGuid: disk.dataWriteGuid,
+        fileWriteGuid: disk.fileWriteGuid,
+        headerSequence: String(disk.headerSequence),
+        virtualDiskId: disk.virtualDiskId,
+        creator: disk.creator,
+      };
+      if (disk.parentLocator) report.vhdx.parentLocator = Object.fromEntries(disk.parentLocator.entries);
+      report.warnings.push(...disk.warnings);
+    }
     return report;
   } finally {
     await disk.close();
@@ -125,6 +159,16 @@ function render(r: InfoReport): string {
     rows.push(['parent', r.parent ?? `unavailable: ${r.parentError?.message ?? 'unknown'}`]);
     if (r.parentUniqueId) rows.push(['parent unique id', r.parentUniqueId]);
     if (r.chain && r.chain.length > 1) rows.push(['chain', r.chain.join(' -> ')]);
+  }
+  if (r.vhdx) {
+    const v = r.vhdx;
+    rows.push(['sector size', `${v.logicalSectorSize} logical, ${v.physicalSectorSize} physical`]);
+    rows.push(['log', v.log === 'empty' ? 'empty' : `${v.logEntries} entr${v.logEntries === 1 ? 'y' : 'ies'} to replay (read through them; open writable to apply)`]);
+    rows.push(['data write id', v.dataWriteGuid]);
+    rows.push(['file write id', v.fileWriteGuid]);
+    rows.push(['virtual disk id', v.virtualDiskId]);
+    rows.push(['creator', v.creator || '(none)']);
+    if (v.parentLocator) for (const [k, val] of Object.entries(v.parentLocator)) rows.push([k.replace(/_/g, ' '), val]);
   }
   if (r.checksums) {
     const c = r.checksums;

@@ -7,6 +7,8 @@ import { CounterStore } from '../../events/counters.js';
 import { parseRate, formatRate } from '../../transport/rate.js';
 import { cancelResync, startResync, type ResyncResult } from '../../resync/resync.js';
 import { parseSize, formatSize } from '../../units.js';
+import { isReplicaAddress } from '../../transport/replica-address.js';
+import { addNetworkFlags, anyNetworkFlag, networkFromFlags, type NetworkFlags } from '../network-flags.js';
 import { ProgressBar, formatEta } from '../progress.js';
 import { exitWithError, printJson } from '../output.js';
 
@@ -14,7 +16,7 @@ export function vhdsyncHome(): string {
   return process.env.VHDSYNC_HOME ?? join(homedir(), '.vhdsync');
 }
 
-interface ResyncFlags {
+interface ResyncFlags extends NetworkFlags {
   link: string;
   latency: string;
   leaf?: string;
@@ -27,11 +29,11 @@ interface ResyncFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('resync')
     .description('Resynchronize a replica disk with its primary: compare block by block, send only what differs, through an overlay merged at the end')
     .argument('<primary-or-replica>', 'primary image (or, with --cancel, the replica)')
-    .argument('[replica]', 'replica image')
+    .argument('[replica]', 'replica image, or tls://HOST:PORT/NAME/disk.vhd on a replica server')
     .option('--link <rate>', 'simulated link between the sites: 1gbps, 1.5mbps, 10mbit, 10MB/s, bytes/s, unlimited', 'unlimited')
     .option('--latency <ms>', 'simulated one-way latency in milliseconds', '0')
     .option('--leaf <size>', 'finest compare unit (power of two, 512 bytes to 4M; default 4K)')
@@ -41,10 +43,12 @@ export function register(program: Command): void {
     .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched')
     .option('--vm <name>', 'virtual machine name for events and counters (default: the primary file name)')
     .option('--json', 'print the result as one JSON object')
-    .addOption(new Option('--no-progress', 'no progress bar').hideHelp())
+    .addOption(new Option('--no-progress', 'no progress bar').hideHelp());
+  addNetworkFlags(cmd, 'cap what this side sends to a tls:// replica')
     .action(async (first: string, second: string | undefined, flags: ResyncFlags) => {
       if (flags.cancel) {
         if (second !== undefined) throw new VhdsyncError('USAGE', 'resync --cancel takes only the replica image');
+        if (isReplicaAddress(first)) throw new VhdsyncError('USAGE', 'resync --cancel works on a local replica image; run it on the replica server, on the file under its --root');
         const r = await cancelResync(first);
         if (flags.json) printJson({ result: 'cancelled', replica: first, ...r });
         else process.stdout.write(r.cancelled ? `Resync of ${first} cancelled; the replica is as it was before the resync.\n` : `No resync in progress on ${first}.\n`);
@@ -54,6 +58,10 @@ export function register(program: Command): void {
       const rate = parseRate(flags.link);
       const latencyMs = Number(flags.latency);
       if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new VhdsyncError('USAGE', `--latency: '${flags.latency}' is not a number of milliseconds`);
+      const remote = isReplicaAddress(second);
+      if (!remote && anyNetworkFlag(flags)) throw new VhdsyncError('USAGE', `${anyNetworkFlag(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${second} is a local path (--link simulates a link)`);
+      if (remote && (Number.isFinite(rate) || latencyMs > 0)) throw new VhdsyncError('USAGE', '--link and --latency simulate a link to a local replica; to cap a tls:// link use --bandwidth');
+      const network = remote ? await networkFromFlags(flags, `resync to ${second}`) : undefined;
       const leafSize = flags.leaf === undefined ? undefined : parseSize(flags.leaf, '--leaf');
       const home = vhdsyncHome();
       const events = new EventLog(join(home, 'events.jsonl'));
@@ -62,6 +70,7 @@ export function register(program: Command): void {
         primary: first,
         replica: second,
         link: { rate, latencyMs },
+        network,
         leafSize,
         compress: flags.compress,
         dryRun: flags.dryRun,
@@ -99,20 +108,21 @@ export function register(program: Command): void {
       }
       bar.done();
       if (flags.json) printJson(result);
-      else printReport(first, second, result, rate);
+      else printReport(first, second, result, remote ? `TLS, ${formatRate(network?.limiter?.rate ?? Infinity)}` : `${formatRate(rate)} link`);
       // Exit 0 only when the replica now equals the primary (a dry run: when it already did).
       process.exitCode = result.result === 'completed' && (result.identical || !result.dryRun) ? 0 : result.result === 'paused' ? 3 : 1;
     });
 }
 
-function printReport(primary: string, replica: string, r: ResyncResult, rate: number): void {
+function printReport(primary: string, replica: string, r: ResyncResult, link: string): void {
   const lines = [
     r.dryRun ? `Dry run: ${primary} → ${replica} (nothing written)` : `Resync ${primary} → ${replica}: ${r.result}`,
     `  virtual size     ${formatSize(r.virtualSize)} (${r.virtualSize} bytes), leaf ${formatSize(r.leafSize)}`,
     r.resumedFrom > 0 ? `  resumed from     ${formatSize(r.resumedFrom)}` : undefined,
     `  compared         ${formatSize(r.bytesCompared)} in ${r.phases.compare.toFixed(2)} s`,
     `  ${r.dryRun ? 'would send      ' : 'sent            '} ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks`,
-    `  on the wire      ${formatSize(r.wireBytes)} (${formatRate(rate)} link)`,
+    `  on the wire      ${formatSize(r.wireBytes)} (${link})`,
+    r.reconnects.length > 0 ? `  reconnected      ${r.reconnects.length}× (last resumed from ${formatSize(r.reconnects[r.reconnects.length - 1].resumedFrom)})` : undefined,
     r.trackedWritesApplied > 0 ? `  tracked writes   ${r.trackedWritesApplied} applied after the merge` : undefined,
     `  time             ${r.seconds.toFixed(2)} s (merge ${r.phases.merge.toFixed(2)} s)`,
     ...r.events.map((e) => `  event ${e.id}      ${e.message}`),

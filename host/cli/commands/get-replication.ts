@@ -1,0 +1,19 @@
+import type { Command } from 'commander';
+import { printJson } from '../output.js';
+import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+
+/** Get-VMReplication: state and health as names, settings with Hyper-V's property names. */
+export function register(program: Command): void {
+  withHome(
+    program
+      .command('get-replication')
+      .description('Show the replication of one VM or of all VMs (state, health, frequency, resync policy)')
+      .argument('[vm]', 'VM name (default: every VM)'),
+  ).action(async (name: string | undefined, flags: HomeFlags) => {
+    const rep = replicationFor(flags);
+    const vms = name === undefined ? await rep.list() : [await rep.get(name)];
+    if (flags.json) printJson(name === undefined ? vms.map((vm) => viewOf(rep, vm)) : viewOf(rep, vms[0]));
+    else if (vms.length === 0) process.stdout.write('No virtual machine is enabled for replication.\n');
+    else process.stdout.write(replicationTable(rep, vms) + healthNotes(rep, vms));
+  });
+}

@@ -1,0 +1,17 @@
+import type { Command } from 'commander';
+import { printJson } from '../output.js';
+import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
+
+/** Remove-VMReplication: forget a VM (its tracking logs go; replica files stay where they are). */
+export function register(program: Command): void {
+  withHome(
+    program
+      .command('remove-replication')
+      .description('Remove replication for a VM: its state and tracking logs are deleted; the disks and replicas stay')
+      .argument('<vm>', 'VM name'),
+  ).action(async (name: string, flags: HomeFlags) => {
+    await replicationFor(flags).remove(name);
+    if (flags.json) printJson({ VMName: name, State: 'Disabled' });
+    else process.stdout.write(`Replication of ${name} removed.\n`);
+  });
+}

@@ -1,0 +1,123 @@
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { Replication, replicationView, type ResyncRunOptions, type ResyncRunOutcome } from '../../replication/replication.js';
+import { parseRate } from '../../transport/rate.js';
+import { formatSize } from '../../units.js';
+import { ProgressBar, formatEta } from '../progress.js';
+import type { VmRecord } from '../../replication/store.js';
+import { vhdsyncHome } from './resync.js';
+
+/** Shared by the replication verbs: the home directory, and Get-VMReplication-like tables. */
+export interface HomeFlags {
+  home?: string;
+  json?: boolean;
+}
+
+/** The foreground resync verbs take a simulated link to the (local) replica, as `vhdsync resync --link`. */
+export function withLink(cmd: Command): Command {
+  return cmd.option('--link <rate>', 'simulated link to the replica site: 1gbps, 1.5mbps, 10MB/s, unlimited (default)');
+}
+
+export function withHome(cmd: Command): Command {
+  return cmd.option('--home <dir>', 'where replication state lives (default: $VHDSYNC_HOME or ~/.vhdsync)').option('--json', 'print JSON (PascalCase keys, as Hyper-V)');
+}
+
+export function replicationFor(flags: HomeFlags): Replication {
+  return new Replication(resolve(flags.home ?? vhdsyncHome()));
+}
+
+export function viewOf(rep: Replication, vm: VmRecord) {
+  return replicationView(vm, rep.health(vm));
+}
+
+/** A plain text table, columns padded to their widest cell (like `Format-Table`). */
+export function formatTable(headers: string[], rows: (string | number | null | undefined)[][]): string {
+  const cells = rows.map((r) => r.map((c) => (c === null || c === undefined ? '' : String(c))));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join(' ').trimEnd();
+  return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n') + '\n';
+}
+
+export function replicationTable(rep: Replication, vms: VmRecord[]): string {
+  return formatTable(
+    ['VMName', 'State', 'Health', 'Mode', 'FrequencySec', 'PrimaryServer', 'ReplicaServer', 'Relationship'],
+    vms.map((vm) => {
+      const v = viewOf(rep, vm);
+      return [v.VMName, v.State, v.Health, v.Mode, v.FrequencySec, v.PrimaryServer, v.ReplicaServer, v.Relationship];
+    }),
+  );
+}
+
+/** Details under the table when something needs attention. */
+export function healthNotes(rep: Replication, vms: VmRecord[]): string {
+  const lines: string[] = [];
+  for (const vm of vms) {
+    const h = rep.health(vm);
+    if (h.health === 'Normal' || h.health === 'NotApplicable') continue;
+    for (const d of h.details) lines.push(`${vm.name}: ${d}`);
+  }
+  return lines.length ? '\n' + lines.join('\n') + '\n' : '';
+}
+
+/** Drive a VM's resync (or initial replication) in the foreground: progress on a terminal, SIGINT/SIGTERM pause it. */
+export async function runInForeground(
+  run: (opts: ResyncRunOptions) => Promise<ResyncRunOutcome>,
+  link?: string,
+): Promise<ResyncRunOutcome> {
+  const shape = link === undefined ? undefined : { rate: parseRate(link), latencyMs: 0 };
+  const bar = new ProgressBar();
+  let pause = false;
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) process.exit(130);
+    bar.done();
+    process.stderr.write('vhdsync: pausing the resynchronization at the next region boundary (again to stop now)…\n');
+    pause = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await run({
+      link: shape,
+      shouldPause: () => pause,
+      onProgress: (d, p) => {
+        if (p.phase === 'comparing') bar.update(p.bytesCompared, p.virtualSize, `disk ${d.index} · ${formatSize(p.bytesSent)} sent · ETA ${formatEta(p.etaSeconds)}`);
+        else if (p.phase === 'merging' && p.mergeTotal) bar.update(p.mergeDone ?? 0, p.mergeTotal, `disk ${d.index} · merging`);
+      },
+    });
+  } finally {
+    bar.done();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+export function outcomeJson(rep: Replication, o: ResyncRunOutcome) {
+  return {
+    Result: o.result,
+    ...viewOf(rep, o.vm),
+    Disks: o.disks.map((d) => ({
+      Index: d.index,
+      Path: d.path,
+      Result: d.result.result,
+      ResumedFrom: d.result.resumedFrom,
+      BytesCompared: d.result.bytesCompared,
+      BlocksSent: d.result.blocksSent,
+      BytesSent: d.result.bytesSent,
+      TrackedWritesApplied: d.result.trackedWritesApplied,
+      Seconds: d.result.seconds,
+      Events: d.result.events.map((e) => e.id),
+    })),
+  };
+}
+
+export function outcomeText(rep: Replication, o: ResyncRunOutcome, what: string): string {
+  const lines = [`${what} of ${o.vm.name}: ${o.result}`];
+  for (const d of o.disks) {
+    const r = d.result;
+    lines.push(
+      `  disk ${d.index} ${d.path}: ${r.result}${r.resumedFrom > 0 ? `, resumed from ${formatSize(r.resumedFrom)}` : ''}, compared ${formatSize(r.bytesCompared)}, sent ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks, ${r.trackedWritesApplied} tracked writes applied, ${r.seconds.toFixed(2)} s`,
+    );
+  }
+  return lines.join('\n') + '\n' + replicationTable(rep, [o.vm]) + healthNotes(rep, [o.vm]);
+}

@@ -1,0 +1,40 @@
+import type { Command } from 'commander';
+import { VhdsyncError } from '../../errors.js';
+import { printJson } from '../output.js';
+import { replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+
+interface Flags extends HomeFlags {
+  frequency?: string;
+  autoResynchronizeEnabled?: string;
+  autoResynchronizeIntervalStart?: string;
+  autoResynchronizeIntervalEnd?: string;
+  pauseResynchronizeOutsideWindow?: string;
+}
+
+/** Set-VMReplication: every value is checked before anything changes. */
+export function register(program: Command): void {
+  withHome(
+    program
+      .command('set-replication')
+      .description('Change the replication settings of a VM')
+      .argument('<vm>', 'VM name')
+      .option('--frequency <seconds>', 'ReplicationFrequencySec: 30, 300 or 900')
+      .option('--auto-resynchronize-enabled <0|1>', 'AutoResynchronizeEnabled')
+      .option('--auto-resynchronize-interval-start <HH:MM:SS>', 'AutoResynchronizeIntervalStart')
+      .option('--auto-resynchronize-interval-end <HH:MM:SS>', 'AutoResynchronizeIntervalEnd')
+      .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes'),
+  ).action(async (name: string, flags: Flags) => {
+    const change = {
+      frequency: flags.frequency,
+      autoResynchronizeEnabled: flags.autoResynchronizeEnabled,
+      autoResynchronizeIntervalStart: flags.autoResynchronizeIntervalStart,
+      autoResynchronizeIntervalEnd: flags.autoResynchronizeIntervalEnd,
+      pauseResynchronizeOutsideWindow: flags.pauseResynchronizeOutsideWindow,
+    };
+    if (Object.values(change).every((v) => v === undefined)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
+    const rep = replicationFor(flags);
+    const vm = await rep.set(name, change);
+    if (flags.json) printJson(viewOf(rep, vm));
+    else process.stdout.write(replicationTable(rep, [vm]));
+  });
+}

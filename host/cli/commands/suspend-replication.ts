@@ -1,0 +1,18 @@
+import type { Command } from 'commander';
+import { printJson } from '../output.js';
+import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+
+/** Suspend-VMReplication: pauses replication (tracking goes on), or pauses a running resync. */
+export function register(program: Command): void {
+  withHome(
+    program
+      .command('suspend-replication')
+      .description('Pause replication of a VM (changes are kept and sent on resume), or pause its resynchronization')
+      .argument('<vm>', 'VM name'),
+  ).action(async (name: string, flags: HomeFlags) => {
+    const rep = replicationFor(flags);
+    const vm = await rep.suspend(name);
+    if (flags.json) printJson(viewOf(rep, vm));
+    else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * VHDX sector bitmaps are LSB-first ([MS-VHDX] 2.5: "bit 0 of byte 0 is the entry for the first virtual
+ * sector"), the reverse of VHD's MSB-first bitmaps that the WASM core handles. Set bit: the sector is in
+ * this file; clear bit: read the parent.
+ */
+
+const POPCOUNT = new Uint8Array(256);
+for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >>> 1];
+
+export function bitAt(bitmap: Uint8Array, sector: number): boolean {
+  return ((bitmap[sector >>> 3] >>> (sector & 7)) & 1) === 1;
+}
+
+/** Number of set bits in [first, first + count). */
+export function countBits(bitmap: Uint8Array, first: number, count: number): number {
+  let n = 0;
+  let s = first;
+  const end = first + count;
+  while (s < end && (s & 7) !== 0) n += bitAt(bitmap, s++) ? 1 : 0;
+  while (s + 8 <= end) {
+    n += POPCOUNT[bitmap[s >>> 3]];
+    s += 8;
+  }
+  while (s < end) n += bitAt(bitmap, s++) ? 1 : 0;
+  return n;
+}
+
+/** Set the bits [first, first + count). */
+export function setBits(bitmap: Uint8Array, first: number, count: number): void {
+  let s = first;
+  const end = first + count;
+  while (s < end && (s & 7) !== 0) {
+    bitmap[s >>> 3] |= 1 << (s & 7);
+    s++;
+  }
+  if (s + 8 <= end) {
+    const whole = (end - s) >>> 3;
+    bitmap.fill(0xff, s >>> 3, (s >>> 3) + whole);
+    s += whole * 8;
+  }
+  while (s < end) {
+    bitmap[s >>> 3] |= 1 << (s & 7);
+    s++;
+  }
+}
+
+/** First sector at or after `from` (below `end`) whose bit differs from `from`'s; `end` if none. */
+export function runEnd(bitmap: Uint8Array, from: number, end: number): number {
+  const set = bitAt(bitmap, from);
+  const whole = set ? 0xff : 0x00;
+  let s = from + 1;
+  while (s < end) {
+    if ((s & 7) === 0 && s + 8 <= end && bitmap[s >>> 3] === whole) {
+      s += 8;
+      continue;
+    }
+    if (bitAt(bitmap, s) !== set) return s;
+    s++;
+  }
+  return end;
+}
+
+/** Visit the runs of equal bits in [first, end): `visit(start, stop, set)`. */
+export function forEachRun(bitmap: Uint8Array, first: number, end: number, visit: (start: number, stop: number, set: boolean) => void): void {
+  let s = first;
+  while (s < end) {
+    const e = runEnd(bitmap, s, end);
+    visit(s, e, bitAt(bitmap, s));
+    s = e;
+  }
+}

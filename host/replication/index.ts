@@ -1,0 +1,12 @@
+/** A VM's replication (Hyper-V Replica's model): the API behind the *-replication verbs. */
+export { Replication, replicationView, type EnableInput, type ResumeInput, type ResyncRunOptions, type ResyncRunOutcome, type Measurement } from './replication.js';
+export { RunningVm, type RunOptions } from './running-vm.js';
+export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './workload-driver.js';
+export { replicateCycle, type CycleOutcome } from './cycle.js';
+export { LocalReplicaSite, type ApplyResult, type ApplyProblem } from './replica-site.js';
+export { detectPrimaryTriggers, checkLogSize, type Trigger } from './triggers.js';
+export { replicationHealth } from './health.js';
+export { inWindow, nextWindowOpen, resyncDecision, retryDelayMs, systemClock, type Clock, type ResyncDecision } from './schedule.js';
+export { defaultSettings, applySettings, parseFrequency, parseTimeSpan, parseStartTime, type ReplicationSettings, type SettingsChange } from './settings.js';
+export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, DEFAULTS, type ReplicationState, type ReplicationHealth, type ResyncReason } from './names.js';
+export type { VmRecord, VmDisk } from './store.js';

@@ -1,0 +1,84 @@
+/**
+ * Hyper-V's names for replication states, health and settings (reference/hyperv-replica.md §1.3–1.4):
+ * the module-2.0 `VMReplicationState` names, always used as names, never as numbers (the numbers
+ * changed between module versions and broke monitoring scripts).
+ */
+export const REPLICATION_STATES = [
+  'Disabled',
+  'ReadyForInitialReplication',
+  'InitialReplicationInProgress',
+  'WaitingForInitialReplication',
+  'Replicating',
+  'PreparedForFailover',
+  'FailedOverWaitingCompletion',
+  'FailedOver',
+  'Suspended',
+  'Error',
+  'WaitingForStartResynchronize',
+  'Resynchronizing',
+  'ResynchronizeSuspended',
+  'RecoveryInProgress',
+  'FailbackInProgress',
+  'FailbackComplete',
+  'WaitingForUpdateCompletion',
+  'UpdateError',
+  'WaitingForRepurposeCompletion',
+  'PreparedForSyncReplication',
+  'PreparedForGroupReverseReplication',
+  'FiredrillInProgress',
+] as const;
+export type ReplicationState = (typeof REPLICATION_STATES)[number];
+
+export const REPLICATION_HEALTH = ['NotApplicable', 'Normal', 'Warning', 'Critical'] as const;
+export type ReplicationHealth = (typeof REPLICATION_HEALTH)[number];
+
+/**
+ * Why a VM needs resynchronization: Hyper-V's six triggers (§2.3), plus an explicit request
+ * (`resume-replication --resynchronize` outside Resynchronization Required).
+ */
+export const RESYNC_REASONS = [
+  'ModifiedWhileOff',
+  'TrackingLogTooLarge',
+  'TrackingLogWriteFailure',
+  'TrackingLogNotClosed',
+  'RevertedToOlderPoint',
+  'ReplicaLogOutOfSequence',
+  'ReplicaLogInvalid',
+  'Requested',
+] as const;
+export type ResyncReason = (typeof RESYNC_REASONS)[number];
+
+/** The states in which the primary keeps tracking logs (and so in which triggers are evaluated). */
+export const TRACKING_STATES: readonly ReplicationState[] = [
+  'InitialReplicationInProgress',
+  'Replicating',
+  'Suspended',
+  'Error',
+  'Resynchronizing',
+  'ResynchronizeSuspended',
+];
+
+/** States where a resync (or the initial replication, which uses the same engine) owns the logs. */
+export const RESYNC_STATES: readonly ReplicationState[] = ['InitialReplicationInProgress', 'Resynchronizing', 'ResynchronizeSuspended'];
+
+export const FREQUENCIES = [30, 300, 900] as const;
+
+/** Hyper-V's defaults (Msvm_ReplicationSettingData, Set-VMReplication). */
+export const DEFAULTS = {
+  ReplicationFrequencySec: 300,
+  AutoResynchronizeEnabled: false,
+  AutoResynchronizeIntervalStart: '18:30:00',
+  AutoResynchronizeIntervalEnd: '06:00:00',
+  /** Beyond Hyper-V: also pause a running automatic resync when its window closes. */
+  PauseResynchronizeOutsideWindow: false,
+} as const;
+
+/** Unshipped tracking logs larger than this share of the VM's total virtual size require a resync. */
+export const LOG_SIZE_LIMIT_RATIO = 0.5;
+
+/** `-ResynchronizeStartTime` may be at most this far ahead. */
+export const MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000;
+
+export function resyncRequiredMessage(vm: string): string {
+  return `Resynchronization is required for the virtual machine ${vm}. Resume replication to start resynchronization.`;
+}

@@ -1,0 +1,271 @@
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { createVhd, openDisk } from '../disk/index.js';
+import { VhdsyncError, ioError } from '../errors.js';
+import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
+import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
+import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
+import type { ResyncReason } from './names.js';
+
+/**
+ * The replica site of one VM in a local directory:
+ *   <dir>/<vm>/<primary file name>   the replica of each disk (check it with `vhdsync checksum` or qemu-img)
+ *   <dir>/<vm>/logs/<seq>-<disk>.log shipped tracking logs waiting to be applied
+ *   <dir>/<vm>/replica.json          the last applied sequence and each replica disk's file identity
+ * Logs are applied strictly in sequence, a whole cycle (all disks) at a time, only after every log of
+ * the cycle has been checked end to end. What the replica sees decides the sixth trigger: a log that is
+ * out of sequence, or invalid, or a replica disk that is not the one the last log was applied to (a
+ * backup of the replica restored) — each is reported, never applied.
+ */
+export interface ReplicaDiskSpec {
+  index: number;
+  /** File name on the replica (the primary's file name). */
+  name: string;
+  diskId: string;
+  virtualSize: number;
+  format: 'raw' | 'vhd' | 'vhdx';
+}
+
+interface ReplicaState {
+  version: 1;
+  vmId: string;
+  lastAppliedSequence: number;
+  /** A cycle whose apply started and did not finish: it is applied again (writes are idempotent in order). */
+  applying: number | null;
+  disks: { name: string; identity: FileIdentity }[];
+  updatedAt: string;
+}
+
+export interface ApplyProblem {
+  reason: Extract<ResyncReason, 'ReplicaLogOutOfSequence' | 'ReplicaLogInvalid'>;
+  evidence: string;
+}
+
+export interface ApplyResult {
+  applied: number[];
+  /** Bytes of the logs applied. */
+  bytes: number;
+  records: number;
+  lastApplied: number;
+  problem?: ApplyProblem;
+}
+
+export class LocalReplicaSite {
+  readonly vmDir: string;
+  readonly logsDir: string;
+  private readonly statePath: string;
+
+  constructor(
+    readonly root: string,
+    readonly vmName: string,
+    readonly vmId: string,
+    readonly disks: readonly ReplicaDiskSpec[],
+  ) {
+    this.vmDir = join(root, vmName);
+    this.logsDir = join(this.vmDir, 'logs');
+    this.statePath = join(this.vmDir, 'replica.json');
+  }
+
+  diskPath(index: number): string {
+    return join(this.vmDir, this.disks[index].name);
+  }
+
+  static diskPathFor(root: string, vmName: string, primaryPath: string): string {
+    return join(root, vmName, basename(primaryPath));
+  }
+
+  /** Initial replication: an empty replica of the same format and size for every disk that has none. */
+  async createEmptyDisks(): Promise<void> {
+    await mkdir(this.vmDir, { recursive: true }).catch((e) => {
+      throw ioError(this.vmDir, e);
+    });
+    for (const d of this.disks) {
+      const path = this.diskPath(d.index);
+      const exists = await fileIdentity(path).then(() => true, () => false);
+      if (exists) continue;
+      if (d.format === 'vhd') await createVhd(path, { size: d.virtualSize, type: 'dynamic' });
+      else if (d.format === 'raw') {
+        await writeFile(path, new Uint8Array(0));
+        await truncate(path, d.virtualSize);
+      } else throw new VhdsyncError('UNSUPPORTED', `${path}: replicating ${d.format} disks is not supported yet`);
+    }
+  }
+
+  /** Ship one sealed log: copied in whole under a temporary name, then renamed into place. */
+  async receive(sequence: number, diskIndex: number, from: string): Promise<void> {
+    // Not recursive: a replica folder that vanished (an unmounted volume) is a failure to retry, not
+    // something to quietly recreate empty.
+    await mkdir(this.logsDir).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'EEXIST') {
+        return stat(this.logsDir).then((st) => {
+          if (!st.isDirectory()) throw new VhdsyncError('IO', `${this.logsDir}: the replica's log folder is not a folder`);
+        });
+      }
+      if (e.code === 'ENOENT') throw new VhdsyncError('NOT_FOUND', `${this.vmDir}: the replica folder is missing (unmounted or deleted?); resume replication with --resynchronize to rebuild it`);
+      throw ioError(this.logsDir, e);
+    });
+    const target = join(this.logsDir, logName(sequence, diskIndex));
+    const tmp = `${target}.${process.pid}.tmp`;
+    await copyFile(from, tmp).catch((e) => {
+      throw ioError(target, e);
+    });
+    const fh = await open(tmp, 'r+');
+    await fh.sync().finally(() => fh.close());
+    await rename(tmp, target);
+    await syncDir(this.logsDir);
+  }
+
+  async lastApplied(): Promise<number> {
+    return (await this.readState())?.lastAppliedSequence ?? 0;
+  }
+
+  /** After an initial replication or a resync: the replica equals the primary as of `lastApplied`. */
+  async rebase(lastApplied: number): Promise<void> {
+    await rm(this.logsDir, { recursive: true, force: true });
+    await this.writeState({ lastAppliedSequence: lastApplied, applying: null, disks: await this.identities() });
+  }
+
+  /** Apply every shipped cycle that follows the last applied one, in order. */
+  async apply(): Promise<ApplyResult> {
+    const state = await this.readState();
+    if (!state) throw new VhdsyncError('STATE', `${this.statePath}: the replica has no state; run the initial replication first`);
+    const cycles = await this.shipped();
+    const result: ApplyResult = { applied: [], bytes: 0, records: 0, lastApplied: state.lastAppliedSequence };
+    let last = state.lastAppliedSequence;
+    let resuming = state.applying;
+
+    if (resuming !== null && !cycles.has(resuming)) {
+      // The apply finished and its logs were removed, but the process stopped before saying so.
+      last = resuming;
+      resuming = null;
+      await this.writeState({ lastAppliedSequence: last, applying: null, disks: await this.identities() });
+      result.lastApplied = last;
+    } else if (resuming === null) {
+      // The replica disks must be exactly as the last applied log left them.
+      for (const [i, d] of this.disks.entries()) {
+        const was = state.disks.find((x) => x.name === d.name)?.identity;
+        const now = await fileIdentity(this.diskPath(i));
+        if (!was || !sameIdentity(was, now)) {
+          return {
+            ...result,
+            problem: {
+              reason: 'ReplicaLogOutOfSequence',
+              evidence: `${this.diskPath(i)}: the replica disk changed since log ${last} was applied (${identityChange(was, now)}); it was restored from a backup or modified, so the next log would apply out of sequence`,
+            },
+          };
+        }
+      }
+    }
+    for (const [seq, files] of cycles) {
+      const again = resuming !== null && seq === resuming;
+      if (!again && seq <= last) {
+        return { ...result, problem: { reason: 'ReplicaLogOutOfSequence', evidence: `log ${seq} arrived but the replica has already applied up to log ${last}` } };
+      }
+      if (!again && seq !== last + 1) {
+        return { ...result, problem: { reason: 'ReplicaLogOutOfSequence', evidence: `log ${seq} arrived but the replica expects log ${last + 1} next (it has applied up to log ${last})` } };
+      }
+      const invalid = await this.validate(seq, files);
+      if (invalid) return { ...result, problem: { reason: 'ReplicaLogInvalid', evidence: invalid } };
+      await this.writeState({ ...state, lastAppliedSequence: last, applying: seq });
+      for (const d of this.disks) {
+        const disk = await openDisk(this.diskPath(d.index));
+        try {
+          const scan = await scanTrackingLog(files[d.index]!, (r) => disk.write(r.offset, r.data));
+          result.bytes += scan.size;
+          result.records += scan.records;
+        } finally {
+          await disk.close();
+        }
+      }
+      last = seq;
+      resuming = null;
+      for (const f of files) if (f) await removeIfExists(f);
+      await this.writeState({ lastAppliedSequence: seq, applying: null, disks: await this.identities() });
+      result.applied.push(seq);
+      result.lastApplied = seq;
+    }
+    return result;
+  }
+
+  /** Check a whole cycle before any of it is applied. Returns the problem, or undefined. */
+  private async validate(seq: number, files: (string | undefined)[]): Promise<string | undefined> {
+    for (const d of this.disks) {
+      const f = files[d.index];
+      if (!f) return `log ${seq} has no log for disk ${d.index} (${d.name})`;
+      let bad: string | undefined;
+      const scan = await scanTrackingLog(f, (r) => {
+        if (!bad && r.offset + r.data.byteLength > d.virtualSize) bad = `${f}: a write at offset ${r.offset} (${r.data.byteLength} bytes) is past the end of ${d.name} (${d.virtualSize} bytes)`;
+      }).catch((e: Error) => {
+        bad = `${f}: ${e.message.replace(`${f}: `, '')}`;
+        return undefined;
+      });
+      if (bad) return bad;
+      if (!scan) return `${f}: unreadable`;
+      const h = scan.header;
+      if (h.endOfLog === 0) return `${f}: end-of-log is 0: the log was never closed, it must not be applied`;
+      if (scan.torn || scan.end !== h.endOfLog) return `${f}: a record is damaged (CRC-32C mismatch or cut short at byte ${scan.end} of ${h.endOfLog})`;
+      if (h.sequence !== seq) return `${f}: its header says sequence ${h.sequence}, not ${seq}`;
+      if (!sameId(h.vmId, idFromHex(this.vmId)) || !sameId(h.diskId, idFromHex(d.diskId)) || h.diskIndex !== d.index) {
+        return `${f}: it belongs to another VM or disk (VM ${idHex(h.vmId)}, disk ${h.diskIndex})`;
+      }
+    }
+    return undefined;
+  }
+
+  private async shipped(): Promise<Map<number, (string | undefined)[]>> {
+    let names: string[] = [];
+    try {
+      names = await readdir(this.logsDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(this.logsDir, e);
+    }
+    const out = new Map<number, (string | undefined)[]>();
+    for (const n of names) {
+      const m = /^(\d+)-(\d+)\.log$/.exec(n);
+      if (!m) continue;
+      const seq = Number(m[1]);
+      const disk = Number(m[2]);
+      let row = out.get(seq);
+      if (!row) out.set(seq, (row = this.disks.map(() => undefined)));
+      if (disk < row.length) row[disk] = join(this.logsDir, n);
+    }
+    return new Map([...out.entries()].sort((a, b) => a[0] - b[0]));
+  }
+
+  private async identities(): Promise<ReplicaState['disks']> {
+    const out: ReplicaState['disks'] = [];
+    for (const d of this.disks) out.push({ name: d.name, identity: await fileIdentity(this.diskPath(d.index)) });
+    return out;
+  }
+
+  private async readState(): Promise<ReplicaState | undefined> {
+    try {
+      const s = JSON.parse(await readFile(this.statePath, 'utf8')) as ReplicaState;
+      if (s.version !== 1 || !Number.isSafeInteger(s.lastAppliedSequence)) throw new Error('shape');
+      if (s.vmId !== this.vmId) {
+        throw new VhdsyncError('STATE', `${this.statePath}: this replica belongs to another VM (id ${s.vmId}); choose another replica directory`);
+      }
+      return s;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (e instanceof VhdsyncError) throw e;
+      throw new VhdsyncError('STATE', `${this.statePath}: the replica state is damaged`);
+    }
+  }
+
+  private async writeState(s: Pick<ReplicaState, 'lastAppliedSequence' | 'applying' | 'disks'>): Promise<void> {
+    const state: ReplicaState = { version: 1, vmId: this.vmId, ...s, updatedAt: new Date().toISOString() };
+    await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
+  }
+}
+
+function logName(sequence: number, diskIndex: number): string {
+  return `${String(sequence).padStart(8, '0')}-${diskIndex}.log`;
+}
+
+function identityChange(was: FileIdentity | undefined, now: FileIdentity): string {
+  if (!was) return 'no identity was recorded';
+  if (was.ino !== now.ino) return 'the file was replaced';
+  if (was.size !== now.size) return `size ${was.size} → ${now.size} bytes`;
+  return `modification time ${was.mtimeNs} → ${now.mtimeNs} ns`;
+}

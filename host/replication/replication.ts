@@ -1,0 +1,626 @@
+import { randomUUID } from 'node:crypto';
+import { realpath } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, resolve } from 'node:path';
+import { openDisk } from '../disk/index.js';
+import { VhdsyncError, ioError } from '../errors.js';
+import { EventLog } from '../events/event-log.js';
+import { cancelResync, startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
+import { lockHolder, tryLock } from '../tracking/pid-lock.js';
+import type { LinkShape } from '../transport/memory-link.js';
+import { idHex } from '../tracking/log.js';
+import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';
+import { replicationHealth } from './health.js';
+import { RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
+import { LocalReplicaSite } from './replica-site.js';
+import { systemClock, type Clock } from './schedule.js';
+import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
+import { averageLatencyMs, averageSize } from './statistics.js';
+import { checkVmName, newRecord, VmStore, type ResyncInfo, type UpdateContext, type VmDisk, type VmRecord } from './store.js';
+import { detectPrimaryTriggers, type Trigger } from './triggers.js';
+import { logInit, pendingBytes, stopTracking } from './vm-logs.js';
+
+export interface EnableInput {
+  name: string;
+  disks: string[];
+  replica: string;
+  settings?: SettingsChange;
+}
+
+export interface ResumeInput {
+  resynchronize?: boolean;
+  resynchronizeStartTime?: string;
+  continue?: boolean;
+}
+
+export interface ResyncRunOptions {
+  origin?: NonNullable<ResyncInfo['origin']>;
+  /** Start over instead of continuing from checkpoints. */
+  restart?: boolean;
+  onProgress?: (disk: VmDisk, p: ResyncProgress) => void;
+  /** Polled during the run: true pauses it at the next region boundary (SIGINT in the CLI). */
+  shouldPause?: () => boolean;
+  /** The link to a local replica directory, simulated (as `vhdsync resync --link`); default unlimited. */
+  link?: LinkShape;
+}
+
+export interface ResyncRunOutcome {
+  result: 'completed' | 'paused' | 'cancelled';
+  vm: VmRecord;
+  disks: { index: number; path: string; result: ResyncResult }[];
+}
+
+/** How often a running resync looks for a pause or cancel request from another process. */
+const CONTROL_POLL_MS = 100;
+
+/**
+ * A VM's replication: the operations behind the cmdlets, the state machine and the transitions that
+ * evidence forces. Every change goes through the store's lock and is written atomically.
+ *
+ *   ReadyForInitialReplication → InitialReplicationInProgress → Replicating ⇄ Suspended
+ *   Replicating | Suspended | Error | (a resync) → WaitingForStartResynchronize   (a trigger; tracking stops)
+ *   WaitingForStartResynchronize → Resynchronizing ⇄ ResynchronizeSuspended → Replicating
+ *   Resynchronizing | ResynchronizeSuspended → WaitingForStartResynchronize     (stop-replication: cancel)
+ */
+export class Replication {
+  readonly store: VmStore;
+  readonly clock: Clock;
+
+  /** The simulated link to local replica directories when a run names none (tests, demos). */
+  readonly link: LinkShape | undefined;
+
+  constructor(home: string, opts: { clock?: Clock; link?: LinkShape } = {}) {
+    this.store = new VmStore(home);
+    this.clock = opts.clock ?? systemClock;
+    this.link = opts.link;
+  }
+
+  get events(): EventLog {
+    return this.store.events;
+  }
+
+  site(vm: VmRecord): LocalReplicaSite {
+    return new LocalReplicaSite(
+      vm.replica,
+      vm.name,
+      vm.vmId,
+      vm.disks.map((d) => ({ index: d.index, name: basename(d.replicaPath), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format })),
+    );
+  }
+
+  /** The pid of the live process running the VM (workload / write), if any. */
+  runningPid(name: string): Promise<number | undefined> {
+    return lockHolder(this.store.runLockPath(name));
+  }
+
+  /** The pid of the live process running the VM's resync, if any. */
+  resyncPid(name: string): Promise<number | undefined> {
+    return lockHolder(this.store.resyncLockPath(name));
+  }
+
+  // ---- Enable-VMReplication ----
+
+  async enable(input: EnableInput): Promise<VmRecord> {
+    const name = checkVmName(input.name);
+    const now = this.clock.now();
+    if (input.disks.length === 0) throw new VhdsyncError('USAGE', `enable-replication ${name}: give at least one --disk`);
+    const settings = applySettings(defaultSettings(), input.settings ?? {});
+    const replica = resolve(input.replica);
+    const disks: VmDisk[] = [];
+    const seen = new Map<string, string>();
+    for (const [index, given] of input.disks.entries()) {
+      const path = await realpath(resolve(given)).catch((e) => {
+        throw ioError(given, e);
+      });
+      const file = basename(path);
+      if (seen.has(path)) throw new VhdsyncError('USAGE', `${given}: the same disk is given twice`);
+      if ([...seen.values()].includes(file)) throw new VhdsyncError('USAGE', `${given}: another disk of ${name} has the file name ${file}; replica disks are named after their primaries, so names must differ`);
+      seen.set(path, file);
+      const disk = await openDisk(path, { readOnly: true });
+      const info = { format: disk.format, type: disk.type, virtualSize: disk.virtualSize };
+      await disk.close();
+      if (info.format !== 'raw' && info.format !== 'vhd') throw new VhdsyncError('UNSUPPORTED', `${given}: replicating ${info.format} disks is not supported yet (VHD and raw are)`);
+      const replicaPath = LocalReplicaSite.diskPathFor(replica, name, path);
+      if (replicaPath === path) throw new VhdsyncError('USAGE', `${given}: the replica of this disk would be the disk itself; choose another --replica directory`);
+      const dataWriteId = idHex(crypto.getRandomValues(new Uint8Array(16)));
+      const fingerprint = await takeFingerprint(path, sampleRanges(info.virtualSize).map((r) => ({ ...r, kind: 'sample' as const })), dataWriteId, now);
+      disks.push({ index, path, diskId: randomUUID(), ...info, replicaPath, fingerprint });
+    }
+    const vm = newRecord({ name, vmId: randomUUID(), replica, disks, settings }, now);
+    await this.store.create(vm, (others) => {
+      for (const o of others) {
+        for (const d of o.disks) {
+          if (disks.some((x) => x.path === d.path)) throw new VhdsyncError('BUSY', `${d.path}: this disk is already replicated by virtual machine '${o.name}'`);
+          if (disks.some((x) => x.replicaPath === d.path || x.path === d.replicaPath)) {
+            throw new VhdsyncError('BUSY', `${d.path}: this disk is a primary or replica of virtual machine '${o.name}'`);
+          }
+        }
+      }
+    });
+    await this.events.emit({ id: 90001, level: 'Information', vm: name, from: 'Disabled', to: vm.state });
+    return vm;
+  }
+
+  async remove(name: string): Promise<void> {
+    const vm = await this.store.load(name);
+    const busy = (await this.runningPid(name)) ?? (await this.resyncPid(name));
+    if (busy) throw new VhdsyncError('BUSY', `virtual machine '${name}' is in use by process ${busy}; stop it first`);
+    if (RESYNC_STATES.includes(vm.state)) for (const d of vm.disks) await cancelResync(d.replicaPath);
+    await stopTracking(vm);
+    await this.store.remove(name);
+    await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled' });
+  }
+
+  // ---- Get / Set ----
+
+  async get(name: string): Promise<VmRecord> {
+    return this.store.load(name);
+  }
+
+  async list(): Promise<VmRecord[]> {
+    return this.store.list();
+  }
+
+  health(vm: VmRecord): { health: ReplicationHealth; details: string[] } {
+    return replicationHealth(vm, this.clock.now());
+  }
+
+  async set(name: string, change: SettingsChange): Promise<VmRecord> {
+    const { vm } = await this.store.update(name, (vm) => {
+      vm.settings = applySettings(vm.settings, change);
+    });
+    return vm;
+  }
+
+  // ---- Triggers ----
+
+  /** Look at the evidence now; a trigger moves the VM to Resynchronization Required. */
+  async evaluate(name: string): Promise<Trigger | undefined> {
+    const vm = await this.store.load(name);
+    if (!TRACKING_STATES.includes(vm.state)) return undefined;
+    const running = (await this.runningPid(name)) !== undefined;
+    const trigger = await detectPrimaryTriggers(vm, { running });
+    if (trigger) await this.requireResync(name, trigger);
+    return trigger;
+  }
+
+  /**
+   * Resynchronization Required: health Critical, tracking stops (every log goes), a running resync is
+   * told to cancel. When the VM is off, its disks' fingerprints are taken again: the resync will make
+   * the replica equal to the disks as they are now.
+   */
+  async requireResync(name: string, trigger: Trigger): Promise<VmRecord> {
+    const running = (await this.runningPid(name)) !== undefined;
+    const resyncOwner = await this.resyncPid(name);
+    const now = this.clock.now();
+    const { vm } = await this.store.update(name, async (vm, ctx) => {
+      if (!TRACKING_STATES.includes(vm.state)) return;
+      if (RESYNC_STATES.includes(vm.state)) {
+        if (resyncOwner !== undefined) vm.control = 'cancel';
+        else await this.discardResync(vm);
+      }
+      this.enterRequired(vm, trigger, now, ctx);
+      await stopTracking(vm);
+      if (!running) await this.refreshFingerprints(vm, now);
+    });
+    return vm;
+  }
+
+  private enterRequired(vm: VmRecord, trigger: Trigger, now: Date, ctx: UpdateContext): void {
+    vm.state = 'WaitingForStartResynchronize';
+    vm.resync = { reason: trigger.reason, evidence: trigger.evidence, requiredAt: now.toISOString(), disksDone: [], restart: true };
+    vm.retry = null;
+    ctx.emit({ id: 90002, level: 'Error', vm: vm.name, reason: trigger.reason, evidence: trigger.evidence });
+  }
+
+  /** Drop every unfinished resync artifact of the VM (overlays, checkpoints); refused once a merge started. */
+  private async discardResync(vm: VmRecord): Promise<void> {
+    for (const d of vm.disks) await cancelResync(d.replicaPath);
+  }
+
+  async refreshFingerprints(vm: VmRecord, now: Date): Promise<void> {
+    for (const d of vm.disks) {
+      const ranges = d.fingerprint?.probes ?? sampleRanges(d.virtualSize).map((r) => ({ ...r, kind: 'sample' as const }));
+      d.fingerprint = await takeFingerprint(d.path, ranges, d.fingerprint?.dataWriteId ?? idHex(new Uint8Array(16)), now);
+    }
+  }
+
+  // ---- Suspend / Resume / Stop ----
+
+  async suspend(name: string): Promise<VmRecord> {
+    const owner = await this.resyncPid(name);
+    const { vm, result: wait } = await this.store.update(name, (vm) => {
+      switch (vm.state) {
+        case 'Replicating':
+        case 'Error':
+          vm.state = 'Suspended';
+          vm.retry = null;
+          return false;
+        case 'Suspended':
+        case 'ResynchronizeSuspended':
+          return false;
+        case 'Resynchronizing':
+          if (owner !== undefined) {
+            vm.control = 'pause';
+            return true;
+          }
+          vm.state = 'ResynchronizeSuspended';
+          return false;
+        default:
+          throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; only replication or a resynchronization in progress can be suspended`);
+      }
+    });
+    return wait ? this.waitFor(name, (v) => v.state !== 'Resynchronizing', 'the resynchronization to pause') : vm;
+  }
+
+  /**
+   * Resume-VMReplication. Suspended/Error → Replicating. With `resynchronize` (or from Resynchronization
+   * Required): start a resync now — returned as `run` for the caller to drive — or schedule it at
+   * `resynchronizeStartTime` (≤ 7 days ahead). ResynchronizeSuspended (or a resync whose process died)
+   * continues from its checkpoints; with `resynchronize` it starts over.
+   */
+  async resume(name: string, input: ResumeInput = {}): Promise<{ vm: VmRecord; run?: { restart: boolean } }> {
+    const now = this.clock.now();
+    const startAt = input.resynchronizeStartTime !== undefined ? parseStartTime(input.resynchronizeStartTime, now) : undefined;
+    if (startAt && !input.resynchronize) throw new VhdsyncError('USAGE', '--resynchronize-start-time needs --resynchronize');
+    if (input.continue && input.resynchronize) throw new VhdsyncError('USAGE', '--continue and --resynchronize cannot be used together: --continue carries on a suspended resynchronization, --resynchronize starts one');
+    const owner = await this.resyncPid(name);
+    const { vm, result } = await this.store.update(name, async (vm, ctx): Promise<{ restart: boolean } | undefined> => {
+      const state = vm.state;
+      if (state === 'ResynchronizeSuspended' || (state === 'Resynchronizing' && owner === undefined)) {
+        if (startAt) throw new VhdsyncError('STATE', `virtual machine '${name}' has a suspended resynchronization; continue it (--continue) or start over without a start time`);
+        return { restart: input.resynchronize === true };
+      }
+      if (state === 'Resynchronizing') throw new VhdsyncError('BUSY', `virtual machine '${name}' is already resynchronizing (process ${owner})`);
+      if (input.continue) throw new VhdsyncError('STATE', `virtual machine '${name}' is ${state}; --continue only applies to a suspended resynchronization`);
+      if (input.resynchronize) {
+        if (state === 'Replicating' || state === 'Suspended' || state === 'Error') {
+          // The Hyper-V team's idiom for forcing a resync: Suspend-, then Resume-VMReplication -Resynchronize.
+          this.enterRequired(vm, { reason: 'Requested', evidence: `resynchronization requested while ${state}` }, now, ctx);
+          await stopTracking(vm);
+          if ((await this.runningPid(name)) === undefined) await this.refreshFingerprints(vm, now);
+        } else if (state !== 'WaitingForStartResynchronize') {
+          throw new VhdsyncError('STATE', `virtual machine '${name}' is ${state}; ${state === 'ReadyForInitialReplication' ? 'start the initial replication first' : 'it cannot be resynchronized now'}`);
+        }
+        if (startAt) {
+          vm.resynchronizeStartTime = startAt.toISOString();
+          return undefined;
+        }
+        vm.resynchronizeStartTime = null;
+        return { restart: vm.resync?.restart ?? true };
+      }
+      switch (state) {
+        case 'Suspended':
+        case 'Error':
+          vm.state = 'Replicating';
+          vm.retry = null;
+          vm.lastError = null;
+          return undefined;
+        case 'Replicating':
+          return undefined;
+        case 'WaitingForStartResynchronize':
+          throw new VhdsyncError('STATE', `Resynchronization is required for the virtual machine ${name}; resume replication with --resynchronize to start it`);
+        default:
+          throw new VhdsyncError('STATE', `virtual machine '${name}' is ${state}; it cannot be resumed`);
+      }
+    });
+    return { vm, run: result };
+  }
+
+  /** Stop-VMReplication: cancel the resync in progress; the VM is left in Resynchronization Required. */
+  async stop(name: string): Promise<VmRecord> {
+    const owner = await this.resyncPid(name);
+    const { vm, result: wait } = await this.store.update(name, async (vm) => {
+      if (vm.state !== 'Resynchronizing' && vm.state !== 'ResynchronizeSuspended') {
+        throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; there is no resynchronization to cancel`);
+      }
+      if (owner !== undefined) {
+        vm.control = 'cancel';
+        return true;
+      }
+      await this.cancelInPlace(vm);
+      return false;
+    });
+    return wait ? this.waitFor(name, (v) => v.state !== 'Resynchronizing', 'the resynchronization to cancel') : vm;
+  }
+
+  private async cancelInPlace(vm: VmRecord): Promise<void> {
+    await this.discardResync(vm);
+    await stopTracking(vm);
+    vm.state = 'WaitingForStartResynchronize';
+    vm.control = null;
+    if (vm.resync) {
+      vm.resync.disksDone = [];
+      vm.resync.restart = true;
+      vm.resync.pausedByWindow = false;
+      delete vm.resync.continuationSequence;
+    }
+  }
+
+  private async waitFor(name: string, done: (vm: VmRecord) => boolean, what: string, timeoutMs = 120_000): Promise<VmRecord> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const vm = await this.store.load(name);
+      if (done(vm)) return vm;
+      if ((await this.resyncPid(name)) === undefined) {
+        // Its process went away without answering: act on the request here.
+        const again = await this.store.load(name);
+        if (done(again)) return again;
+        if (again.control === 'cancel') return this.stop(name);
+        if (again.control === 'pause') return this.suspend(name);
+      }
+      if (Date.now() > deadline) throw new VhdsyncError('BUSY', `timed out waiting for ${what} of '${name}'`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  // ---- Initial replication and resynchronization (the engine is host/resync) ----
+
+  /** Start-VMInitialReplication: the replica disks are created empty and filled by the resync engine. */
+  async startInitialReplication(name: string, opts: ResyncRunOptions = {}): Promise<ResyncRunOutcome> {
+    const owner = await this.resyncPid(name);
+    await this.store.update(name, (vm) => {
+      if (vm.state === 'InitialReplicationInProgress' && owner === undefined) return; // its process died: continue
+      if (vm.state !== 'ReadyForInitialReplication') {
+        throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; initial replication ${vm.state === 'InitialReplicationInProgress' ? `is already running (process ${owner})` : 'is done'}`);
+      }
+      vm.state = 'InitialReplicationInProgress';
+      vm.resync = null;
+    });
+    return this.runResync(name, { ...opts, origin: 'manual' });
+  }
+
+  /**
+   * Run the VM's resync (or initial replication) in this process, disk after disk, until it completes,
+   * is paused (ResynchronizeSuspended) or cancelled (back to Resynchronization Required).
+   */
+  async runResync(name: string, opts: ResyncRunOptions = {}): Promise<ResyncRunOutcome> {
+    const lock = await tryLock(this.store.resyncLockPath(name));
+    if (!('release' in lock)) throw new VhdsyncError('BUSY', `a resynchronization of '${name}' is already running (process ${lock.holder})`);
+    try {
+      return await this.runResyncLocked(name, opts);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async runResyncLocked(name: string, opts: ResyncRunOptions): Promise<ResyncRunOutcome> {
+    const now = this.clock.now();
+    const vmOff = (await this.runningPid(name)) === undefined;
+    const { vm: started, result: fresh } = await this.store.update(name, async (vm) => {
+      const initial = vm.state === 'InitialReplicationInProgress';
+      const ok: ReplicationState[] = ['WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing', 'InitialReplicationInProgress'];
+      if (!ok.includes(vm.state)) throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; there is no resynchronization to run`);
+      let restart = opts.restart === true || vm.state === 'WaitingForStartResynchronize' || vm.resync?.restart === true;
+      if (vmOff) {
+        // The compare sees the disks as they are now. A disk changed while a resync was suspended may
+        // have changed behind its checkpoint: that one starts over.
+        if (!restart && !initial) {
+          for (const d of vm.disks) if (d.fingerprint && (await checkFingerprint(d.path, d.fingerprint)).kind !== 'unchanged') restart = true;
+        }
+        await this.refreshFingerprints(vm, now);
+      }
+      if (!vm.resync || restart) {
+        vm.resync = {
+          reason: vm.resync?.reason ?? 'Requested',
+          evidence: vm.resync?.evidence ?? (initial ? 'initial replication' : 'requested'),
+          requiredAt: vm.resync?.requiredAt ?? now.toISOString(),
+          disksDone: [],
+        };
+        if (restart) await stopTracking(vm);
+      }
+      vm.resync.restart = false;
+      vm.resync.origin = opts.origin ?? vm.resync.origin ?? 'manual';
+      vm.resync.startedAt ??= now.toISOString();
+      vm.resync.pausedByWindow = false;
+      vm.resync.continuationSequence ??= vm.nextSequence++;
+      vm.resynchronizeStartTime = null;
+      vm.control = null;
+      vm.lastError = null;
+      if (!initial) vm.state = 'Resynchronizing';
+      return restart;
+    });
+    const initial = started.state === 'InitialReplicationInProgress';
+    const site = this.site(started);
+    const seq = started.resync!.continuationSequence!;
+    const results: ResyncRunOutcome['disks'] = [];
+    let stopped: 'pause' | 'cancel' | undefined;
+    let wanted: 'pause' | 'cancel' | undefined;
+    try {
+      await site.createEmptyDisks();
+      for (const d of started.disks) {
+        if (started.resync!.disksDone.includes(d.index)) continue;
+        // A request that came while the previous disk ran stops the run before the next disk starts.
+        const now = await this.store.load(name);
+        const asked = now.control ?? (now.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
+        if (asked) {
+          stopped = asked;
+          break;
+        }
+        const handle = startResync({
+          primary: d.path,
+          replica: d.replicaPath,
+          vm: name,
+          restart: fresh,
+          link: opts.link ?? this.link,
+          // An initial replication is not a resync: its 29242/29244 and Resynchronized Bytes stay private.
+          events: initial ? new EventLog() : this.events,
+          counters: initial ? undefined : this.store.counters,
+          tracking: { log: logInit(started, d, 0), next: logInit(started, d, seq) },
+          onProgress: (p) => {
+            opts.onProgress?.(d, p);
+            checkControl(); // at every region boundary, besides the timer
+          },
+        });
+        let checking = false;
+        const checkControl = () => {
+          if (checking) return;
+          checking = true;
+          void this.store
+            .tryLoad(name)
+            .then((v) => {
+              const want = v?.control ?? (v && v.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
+              if (want) {
+                wanted ??= want;
+                handle.pause();
+              }
+            }, () => undefined)
+            .finally(() => (checking = false));
+        };
+        const poll = setInterval(checkControl, CONTROL_POLL_MS);
+        let result: ResyncResult;
+        try {
+          result = await handle.done;
+        } finally {
+          clearInterval(poll);
+        }
+        results.push({ index: d.index, path: d.path, result });
+        if (result.result !== 'completed') {
+          // Only a run that really stopped counts: a request that came after the last region is moot.
+          stopped = wanted ?? 'pause';
+          break;
+        }
+        await this.store.update(name, (vm) => {
+          if (vm.resync && !vm.resync.disksDone.includes(d.index)) vm.resync.disksDone.push(d.index);
+        });
+      }
+    } catch (e) {
+      await this.store.update(name, (vm) => {
+        vm.lastError = (e as Error).message;
+        if (vm.state === 'Resynchronizing') vm.state = 'WaitingForStartResynchronize';
+        if (vm.resync && (e as VhdsyncError).code === 'CHECKPOINT') vm.resync.restart = true;
+      }).catch(() => undefined);
+      throw e;
+    }
+    const running = (await this.runningPid(name)) !== undefined;
+    const end = this.clock.now();
+    const { vm, result } = await this.store.update(name, async (vm): Promise<ResyncRunOutcome['result']> => {
+      // A trigger that fired meanwhile wins; a cancel or pause that came after the last merge does not.
+      const required = vm.state === 'WaitingForStartResynchronize';
+      const cancelled = required || (stopped !== undefined && vm.control === 'cancel');
+      if (stopped === undefined && !required && (vm.state === 'Resynchronizing' || vm.state === 'InitialReplicationInProgress')) {
+        await site.rebase(seq - 1);
+        vm.lastShippedSequence = seq - 1;
+        vm.state = 'Replicating';
+        vm.resync = null;
+        vm.control = null;
+        vm.retry = null;
+        vm.lastReplicationTime = end.toISOString();
+        vm.lastCycleAt = end.toISOString();
+        if (!running) await this.refreshFingerprints(vm, end);
+        return 'completed';
+      }
+      if (cancelled) {
+        if (vm.state !== 'WaitingForStartResynchronize') await this.cancelInPlace(vm);
+        else {
+          // A trigger fired during the resync: its artifacts go; the requirement stays.
+          await this.discardResync(vm);
+          await stopTracking(vm);
+          vm.control = null;
+        }
+        return 'cancelled';
+      }
+      if (vm.state === 'Resynchronizing') vm.state = 'ResynchronizeSuspended';
+      vm.control = null;
+      return 'paused';
+    });
+    return { result, vm, disks: results };
+  }
+
+  /** The service asks a running automatic resync to pause because its window closed. */
+  async pauseForWindow(name: string): Promise<void> {
+    const owner = await this.resyncPid(name);
+    await this.store.update(name, (vm) => {
+      if (vm.state !== 'Resynchronizing' || !vm.resync) return;
+      vm.resync.pausedByWindow = true;
+      if (owner !== undefined) vm.control = 'pause';
+      else vm.state = 'ResynchronizeSuspended';
+    });
+  }
+
+  // ---- Measure-VMReplication ----
+
+  async measure(name: string): Promise<Measurement> {
+    const vm = await this.store.load(name);
+    const { health, details } = this.health(vm);
+    const pending = await pendingBytes(vm).catch(() => 0);
+    const counters = (await this.store.counters.read())[name];
+    const s = vm.statistics;
+    return {
+      VMName: vm.name,
+      State: vm.state,
+      Health: health,
+      LastReplicationTime: vm.lastReplicationTime,
+      PendingReplicationSize: pending,
+      AverageReplicationLatency: averageLatencyMs(s) / 1000,
+      MaximumReplicationLatency: s.maximumReplicationLatencyMs / 1000,
+      AverageReplicationSize: averageSize(s),
+      MaximumReplicationSize: s.maximumReplicationSize,
+      LastReplicationSize: s.lastReplicationSize,
+      SuccessfulReplicationCount: s.successfulReplicationCount,
+      MissedReplicationCount: s.missedReplicationCount,
+      ReplicationErrors: s.replicationErrors,
+      MonitoringStartTime: s.monitoringStartTime,
+      MonitoringEndTime: this.clock.now().toISOString(),
+      ReplicationHealthDetails: details,
+      Relationship: 'Simple',
+      Counters: {
+        'Resynchronized Bytes': counters?.['Resynchronized Bytes'] ?? 0,
+        'Network Bytes Sent': counters?.['Network Bytes Sent'] ?? 0,
+        'Replication Count': counters?.['Replication Count'] ?? 0,
+        'Average Replication Size': averageSize(s),
+        'Average Replication Latency': averageLatencyMs(s) / 1000,
+        'Last Replication Size': s.lastReplicationSize,
+        'Pending Replication Size': pending,
+      },
+    };
+  }
+}
+
+export interface Measurement {
+  VMName: string;
+  State: ReplicationState;
+  Health: ReplicationHealth;
+  LastReplicationTime: string | null;
+  PendingReplicationSize: number;
+  /** Seconds. */
+  AverageReplicationLatency: number;
+  MaximumReplicationLatency: number;
+  AverageReplicationSize: number;
+  MaximumReplicationSize: number;
+  LastReplicationSize: number;
+  SuccessfulReplicationCount: number;
+  MissedReplicationCount: number;
+  ReplicationErrors: number;
+  MonitoringStartTime: string;
+  MonitoringEndTime: string;
+  ReplicationHealthDetails: string[];
+  Relationship: 'Simple';
+  Counters: Record<string, number>;
+}
+
+/** Get-VMReplication's object, with Hyper-V's property names (PascalCase, states and health as names). */
+export function replicationView(vm: VmRecord, health: { health: ReplicationHealth; details: string[] }) {
+  return {
+    VMName: vm.name,
+    VMId: vm.vmId,
+    State: vm.state,
+    Health: health.health,
+    Mode: 'Primary' as const,
+    FrequencySec: vm.settings.ReplicationFrequencySec,
+    PrimaryServer: hostname(),
+    ReplicaServer: vm.replica,
+    Relationship: 'Simple' as const,
+    AutoResynchronizeEnabled: vm.settings.AutoResynchronizeEnabled,
+    AutoResynchronizeIntervalStart: vm.settings.AutoResynchronizeIntervalStart,
+    AutoResynchronizeIntervalEnd: vm.settings.AutoResynchronizeIntervalEnd,
+    PauseResynchronizeOutsideWindow: vm.settings.PauseResynchronizeOutsideWindow,
+    ResynchronizeStartTime: vm.resynchronizeStartTime,
+    LastReplicationTime: vm.lastReplicationTime,
+    ReplicationHealthDetails: health.details,
+    ResynchronizationReason: vm.resync?.reason ?? null,
+    ResynchronizationEvidence: vm.resync?.evidence ?? null,
+    LastError: vm.lastError,
+    ReplicatedDisks: vm.disks.map((d) => ({ Index: d.index, Path: d.path, ReplicaPath: d.replicaPath, VirtualSize: d.virtualSize, Format: d.format, Type: d.type })),
+  };
+}

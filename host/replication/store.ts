@@ -1,0 +1,216 @@
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VhdsyncError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { CounterStore } from '../events/counters.js';
+import { EventLog, type EventInput } from '../events/event-log.js';
+import { withLock } from '../tracking/pid-lock.js';
+import type { DiskFingerprint } from './fingerprint.js';
+import type { ReplicationState, ResyncReason } from './names.js';
+import type { ReplicationSettings } from './settings.js';
+import { emptyStatistics, type ReplicationStatistics } from './statistics.js';
+
+export interface VmDisk {
+  index: number;
+  /** Absolute path of the primary disk. */
+  path: string;
+  diskId: string;
+  format: 'raw' | 'vhd' | 'vhdx';
+  type: 'fixed' | 'dynamic' | 'differencing';
+  virtualSize: number;
+  /** Where the replica of this disk lives: `<replica dir>/<vm>/<primary file name>`. */
+  replicaPath: string;
+  /** The disk as it was when the VM last stopped cleanly (or when replication was enabled). */
+  fingerprint?: DiskFingerprint;
+}
+
+export interface ResyncInfo {
+  reason: ResyncReason;
+  /** What was seen: the evidence, in one line. */
+  evidence: string;
+  requiredAt: string;
+  /** Started by a person, by the automatic policy, or at the scheduled time. */
+  origin?: 'manual' | 'automatic' | 'scheduled';
+  /** The sequence replication continues with once the resync is done (allocated when it starts). */
+  continuationSequence?: number;
+  /** Disks whose resync completed (a paused multi-disk resync continues with the others). */
+  disksDone: number[];
+  /** Paused because its start window closed; continued when the window opens again. */
+  pausedByWindow?: boolean;
+  /** The next run starts from the beginning (after a cancel). */
+  restart?: boolean;
+  startedAt?: string;
+}
+
+/** Everything persisted about one VM's replication, in `<home>/vms/<name>/vm.json`. */
+export interface VmRecord {
+  version: 1;
+  name: string;
+  vmId: string;
+  createdAt: string;
+  /** A local directory (the network issue adds replica servers). */
+  replica: string;
+  disks: VmDisk[];
+  settings: ReplicationSettings;
+  state: ReplicationState;
+  /** Set when resynchronization is required or running. */
+  resync: ResyncInfo | null;
+  resynchronizeStartTime: string | null;
+  /** A request to the process running this VM's resync. */
+  control: 'pause' | 'cancel' | null;
+  /** The next tracking-log sequence (replication cycle) to open. */
+  nextSequence: number;
+  lastShippedSequence: number;
+  lastReplicationTime: string | null;
+  lastCycleAt: string | null;
+  retry: { attempt: number; nextAt: string; error: string } | null;
+  lastError: string | null;
+  statistics: ReplicationStatistics;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function checkVmName(name: string): string {
+  if (!NAME_RE.test(name)) {
+    throw new VhdsyncError('USAGE', `'${name}' is not a usable VM name; use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  return name;
+}
+
+export interface UpdateContext {
+  /** Queue an event; it is written after the new state is saved. */
+  emit(e: EventInput): void;
+}
+
+/** A VM's state and settings under the home directory: atomic writes, a pid lock per VM. */
+export class VmStore {
+  readonly events: EventLog;
+  readonly counters: CounterStore;
+
+  constructor(readonly home: string) {
+    this.events = new EventLog(join(home, 'events.jsonl'));
+    this.counters = new CounterStore(join(home, 'counters.json'));
+  }
+
+  vmDir(name: string): string {
+    return join(this.home, 'vms', checkVmName(name));
+  }
+  private recordPath(name: string): string {
+    return join(this.vmDir(name), 'vm.json');
+  }
+  stateLockPath(name: string): string {
+    return join(this.vmDir(name), 'state.lock');
+  }
+  /** Held by the process running the VM (workload / write). */
+  runLockPath(name: string): string {
+    return join(this.vmDir(name), 'run.lock');
+  }
+  /** Held by the process running the VM's resync or initial replication. */
+  resyncLockPath(name: string): string {
+    return join(this.vmDir(name), 'resync.lock');
+  }
+  serviceLockPath(): string {
+    return join(this.home, 'service.lock');
+  }
+
+  async names(): Promise<string[]> {
+    try {
+      const names = await readdir(join(this.home, 'vms'));
+      return names.filter((n) => NAME_RE.test(n)).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  async list(): Promise<VmRecord[]> {
+    const out: VmRecord[] = [];
+    for (const n of await this.names()) {
+      const vm = await this.tryLoad(n);
+      if (vm) out.push(vm);
+    }
+    return out;
+  }
+
+  async tryLoad(name: string): Promise<VmRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.recordPath(name), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    try {
+      const vm = JSON.parse(text) as VmRecord;
+      if (vm.version !== 1 || vm.name !== name || !Array.isArray(vm.disks)) throw new Error('shape');
+      return vm;
+    } catch {
+      throw new VhdsyncError('STATE', `${this.recordPath(name)}: the replication state of ${name} is damaged; remove the VM's folder and enable replication again`);
+    }
+  }
+
+  async load(name: string): Promise<VmRecord> {
+    const vm = await this.tryLoad(checkVmName(name));
+    if (!vm) throw new VhdsyncError('NOT_FOUND', `no virtual machine named '${name}' is enabled for replication (vhdsync get-replication lists them)`);
+    return vm;
+  }
+
+  /** Create a new VM; the check for name and disk conflicts runs under one home-wide lock. */
+  async create(vm: VmRecord, check: (others: VmRecord[]) => void): Promise<void> {
+    await mkdir(join(this.home, 'vms'), { recursive: true });
+    await withLock(join(this.home, 'vms.lock'), async () => {
+      if (await this.tryLoad(vm.name)) throw new VhdsyncError('EXISTS', `a virtual machine named '${vm.name}' is already enabled for replication`);
+      check(await this.list());
+      await mkdir(this.vmDir(vm.name), { recursive: true });
+      await this.save(vm);
+    }, { what: 'the list of replicated VMs' });
+  }
+
+  async remove(name: string): Promise<void> {
+    await withLock(join(this.home, 'vms.lock'), () => rm(this.vmDir(name), { recursive: true, force: true }), { what: 'the list of replicated VMs' });
+  }
+
+  private async save(vm: VmRecord): Promise<void> {
+    await writeFileAtomic(this.recordPath(vm.name), JSON.stringify(vm, null, 2) + '\n');
+  }
+
+  /**
+   * Read-modify-write under the VM's lock. `fn` mutates the record (or throws: nothing is saved).
+   * State changes are recorded as events after the save.
+   */
+  async update<T>(name: string, fn: (vm: VmRecord, ctx: UpdateContext) => Promise<T> | T): Promise<{ vm: VmRecord; result: T }> {
+    const queued: EventInput[] = [];
+    await this.load(name); // an unknown VM is a clear error, not a missing lock directory
+    const out = await withLock(this.stateLockPath(name), async () => {
+      const vm = await this.load(name);
+      const before = vm.state;
+      const result = await fn(vm, { emit: (e) => queued.push(e) });
+      if (vm.state !== before) {
+        queued.unshift({ id: 90001, level: vm.state === 'WaitingForStartResynchronize' || vm.state === 'Error' ? 'Error' : 'Information', vm: vm.name, from: before, to: vm.state });
+      }
+      await this.save(vm);
+      return { vm, result };
+    }, { what: `the replication state of ${name}` });
+    for (const e of queued) await this.events.emit(e);
+    return out;
+  }
+}
+
+export function newRecord(fields: Pick<VmRecord, 'name' | 'vmId' | 'replica' | 'disks' | 'settings'>, now: Date): VmRecord {
+  return {
+    version: 1,
+    ...fields,
+    createdAt: now.toISOString(),
+    state: 'ReadyForInitialReplication',
+    resync: null,
+    resynchronizeStartTime: null,
+    control: null,
+    nextSequence: 1,
+    lastShippedSequence: 0,
+    lastReplicationTime: null,
+    lastCycleAt: null,
+    retry: null,
+    lastError: null,
+    statistics: emptyStatistics(now),
+  };
+}

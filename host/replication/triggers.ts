@@ -1,0 +1,75 @@
+import { currentLog, listSealedLogs, trackingLogPathFor } from '../tracking/log-files.js';
+import { isProcessAlive } from '../tracking/pid-lock.js';
+import { formatSize } from '../units.js';
+import { checkFingerprint } from './fingerprint.js';
+import { LOG_SIZE_LIMIT_RATIO, type ResyncReason } from './names.js';
+import type { VmRecord } from './store.js';
+import { pendingBytes } from './vm-logs.js';
+
+/**
+ * The primary side's resync triggers (reference/hyperv-replica.md §2.3), each read from evidence on
+ * disk — never from a flag someone set:
+ * - not closed gracefully: an open log (end-of-log 0) whose writer process is gone;
+ * - reverted: a log whose sequence was already shipped (the volume went back), or the last tracked
+ *   writes missing from the disk (an older copy put back);
+ * - modified while off: the disk file changed since the clean close, with every tracked write intact;
+ * - too large: all tracking logs together above 50 % of the VM's virtual disk size.
+ * The write failure is seen by the tracker as it happens (running-vm.ts), and the replica's triggers
+ * by the replica as it applies (replica-site.ts).
+ */
+export interface Trigger {
+  reason: ResyncReason;
+  evidence: string;
+}
+
+export async function detectPrimaryTriggers(vm: VmRecord, opts: { running: boolean }): Promise<Trigger | undefined> {
+  for (const d of vm.disks) {
+    let cur;
+    try {
+      cur = await currentLog(d.path);
+    } catch (e) {
+      return { reason: 'TrackingLogNotClosed', evidence: `${trackingLogPathFor(d.path)}: the open tracking log cannot be read (${(e as Error).message})` };
+    }
+    const h = cur?.header;
+    if (h && h.endOfLog === 0 && h.writerPid !== 0 && h.writerPid !== process.pid && !isProcessAlive(h.writerPid)) {
+      return {
+        reason: 'TrackingLogNotClosed',
+        evidence: `${trackingLogPathFor(d.path)}: end-of-log is 0 and its writer (process ${h.writerPid}) is gone: the log was not closed gracefully`,
+      };
+    }
+  }
+  for (const d of vm.disks) {
+    const cur = await currentLog(d.path);
+    const seqs = (await listSealedLogs(d.path)).map((s) => s.sequence);
+    if (cur && cur.header.sequence > 0) seqs.push(cur.header.sequence);
+    const old = seqs.find((s) => s <= vm.lastShippedSequence);
+    if (old !== undefined) {
+      return {
+        reason: 'RevertedToOlderPoint',
+        evidence: `${trackingLogPathFor(d.path)}: a tracking log with sequence ${old} is back although log ${vm.lastShippedSequence} was already shipped: the volume was reverted to an older point in time`,
+      };
+    }
+  }
+  if (!opts.running) {
+    for (const d of vm.disks) {
+      if (!d.fingerprint) continue;
+      const v = await checkFingerprint(d.path, d.fingerprint);
+      if (v.kind === 'modified') return { reason: 'ModifiedWhileOff', evidence: v.evidence };
+      if (v.kind === 'reverted') return { reason: 'RevertedToOlderPoint', evidence: v.evidence };
+    }
+  }
+  return checkLogSize(vm);
+}
+
+/** Hyper-V's 50 % rule: the logs of the VM, together, against the VM's total virtual size. */
+export async function checkLogSize(vm: VmRecord, pending?: number): Promise<Trigger | undefined> {
+  const total = vm.disks.reduce((n, d) => n + d.virtualSize, 0);
+  const bytes = pending ?? (await pendingBytes(vm));
+  if (bytes > total * LOG_SIZE_LIMIT_RATIO) {
+    return {
+      reason: 'TrackingLogTooLarge',
+      evidence: `the tracking logs hold ${formatSize(bytes)} (${bytes} bytes), more than ${LOG_SIZE_LIMIT_RATIO * 100} % of the VM's ${formatSize(total)} of virtual disks`,
+    };
+  }
+  return undefined;
+}

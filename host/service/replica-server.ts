@@ -1,0 +1,308 @@
+import type { Socket } from 'node:net';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { VhdsyncError } from '../errors.js';
+import { connectReplica, type ReplicaConnection } from '../resync/connect.js';
+import { MAX_FRAME_BYTES } from '../transport/link.js';
+import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
+import { describeLinkError, serverTlsOptions, type TlsMaterial } from '../transport/tls-config.js';
+import { TlsLink } from '../transport/tls-link.js';
+import type { TokenBucket } from '../transport/token-bucket.js';
+import { confineTarget } from './replica-root.js';
+
+/**
+ * `vhdsync replica serve`: the replica site's end of the network (DESIGN.md "Network").
+ *
+ * A connection goes through gates in order, and none of them touches a disk until the last:
+ *   1. mutual TLS — a client without a certificate signed by our CA is dropped in the handshake;
+ *   2. 'open' within `openTimeoutMs` — one small frame (at most 64 KiB) with the protocol version and
+ *      the target `NAME/disk.vhd`; a wrong version, a malformed frame or silence ends the connection;
+ *   3. the target is confined to `--root` (replica-root.ts);
+ *   4. the queue — at most `maxActiveTransfers` run at once, and one at a time per disk (a client that
+ *      reconnects waits for its old session to checkpoint and let go); waiting clients hear 'queued';
+ *   5. 'opened' — the replica endpoint runs in its own thread (as for a local resync, connect.ts) and
+ *      the server relays frames between it and the client until either side closes.
+ */
+export interface ReplicaServerOptions {
+  host: string;
+  port: number;
+  root: string;
+  tls: TlsMaterial;
+  /** Transfers served at once; more wait in a queue (Hyper-V's MaxActiveTransfers; default 3). */
+  maxActiveTransfers?: number;
+  /** Caps the bytes received from all clients together (`--bandwidth`, `--bandwidth-schedule`). */
+  limiter?: TokenBucket;
+  /** A client has this long to finish the TLS handshake and send 'open' (default 10 s). */
+  openTimeoutMs?: number;
+  /** See TlsLinkOptions.stallMs (default 60 s). */
+  stallMs?: number;
+  log?: (e: ServerEvent) => void;
+}
+
+export type ServerEvent =
+  | { event: 'listening'; host: string; port: number; root: string }
+  | { event: 'refused'; peer: string; reason: string; target?: string }
+  | { event: 'queued'; peer: string; target: string; position: number }
+  | { event: 'started'; peer: string; client: string; target: string; active: number }
+  | { event: 'finished'; peer: string; target: string; outcome: string; seconds: number; bytesReceived: number; bytesSent: number };
+
+/** Largest frame before 'opened': an 'open' message is a few hundred bytes. */
+const OPEN_FRAME_LIMIT = 64 * 1024;
+/** Clients allowed to wait in the queue; more are refused as busy. */
+const MAX_QUEUED = 64;
+
+interface Waiting {
+  target: string;
+  link: TlsLink;
+  peer: string;
+  start: () => void;
+  position: number;
+}
+
+export class ReplicaServer {
+  readonly maxActive: number;
+  private readonly server: Server;
+  private readonly queue: Waiting[] = [];
+  private readonly busyTargets = new Set<string>();
+  private readonly sessions = new Set<Promise<void>>();
+  private readonly links = new Set<TlsLink>();
+  private active = 0;
+  /** Most transfers that ran at once (for tests and logs). */
+  peakActive = 0;
+
+  private constructor(private readonly opts: ReplicaServerOptions) {
+    this.maxActive = opts.maxActiveTransfers ?? 3;
+    if (!Number.isInteger(this.maxActive) || this.maxActive < 1) throw new VhdsyncError('USAGE', `--max-active-transfers: '${opts.maxActiveTransfers}' must be a whole number of at least 1`);
+    const openTimeoutMs = opts.openTimeoutMs ?? 10_000;
+    this.server = createServer({ ...serverTlsOptions(opts.tls), handshakeTimeout: openTimeoutMs });
+    this.server.maxConnections = this.maxActive + MAX_QUEUED + 32;
+    // The TLS socket of a refused client is gone before we hear of it: note its address on arrival.
+    const peers = new WeakMap<object, string>();
+    this.server.on('connection', (raw: Socket) => {
+      peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
+      raw.setNoDelay(true); // digest requests and replies are small and latency-bound
+    });
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket & { _parent?: object }) => {
+      // Node drops a client whose certificate fails verification; the reason is on the socket.
+      const peer = (socket._parent && peers.get(socket._parent)) ?? 'unknown peer';
+      this.log({ event: 'refused', peer, reason: socket.authorizationError ? String(socket.authorizationError) : (err.code ?? err.message) });
+      socket.destroy(); // with a listener here, Node leaves that to us
+    });
+    this.server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, openTimeoutMs));
+  }
+
+  static async start(opts: ReplicaServerOptions): Promise<ReplicaServer> {
+    const s = new ReplicaServer(opts);
+    await new Promise<void>((resolve, reject) => {
+      s.server.once('error', (e: NodeJS.ErrnoException) => {
+        const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : e.code === 'EACCES' ? 'permission denied' : e.message;
+        reject(new VhdsyncError('USAGE', `--listen ${opts.host}:${opts.port}: ${why}`, { cause: e }));
+      });
+      s.server.listen(opts.port, opts.host, () => resolve());
+    });
+    const { port } = s.address;
+    s.log({ event: 'listening', host: opts.host, port, root: opts.root });
+    return s;
+  }
+
+  get address(): { host: string; port: number } {
+    const a = this.server.address();
+    return { host: this.opts.host, port: typeof a === 'object' && a ? a.port : this.opts.port };
+  }
+
+  /** Stop accepting, drop every client (their replicas keep their checkpoints), wait for the endpoints. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const link of this.links) link.destroy(new VhdsyncError('LINK', 'the replica server is shutting down'));
+    await Promise.all(this.sessions);
+    await closed;
+  }
+
+  private log(e: ServerEvent): void {
+    this.opts.log?.(e);
+  }
+
+  private accept(socket: TLSSocket, openTimeoutMs: number): void {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (!socket.authorized) {
+      // rejectUnauthorized already does this; never rely on one check for the door.
+      this.log({ event: 'refused', peer, reason: String(socket.authorizationError ?? 'not authorized') });
+      socket.destroy();
+      return;
+    }
+    const client = String(socket.getPeerCertificate().subject?.CN ?? '?');
+    const link = new TlsLink(socket, {
+      maxFrameBytes: OPEN_FRAME_LIMIT,
+      stallMs: this.opts.stallMs,
+      receiveLimiter: this.opts.limiter,
+      describeError: (e) => describeLinkError(e, `client ${peer}`),
+    });
+    this.links.add(link);
+    const session = this.serve(link, peer, client, openTimeoutMs)
+      .catch(() => {})
+      .finally(() => {
+        this.links.delete(link);
+        this.sessions.delete(session);
+      });
+    this.sessions.add(session);
+  }
+
+  private async serve(link: TlsLink, peer: string, client: string, openTimeoutMs: number): Promise<void> {
+    let target: string | undefined;
+    const refuse = async (e: unknown) => {
+      const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', String((e as Error)?.message ?? e));
+      this.log({ event: 'refused', peer, reason: err.message, target });
+      await link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
+      link.close();
+    };
+    // Gate 2: 'open', in time.
+    let open: Record<string, unknown>;
+    try {
+      open = await readOpen(link, openTimeoutMs);
+    } catch (e) {
+      // A peer that says nothing or breaks the framing gets no answer; one that speaks badly gets a line.
+      if (e instanceof VhdsyncError && e.code === 'LINK') {
+        this.log({ event: 'refused', peer, reason: e.message });
+        link.destroy(e);
+      } else await refuse(e);
+      return;
+    }
+    try {
+      if (open.version !== PROTOCOL_VERSION) {
+        throw new VhdsyncError('PROTOCOL', `protocol version ${String(open.version)} is not supported by this replica server (it speaks ${PROTOCOL_VERSION}); upgrade vhdsync on both sides`);
+      }
+      // Gate 3: under --root.
+      target = await confineTarget(this.opts.root, open.target);
+    } catch (e) {
+      await refuse(e);
+      return;
+    }
+    // Gate 4: the queue. Frames before 'opened' are a protocol violation.
+    link.onFrame(() => link.destroy(new VhdsyncError('PROTOCOL', "protocol error: frame before 'opened'")));
+    const name = String(open.target);
+    const admitted = await this.admit(link, peer, name, target);
+    if (!admitted) {
+      this.log({ event: 'refused', peer, target: name, reason: admitted === false ? 'gone while queued' : 'busy' });
+      return;
+    }
+    // Gate 5: serve until either side closes.
+    const t0 = performance.now();
+    let outcome = 'disconnected';
+    let conn: ReplicaConnection | undefined;
+    try {
+      this.log({ event: 'started', peer, client, target: name, active: this.active });
+      conn = await connectReplica(target, { link: { rate: Infinity, latencyMs: 0 } });
+      outcome = await relay(link, conn);
+    } catch (e) {
+      outcome = `error: ${(e as Error).message}`;
+      await refuse(e);
+    } finally {
+      await conn?.close().catch(() => {});
+      this.release(target);
+      this.log({ event: 'finished', peer, target: name, outcome, seconds: (performance.now() - t0) / 1000, bytesReceived: link.stats.bytesReceived, bytesSent: link.stats.bytesSent });
+    }
+  }
+
+  /** Wait for a slot and for the disk to be free; resolves true when admitted, false if the client left. */
+  private admit(link: TlsLink, peer: string, name: string, target: string): Promise<boolean | 'busy'> {
+    if (this.queue.length >= MAX_QUEUED) {
+      void link.send(encode({ t: 'control', op: 'error', body: { code: 'BUSY', message: `the replica server is busy (${this.queue.length} transfers waiting); try again later` } })).catch(() => {});
+      link.close();
+      return Promise.resolve('busy');
+    }
+    return new Promise((resolve) => {
+      const w: Waiting = { target, link, peer, position: 0, start: () => resolve(true) };
+      this.queue.push(w);
+      link.onClose(() => {
+        const i = this.queue.indexOf(w);
+        if (i < 0) return;
+        this.queue.splice(i, 1);
+        resolve(false);
+        this.pump();
+      });
+      this.pump();
+      if (this.queue.includes(w)) this.log({ event: 'queued', peer, target: name, position: w.position });
+    });
+  }
+
+  /** Start every waiting transfer that may start, in arrival order; tell the others where they stand. */
+  private pump(): void {
+    for (let i = 0; i < this.queue.length && this.active < this.maxActive; ) {
+      const w = this.queue[i];
+      if (this.busyTargets.has(w.target)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      this.busyTargets.add(w.target);
+      this.active++;
+      this.peakActive = Math.max(this.peakActive, this.active);
+      w.start();
+    }
+    this.queue.forEach((w, i) => {
+      if (w.position === i + 1) return;
+      w.position = i + 1;
+      void w.link.send(encode({ t: 'control', op: 'queued', body: { position: w.position } })).catch(() => {});
+    });
+  }
+
+  private release(target: string): void {
+    this.busyTargets.delete(target);
+    this.active--;
+    this.pump();
+  }
+}
+
+/** The first frame, which must be control 'open', within the time allowed. */
+function readOpen(link: TlsLink, timeoutMs: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new VhdsyncError('LINK', `no 'open' within ${timeoutMs / 1000} s`)), timeoutMs);
+    link.onClose((e) => {
+      clearTimeout(timer);
+      reject(e ?? new VhdsyncError('LINK', "closed before 'open'"));
+    });
+    link.onFrame((frame) => {
+      clearTimeout(timer);
+      try {
+        const m = decode(frame);
+        if (m.t !== 'control' || m.op !== 'open') throw new VhdsyncError('PROTOCOL', `protocol error: expected 'open' first, got '${m.t === 'control' ? m.op : m.t}'`);
+        resolve(m.body);
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+/**
+ * Relay frames between the client and the replica endpoint's thread until one side closes.
+ * Resolves with how the session ended, as the endpoint said it (committed, paused, an error).
+ */
+function relay(link: TlsLink, conn: ReplicaConnection): Promise<string> {
+  return new Promise((resolve) => {
+    let outcome = 'disconnected';
+    link.maxFrameBytes = MAX_FRAME_BYTES;
+    link.onFrame((frame) => conn.link.send(frame));
+    conn.link.onFrame((frame) => {
+      if (frame[0] === CONTROL_TYPE) {
+        const m = decode(frame);
+        if (m.t === 'control' && (m.op === 'committed' || m.op === 'paused')) outcome = m.op;
+        if (m.t === 'control' && m.op === 'error') outcome = `error: ${String(m.body.message)}`;
+      }
+      link.send(frame).catch(() => {});
+    });
+    // Either side closing closes the other: the endpoint checkpoints when the client goes away.
+    link.onClose(() => {
+      conn.link.close();
+      resolve(outcome);
+    });
+    conn.link.onClose(() => link.close());
+    conn.failed.catch((e: Error) => {
+      outcome = `error: ${e.message}`;
+      link.send(encode({ t: 'control', op: 'error', body: { code: 'IO', message: e.message } })).catch(() => {});
+      link.close();
+    });
+    void link.send(encode({ t: 'control', op: 'opened', body: { version: PROTOCOL_VERSION } })).catch(() => {});
+  });
+}
+
+const CONTROL_TYPE = encode({ t: 'control', op: '', body: {} })[0];

@@ -1,0 +1,162 @@
+import { readdir, rename, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { VhdsyncError, ioError } from '../errors.js';
+import { removeIfExists, syncDir } from '../fsutil.js';
+import {
+  createTrackingLog, readTrackingHeader, readTrackingLog, sealTrackingLog, writeTrackingHeader,
+  type LogInit, type TrackHeader, type TrackRecord,
+} from './log.js';
+import { withLock } from './pid-lock.js';
+
+/**
+ * The tracking-log files of one primary disk, all beside it (as Hyper-V keeps its .hrl files):
+ *   <disk>.vhdsync-track          the open log that writes go to (absent = tracking is off)
+ *   <disk>.vhdsync-track.<seq>    sealed logs waiting to be shipped, one per replication cycle
+ *   <disk>.vhdsync-track.lock     the lock that orders appends, seals, switches and takes
+ * A writer holds the lock for "append the record, then write the disk", so whoever seals or takes the
+ * log under the lock sees a log and a disk that agree.
+ */
+export function trackingLogPathFor(primaryPath: string): string {
+  return `${primaryPath}.vhdsync-track`;
+}
+
+export function sealedLogPathFor(primaryPath: string, sequence: number): string {
+  return `${trackingLogPathFor(primaryPath)}.${String(sequence).padStart(8, '0')}`;
+}
+
+export function logLockPathFor(primaryPath: string): string {
+  return `${trackingLogPathFor(primaryPath)}.lock`;
+}
+
+export interface SealedLog {
+  sequence: number;
+  path: string;
+  size: number;
+}
+
+export function withLogLock<T>(primaryPath: string, fn: () => Promise<T>): Promise<T> {
+  return withLock(logLockPathFor(primaryPath), fn, { what: `the tracking log of ${primaryPath}` });
+}
+
+/** Hold the logs of several disks at once (always in the order given), for a cut consistent across disks. */
+export async function withLogLocks<T>(primaryPaths: readonly string[], fn: () => Promise<T>): Promise<T> {
+  if (primaryPaths.length === 0) return fn();
+  const [first, ...rest] = primaryPaths;
+  return withLogLock(first, () => withLogLocks(rest, fn));
+}
+
+// ---- Under the lock ----
+
+/** The open log's header, or undefined when tracking is off for this disk. */
+export async function currentLog(primaryPath: string): Promise<{ header: TrackHeader; size: number } | undefined> {
+  try {
+    return await readTrackingHeader(trackingLogPathFor(primaryPath));
+  } catch (e) {
+    if ((e as VhdsyncError).code === 'NOT_FOUND') return undefined;
+    throw e;
+  }
+}
+
+export async function createCurrentLog(primaryPath: string, init: LogInit): Promise<TrackHeader> {
+  return createTrackingLog(trackingLogPathFor(primaryPath), init);
+}
+
+/** Seal the open log (end-of-log written) and move it to its sealed name. */
+export async function sealCurrentLog(primaryPath: string): Promise<SealedLog | undefined> {
+  const path = trackingLogPathFor(primaryPath);
+  const cur = await currentLog(primaryPath);
+  if (!cur) return undefined;
+  const sealed = cur.header.endOfLog > 0 ? cur.header : await sealTrackingLog(path);
+  const target = sealedLogPathFor(primaryPath, sealed.sequence);
+  try {
+    await stat(target);
+    throw new VhdsyncError('EXISTS', `${target}: a sealed tracking log with sequence ${sealed.sequence} already exists`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  await rename(path, target).catch((e) => {
+    throw ioError(path, e);
+  });
+  await syncDir(dirname(primaryPath));
+  return { sequence: sealed.sequence, path: target, size: sealed.endOfLog };
+}
+
+/** The writer `pid` is done with the open log: it stays open (end-of-log 0) but has no writer. */
+export async function releaseCurrentLog(primaryPath: string, pid: number): Promise<void> {
+  const cur = await currentLog(primaryPath);
+  if (cur && cur.header.endOfLog === 0 && cur.header.writerPid === pid) {
+    await writeTrackingHeader(trackingLogPathFor(primaryPath), { ...cur.header, writerPid: 0 });
+  }
+}
+
+/** Stop tracking: the open log and (with `sealed`) every unshipped sealed log go. */
+export async function removeLogs(primaryPath: string, opts: { sealed: boolean }): Promise<number> {
+  let removed = (await removeIfExists(trackingLogPathFor(primaryPath))) ? 1 : 0;
+  if (opts.sealed) for (const s of await listSealedLogs(primaryPath)) removed += (await removeIfExists(s.path)) ? 1 : 0;
+  return removed;
+}
+
+// ---- No lock needed ----
+
+/** Sealed logs of this disk, oldest first. */
+export async function listSealedLogs(primaryPath: string): Promise<SealedLog[]> {
+  const dir = dirname(primaryPath);
+  const prefix = `${basename(trackingLogPathFor(primaryPath))}.`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    throw ioError(dir, e);
+  }
+  const out: SealedLog[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const tail = name.slice(prefix.length);
+    if (!/^\d+$/.test(tail)) continue;
+    const path = join(dir, name);
+    const size = await stat(path).then((s) => s.size, () => -1);
+    if (size >= 0) out.push({ sequence: Number(tail), path, size });
+  }
+  return out.sort((a, b) => a.sequence - b.sequence);
+}
+
+/** Bytes held in this disk's tracking logs, open and sealed: what a failover now would lose. */
+export async function logBytes(primaryPath: string): Promise<number> {
+  let total = 0;
+  for (const s of await listSealedLogs(primaryPath)) total += s.size;
+  total += await stat(trackingLogPathFor(primaryPath)).then((s) => s.size, () => 0);
+  return total;
+}
+
+// ---- Self-locking operations for a resync (host/resync) ----
+
+/**
+ * A resync starts tracking: with `fresh`, a log left by an earlier, abandoned run is dropped first; a
+ * resumed run keeps appending to its log.
+ */
+export async function startTrackingLog(primaryPath: string, init: LogInit, opts: { fresh: boolean }): Promise<void> {
+  await withLogLock(primaryPath, async () => {
+    if (opts.fresh) await removeIfExists(trackingLogPathFor(primaryPath));
+    if (!(await currentLog(primaryPath))) await createCurrentLog(primaryPath, init);
+  });
+}
+
+/**
+ * A resync has merged: take every write tracked since it started, and in the same instant either stop
+ * tracking or (for a replicating VM) open the log that normal replication continues with, so that no
+ * write falls between the two.
+ */
+export async function takeTrackingLog(primaryPath: string, next?: LogInit): Promise<{ records: TrackRecord[]; torn: boolean }> {
+  return withLogLock(primaryPath, async () => {
+    const path = trackingLogPathFor(primaryPath);
+    let taken: { records: TrackRecord[]; torn: boolean } = { records: [], torn: false };
+    try {
+      taken = await readTrackingLog(path);
+    } catch (e) {
+      if ((e as VhdsyncError).code !== 'NOT_FOUND') throw e;
+    }
+    await removeIfExists(path);
+    if (next) await createCurrentLog(primaryPath, next);
+    return taken;
+  });
+}

@@ -1,0 +1,91 @@
+import { connect, type TLSSocket } from 'node:tls';
+import { VhdsyncError, type ErrorCode } from '../errors.js';
+import { decode, encode, PROTOCOL_VERSION } from './protocol.js';
+import type { ReplicaAddress } from './replica-address.js';
+import { clientTlsOptions, describeLinkError, type TlsMaterial } from './tls-config.js';
+import { TlsLink } from './tls-link.js';
+import type { TokenBucket } from './token-bucket.js';
+
+/**
+ * How a primary reaches a replica server: TCP, mutual TLS, then the 'open' exchange that names the
+ * replica disk (protocol.ts). The returned link is ready for the resync handshake (hello ...).
+ */
+export interface DialOptions {
+  tls: TlsMaterial;
+  /** Paces what the primary sends (`--bandwidth`, `--bandwidth-schedule`). */
+  limiter?: TokenBucket;
+  /** See TlsLinkOptions.stallMs. */
+  stallMs?: number;
+  /** Give up connecting (TCP + TLS) after this long (default 15 s). */
+  connectTimeoutMs?: number;
+  /** The server is at --max-active-transfers; we wait in its queue at this position. */
+  onQueued?: (position: number) => void;
+  /** Tests only: speak another protocol version. */
+  version?: number;
+}
+
+export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptions): Promise<TlsLink> {
+  const peer = `replica server ${address.display}`;
+  const socket = await handshake(address, opts, peer);
+  const link = new TlsLink(socket, {
+    stallMs: opts.stallMs,
+    sendLimiter: opts.limiter,
+    describeError: (e) => describeLinkError(e, peer, opts.tls.caSubject),
+  });
+  try {
+    await openTarget(link, address, opts, peer);
+  } catch (e) {
+    link.destroy();
+    throw e;
+  }
+  return link;
+}
+
+function handshake(address: ReplicaAddress, opts: DialOptions, peer: string): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(clientTlsOptions(opts.tls, address.host, address.port));
+    const timer = setTimeout(() => socket.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs ?? 15_000);
+    const fail = (e: Error) => {
+      clearTimeout(timer);
+      reject(describeLinkError(e, peer, opts.tls.caSubject));
+    };
+    socket.once('error', fail);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      socket.off('error', fail);
+      resolve(socket);
+    });
+  });
+}
+
+/** Send 'open', wait through 'queued' notices for 'opened' (or the server's error). */
+function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, peer: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    link.onFrame((frame) => {
+      let m;
+      try {
+        m = decode(frame);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (m.t !== 'control') return reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.t}' before 'opened'`));
+      if (m.op === 'queued') return opts.onQueued?.(Number(m.body.position));
+      if (m.op === 'error') return reject(new VhdsyncError((String(m.body.code ?? 'LINK') as ErrorCode), `${peer}: ${String(m.body.message)}`));
+      if (m.op !== 'opened') return reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.op}' before 'opened'`));
+      if (m.body.version !== PROTOCOL_VERSION) {
+        return reject(new VhdsyncError('PROTOCOL', `${peer} speaks protocol version ${String(m.body.version)}; this vhdsync speaks ${PROTOCOL_VERSION} — upgrade vhdsync on both sides`));
+      }
+      resolve();
+    });
+    link.onClose((e) => {
+      // A server that does not trust our certificate drops us right after the handshake (TLS 1.3),
+      // without a TLS alert: all we see is a close or a reset.
+      const cause = (e as { cause?: { code?: string } } | undefined)?.cause;
+      const silent = e === undefined || /was lost|was reset/.test(e.message) || cause?.code === 'ECONNRESET';
+      if (!silent) return reject(e);
+      reject(new VhdsyncError('LINK', `${peer} closed the connection before opening ${address.target}; if this persists, it refuses a certificate it does not trust — check that --cert is signed by the server's CA and has not expired`, { cause: e }));
+    });
+    link.send(encode({ t: 'control', op: 'open', body: { version: opts.version ?? PROTOCOL_VERSION, target: address.target } })).catch(reject);
+  });
+}

@@ -1,0 +1,79 @@
+/**
+ * Opening a disk image picked in the browser: the same detection as `openDisk` (host/disk/open.ts)
+ * over a Blob — a VHD by its footer (the last 512 bytes, or the copy at offset 0), else raw. There are
+ * no paths in a browser, so a differencing VHD, whose data lives partly in its parent, is refused.
+ */
+import { VhdsyncError } from '../errors.js';
+import type { Disk } from '../disk/disk.js';
+import { ascii } from '../disk/endian.js';
+import { RawDisk } from '../disk/raw.js';
+import { VhdDynamicDisk } from '../disk/vhd-dynamic.js';
+import { VhdFixedDisk } from '../disk/vhd-fixed.js';
+import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from '../disk/vhd-footer.js';
+import { looksLikeVhd, readFooterCandidates, readVhdMetadata } from '../disk/vhd-metadata.js';
+import { BlobFile } from './blob-file.js';
+
+/** What the page shows about one image. */
+export interface ImageInfo {
+  name: string;
+  fileSize: number;
+  format: Disk['format'];
+  type: Disk['type'];
+  virtualSize: number;
+  blockSize: number;
+  /** Things worth knowing that do not stop the compare (a damaged footer copy, ...). */
+  warnings: string[];
+}
+
+export interface OpenedImage {
+  disk: Disk;
+  file: BlobFile;
+  info: ImageInfo;
+}
+
+/** Open `file` read-only. Anything malformed is a VhdsyncError with one line naming the file. */
+export async function openImage(file: Blob & { readonly name: string }): Promise<OpenedImage> {
+  const name = file.name;
+  const blob = new BlobFile(file, name);
+  const size = await blob.size();
+  if (size === 0) throw new VhdsyncError('TRUNCATED', `${name}: the file is empty; it is not a disk image`);
+  const disk = await detect(blob, size, name);
+  const warnings = 'warnings' in disk ? (disk as { warnings: string[] }).warnings : [];
+  return {
+    disk,
+    file: blob,
+    info: {
+      name,
+      fileSize: size,
+      format: disk.format,
+      type: disk.type,
+      virtualSize: disk.virtualSize,
+      blockSize: disk.blockSize,
+      warnings,
+    },
+  };
+}
+
+async function detect(file: BlobFile, size: number, name: string): Promise<Disk> {
+  const { head, tail } = await readFooterCandidates(file, size);
+  if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
+    throw new VhdsyncError('UNSUPPORTED', `${name}: VHDX images are not supported by the page yet; convert it with 'qemu-img convert -O vpc'`);
+  }
+  if (!looksLikeVhd(head, tail)) {
+    // As on the command line: a file that says it is a VHD but has no footer is broken, not raw.
+    if (/\.(vhd|avhd)$/i.test(name)) {
+      throw new VhdsyncError('BAD_COOKIE', `${name}: not a VHD: no 'conectix' footer at the end or the start of the file`);
+    }
+    return RawDisk.fromFile(file, size);
+  }
+  const meta = await readVhdMetadata(file, size, head, tail);
+  if (meta.footer.diskType === DISK_TYPE_FIXED) return new VhdFixedDisk(file, meta);
+  if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) {
+    const parent = meta.dynamic?.header.parentUnicodeName || 'its parent';
+    throw new VhdsyncError(
+      'UNSUPPORTED',
+      `${name}: a differencing VHD; its unchanged data lives in ${parent}, which a page cannot open from one picked file. Merge the chain first, or run 'vhdsync compare' on the command line`,
+    );
+  }
+  return new VhdDynamicDisk(file, meta);
+}

@@ -1,0 +1,159 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { resync } from '../host/index.js';
+import { loadTlsMaterial } from '../host/transport/tls-config.js';
+import { tempDir, qemuIdentical, randomBytes, rawImage, cli, CLI } from './support/files.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let cleanup: () => Promise<void>;
+let certs: string;
+let root: string;
+let server: ChildProcess;
+let port: number;
+const serverLog: Record<string, unknown>[] = [];
+
+const clientFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+const serverFlags = () => ['--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
+
+/** `vhdsync replica serve` as a child process; resolves with its port once it listens. */
+function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buffered = '';
+    child.stdout!.on('data', (d) => {
+      buffered += d;
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const e = JSON.parse(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        serverLog.push(e);
+        if (e.event === 'listening') resolve({ child, port: e.port });
+      }
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir('vhdsync-netcli-'));
+  certs = join(dir, 'certs');
+  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary,backup']);
+  expect(made.status, made.stderr).toBe(0);
+  root = join(dir, 'root');
+  await mkdir(root);
+  ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, '--max-active-transfers', '3', ...serverFlags()]));
+});
+afterAll(async () => {
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server.once('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  await cleanup();
+});
+
+async function pair(name: string, size: number, seed: number): Promise<{ primary: string; replica: string; url: string }> {
+  const writes: [number, Uint8Array][] = [];
+  for (let off = 0; off < size; off += 8 * MiB) writes.push([off, randomBytes(MiB, seed + off / MiB)]);
+  const primary = await rawImage(join(dir, `${name}.img`), size, writes);
+  await mkdir(join(root, name));
+  const replica = await rawImage(join(root, name, 'disk.img'), size);
+  return { primary, replica, url: `tls://127.0.0.1:${port}/${name}/disk.img` };
+}
+
+describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
+  it('vhdsync cert makes a CA, a server and client certificates that load, with private keys 0600', async () => {
+    for (const name of ['server', 'primary', 'backup']) {
+      const m = await loadTlsMaterial({ cert: join(certs, `${name}.crt`), key: join(certs, `${name}.key`), ca: join(certs, 'ca.crt') });
+      expect(m.caSubject).toBe('CN=vhdsync CA');
+      expect((await stat(join(certs, `${name}.key`))).mode & 0o777).toBe(0o600);
+    }
+    expect((await readFile(join(certs, 'ca.crt'), 'utf8')).startsWith('-----BEGIN CERTIFICATE-----')).toBe(true);
+  });
+
+  it('resyncs to the replica server and prints one JSON object', async () => {
+    const { primary, replica, url } = await pair('one', 64 * MiB, 1);
+    const out = cli(['resync', primary, url, '--json', ...clientFlags()], { VHDSYNC_HOME: join(dir, 'home') });
+    expect(out.stderr).toBe('');
+    expect(out.status).toBe(0);
+    const j = JSON.parse(out.stdout);
+    expect(j).toMatchObject({ result: 'completed', identical: true, bytesCompared: 64 * MiB, bytesSent: 8 * MiB, reconnects: [] });
+    expect(qemuIdentical(primary, replica)).toBe(true);
+  });
+
+  it('bad input: one clear line and exit 2', async () => {
+    const p = await rawImage(join(dir, 'bad.img'), 8 * MiB);
+    const url = `tls://127.0.0.1:${port}/one/disk.img`;
+    const unreachable = `tls://127.0.0.1:${await freePort()}/one/disk.img`;
+    const cases: [string[], RegExp][] = [
+      [['resync', p, url, '--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key')], /needs --ca/],
+      [['resync', p, url, '--cert', join(dir, 'nope.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')], /--cert .*nope.crt: no such file/],
+      [['resync', p, url, '--cert', join(certs, 'primary.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')], /--key .* does not belong to --cert/],
+      [['resync', p, url, '--cert', join(certs, 'ca.key'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')], /not a PEM certificate/],
+      [['resync', p, url, ...clientFlags(), '--bandwidth', 'fast'], /--bandwidth: 'fast' is not a rate/],
+      [['resync', p, url, ...clientFlags(), '--bandwidth-schedule', '9-17=1mbps'], /not a window/],
+      [['resync', p, url, ...clientFlags(), '--link', '1mbps'], /--link and --latency simulate a link to a local replica/],
+      [['resync', p, join(dir, 'r.img'), ...clientFlags()], /--cert applies to a tls:\/\/HOST:PORT\/NAME\/disk.vhd replica/],
+      [['resync', p, 'tls://127.0.0.1/x.img', ...clientFlags()], /expected tls:\/\/HOST:PORT\/NAME\/disk.vhd/],
+      [['resync', p, unreachable, ...clientFlags()], /connection refused \(is 'vhdsync replica serve' listening there\?\)/],
+      [['resync', '--cancel', url], /--cancel works on a local replica/],
+      [['replica', 'serve', '--listen', '127.0.0.1:0', ...serverFlags()], /required option '--root <dir>'/],
+      [['replica', 'serve', '--listen', 'localhost', '--root', root, ...serverFlags()], /--listen: 'localhost' is not HOST:PORT/],
+      [['replica', 'serve', '--listen', `127.0.0.1:${port}`, '--root', root, ...serverFlags()], /address is already in use/],
+      [['replica', 'serve', '--listen', '127.0.0.1:0', '--root', join(dir, 'missing'), ...serverFlags()], /--root .*missing: no such file/],
+      [['replica', 'serve', '--listen', '127.0.0.1:0', '--root', root], /replica serve needs --cert, --key, --ca/],
+      [['replica', 'serve', '--listen', '127.0.0.1:0', '--root', root, '--max-active-transfers', '0', ...serverFlags()], /--max-active-transfers: '0'/],
+      [['cert'], /required option '--out <dir>'/],
+    ];
+    for (const [args, msg] of cases) {
+      const out = cli(args);
+      expect(out.status, args.join(' ')).toBe(2);
+      expect(out.stderr, args.join(' ')).toMatch(msg);
+      expect(out.stderr.trim().split('\n').length, out.stderr).toBeLessThanOrEqual(2);
+      expect(out.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
+    }
+  });
+
+  it('load: 8 resyncs against one server with --max-active-transfers 3 all complete; server memory stays bounded', async () => {
+    const size = 64 * MiB;
+    const pairs = await Promise.all(Array.from({ length: 8 }, (_, i) => pair(`load${i}`, size, 100 * (i + 1))));
+    const tls = await loadTlsMaterial({ cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') });
+    const logFrom = serverLog.length;
+    const t0 = performance.now();
+    const results = await Promise.all(pairs.map((p) => resync({ primary: p.primary, replica: p.url, network: { tls } })));
+    const seconds = (performance.now() - t0) / 1000;
+    for (const [i, r] of results.entries()) {
+      expect(r.result).toBe('completed');
+      expect(qemuIdentical(pairs[i].primary, pairs[i].replica)).toBe(true);
+    }
+    const log = serverLog.slice(logFrom);
+    expect(log.filter((e) => e.event === 'started').map((e) => e.active as number).every((n) => n <= 3)).toBe(true);
+    expect(log.filter((e) => e.event === 'queued').length).toBeGreaterThanOrEqual(5);
+    // Peak resident memory of the server process over its whole life (Linux: VmHWM).
+    const status = await readFile(`/proc/${server.pid}/status`, 'utf8');
+    const peakMiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
+    const payload = results.reduce((n, r) => n + r.bytesSent, 0);
+    console.log(`[network] load: 8 × ${size / MiB} MiB (${payload / MiB} MiB sent) in ${seconds.toFixed(2)} s; replica server peak RSS ${peakMiB.toFixed(0)} MiB`);
+    expect(peakMiB).toBeLessThan(512);
+  });
+
+  it('SIGTERM stops the server cleanly', async () => {
+    const exited = new Promise<number | null>((r) => server.once('exit', (code) => r(code)));
+    server.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});

@@ -1,0 +1,206 @@
+/**
+ * The compare page end to end in real headless Chromium: `vhdsync web` serves it, the images go in
+ * through the file inputs, and what the page finds must be what `vhdsync compare --json` finds.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import type { BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createVhd, openDisk } from '../host/disk/index.js';
+import { FIXTURES } from './disk.support.js';
+import { cli, randomBytes, tempDir } from './support/files.js';
+import { OUTPUT, compareInPage, launchChromium, startWebCli } from './web.support.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+let context: BrowserContext;
+let server: Awaited<ReturnType<typeof startWebCli>>;
+
+/** `vhdsync compare --json` on the same pair. */
+function cliCompare(a: string, b: string) {
+  const r = cli(['compare', '--json', a, b]);
+  expect(r.status, r.stderr).not.toBe(2);
+  return JSON.parse(r.stdout) as { identical: boolean; differingBytes: number; ranges: { start: number; end: number }[]; sizeA: number; sizeB: number };
+}
+
+/** A dynamic VHD with the given writes. */
+async function makeVhd(path: string, size: number, blockSize: number, writes: [number, Uint8Array][]): Promise<void> {
+  await createVhd(path, { size, type: 'dynamic', blockSize });
+  const d = await openDisk(path);
+  for (const [offset, data] of writes) await d.write(offset, data);
+  await d.close();
+}
+
+/** The 4 KiB units holding a differing sector, counted from the ranges themselves. */
+function unitsTouched(ranges: { start: number; end: number }[], unit: number): number {
+  const set = new Set<number>();
+  for (const r of ranges) for (let s = r.start; s < r.end; s += 512) set.add(Math.floor(s / unit));
+  return set.size;
+}
+
+beforeAll(async () => {
+  mkdirSync(OUTPUT, { recursive: true });
+  ({ dir, cleanup } = await tempDir('vhdsync-web-e2e-'));
+  // primary.vhd: 32 MiB dynamic with data in blocks 0, 1, 5 and 9 (2 MiB blocks).
+  await makeVhd(join(dir, 'primary.vhd'), 32 * MiB, 2 * MiB, [
+    [0, randomBytes(3 * MiB, 1)],
+    [10 * MiB + 12 * KiB, randomBytes(100 * KiB, 2)],
+    [18 * MiB, randomBytes(2 * MiB, 3)],
+  ]);
+  // replica.img: raw, the primary's contents with scattered changes.
+  const primary = await openDisk(join(dir, 'primary.vhd'), { readOnly: true });
+  const raw = new Uint8Array(primary.virtualSize);
+  await primary.read(0, raw);
+  await primary.close();
+  raw[4608] ^= 0xff; // one sector
+  raw.set(randomBytes(70 * KiB, 4), 3 * MiB - 1000); // across the end of primary data
+  raw.set(randomBytes(512, 5), 24 * MiB); // where the primary has no block
+  raw.fill(0, 18 * MiB + 5 * KiB, 18 * MiB + 9 * KiB); // zeros over primary data
+  writeFileSync(join(dir, 'replica.img'), raw);
+  writeFileSync(join(dir, 'short.img'), raw.subarray(0, 16 * MiB));
+  // A pair of dynamic VHDs with 512 KiB blocks, mostly unallocated on both sides.
+  await makeVhd(join(dir, 'sparse-a.vhd'), 16 * MiB, 512 * KiB, [
+    [0, randomBytes(300 * KiB, 6)],
+    [3 * 512 * KiB, randomBytes(8 * KiB, 7)],
+  ]);
+  await makeVhd(join(dir, 'sparse-b.vhd'), 16 * MiB, 512 * KiB, [
+    [0, randomBytes(300 * KiB, 6)],
+    [100 * KiB, randomBytes(1 * KiB, 8)],
+    [7 * 512 * KiB, randomBytes(4 * KiB, 9)],
+  ]);
+  writeFileSync(join(dir, 'corrupt-bat-past-eof.vhd'), gunzipSync(readFileSync(join(FIXTURES, 'corrupt-bat-past-eof.vhd.gz'))));
+  writeFileSync(join(dir, 'diff-child-aligned.vhd'), gunzipSync(readFileSync(join(FIXTURES, 'diff-child-aligned.vhd.gz'))));
+
+  server = await startWebCli();
+  browser = await launchChromium();
+  context = browser.context;
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+  await cleanup?.();
+});
+
+describe('the compare page in headless Chromium', () => {
+  it('a VHD against a raw image: the same differing ranges as vhdsync compare --json, the map, the estimate and hover', async () => {
+    const a = join(dir, 'primary.vhd');
+    const b = join(dir, 'replica.img');
+    const expected = cliCompare(a, b);
+    expect(expected.ranges.length).toBeGreaterThanOrEqual(4);
+
+    const page = await context.newPage();
+    const run = await compareInPage(page, server.url, a, b);
+    expect(run.state).toBe('done');
+    expect(run.json).toEqual(expected);
+    expect(run.errors).toEqual([]);
+
+    // What each image is.
+    await expect(page.textContent('#primary [data-field="format"]')).resolves.toBe('VHD dynamic');
+    await expect(page.textContent('#replica [data-field="format"]')).resolves.toBe('raw');
+    await expect(page.textContent('#primary [data-field="virtual-size"]')).resolves.toBe('32 MiB (33,554,432 bytes)');
+    expect(await page.isHidden('#message')).toBe(true); // same sizes: no warning
+
+    // Progress reached the end and shows a throughput.
+    expect(await page.getAttribute('#progress', 'value')).toBe('1');
+    await expect(page.textContent('#progress-text')).resolves.toMatch(/^100% · 32 MiB of 32 MiB compared · read [\d.]+ MiB at [\d.]+ MB\/s/);
+
+    // The map: 8192 cells of 4 KiB; a cell is different exactly when a differing sector lies in it.
+    const map = await page.$eval('#map', (c) => ({ ...(c as HTMLCanvasElement).dataset }));
+    const different = unitsTouched(expected.ranges, 4 * KiB);
+    expect(map).toEqual({ identical: String(8192 - different), different: String(different), absent: '0' });
+
+    // The estimate: bytes sent at each granularity, and the times on both links.
+    const rows = await page.$$eval('#estimate tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+    const sent4k = different * 4 * KiB;
+    expect(await page.getAttribute('#estimate tbody tr[data-granularity="4096"] td:nth-child(2)', 'data-bytes')).toBe(String(sent4k));
+    const sent2m = unitsTouched(expected.ranges, 2 * MiB) * 2 * MiB;
+    expect(await page.getAttribute('#estimate tbody tr[data-granularity="2097152"] td:nth-child(2)', 'data-bytes')).toBe(String(sent2m));
+    expect(rows.map((r) => r[0])).toEqual(['4 KiB', '64 KiB', '2 MiB']);
+    // 2 MiB units: blocks 0, 1, 9 and 12 differ -> 8 MiB, 67 ms at 1 Gbps and 44.7 s at 1.5 Mbps.
+    expect(sent2m).toBe(8 * MiB);
+    expect(rows[2].slice(1)).toEqual(['8 MiB (8,388,608 bytes)', '67 ms', '44.7 s']);
+
+    // Hover: the cell under the pointer names its offset range.
+    const box = (await page.locator('#map').boundingBox())!;
+    await page.mouse.move(box.x + 1 * 6 + 2, box.y + 2); // cell 1: bytes 4096-8192, holds the flipped sector at 4608
+    await expect(page.textContent('#cell-info')).resolves.toBe('cell 1: bytes 4096–8192 (0x1000–0x2000), 4 KiB · different: 512 B differ');
+    expect(await page.isVisible('#tooltip')).toBe(true);
+    await page.mouse.move(box.x + 2 * 6 + 2, box.y + 2);
+    await expect(page.textContent('#tooltip')).resolves.toBe('cell 2: bytes 8192–12288 (0x2000–0x3000), 4 KiB · identical');
+    await page.screenshot({ path: join(OUTPUT, 'web-compare.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('works with the SIMD build and with the scalar fallback (?core=scalar), and marks blocks absent on both', async () => {
+    const a = join(dir, 'sparse-a.vhd');
+    const b = join(dir, 'sparse-b.vhd');
+    const expected = cliCompare(a, b);
+    expect(expected.identical).toBe(false);
+    for (const [query, simd] of [
+      ['', 'true'],
+      ['?core=scalar', 'false'],
+    ]) {
+      const page = await context.newPage();
+      const run = await compareInPage(page, server.url + query, a, b);
+      expect(run.state).toBe('done');
+      expect(await page.getAttribute('#core-build', 'data-simd')).toBe(simd);
+      expect(run.json).toEqual(expected);
+      expect(run.errors).toEqual([]);
+      // Blocks 0, 3 and 7 (of 32) are allocated somewhere; the other 29 x 512 KiB read as zeros on both.
+      const map = await page.$eval('#map', (c) => ({ ...(c as HTMLCanvasElement).dataset }));
+      expect(map.absent).toBe(String(29 * 128));
+      expect(map.different).toBe(String(unitsTouched(expected.ranges, 4 * KiB)));
+      await page.close();
+    }
+  });
+
+  it('a size mismatch is a clear message on the page, and the compare still matches the CLI', async () => {
+    const a = join(dir, 'primary.vhd');
+    const b = join(dir, 'short.img');
+    const page = await context.newPage();
+    const run = await compareInPage(page, server.url, a, b);
+    expect(run.state).toBe('done');
+    expect(run.json).toEqual(cliCompare(a, b));
+    expect(run.errors).toEqual([]);
+    await expect(page.textContent('#message')).resolves.toBe(
+      'Size mismatch: the replica (16 MiB, 16777216 bytes) is smaller than the primary (32 MiB, 33554432 bytes). ' +
+        'A resync refuses this pair; resize the replica to 33554432 bytes first. ' +
+        "The compare below counts the shorter image's missing tail as zeros, as 'vhdsync compare' does.",
+    );
+    expect(await page.getAttribute('#message', 'class')).toBe('warning');
+    await page.close();
+  });
+
+  it('a broken image and a differencing disk are clear messages on the page, not console errors', async () => {
+    const page = await context.newPage();
+    const run = await compareInPage(page, server.url, join(dir, 'primary.vhd'), join(dir, 'corrupt-bat-past-eof.vhd'));
+    expect(run.state).toBe('error');
+    expect(run.errors).toEqual([]);
+    const line = await page.textContent('#replica .image-error');
+    expect(line).toMatch(/^corrupt-bat-past-eof\.vhd: .*BAT/);
+    // The command line says the same thing about the same file.
+    const viaCli = cli(['info', join(dir, 'corrupt-bat-past-eof.vhd')]);
+    expect(viaCli.stderr.trim()).toBe(`vhdsync: ${line!.replace('corrupt-bat-past-eof.vhd', join(dir, 'corrupt-bat-past-eof.vhd'))}`);
+    await expect(page.textContent('#message')).resolves.toBe(`The replica image cannot be opened: ${line}`);
+    expect(await page.isVisible('#message')).toBe(true);
+    expect(await page.isHidden('#result')).toBe(true);
+    expect(await page.isHidden('#run')).toBe(true); // no progress bar left spinning
+    await expect(page.textContent('#primary [data-field="format"]')).resolves.toBe('VHD dynamic'); // the good side still shows
+    await page.screenshot({ path: join(OUTPUT, 'web-broken-image.png'), fullPage: true });
+
+    // Picking another file restarts: a differencing child cannot be read without its parent.
+    await page.setInputFiles('#replica-file', join(dir, 'diff-child-aligned.vhd'));
+    await page.waitForSelector('#replica .image-error:not([hidden])');
+    await expect(page.textContent('#replica .image-error')).resolves.toMatch(
+      /^diff-child-aligned\.vhd: a differencing VHD; its unchanged data lives in .*, which a page cannot open from one picked file/,
+    );
+    expect(run.errors).toEqual([]);
+    await page.close();
+  });
+});
