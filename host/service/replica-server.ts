@@ -180,7 +180,7 @@ export class ReplicaServer {
     link.onFrame(() => link.destroy(new VhdsyncError('PROTOCOL', "protocol error: frame before 'opened'")));
     const name = String(open.target);
     const admitted = await this.admit(link, peer, name, target);
-    if (!admitted) {
+    if (admitted !== true) {
       this.log({ event: 'refused', peer, target: name, reason: admitted === false ? 'gone while queued' : 'busy' });
       return;
     }
