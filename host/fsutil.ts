@@ -1,5 +1,6 @@
-import { open, rename, mkdir, unlink, stat } from 'node:fs/promises';
-import { dirname, basename, join } from 'node:path';
+import { open, rename, mkdir, unlink, stat, link, type FileHandle } from 'node:fs/promises';
+import { dirname, basename, join, resolve } from 'node:path';
+import { VhdsyncError, ioError } from './errors.js';
 
 /** Write a small file so that readers see either the old or the new content, never a mix (temp, fsync, rename, fsync dir). */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
@@ -46,5 +47,42 @@ export async function pathExists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Create a new file under a temporary name, fill and fsync it, then give it its name — never clobbering
+ * an existing file unless `overwrite` (a hard link refuses to replace; a rename where links don't exist).
+ */
+export async function writeNewFile(path: string, overwrite: boolean, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const refuse = () => new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
+  if (!overwrite && (await pathExists(path))) throw refuse();
+  const dir = dirname(resolve(path));
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    const fh = await open(tmp, 'wx');
+    try {
+      await fill(fh);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    if (overwrite) {
+      await rename(tmp, path);
+    } else {
+      try {
+        await link(tmp, path);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') throw refuse();
+        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw e;
+        await rename(tmp, path); // file systems without hard links
+      }
+      await unlink(tmp).catch(() => undefined);
+    }
+    await syncDir(dir);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw ioError(path, e);
   }
 }

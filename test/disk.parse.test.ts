@@ -5,7 +5,8 @@ import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { bytesEqual, getU32, putU32, putU64, uuidBytes, uuidText } from '../host/disk/endian.js';
 import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from '../host/disk/vhd-bat.js';
-import { bitAt, forEachRun, runEnd } from '../host/disk/vhd-bitmap.js';
+import { bitAt, forEachRun, VHD_BITS } from '../host/disk/vhd-bitmap.js';
+import { runEnd } from '../host/disk/sector-runs.js';
 import {
   DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, VHD_MAX_SIZE, buildFooter, chsGeometry, footerChecksum, geometrySize, parseFooter, timestampDate,
   vhdTimestamp,
@@ -269,6 +270,6 @@ describe('sector bitmaps are MSB-first', () => {
       [80, 160, true],
       [160, 512, false],
     ]);
-    expect(runEnd(bm, 80, 100)).toBe(100);
+    expect(runEnd(VHD_BITS, bm, 80, 100)).toBe(100);
   });
 });

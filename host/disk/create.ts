@@ -4,10 +4,9 @@
  * file, made durable, and only then given its name, so a crash never leaves a half-made image under it.
  */
 import { randomUUID } from 'node:crypto';
-import { link, open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve } from 'node:path';
-import { VhdsyncError, ioError } from '../errors.js';
-import { syncDir } from '../fsutil.js';
+import { basename, dirname, relative, resolve } from 'node:path';
+import { VhdsyncError } from '../errors.js';
+import { writeNewFile } from '../fsutil.js';
 import { formatSize } from '../units.js';
 import { SECTOR, roundUp, uuidBytes } from './endian.js';
 import { openDisk } from './open.js';
@@ -15,7 +14,7 @@ import { MAX_BLOCKS } from './vhd-metadata.js';
 import { batBytesFor } from './vhd-bat.js';
 import {
   CREATOR_APP, CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_SIZE, VHD_MAX_SIZE,
-  buildFooter, vhdTimestamp, type Geometry, type VhdFooter,
+  buildFooter, type Geometry, type VhdFooter,
 } from './vhd-footer.js';
 import {
   DEFAULT_BLOCK_SIZE, HEADER_SIZE, LOCATOR_W2KU, LOCATOR_W2RU, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, buildDynamicHeader, encodeUtf16,
@@ -48,7 +47,7 @@ export async function createVhd(path: string, options: CreateVhdOptions): Promis
   const uniqueId = uuidBytes(randomUUID());
   if (type === 'fixed') {
     const footer = buildFooter({ diskType: DISK_TYPE_FIXED, currentSize: size, uniqueId });
-    await writeNew(path, options.overwrite ?? false, async (fh) => {
+    await writeNewFile(path, options.overwrite ?? false, async (fh) => {
       await fh.truncate(size); // sparse: the data area reads as zeros
       await fh.write(footer, 0, FOOTER_SIZE, size);
     });
@@ -58,7 +57,7 @@ export async function createVhd(path: string, options: CreateVhdOptions): Promis
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(path, blockSize, size);
   const image = dynamicImage({ diskType: DISK_TYPE_DYNAMIC, size, blockSize, uniqueId });
-  await writeNew(path, options.overwrite ?? false, async (fh) => {
+  await writeNewFile(path, options.overwrite ?? false, async (fh) => {
     await fh.write(image, 0, image.length, 0);
   });
 }
@@ -102,7 +101,7 @@ export async function createDifferencing(path: string, parentPath: string, optio
       absolute: resolve(parentPath),
     },
   });
-  await writeNew(path, options.overwrite ?? false, async (fh) => {
+  await writeNewFile(path, options.overwrite ?? false, async (fh) => {
     await fh.write(image, 0, image.length, 0);
   });
 }
@@ -179,50 +178,4 @@ function checkBlockSize(path: string, blockSize: number, size: number): void {
 function windowsRelative(rel: string): string {
   const w = rel.replace(/\//g, '\\');
   return w.startsWith('..') ? w : `.\\${w}`;
-}
-
-type Handle = Awaited<ReturnType<typeof open>>;
-
-/** Write a new file under a temporary name, fsync it, then give it its name (never clobbering unless asked). */
-async function writeNew(path: string, overwrite: boolean, fill: (fh: Handle) => Promise<void>): Promise<void> {
-  if (!overwrite && (await exists(path))) {
-    throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
-  }
-  const dir = dirname(resolve(path));
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  try {
-    const fh = await open(tmp, 'wx');
-    try {
-      await fill(fh);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    if (overwrite) {
-      await rename(tmp, path);
-    } else {
-      try {
-        await link(tmp, path); // atomic and refuses to replace an existing file
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EEXIST') throw new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
-        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw e;
-        await rename(tmp, path); // file systems without hard links
-      }
-      await unlink(tmp).catch(() => undefined);
-    }
-    await syncDir(dir);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw ioError(path, e);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

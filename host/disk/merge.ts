@@ -11,10 +11,10 @@
  * `parent_linkage` no longer matches: a resumed VHDX merge trusts the journal (same child, same parent
  * path) instead of the linkage.
  */
-import { open, stat, unlink } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
-import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
+import { pathExists, removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { MiB } from '../units.js';
 import type { Disk } from './disk.js';
 import { getU32, uuidText } from './endian.js';
@@ -82,7 +82,7 @@ export function mergeJournalPath(childPath: string): string {
 export async function mergeOverlay(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
   const journalPath = mergeJournalPath(childPath);
   let journal = await readJournal(journalPath);
-  const childExists = await exists(childPath);
+  const childExists = await pathExists(childPath);
 
   if (journal?.step === 'delete-child' || (journal && !childExists)) {
     if (journal.step === 'delete-child' && childExists) {
@@ -217,10 +217,10 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
  */
 export async function discardOverlay(childPath: string): Promise<void> {
   const journalPath = mergeJournalPath(childPath);
-  if (await exists(journalPath)) {
+  if (await pathExists(journalPath)) {
     throw new VhdsyncError('STATE', `${childPath}: a merge into the parent has started (${journalPath}); run the merge again to finish it`);
   }
-  if (!(await exists(childPath))) throw new VhdsyncError('NOT_FOUND', `${childPath}: no such file`);
+  if (!(await pathExists(childPath))) throw new VhdsyncError('NOT_FOUND', `${childPath}: no such file`);
   let isDifferencing: boolean;
   const vhdx = await isVhdxFile(childPath);
   try {
@@ -357,13 +357,4 @@ async function readJournal(path: string): Promise<MergeJournal | null> {
     throw new VhdsyncError('STATE', `${path}: merge journal is damaged; remove it to restart the merge from the beginning`);
   }
   return j as MergeJournal;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -17,7 +17,8 @@ import { SECTOR } from './endian.js';
 import type { ImageFile } from './file-io.js';
 import { checkBlockIndex, checkOpen, checkRange, checkWritable, isAllZero } from './range.js';
 import { BAT_UNUSED, MAX_BLOCK_OFFSET, putBatEntry } from './vhd-bat.js';
-import { countBits, forEachRun, setBits } from './vhd-bitmap.js';
+import { VHD_BITS, countBits, forEachRun, setBits } from './vhd-bitmap.js';
+import { readThroughBitmap, type PieceReader } from './sector-runs.js';
 import { DISK_TYPE_DIFFERENCING, type VhdFooter } from './vhd-footer.js';
 import type { DynamicHeader } from './vhd-header.js';
 import type { VhdMetadata } from './vhd-metadata.js';
@@ -26,9 +27,6 @@ import type { VhdMetadata } from './vhd-metadata.js';
 const BITMAP_CACHE_BYTES = 8 * MiB;
 /** Changed bitmaps are written back once they exceed this. */
 const DIRTY_BITMAP_BYTES = 4 * MiB;
-/** A differencing piece with more runs than this is read in two calls (parent view, then own data). */
-const MANY_RUNS = 8;
-const SCRATCH_BYTES = 4 * MiB;
 
 export interface VhdDynamicOptions {
   /** The next disk down the chain (differencing only). The child owns it and closes it. */
@@ -181,46 +179,18 @@ export class VhdDynamicDisk implements Disk {
   }
 
   private async readDifferencingPiece(b: number, inBlock: number, dst: Uint8Array): Promise<void> {
-    const bitmap = await this.bitmap(b);
-    const s0 = Math.floor(inBlock / SECTOR);
-    const s1 = Math.ceil((inBlock + dst.length) / SECTOR);
-    const set = countBits(bitmap, s0, s1 - s0);
-    const blockStart = b * this.blockSize;
-    if (set === s1 - s0) {
-      await this.file.readAt(dst, this.dataPos(b) + inBlock, `block ${b}`);
-      return;
-    }
-    if (set === 0) {
-      await this.readParent(blockStart + inBlock, dst);
-      return;
-    }
-    const runs: Array<[number, number, boolean]> = [];
-    forEachRun(bitmap, s0, s1, (s, e, isSet) => runs.push([s, e, isSet]));
-    if (runs.length > MANY_RUNS && dst.length <= SCRATCH_BYTES) {
-      // Scattered sectors (a resync overlay is full of 4 KiB leaves): two reads instead of one per run —
-      // the parent's view of the whole piece, then this file's piece, keeping only the sectors it owns.
-      await this.readParent(blockStart + inBlock, dst);
-      const scratch = this.takeScratch(dst.length);
-      try {
-        await this.file.readAt(scratch, this.dataPos(b) + inBlock, `block ${b}`);
-        for (const [s, e, isSet] of runs) {
-          if (!isSet) continue;
-          const from = Math.max(inBlock, s * SECTOR) - inBlock;
-          const to = Math.min(inBlock + dst.length, e * SECTOR) - inBlock;
-          dst.set(scratch.subarray(from, to), from);
-        }
-      } finally {
-        this.releaseScratch(scratch);
-      }
-      return;
-    }
-    for (const [s, e, isSet] of runs) {
-      const from = Math.max(inBlock, s * SECTOR);
-      const to = Math.min(inBlock + dst.length, e * SECTOR);
-      const part = dst.subarray(from - inBlock, to - inBlock);
-      if (isSet) await this.file.readAt(part, this.dataPos(b) + from, `block ${b}`);
-      else await this.readParent(blockStart + from, part);
-    }
+    await readThroughBitmap(this.pieceReader(b), await this.bitmap(b), b * this.blockSize, this.dataPos(b), inBlock, dst);
+  }
+
+  private pieceReader(b: number): PieceReader {
+    return {
+      sectorSize: SECTOR,
+      bits: VHD_BITS,
+      readOwn: (into, at) => this.file.readAt(into, at, `block ${b}`),
+      readParent: (offset, into) => this.readParent(offset, into),
+      takeScratch: (n) => this.takeScratch(n),
+      releaseScratch: (v) => this.releaseScratch(v),
+    };
   }
 
   private async readParent(offset: number, into: Uint8Array): Promise<void> {

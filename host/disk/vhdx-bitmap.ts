@@ -3,6 +3,7 @@
  * sector"), the reverse of VHD's MSB-first bitmaps that the WASM core handles. Set bit: the sector is in
  * this file; clear bit: read the parent.
  */
+import { forEachRunOf, type RunVisitor, type SectorBitmap } from './sector-runs.js';
 
 const POPCOUNT = new Uint8Array(256);
 for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >>> 1];
@@ -44,28 +45,10 @@ export function setBits(bitmap: Uint8Array, first: number, count: number): void 
   }
 }
 
-/** First sector at or after `from` (below `end`) whose bit differs from `from`'s; `end` if none. */
-export function runEnd(bitmap: Uint8Array, from: number, end: number): number {
-  const set = bitAt(bitmap, from);
-  const whole = set ? 0xff : 0x00;
-  let s = from + 1;
-  while (s < end) {
-    if ((s & 7) === 0 && s + 8 <= end && bitmap[s >>> 3] === whole) {
-      s += 8;
-      continue;
-    }
-    if (bitAt(bitmap, s) !== set) return s;
-    s++;
-  }
-  return end;
-}
+/** VHDX's bit order, for the shared run scans in sector-runs.ts. */
+export const VHDX_BITS: SectorBitmap = { bitAt, countBits };
 
 /** Visit the runs of equal bits in [first, end): `visit(start, stop, set)`. */
-export function forEachRun(bitmap: Uint8Array, first: number, end: number, visit: (start: number, stop: number, set: boolean) => void): void {
-  let s = first;
-  while (s < end) {
-    const e = runEnd(bitmap, s, end);
-    visit(s, e, bitAt(bitmap, s));
-    s = e;
-  }
+export function forEachRun(bitmap: Uint8Array, first: number, end: number, visit: RunVisitor): void {
+  forEachRunOf(VHDX_BITS, bitmap, first, end, visit);
 }

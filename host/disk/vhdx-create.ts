@@ -5,10 +5,9 @@
  * FULLY_PRESENT and laid out in order (the file is sparse until written). A new image is written under a
  * temporary name, made durable, then given its name, so a crash never leaves a half-made image.
  */
-import { link, open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve } from 'node:path';
-import { VhdsyncError, ioError } from '../errors.js';
-import { syncDir } from '../fsutil.js';
+import { dirname, relative, resolve } from 'node:path';
+import { VhdsyncError } from '../errors.js';
+import { writeNewFile } from '../fsutil.js';
 import { formatSize } from '../units.js';
 import { ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, batLayout, payloadIndex, putEntry } from './vhdx-bat.js';
 import { VhdxDisk } from './vhdx-disk.js';
@@ -141,7 +140,7 @@ async function writeImage(path: string, overwrite: boolean, spec: ImageSpec): Pr
   const regions = buildRegionTable({ bat: { offset: batOffset, length: batLength }, metadata: { offset: metaOffset, length: METADATA_REGION_SIZE } });
   const metadata = buildMetadataRegion(p, spec.locator);
 
-  await writeNew(path, overwrite, async (fh) => {
+  await writeNewFile(path, overwrite, async (fh) => {
     await fh.truncate(fileSize); // sparse: the log, an empty BAT and unwritten blocks read as zeros
     const put = async (b: Uint8Array, at: number) => {
       await fh.write(b, 0, b.length, at);
@@ -178,39 +177,4 @@ function checkBlockSize(path: string, blockSize: number): void {
   }
 }
 
-type Handle = Awaited<ReturnType<typeof open>>;
 
-/** Write a new file under a temporary name, fsync it, then give it its name (never clobbering unless asked). */
-async function writeNew(path: string, overwrite: boolean, fill: (fh: Handle) => Promise<void>): Promise<void> {
-  const exists = async () => stat(path).then(() => true, () => false);
-  const refuse = () => new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
-  if (!overwrite && (await exists())) throw refuse();
-  const dir = dirname(resolve(path));
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  try {
-    const fh = await open(tmp, 'wx');
-    try {
-      await fill(fh);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    if (overwrite) {
-      await rename(tmp, path);
-    } else {
-      try {
-        await link(tmp, path); // atomic and refuses to replace an existing file
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EEXIST') throw refuse();
-        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw e;
-        await rename(tmp, path);
-      }
-      await unlink(tmp).catch(() => undefined);
-    }
-    await syncDir(dir);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw ioError(path, e);
-  }
-}

@@ -21,7 +21,8 @@ import {
   ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_ZERO, SB_PRESENT, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex,
   entryOffset, entryState, hasData, payloadIndex, putEntry, type BatLayout,
 } from './vhdx-bat.js';
-import { countBits, forEachRun, setBits } from './vhdx-bitmap.js';
+import { VHDX_BITS, countBits, forEachRun, setBits } from './vhdx-bitmap.js';
+import { readThroughBitmap, type PieceReader } from './sector-runs.js';
 import { ImageReader, headerWriterFor, logTarget, type HeaderWriter, type LogState, type VhdxImage } from './vhdx-image.js';
 import { guidText, randomGuid, roundUp } from './vhdx-le.js';
 import { commitThroughLog } from './vhdx-log.js';
@@ -32,9 +33,6 @@ const BITMAP_CACHE_BYTES = 8 * MiB;
 /** Metadata pages changed in memory before they are written back through the log. */
 const DIRTY_METADATA_BYTES = 4 * MiB;
 const PAGE = 4096;
-/** A differencing piece with more runs than this is read in two calls (parent view, then own data). */
-const MANY_RUNS = 8;
-const SCRATCH_BYTES = 4 * MiB;
 
 export interface VhdxDiskOptions {
   /** The next disk down the chain (differencing only). The child owns it and closes it. */
@@ -246,47 +244,18 @@ export class VhdxDisk implements Disk {
   }
 
   private async readPartialPiece(b: number, inBlock: number, dst: Uint8Array): Promise<void> {
-    const ss = this.sectorSize;
-    const bitmap = await this.bitmap(b);
-    const s0 = Math.floor(inBlock / ss);
-    const s1 = Math.ceil((inBlock + dst.length) / ss);
-    const set = countBits(bitmap, s0, s1 - s0);
-    const blockStart = b * this.blockSize;
-    if (set === s1 - s0) {
-      await this.reader.readAt(dst, this.dataPos(b) + inBlock, `block ${b}`);
-      return;
-    }
-    if (set === 0) {
-      await this.readParent(blockStart + inBlock, dst);
-      return;
-    }
-    const runs: Array<[number, number, boolean]> = [];
-    forEachRun(bitmap, s0, s1, (s, e, isSet) => runs.push([s, e, isSet]));
-    if (runs.length > MANY_RUNS && dst.length <= SCRATCH_BYTES) {
-      // Scattered sectors (a resync overlay is full of 4 KiB leaves): the parent's view of the whole
-      // piece, then this file's piece, keeping only the sectors it owns.
-      await this.readParent(blockStart + inBlock, dst);
-      const scratch = this.takeScratch(dst.length);
-      try {
-        await this.reader.readAt(scratch, this.dataPos(b) + inBlock, `block ${b}`);
-        for (const [s, e, isSet] of runs) {
-          if (!isSet) continue;
-          const from = Math.max(inBlock, s * ss) - inBlock;
-          const to = Math.min(inBlock + dst.length, e * ss) - inBlock;
-          dst.set(scratch.subarray(from, to), from);
-        }
-      } finally {
-        this.releaseScratch(scratch);
-      }
-      return;
-    }
-    for (const [s, e, isSet] of runs) {
-      const from = Math.max(inBlock, s * ss);
-      const to = Math.min(inBlock + dst.length, e * ss);
-      const part = dst.subarray(from - inBlock, to - inBlock);
-      if (isSet) await this.reader.readAt(part, this.dataPos(b) + from, `block ${b}`);
-      else await this.readParent(blockStart + from, part);
-    }
+    await readThroughBitmap(this.pieceReader(b), await this.bitmap(b), b * this.blockSize, this.dataPos(b), inBlock, dst);
+  }
+
+  private pieceReader(b: number): PieceReader {
+    return {
+      sectorSize: this.sectorSize,
+      bits: VHDX_BITS,
+      readOwn: (into, at) => this.reader.readAt(into, at, `block ${b}`),
+      readParent: (offset, into) => this.readParent(offset, into),
+      takeScratch: (n) => this.takeScratch(n),
+      releaseScratch: (v) => this.releaseScratch(v),
+    };
   }
 
   private async readParent(offset: number, into: Uint8Array): Promise<void> {

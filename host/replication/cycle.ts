@@ -1,6 +1,7 @@
 import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
 import type { Replication } from './replication.js';
+import { DEFAULT_RECOVERY_HISTORY } from './names.js';
 import { retryDelayMs } from './schedule.js';
 import { recordCycle } from './statistics.js';
 import type { Trigger } from './triggers.js';
@@ -55,7 +56,7 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
       });
       sequences.push(seq);
     }
-    const applied = await site.apply();
+    const applied = await site.apply({ now: rep.clock.now(), recoveryHistory: vm.settings.RecoveryHistory ?? DEFAULT_RECOVERY_HISTORY });
     if (applied.problem) {
       const trigger: Trigger = { reason: applied.problem.reason, evidence: applied.problem.evidence };
       await rep.requireResync(name, trigger);

@@ -73,6 +73,9 @@ export const DEFAULTS = {
   PauseResynchronizeOutsideWindow: false,
 } as const;
 
+/** RecoveryHistory's default (Hyper-V's): the latest point only. Absent from a record means this. */
+export const DEFAULT_RECOVERY_HISTORY = 0;
+
 /** Unshipped tracking logs larger than this share of the VM's total virtual size require a resync. */
 export const LOG_SIZE_LIMIT_RATIO = 0.5;
 

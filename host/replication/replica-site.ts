@@ -6,6 +6,7 @@ import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
+import { UndoCapture, dropHistory, recordApplied, testViewPathFor } from './recovery-points.js';
 
 /**
  * The replica site of one VM in a local directory:
@@ -126,7 +127,8 @@ export class LocalReplicaSite {
   }
 
   /** Apply every shipped cycle that follows the last applied one, in order. */
-  async apply(): Promise<ApplyResult> {
+  async apply(opts: { now?: Date; recoveryHistory?: number } = {}): Promise<ApplyResult> {
+    const history = opts.recoveryHistory ?? 0;
     const state = await this.readState();
     if (!state) throw new VhdsyncError('STATE', `${this.statePath}: the replica has no state; run the initial replication first`);
     const cycles = await this.shipped();
@@ -166,17 +168,36 @@ export class LocalReplicaSite {
       }
       const invalid = await this.validate(seq, files);
       if (invalid) return { ...result, problem: { reason: 'ReplicaLogInvalid', evidence: invalid } };
+      // A resumed apply would capture before-images that are already overwritten: drop the history.
+      if (again) for (const d of this.disks) await dropHistory(this.diskPath(d.index));
       await this.writeState({ ...state, lastAppliedSequence: last, applying: seq });
       for (const d of this.disks) {
-        const disk = await openDisk(this.diskPath(d.index));
+        const path = this.diskPath(d.index);
+        const disk = await openDisk(path);
+        const undo = UndoCapture.begin(path, seq, history);
+        // A test failover's view reads through to the replica: copy what is about to change into it.
+        const view = await openDisk(testViewPathFor(path)).catch(() => undefined);
         try {
-          const scan = await scanTrackingLog(files[d.index]!, (r) => disk.write(r.offset, r.data));
+          const scan = await scanTrackingLog(files[d.index]!, async (r) => {
+            if (undo) await undo.before(disk, r.offset, r.data.byteLength);
+            if (view) {
+              const keep = new Uint8Array(r.data.byteLength);
+              await view.read(r.offset, keep);
+              await view.write(r.offset, keep);
+            }
+            await disk.write(r.offset, r.data);
+          });
           result.bytes += scan.size;
           result.records += scan.records;
+          if (view) await view.flush();
+          await disk.flush();
+          await undo?.commit();
         } finally {
+          await view?.close();
           await disk.close();
         }
       }
+      for (const d of this.disks) await recordApplied(this.diskPath(d.index), seq, opts.now ?? new Date(), history);
       last = seq;
       resuming = null;
       for (const f of files) if (f) await removeIfExists(f);

@@ -9,6 +9,8 @@ export interface ReplicationSettings {
   AutoResynchronizeIntervalStart: string;
   AutoResynchronizeIntervalEnd: string;
   PauseResynchronizeOutsideWindow: boolean;
+  /** Hourly recovery points besides the latest, 0–24 (records written before it existed lack it: 0). */
+  RecoveryHistory?: number;
 }
 
 export function defaultSettings(): ReplicationSettings {
@@ -72,6 +74,15 @@ export interface SettingsChange {
   autoResynchronizeIntervalStart?: string;
   autoResynchronizeIntervalEnd?: string;
   pauseResynchronizeOutsideWindow?: string | boolean;
+  recoveryHistory?: string | number;
+}
+
+export function parseRecoveryHistory(text: string | number): number {
+  const n = typeof text === 'number' ? text : Number(String(text).trim());
+  if (!Number.isInteger(n) || n < 0 || n > 24) {
+    throw new VhdsyncError('USAGE', `--recovery-history: '${text}' is not a number of recovery points; use 0 to 24 (0 keeps only the latest)`);
+  }
+  return n;
 }
 
 /** Validate every given value before anything changes; returns the new settings. */
@@ -88,5 +99,6 @@ export function applySettings(current: ReplicationSettings, change: SettingsChan
   if (change.pauseResynchronizeOutsideWindow !== undefined) {
     next.PauseResynchronizeOutsideWindow = parseBool(change.pauseResynchronizeOutsideWindow, '--pause-resynchronize-outside-window');
   }
+  if (change.recoveryHistory !== undefined) next.RecoveryHistory = parseRecoveryHistory(change.recoveryHistory);
   return next;
 }

@@ -45,7 +45,6 @@ export class ReplicaEndpoint {
   private credit = 0;
   private creditWaiter: (() => void) | undefined;
   private scanning: Promise<void> | undefined;
-  private writes: Promise<void> = Promise.resolve();
   private lastCheckpoint = 0;
   private finished = false;
   private base: Disk | undefined;

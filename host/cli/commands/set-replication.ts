@@ -9,6 +9,7 @@ interface Flags extends HomeFlags {
   autoResynchronizeIntervalStart?: string;
   autoResynchronizeIntervalEnd?: string;
   pauseResynchronizeOutsideWindow?: string;
+  recoveryHistory?: string;
 }
 
 /** Set-VMReplication: every value is checked before anything changes. */
@@ -22,7 +23,8 @@ export function register(program: Command): void {
       .option('--auto-resynchronize-enabled <0|1>', 'AutoResynchronizeEnabled')
       .option('--auto-resynchronize-interval-start <HH:MM:SS>', 'AutoResynchronizeIntervalStart')
       .option('--auto-resynchronize-interval-end <HH:MM:SS>', 'AutoResynchronizeIntervalEnd')
-      .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes'),
+      .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes')
+      .option('--recovery-history <n>', 'RecoveryHistory: hourly recovery points kept besides the latest, 0 to 24'),
   ).action(async (name: string, flags: Flags) => {
     const change = {
       frequency: flags.frequency,
@@ -30,6 +32,7 @@ export function register(program: Command): void {
       autoResynchronizeIntervalStart: flags.autoResynchronizeIntervalStart,
       autoResynchronizeIntervalEnd: flags.autoResynchronizeIntervalEnd,
       pauseResynchronizeOutsideWindow: flags.pauseResynchronizeOutsideWindow,
+      recoveryHistory: flags.recoveryHistory,
     };
     if (Object.values(change).every((v) => v === undefined)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
     const rep = replicationFor(flags);

@@ -1,0 +1,22 @@
+import type { Command } from 'commander';
+import { getRecoveryPoints } from '../../replication/failover.js';
+import { formatSize } from '../../units.js';
+import { printJson } from '../output.js';
+import { formatTable, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+
+/** Get-VMSnapshot -SnapshotType Replica-like: the latest point and the hourly ones, newest first. */
+export function register(program: Command): void {
+  withHome(
+    program
+      .command('get-recovery-points')
+      .description('List the recovery points of a VM on its replica: time, kind, size on disk')
+      .argument('<vm>', 'VM name'),
+  ).action(async (name: string, flags: HomeFlags) => {
+    const points = await getRecoveryPoints(replicationFor(flags), name);
+    if (flags.json) {
+      printJson(points.map((p) => ({ Time: p.time, Kind: p.kind, SizeOnDisk: p.sizeOnDisk, Sequence: p.sequence })));
+      return;
+    }
+    process.stdout.write(formatTable(['Time', 'Kind', 'SizeOnDisk', 'Cycle'], points.map((p) => [p.time, p.kind, formatSize(p.sizeOnDisk), p.sequence])));
+  });
+}

@@ -1,0 +1,279 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
+import { createOverlay, openDisk } from '../host/disk/index.js';
+import { writeCheckpoint } from '../host/resync/checkpoint.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadCore } from '../host/core/index.js';
+import { RunningVm } from '../host/replication/running-vm.js';
+import { replicateCycle } from '../host/replication/cycle.js';
+import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
+import { testViewPathFor } from '../host/replication/recovery-points.js';
+import type { Replication } from '../host/replication/replication.js';
+import { recoveryPointsDirFor } from '../host/resync/paths.js';
+import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let n = 0;
+beforeAll(async () => {
+  await loadCore();
+  ({ dir, cleanup } = await tempDir('vhdsync-failover-'));
+});
+afterAll(() => cleanup());
+
+async function sub(): Promise<string> {
+  const d = join(dir, `t${++n}`);
+  await mkdir(d);
+  return d;
+}
+
+const HOUR = 3600_000;
+const T0 = new Date('2026-03-02T08:00:00Z');
+
+/**
+ * A two-disk VM with RecoveryHistory `history`, replicated at the given minutes after T0 (each cycle
+ * preceded by writes to both disks). After each cycle, copies of the primary disks are kept.
+ */
+async function history(d: string, minutes: number[], historyN: number, sizeA = 8 * MiB) {
+  const clock = new FakeClock(T0);
+  const a = await rawDisk(join(d, 'a.img'), sizeA, 5);
+  const b = await rawDisk(join(d, 'b.img'), 4 * MiB);
+  const rep = await replicatedVm(d, 'vm', [a, b], { clock, settings: { recoveryHistory: historyN } });
+  const copies = new Map<number, string[]>(); // sequence → copies of [a, b] right after it was applied
+  const vm = await RunningVm.start(rep, 'vm');
+  for (const [i, m] of minutes.entries()) {
+    clock.set(new Date(T0.getTime() + m * 60_000));
+    // Overlapping writes across cycles, so a wrong undo order would show.
+    for (let k = 0; k < 6; k++) await vm.write(0, ((i * 3 + k) % 100) * 65536 + 512 * k, randomBytes(40_000, 1000 + i * 10 + k));
+    await vm.write(1, (i % 50) * 65536, randomBytes(70_000, 2000 + i));
+    const c = await replicateCycle(rep, 'vm');
+    expect(c.result).toBe('replicated');
+    const seq = c.result === 'replicated' ? c.sequences.at(-1)! : -1;
+    const keep = [join(d, `a.${seq}.img`), join(d, `b.${seq}.img`)];
+    await copyFile(a, keep[0]);
+    await copyFile(b, keep[1]);
+    copies.set(seq, keep);
+  }
+  return { rep, vm, clock, a, b, copies };
+}
+
+async function writeRaw(path: string, offset: number, data: Uint8Array): Promise<void> {
+  const fh = await open(path, 'r+');
+  await fh.write(data, 0, data.length, offset);
+  await fh.close();
+}
+
+/** Through our disk layer: qemu cannot open a VHD differencing disk over a raw parent. */
+async function sameAs(disks: string[], copy: string[]): Promise<boolean> {
+  for (const [i, p] of disks.entries()) {
+    const want = new Uint8Array(await readFile(copy[i]));
+    const disk = await openDisk(p, { readOnly: true });
+    const got = new Uint8Array(disk.virtualSize);
+    await disk.read(0, got);
+    await disk.close();
+    if (got.length !== want.length || Buffer.compare(got, want) !== 0) return false;
+  }
+  return true;
+}
+
+describe('recovery points (undo logs, one an hour)', () => {
+  it('one point per applied cycle at most once an hour, RecoveryHistory kept besides the latest; RecoveryHistory 0 keeps nothing', async () => {
+    const d = await sub();
+    // Cycles at 0, 30, 61, 70, 125, 190, 250 minutes: hourly points at cycles 1, 3, 5, 6, 7 (cycle 7 is the latest).
+    const { rep, vm } = await history(d, [0, 30, 61, 70, 125, 190, 250], 3);
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts.map((p) => [p.kind, p.sequence])).toEqual([['Latest', 7], ['Standard', 6], ['Standard', 5], ['Standard', 3]]);
+    expect(pts[1].time).toBe(new Date(T0.getTime() + 190 * 60_000).toISOString());
+    expect(pts.slice(1).every((p) => p.sizeOnDisk > 0)).toBe(true);
+    await vm.close();
+
+    const d0 = await sub();
+    const zero = await history(d0, [0, 61, 122], 0);
+    expect((await getRecoveryPoints(zero.rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
+    const replica = zero.rep.site(await zero.rep.get('vm')).diskPath(0);
+    expect(existsSync(recoveryPointsDirFor(replica))).toBe(false);
+    await zero.vm.close();
+  });
+
+  it('set-replication --recovery-history takes 0 to 24 only', async () => {
+    const d = await sub();
+    const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), 4 * MiB)]);
+    expect((await rep.set('vm', { recoveryHistory: '24' })).settings.RecoveryHistory).toBe(24);
+    await expect(rep.set('vm', { recoveryHistory: '25' })).rejects.toThrow(/use 0 to 24/);
+  });
+});
+
+describe('test failover', () => {
+  it('a view at each point equals the primary as it was then; replication goes on under it; stop removes it', async () => {
+    const d = await sub();
+    const { rep, vm, a, b, copies } = await history(d, [0, 61, 122, 183], 3);
+    const site = rep.site(await rep.get('vm'));
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts.map((p) => p.sequence)).toEqual([4, 3, 2, 1]);
+    for (const p of pts) {
+      const out = await startFailover(rep, 'vm', 'test', { point: p.time });
+      expect(out.point.sequence).toBe(p.sequence);
+      expect(await sameAs(out.disks, copies.get(p.sequence)!)).toBe(true);
+      if (p.sequence !== 1) {
+        await stopFailover(rep, 'vm', 'test');
+        continue;
+      }
+      // Replication continues while the test VM exists: the view keeps its point.
+      await expect(startFailover(rep, 'vm', 'test')).rejects.toThrow(/already has a test failover/);
+      for (let k = 0; k < 4; k++) await vm.write(0, k * 65536, randomBytes(65536, 77 + k));
+      await vm.write(1, 0, randomBytes(65536, 78));
+      expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+      expect(qemuIdentical(a, site.diskPath(0)) && qemuIdentical(b, site.diskPath(1))).toBe(true);
+      expect(await sameAs(out.disks, copies.get(1)!)).toBe(true);
+      // The new cycle moved the history on (point 1 is no longer kept); the view is independent of it.
+      expect((await getRecoveryPoints(rep, 'vm')).map((q) => q.sequence)).toEqual([5, 4, 3, 2]);
+      // And it is writable without touching the replica.
+      const view = await openDisk(out.disks[0]);
+      await view.write(4096, randomBytes(4096, 9));
+      await view.close();
+      expect(qemuIdentical(a, site.diskPath(0))).toBe(true);
+      const stopped = await stopFailover(rep, 'vm', 'test');
+      expect(stopped.removed).toEqual(out.disks);
+      expect(existsSync(testViewPathFor(site.diskPath(0)))).toBe(false);
+    }
+    await expect(stopFailover(rep, 'vm', 'test')).rejects.toThrow(/no test failover to stop/);
+    expect((await rep.get('vm')).state).toBe('Replicating');
+    await vm.close();
+  });
+});
+
+describe('planned failover', () => {
+  it('refused while the primary runs; with it off, the last changes are shipped and the replica equals the primary (no loss)', async () => {
+    const d = await sub();
+    const { rep, vm, a, b } = await history(d, [0, 61], 2);
+    await vm.write(0, 3 * MiB, randomBytes(100_000, 31)); // not replicated yet
+    await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/needs the primary VM off, and process \d+ is running 'vm'/);
+    await vm.write(1, MiB, randomBytes(50_000, 32));
+    await vm.close();
+    const out = await startFailover(rep, 'vm', 'planned');
+    expect(out.vm.state).toBe('FailedOver');
+    expect(out.point.sequence).toBe(3);
+    expect(qemuIdentical(a, out.disks[0]) && qemuIdentical(b, out.disks[1])).toBe(true);
+    expect(await readFailover(out.vm)).toMatchObject({ kind: 'planned', sequence: 3 });
+    await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/needs 'vm' Replicating/);
+  });
+});
+
+describe('unplanned failover', () => {
+  for (const which of [1, 2]) {
+    it(`the replica becomes the point ${which === 1 ? 'three' : 'two'} hours back; older points stay usable, newer ones go`, async () => {
+      const d = await sub();
+      const { rep, vm, copies } = await history(d, [0, 61, 122, 183], 3);
+      await vm.close();
+      const pts = await getRecoveryPoints(rep, 'vm');
+      const target = pts.find((p) => p.sequence === which + 1)!;
+      const out = await startFailover(rep, 'vm', 'unplanned', { point: target.time });
+      expect(out.vm.state).toBe('FailedOver');
+      expect(await sameAs(out.disks, copies.get(which + 1)!)).toBe(true);
+      expect((await readFailover(out.vm))).toMatchObject({ kind: 'unplanned', sequence: which + 1 });
+      const after = await getRecoveryPoints(rep, 'vm');
+      expect(after.map((p) => p.sequence)).toEqual(which === 1 ? [2, 1] : [3, 2, 1]);
+      expect((await replicateCycle(rep, 'vm')).result).toBe('skipped');
+    });
+  }
+});
+
+/** Diverge the primary while off and have a resync required. */
+async function divergeAndRequire(rep: Replication, a: string): Promise<void> {
+  for (let off = 0; off < 8 * MiB; off += MiB) await writeRaw(a, off + 4096, randomBytes(64 * 1024, off / MiB + 500));
+  expect(await rep.evaluate('vm')).toBeDefined();
+}
+
+describe('failover and resync', () => {
+  it('a completed resync deletes every recovery point; the history builds again', async () => {
+    const d = await sub();
+    const { rep, vm, clock, a } = await history(d, [0, 61, 122], 3);
+    await vm.close();
+    const replica = rep.site(await rep.get('vm')).diskPath(0);
+    expect((await getRecoveryPoints(rep, 'vm')).length).toBe(3);
+    await divergeAndRequire(rep, a);
+    await rep.resume('vm', { resynchronize: true });
+    expect((await rep.runResync('vm')).result).toBe('completed');
+    expect(existsSync(recoveryPointsDirFor(replica))).toBe(false);
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
+    const vm2 = await RunningVm.start(rep, 'vm');
+    for (const m of [200, 261]) {
+      clock.set(new Date(T0.getTime() + m * 60_000));
+      await vm2.write(0, 0, randomBytes(4096, m));
+      expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    }
+    await vm2.close();
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest', 'Standard']);
+  });
+
+  it('during a resync, test and planned failover are refused with the reason; unplanned cancels it and keeps the pre-resync points', async () => {
+    const d = await sub();
+    const { rep, vm, a, b, copies } = await history(d, [0, 61, 122], 3);
+    await vm.close();
+    await divergeAndRequire(rep, a);
+    await rep.resume('vm', { resynchronize: true });
+    // Suspended at once by the engine; then the compare of disk 0 "under way": diverged data in its
+    // overlay, the checkpoint saying comparing (written here as an interrupted compare leaves them: on
+    // these small disks the engine reports progress only once a disk's compare is done).
+    expect((await rep.runResync('vm', { shouldPause: () => true })).result).toBe('paused');
+    const site = rep.site(await rep.get('vm'));
+    const replica = site.diskPath(0);
+    await createOverlay(replica, `${replica}.resync.vhd`);
+    const ov = await openDisk(`${replica}.resync.vhd`);
+    await ov.write(4096, randomBytes(64 * 1024, 500));
+    await ov.close();
+    const now = new Date().toISOString();
+    await writeCheckpoint(`${replica}.resync.json`, {
+      version: 1, primary: a, virtualSize: 8 * MiB, leafSize: 65536, regionSize: MiB, fanout: 16, nextRegion: 1,
+      phase: 'comparing', bytesReceived: 65536, leavesReceived: 1, startedAt: now, updatedAt: now,
+    });
+    expect((await rep.get('vm')).state).toBe('ResynchronizeSuspended');
+
+    await expect(startFailover(rep, 'vm', 'test')).rejects.toThrow(/test failover is not possible: virtual machine 'vm' is ResynchronizeSuspended, so the replica is being rebuilt/);
+    await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/planned failover is not possible: .*use --unplanned/);
+
+    const out = await startFailover(rep, 'vm', 'unplanned', { point: new Date(T0.getTime() + 61 * 60_000).toISOString() });
+    expect(out.resync).toBe('cancelled');
+    expect(out.vm.state).toBe('FailedOver');
+    expect(existsSync(`${site.diskPath(0)}.resync.vhd`)).toBe(false);
+    expect(existsSync(`${site.diskPath(0)}.resync.json`)).toBe(false);
+    // The pre-resync replica at the chosen point, not the diverged primary.
+    expect(await sameAs(out.disks, copies.get(2)!)).toBe(true);
+    expect(qemuIdentical(a, site.diskPath(0))).toBe(false);
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.sequence)).toEqual([2, 1]);
+
+  });
+
+  it('an unplanned failover after the merge started lets the merge finish: the replica is the resynced primary, a clear state', async () => {
+    const d = await sub();
+    const { rep, vm, a, b } = await history(d, [0, 61, 122], 3);
+    await vm.close();
+    await divergeAndRequire(rep, a);
+    await rep.resume('vm', { resynchronize: true });
+    // The resync process dies once the merge has started (the point of no return).
+    const site = rep.site(await rep.get('vm'));
+    const cpPath = `${site.diskPath(0)}.resync.json`;
+    await expect(
+      rep.runResync('vm', {
+        onProgress: (_d, p) => {
+          if (p.phase === 'merging') throw new Error('killed during the merge');
+        },
+      }),
+    ).rejects.toThrow(/killed during the merge/);
+    // The compare finished; the replica writes `merging` before it touches the base: as if the process
+    // died right there.
+    const { readCheckpoint } = await import('../host/resync/checkpoint.js');
+    const cp = await readCheckpoint(cpPath);
+    expect(cp?.phase).toBe('compared');
+    await writeCheckpoint(cpPath, { ...cp!, phase: 'merging' });
+    const out = await startFailover(rep, 'vm', 'unplanned');
+    expect(out.vm.state).toBe('FailedOver');
+    expect(out.resync).toBe('merge-finished');
+    expect(qemuIdentical(a, site.diskPath(0)) && qemuIdentical(b, site.diskPath(1))).toBe(true);
+    expect(existsSync(cpPath)).toBe(false);
+    expect(existsSync(`${site.diskPath(0)}.resync.vhd`)).toBe(false);
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
+  });
+});
