@@ -246,6 +246,31 @@ describe('failover and resync', () => {
 
   });
 
+  it('an unplanned failover when one disk of the VM is already merged finishes the resync: every disk from the same time', async () => {
+    const d = await sub();
+    const { rep, vm, a, b } = await history(d, [0, 61, 122], 3);
+    await vm.close();
+    await divergeAndRequire(rep, a);
+    await rep.resume('vm', { resynchronize: true });
+    // Suspended once disk 0 reported its compare: it is merged, disk 1 is not started.
+    let asked: Promise<unknown> | undefined;
+    const first = await rep.runResync('vm', { onProgress: () => void (asked ??= rep.suspend('vm')) });
+    await asked;
+    expect(first.result).toBe('paused');
+    expect((await rep.get('vm')).resync?.disksDone).toEqual([0]);
+    const site = rep.site(await rep.get('vm'));
+    expect(qemuIdentical(a, site.diskPath(0))).toBe(true);
+    // An older point cannot be had any more: said before anything changes.
+    await expect(startFailover(rep, 'vm', 'unplanned', { point: T0.toISOString() })).rejects.toThrow(/past its point of no return .* run the failover without --point/);
+    expect((await rep.get('vm')).state).toBe('ResynchronizeSuspended');
+    const out = await startFailover(rep, 'vm', 'unplanned');
+    expect(out.resync).toBe('merge-finished');
+    expect(out.vm.state).toBe('FailedOver');
+    // The resync's end is the only point left: the old ones were built on the old baseline.
+    expect(out.point.kind).toBe('Latest');
+    expect(qemuIdentical(a, site.diskPath(0)) && qemuIdentical(b, site.diskPath(1))).toBe(true);
+  });
+
   it('an unplanned failover after the merge started lets the merge finish: the replica is the resynced primary, a clear state', async () => {
     const d = await sub();
     const { rep, vm, a, b } = await history(d, [0, 61, 122], 3);

@@ -176,13 +176,26 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
     const checkpointBytes = Math.max(1, options.checkpointBytes ?? CHECKPOINT_BYTES);
     for (let b = journal.nextBlock; b < child.blockCount; b++) {
       if (!child.isAllocated(b)) continue;
-      for (const r of await child.ownedRanges(b)) {
-        for (let off = 0; off < r.length; off += buf.length) {
-          const piece = buf.subarray(0, Math.min(buf.length, r.length - off));
-          await child.readOwn(r.offset + off, piece);
-          await parent.write(r.offset + off, piece);
-          copiedBytes += piece.length;
-          sinceCheckpoint += piece.length;
+      const ranges = await child.ownedRanges(b);
+      const span = ranges.length > 0 ? ranges[ranges.length - 1].offset + ranges[ranges.length - 1].length - ranges[0].offset : 0;
+      if (ranges.length > 1 && span <= buf.length) {
+        // Scattered sectors (a resync overlay): one read of the block's owned span, then a write per run.
+        const base = ranges[0].offset;
+        await child.readOwn(base, buf.subarray(0, span));
+        for (const r of ranges) {
+          await parent.write(r.offset, buf.subarray(r.offset - base, r.offset - base + r.length));
+          copiedBytes += r.length;
+          sinceCheckpoint += r.length;
+        }
+      } else {
+        for (const r of ranges) {
+          for (let off = 0; off < r.length; off += buf.length) {
+            const piece = buf.subarray(0, Math.min(buf.length, r.length - off));
+            await child.readOwn(r.offset + off, piece);
+            await parent.write(r.offset + off, piece);
+            copiedBytes += piece.length;
+            sinceCheckpoint += piece.length;
+          }
         }
       }
       mergedBlocks++;

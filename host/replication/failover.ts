@@ -20,8 +20,9 @@ import { stopTracking } from './vm-logs.js';
  *   primary exactly (no data loss) and the VM is FailedOver.
  * - unplanned: the replica disks themselves become the chosen point (undo logs written in place) and
  *   the VM is FailedOver; newer points and shipped-but-unapplied logs are dropped (that is the loss).
- * During a resync a test failover is refused (the replica is about to be rebuilt); an unplanned one
- * cancels the resync first (overlay discarded, points intact), or lets a started merge finish first.
+ * During a resync test and planned failovers are refused; an unplanned one cancels the resync first
+ * (overlay discarded, points intact), or, once a merge started (or a disk of the VM is already
+ * merged), lets the resync finish first so that every disk is from the same time.
  * `<replica>/<vm>/failover.json` records what is in effect.
  */
 export type FailoverKind = 'test' | 'planned' | 'unplanned';
@@ -155,7 +156,17 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
     const cp = await readCheckpoint(checkpointPathFor(d.replicaPath)).catch(() => undefined);
     if (cp?.phase === 'merging') merging.push(d.replicaPath);
   }
+  // Disks are resynchronized one after another: once one is merged, cancelling would leave the VM's
+  // disks from two different times. Finish the resync then, too.
+  const inResync = vm.state === 'Resynchronizing' || vm.state === 'ResynchronizeSuspended';
+  if (inResync && (vm.resync?.disksDone.length ?? 0) > 0) merging.push(...vm.resync!.disksDone.map((i) => vm.disks[i].replicaPath));
   if (merging.length > 0) {
+    if (at !== undefined && at.toLowerCase() !== 'latest') {
+      throw new VhdsyncError(
+        'STATE',
+        `--point: the resynchronization of '${name}' is past its point of no return (${merging[0]} is merged or merging); it must finish first and leaves only the latest point; run the failover without --point`,
+      );
+    }
     if ((await rep.resyncPid(name)) !== undefined) {
       await waitUntil(rep, name, (v) => !RESYNC_STATES.includes(v.state));
     } else {
@@ -166,7 +177,7 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
     }
     resync = 'merge-finished';
     vm = await rep.get(name);
-  } else if (vm.state === 'Resynchronizing' || vm.state === 'ResynchronizeSuspended') {
+  } else if (inResync) {
     // Before the merge every resync write is in the overlay: dropping it leaves the replica (and its
     // recovery points) exactly as before the resync.
     await rep.stop(name);

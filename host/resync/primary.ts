@@ -25,6 +25,9 @@ export const CREDIT_WINDOW = 64;
 const MAX_DESCENTS = 32;
 /** Payload per data frame. */
 const DATA_FRAME_BYTES = 1 << 20;
+/** Differing leaves at most this far apart are read in one call, up to this span (see readLeaves). */
+const MAX_READ_GAP = 256 << 10;
+const SPAN_READ_BYTES = 4 << 20;
 /**
  * Payload bytes sent but not yet written by the replica. Past this the primary waits for the replica's
  * acknowledgements, so a replica slower than the link never queues an unbounded amount of data.
@@ -58,7 +61,7 @@ export interface CompareOptions {
 /**
  * The primary side of the compare: it hashes its disk region by region, takes the replica's root for
  * each, walks down only where digests differ (many regions at once, level by level), and sends the
- * differing leaves. Returns the first region not completed (= the region count when all are done).
+ * differing leaves. Returns the region count when every region is complete, else where it stopped (paused).
  */
 export class PrimaryCompare {
   readonly counters: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
@@ -67,6 +70,7 @@ export class PrimaryCompare {
   private requests = new Map<number, Waiter>();
   private nextReq = 1;
   private endBatch: number[] = [];
+  private readonly completed = new Set<number>();
   private dataSent = 0;
   private dataAcked = 0;
   private ackWaiters: (() => void)[] = [];
@@ -152,7 +156,10 @@ export class PrimaryCompare {
       await Promise.allSettled(inFlight);
       scanner.free();
     }
-    return next;
+    // All regions from `from` on are complete, or the run stopped early (paused) at the first one that is not.
+    let first = from;
+    while (first < total && this.completed.has(first)) first++;
+    return first;
   }
 
   private rootOf(r: number): Promise<Uint8Array> {
@@ -183,6 +190,8 @@ export class PrimaryCompare {
       const theirs = await this.want(r, level, candidates);
       if (theirs.byteLength !== candidates.length * 16) throw new VhdsyncError('PROTOCOL', 'protocol error: wrong number of digests in reply');
       differing = candidates.filter((node, i) => !sameDigest(mine.levels[level], node, theirs, i));
+      // Pausing abandons regions whose data has not started: they are not ended, so a resumed run redoes them.
+      if (this.opts.shouldStop()) return;
     }
     await this.sendLeaves(r, differing);
     this.regionDone(r);
@@ -204,17 +213,7 @@ export class PrimaryCompare {
         i++;
       }
       const raw = new Uint8Array(bytes);
-      let pos = 0;
-      let k = 0;
-      while (k < batch.length) {
-        let j = k + 1;
-        while (j < batch.length && batch[j] === batch[j - 1] + 1) j++;
-        const from = batch[k] * leafSize;
-        const to = Math.min(batch[j - 1] * leafSize + leafSize, length);
-        await this.disk.read(start + from, raw.subarray(pos, pos + (to - from)));
-        pos += to - from;
-        k = j;
-      }
+      await this.readLeaves(start, length, batch, raw);
       this.counters.leavesSent += batch.length;
       this.counters.bytesSent += bytes;
       if (this.opts.dryRun) continue;
@@ -228,7 +227,44 @@ export class PrimaryCompare {
     }
   }
 
+  /**
+   * Read the given leaves (ascending) of a region into `out`, back to back. Leaves less than
+   * MAX_READ_GAP apart are read with one call over their span: copying a gap from the page cache costs
+   * less than a call per scattered 4 KiB leaf.
+   */
+  private async readLeaves(start: number, length: number, leaves: number[], out: Uint8Array): Promise<void> {
+    const { leafSize } = this.shape;
+    const end = (leaf: number) => Math.min(leaf * leafSize + leafSize, length);
+    let pos = 0;
+    let k = 0;
+    while (k < leaves.length) {
+      let j = k + 1;
+      let runs = 1;
+      while (j < leaves.length && leaves[j] * leafSize - end(leaves[j - 1]) <= MAX_READ_GAP && end(leaves[j]) - leaves[k] * leafSize <= SPAN_READ_BYTES) {
+        if (leaves[j] !== leaves[j - 1] + 1) runs++;
+        j++;
+      }
+      const from = leaves[k] * leafSize;
+      const span = end(leaves[j - 1]) - from;
+      if (runs === 1) {
+        await this.disk.read(start + from, out.subarray(pos, pos + span));
+        pos += span;
+      } else {
+        const buf = new Uint8Array(span);
+        await this.disk.read(start + from, buf);
+        for (let i = k; i < j; i++) {
+          const at = leaves[i] * leafSize - from;
+          const n = end(leaves[i]) - leaves[i] * leafSize;
+          out.set(buf.subarray(at, at + n), pos);
+          pos += n;
+        }
+      }
+      k = j;
+    }
+  }
+
   private regionDone(r: number): void {
+    this.completed.add(r);
     this.counters.bytesCompared += regionLength(this.shape, r);
     this.endBatch.push(r);
     this.opts.onRegion?.(this.counters);

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { basename } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
-import { openDisk, createOverlay, mergeOverlay, discardOverlay } from '../disk/index.js';
+import { openDisk, createOverlay, mergeOverlay, mergeJournalPath, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { pathExists } from '../fsutil.js';
 import type { Link } from '../transport/link.js';
@@ -115,14 +115,12 @@ export class ReplicaEndpoint {
         this.disk = await openDisk(this.replicaPath, { readOnly: true });
       } else {
         const existing = b.restart === true ? undefined : await readCheckpoint(this.checkpointPath);
-        if (existing && (await pathExists(this.overlayPath))) {
+        // Past the point of no return the overlay may already be merged (and gone): merge() knows.
+        if (existing && (existing.phase === 'merging' || (await pathExists(this.overlayPath)))) {
           this.checkpoint = existing;
           resumeFrom = existing.nextRegion;
           phase = existing.phase;
         } else {
-          if (existing?.phase === 'merging') {
-            throw new VhdsyncError('CHECKPOINT', `${this.replicaPath}: a merge was in progress but its overlay is gone; the replica cannot be trusted — run a fresh resync with --restart`);
-          }
           await this.discardLeftovers();
           await createOverlay(this.replicaPath, this.overlayPath);
           this.checkpoint = {
@@ -271,8 +269,10 @@ export class ReplicaEndpoint {
         this.disk = undefined;
       }
       if (this.checkpoint!.phase !== 'merging') await this.saveCheckpoint('merging');
+      // A run killed after the merge deleted the overlay (and its journal) but before the commit.
+      const merged = !(await pathExists(this.overlayPath)) && !(await pathExists(mergeJournalPath(this.overlayPath)));
       let last = 0;
-      await mergeOverlay(this.overlayPath, {
+      if (!merged) await mergeOverlay(this.overlayPath, {
         onProgress: (done: number, total: number) => {
           const now = Date.now();
           if (now - last > 200) {
@@ -336,3 +336,4 @@ export class ReplicaEndpoint {
     await deleteCheckpoint(this.checkpointPath);
   }
 }
+

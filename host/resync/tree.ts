@@ -154,6 +154,8 @@ export class RegionScanner {
     while (levels[levels.length - 1].byteLength > DIGEST_BYTES) {
       levels.push(this.core.hashTree(levels[levels.length - 1], s.fanout));
     }
+    // With synchronous disk I/O (useSyncIo) a scan never waits: let timers, signals and messages run.
+    await new Promise((resolve) => setImmediate(resolve));
     return { region: r, levels, bytesRead };
   }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { getCore } from '../../core/index.js';
-import { openDisk } from '../../disk/index.js';
+import { openDisk, useSyncIo } from '../../disk/index.js';
 import { diskChecksum } from '../../resync/checksum.js';
 import { ProgressBar } from '../progress.js';
 import { printJson } from '../output.js';
@@ -12,6 +12,7 @@ export function register(program: Command): void {
     .argument('<image>', 'image (raw, VHD)')
     .option('--json', 'print the result as JSON')
     .action(async (path: string, flags: { json?: boolean }) => {
+      useSyncIo(true); // this process only scans disks: see useSyncIo
       const disk = await openDisk(path, { readOnly: true });
       try {
         const bar = new ProgressBar();

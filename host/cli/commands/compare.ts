@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { getCore } from '../../core/index.js';
-import { openDisk } from '../../disk/index.js';
+import { openDisk, useSyncIo } from '../../disk/index.js';
 import { diffDisks } from '../../resync/diff.js';
 import { formatSize } from '../../units.js';
 import { ProgressBar } from '../progress.js';
@@ -14,6 +14,7 @@ export function register(program: Command): void {
     .argument('<b>', 'second image')
     .option('--json', 'print the result as JSON')
     .action(async (pa: string, pb: string, flags: { json?: boolean }) => {
+      useSyncIo(true); // this process only scans disks: see useSyncIo
       const a = await openDisk(pa, { readOnly: true });
       try {
         const b = await openDisk(pb, { readOnly: true });

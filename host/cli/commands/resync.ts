@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { useSyncIo } from '../../disk/index.js';
 import { VhdsyncError } from '../../errors.js';
 import { EventLog } from '../../events/event-log.js';
 import { CounterStore } from '../../events/counters.js';
@@ -46,6 +47,7 @@ export function register(program: Command): void {
     .addOption(new Option('--no-progress', 'no progress bar').hideHelp());
   addNetworkFlags(cmd, 'cap what this side sends to a tls:// replica')
     .action(async (first: string, second: string | undefined, flags: ResyncFlags) => {
+      useSyncIo(true); // this process only scans disks: see useSyncIo
       if (flags.cancel) {
         if (second !== undefined) throw new VhdsyncError('USAGE', 'resync --cancel takes only the replica image');
         if (isReplicaAddress(first)) throw new VhdsyncError('USAGE', 'resync --cancel works on a local replica image; run it on the replica server, on the file under its --root');
