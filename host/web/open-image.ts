@@ -5,6 +5,8 @@
  */
 import { VhdsyncError } from '../errors.js';
 import type { Disk } from '../disk/disk.js';
+import { VhdxDisk } from '../disk/vhdx-disk.js';
+import { readVhdxImage } from '../disk/vhdx-image.js';
 import { ascii } from '../disk/endian.js';
 import { RawDisk } from '../disk/raw.js';
 import { VhdDynamicDisk } from '../disk/vhd-dynamic.js';
@@ -57,7 +59,15 @@ export async function openImage(file: Blob & { readonly name: string }): Promise
 async function detect(file: BlobFile, size: number, name: string): Promise<Disk> {
   const { head, tail } = await readFooterCandidates(file, size);
   if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
-    throw new VhdsyncError('UNSUPPORTED', `${name}: VHDX images are not supported by the page yet; convert it with 'qemu-img convert -O vpc'`);
+    // Read-only: a log left by a crash is replayed in memory, the picked file is never written.
+    const image = await readVhdxImage(file, size, true);
+    if (image.params.hasParent) {
+      throw new VhdsyncError(
+        'UNSUPPORTED',
+        `${name}: a differencing VHDX; its unchanged data lives in its parent, which a page cannot open from one picked file. Merge the chain first, or run 'vhdsync compare' on the command line`,
+      );
+    }
+    return new VhdxDisk(file, image);
   }
   if (!looksLikeVhd(head, tail)) {
     // As on the command line: a file that says it is a VHD but has no footer is broken, not raw.
