@@ -78,23 +78,21 @@ class ZeroDigests {
 }
 
 /**
- * Scans a disk region by region, reading straight into WASM memory (double-buffered so the next read
- * runs while the current chunk is hashed) and returning each region's tree.
+ * Scans a disk region by region, reading straight into WASM memory (a ring of buffers, so the next reads
+ * run while the current chunk is hashed when I/O is asynchronous) and returning each region's tree.
  */
 export class RegionScanner {
   private readonly buffers: WasmRegion[];
   private readonly zeros: ZeroDigests;
-  private readonly chunkBytes: number;
 
   constructor(
     private readonly core: Core,
     private readonly disk: Disk,
     private readonly shape: TreeShape,
     /** Reads kept in flight ahead of the hashing. */
-    private readonly depth = Number(process.env.VHDSYNC_DEPTH ?? 2),
+    private readonly depth = 2,
   ) {
-    this.chunkBytes = Number(process.env.VHDSYNC_CHUNK ?? CHUNK_BYTES);
-    this.buffers = Array.from({ length: depth + 1 }, () => core.alloc(this.chunkBytes));
+    this.buffers = Array.from({ length: depth + 1 }, () => core.alloc(CHUNK_BYTES));
     this.zeros = new ZeroDigests(core);
     // Warm the core's scratch space to its steady-state size now, so no memory growth (which would
     // detach views that reads are filling) happens while a read is in flight.
@@ -123,8 +121,8 @@ export class RegionScanner {
     // Chunks of present runs, read into alternating buffers; the read of chunk k+1 overlaps hashing of k.
     const chunks: { leaf: number; offset: number; length: number }[] = [];
     for (const [first, end] of runs) {
-      for (let l = first; l < end; l += this.chunkBytes / s.leafSize) {
-        const lastLeaf = Math.min(end, l + this.chunkBytes / s.leafSize);
+      for (let l = first; l < end; l += CHUNK_BYTES / s.leafSize) {
+        const lastLeaf = Math.min(end, l + CHUNK_BYTES / s.leafSize);
         const off = start + l * s.leafSize;
         const len = Math.min(lastLeaf * s.leafSize, length) - l * s.leafSize;
         chunks.push({ leaf: l, offset: off, length: len });
