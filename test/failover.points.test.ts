@@ -9,6 +9,7 @@ import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
 import { testViewPathFor } from '../host/replication/recovery-points.js';
+import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
@@ -208,6 +209,85 @@ describe('failover and resync', () => {
     expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest', 'Standard']);
   });
 
+  it('--keep-pre-resync-point keeps the pre-resync replica as one protected point (a test failover to it is the primary before the resync) until the first new hourly point', async () => {
+    const d = await sub();
+    const { rep, vm, clock, a, copies } = await history(d, [0, 61, 122], 3);
+    await vm.close();
+    const before = Math.max(...copies.keys());
+    await divergeAndRequire(rep, a);
+    clock.set(new Date(T0.getTime() + 130 * 60_000)); // the resync ends after the last cycle
+    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
+    expect((await rep.runResync('vm')).result).toBe('completed');
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts.map((p) => [p.kind, p.protected === true])).toEqual([['Latest', false], ['Standard', true]]);
+    const view = await startFailover(rep, 'vm', 'test', { point: pts[1].time });
+    expect(await sameAs(view.disks, copies.get(before)!)).toBe(true);
+    await stopFailover(rep, 'vm', 'test');
+    // Within the hour: no new point, the protected one stays and still rebuilds through the new cycle.
+    const vm2 = await RunningVm.start(rep, 'vm');
+    clock.set(new Date(T0.getTime() + 150 * 60_000));
+    await vm2.write(0, 0, randomBytes(8192, 150));
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    const mid = await getRecoveryPoints(rep, 'vm');
+    expect(mid.map((p) => p.protected === true)).toEqual([false, true]);
+    const view2 = await startFailover(rep, 'vm', 'test', { point: mid[1].time });
+    expect(await sameAs(view2.disks, copies.get(before)!)).toBe(true);
+    await stopFailover(rep, 'vm', 'test');
+    // The first new hourly point replaces it.
+    clock.set(new Date(T0.getTime() + 200 * 60_000));
+    await vm2.write(0, 4096, randomBytes(8192, 200));
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    await vm2.close();
+    // The new hourly point is the latest for now; the protected one and its undo logs are gone.
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => [p.kind, p.protected === true])).toEqual([['Latest', false]]);
+    const replica = rep.site(await rep.get('vm')).diskPath(0);
+    expect(await readFile(join(recoveryPointsDirFor(replica), 'index.json'), 'utf8')).not.toContain('protected');
+  });
+
+  it('an unplanned failover to the protected pre-resync point makes the replica the primary as it was before the resync', async () => {
+    const d = await sub();
+    const { rep, vm, clock, a, copies } = await history(d, [0, 61], 2);
+    await vm.close();
+    const before = Math.max(...copies.keys());
+    await divergeAndRequire(rep, a);
+    clock.set(new Date(T0.getTime() + 75 * 60_000));
+    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
+    expect((await rep.runResync('vm')).result).toBe('completed');
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts[1].protected).toBe(true);
+    const out = await startFailover(rep, 'vm', 'unplanned', { point: pts[1].time });
+    expect(out.vm.state).toBe('FailedOver');
+    expect(await sameAs(out.disks, copies.get(before)!)).toBe(true);
+  });
+
+  it('--keep-pre-resync-point with the VM running: writes tracked during the resync are undone too', async () => {
+    const d = await sub();
+    const { rep, vm, clock, copies } = await history(d, [0, 61], 2);
+    const before = Math.max(...copies.keys());
+    clock.set(new Date(T0.getTime() + 75 * 60_000));
+    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
+    let wrote: Promise<void> | undefined;
+    const out = await rep.runResync('vm', {
+      onProgress: (disk, p) => {
+        if (disk.index === 0 && p.phase === 'merging') wrote ??= vm.write(0, 3 * MiB, randomBytes(20_000, 555));
+      },
+    });
+    await wrote;
+    expect(out.result).toBe('completed');
+    expect(out.disks[0].result.trackedWritesApplied).toBeGreaterThan(0);
+    await vm.close();
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts[1].protected).toBe(true);
+    const view = await startFailover(rep, 'vm', 'test', { point: pts[1].time });
+    expect(await sameAs(view.disks, copies.get(before)!)).toBe(true);
+  });
+
+  it('--keep-pre-resync-point needs --resynchronize', async () => {
+    const d = await sub();
+    const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), MiB)]);
+    await expect(rep.resume('vm', { keepPreResyncPoint: true })).rejects.toThrow(/--keep-pre-resync-point needs --resynchronize/);
+  });
+
   it('during a resync, test and planned failover are refused with the reason; unplanned cancels it and keeps the pre-resync points', async () => {
     const d = await sub();
     const { rep, vm, a, b, copies } = await history(d, [0, 61, 122], 3);
@@ -300,5 +380,36 @@ describe('failover and resync', () => {
     expect(existsSync(cpPath)).toBe(false);
     expect(existsSync(`${site.diskPath(0)}.resync.vhd`)).toBe(false);
     expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
+  });
+});
+
+describe('reverse replication', () => {
+  it('after a planned failover and writes on both sides, reverse resyncs the old primary; after a cycle it equals the new primary', async () => {
+    const d = await sub();
+    const { rep, vm, a, b } = await history(d, [0], 0);
+    await vm.close();
+    const out = await startFailover(rep, 'vm', 'planned');
+    // The new primary (the old replica) is written to, and the old primary diverged too.
+    await writeRaw(out.disks[0], 2 * MiB, randomBytes(100_000, 71));
+    await writeRaw(a, 5 * MiB, randomBytes(50_000, 72));
+    const rev = await reverseReplication(rep, 'vm');
+    expect(rev.disks.map((x) => [x.path, x.replicaPath])).toEqual([[out.disks[0], a], [out.disks[1], b]]);
+    const run = await rep.runResync('vm');
+    expect(run.result).toBe('completed');
+    // A resync, not a full copy: only the differing leaves travelled.
+    expect(run.disks.reduce((n, x) => n + x.result.bytesSent, 0)).toBeLessThan(MiB);
+    const vm2 = await RunningVm.start(rep, 'vm');
+    await vm2.write(0, 0, randomBytes(4096, 73));
+    await vm2.write(1, MiB, randomBytes(4096, 74));
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    await vm2.close();
+    expect(qemuIdentical(out.disks[0], a)).toBe(true);
+    expect(qemuIdentical(out.disks[1], b)).toBe(true);
+  });
+
+  it('is refused unless the VM was failed over with a planned failover, with one clear line', async () => {
+    const d = await sub();
+    const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), MiB)]);
+    await expect(reverseReplication(rep, 'vm')).rejects.toThrow(/^reverse-replication needs 'vm' failed over with start-failover vm --planned; it is Replicating$/);
   });
 });

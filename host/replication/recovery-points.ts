@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createDifferencing, openDisk, type Disk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
-import { recoveryPointsDirFor } from '../resync/paths.js';
+import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
 
 /**
  * Recovery points as undo logs of before-images (Hyper-V WS2012 R2's `.HRU` design, reference §2.2):
@@ -28,6 +28,8 @@ export interface HourlyPoint {
   /** The point is the replica as it was right after this cycle was applied. */
   sequence: number;
   time: string;
+  /** `--keep-pre-resync-point`: the replica before a resync, kept until the first new hourly point. */
+  protected?: boolean;
 }
 
 interface PointIndex {
@@ -42,6 +44,8 @@ export interface RecoveryPoint {
   kind: 'Latest' | 'Standard';
   /** Bytes of undo logs this point adds on disk (0 for the latest). */
   sizeOnDisk: number;
+  /** The replica as it was before a resync (`--keep-pre-resync-point`). */
+  protected?: boolean;
 }
 
 export const POINT_INTERVAL_MS = 3600_000;
@@ -129,7 +133,13 @@ export async function recordApplied(replica: string, sequence: number, now: Date
   let points = await readPoints(replica);
   if (history > 0) {
     const newest = points.at(-1);
-    if (!newest || now.getTime() - Date.parse(newest.time) >= POINT_INTERVAL_MS) points.push({ sequence, time: now.toISOString() });
+    if (!newest || now.getTime() - Date.parse(newest.time) >= POINT_INTERVAL_MS) {
+      // The first new hourly point replaces a pre-resync point.
+      points = [...points.filter((p) => !p.protected), { sequence, time: now.toISOString() }];
+    }
+  } else {
+    // Nothing was captured for this cycle: the chain back to a pre-resync point is broken.
+    points = points.filter((p) => !p.protected);
   }
   // `history` points besides the latest: the one just recorded (if any) is the latest for now.
   const older = points.filter((p) => p.sequence < sequence);
@@ -159,7 +169,7 @@ export async function listPoints(replica: string, latest: { sequence: number; ti
     const upTo = i + 1 < points.length ? Math.min(points[i + 1].sequence, latest.sequence) : latest.sequence;
     let size = 0;
     for (const [seq, u] of undo) if (seq > p.sequence && seq <= upTo) size += u.size;
-    out.push({ ...p, kind: 'Standard', sizeOnDisk: size });
+    out.push({ ...p, kind: 'Standard', sizeOnDisk: size, ...(p.protected ? { protected: true } : {}) });
   }
   return out;
 }
@@ -222,6 +232,21 @@ export async function deleteRecoveryPoints(replica: string): Promise<boolean> {
   const had = await stat(dir).then(() => true, () => false);
   await rm(dir, { recursive: true, force: true });
   return had;
+}
+
+/**
+ * A resync with `--keep-pre-resync-point` completed and the replica is rebased to `latest`: its
+ * pre-resync undo log becomes the undo log of cycle `latest`, so the replica before the resync is the
+ * point after `latest - 1`, protected until the first new hourly point (`recordApplied`). `time` is
+ * when that replica was last replicated. Returns whether the point exists.
+ */
+export async function adoptPreResyncPoint(replica: string, latest: number, time: string): Promise<boolean> {
+  const from = preResyncUndoPathFor(replica);
+  const had = await stat(from).then(() => true, () => false);
+  if (!had) return false;
+  await rename(from, undoPath(replica, latest));
+  await writePoints(replica, [{ sequence: latest - 1, time, protected: true }]);
+  return true;
 }
 
 /** Before an apply resumed after a crash: the before-images it would capture are already overwritten. */

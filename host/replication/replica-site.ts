@@ -22,6 +22,8 @@ export interface ReplicaDiskSpec {
   index: number;
   /** File name on the replica (the primary's file name). */
   name: string;
+  /** Where the replica disk is when it is not `<root>/<vm>/<name>`: a reversed relationship's old primary. */
+  path?: string;
   diskId: string;
   virtualSize: number;
   format: 'raw' | 'vhd' | 'vhdx';
@@ -68,7 +70,7 @@ export class LocalReplicaSite {
   }
 
   diskPath(index: number): string {
-    return join(this.vmDir, this.disks[index].name);
+    return this.disks[index].path ?? join(this.vmDir, this.disks[index].name);
   }
 
   static diskPathFor(root: string, vmName: string, primaryPath: string): string {

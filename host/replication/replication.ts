@@ -5,6 +5,7 @@ import { basename, resolve } from 'node:path';
 import { openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
+import { adoptPreResyncPoint } from './recovery-points.js';
 import { cancelResync, startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
 import { lockHolder, tryLock } from '../tracking/pid-lock.js';
 import type { LinkShape } from '../transport/memory-link.js';
@@ -31,12 +32,16 @@ export interface ResumeInput {
   resynchronize?: boolean;
   resynchronizeStartTime?: string;
   continue?: boolean;
+  /** With `resynchronize`: keep the replica as it was before as one protected recovery point. */
+  keepPreResyncPoint?: boolean;
 }
 
 export interface ResyncRunOptions {
   origin?: NonNullable<ResyncInfo['origin']>;
   /** Start over instead of continuing from checkpoints. */
   restart?: boolean;
+  /** Keep the replica as it was before the resync as one protected recovery point (default: as `resume` said). */
+  keepPreResyncPoint?: boolean;
   onProgress?: (disk: VmDisk, p: ResyncProgress) => void;
   /** Polled during the run: true pauses it at the next region boundary (SIGINT in the CLI). */
   shouldPause?: () => boolean;
@@ -84,7 +89,14 @@ export class Replication {
       vm.replica,
       vm.name,
       vm.vmId,
-      vm.disks.map((d) => ({ index: d.index, name: basename(d.replicaPath), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format })),
+      vm.disks.map((d) => ({
+        index: d.index,
+        name: basename(d.replicaPath),
+        diskId: d.diskId,
+        virtualSize: d.virtualSize,
+        format: d.format,
+        ...(d.replicaPath !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, d.path) ? { path: d.replicaPath } : {}),
+      })),
     );
   }
 
@@ -263,12 +275,14 @@ export class Replication {
     const now = this.clock.now();
     const startAt = input.resynchronizeStartTime !== undefined ? parseStartTime(input.resynchronizeStartTime, now) : undefined;
     if (startAt && !input.resynchronize) throw new VhdsyncError('USAGE', '--resynchronize-start-time needs --resynchronize');
+    if (input.keepPreResyncPoint && !input.resynchronize) throw new VhdsyncError('USAGE', '--keep-pre-resync-point needs --resynchronize');
     if (input.continue && input.resynchronize) throw new VhdsyncError('USAGE', '--continue and --resynchronize cannot be used together: --continue carries on a suspended resynchronization, --resynchronize starts one');
     const owner = await this.resyncPid(name);
     const { vm, result } = await this.store.update(name, async (vm, ctx): Promise<{ restart: boolean } | undefined> => {
       const state = vm.state;
       if (state === 'ResynchronizeSuspended' || (state === 'Resynchronizing' && owner === undefined)) {
         if (startAt) throw new VhdsyncError('STATE', `virtual machine '${name}' has a suspended resynchronization; continue it (--continue) or start over without a start time`);
+        if (input.resynchronize && vm.resync) vm.resync.keepPreResyncPoint = input.keepPreResyncPoint === true;
         return { restart: input.resynchronize === true };
       }
       if (state === 'Resynchronizing') throw new VhdsyncError('BUSY', `virtual machine '${name}' is already resynchronizing (process ${owner})`);
@@ -282,6 +296,7 @@ export class Replication {
         } else if (state !== 'WaitingForStartResynchronize') {
           throw new VhdsyncError('STATE', `virtual machine '${name}' is ${state}; ${state === 'ReadyForInitialReplication' ? 'start the initial replication first' : 'it cannot be resynchronized now'}`);
         }
+        if (vm.resync) vm.resync.keepPreResyncPoint = input.keepPreResyncPoint === true;
         if (startAt) {
           vm.resynchronizeStartTime = startAt.toISOString();
           return undefined;
@@ -406,10 +421,12 @@ export class Replication {
           evidence: vm.resync?.evidence ?? (initial ? 'initial replication' : 'requested'),
           requiredAt: vm.resync?.requiredAt ?? now.toISOString(),
           disksDone: [],
+          keepPreResyncPoint: vm.resync?.keepPreResyncPoint,
         };
         if (restart) await stopTracking(vm);
       }
       vm.resync.restart = false;
+      if (opts.keepPreResyncPoint !== undefined) vm.resync.keepPreResyncPoint = opts.keepPreResyncPoint;
       vm.resync.origin = opts.origin ?? vm.resync.origin ?? 'manual';
       vm.resync.startedAt ??= now.toISOString();
       vm.resync.pausedByWindow = false;
@@ -442,6 +459,7 @@ export class Replication {
           replica: d.replicaPath,
           vm: name,
           restart: fresh,
+          keepPreResyncPoint: !initial && started.resync!.keepPreResyncPoint === true,
           link: opts.link ?? this.link,
           // An initial replication is not a resync: its 29242/29244 and Resynchronized Bytes stay private.
           events: initial ? new EventLog() : this.events,
@@ -500,6 +518,10 @@ export class Replication {
       const cancelled = required || (stopped !== undefined && vm.control === 'cancel');
       if (stopped === undefined && !required && (vm.state === 'Resynchronizing' || vm.state === 'InitialReplicationInProgress')) {
         await site.rebase(seq - 1);
+        if (vm.resync?.keepPreResyncPoint) {
+          const time = vm.lastReplicationTime ?? vm.resync.startedAt ?? end.toISOString();
+          for (const d of vm.disks) await adoptPreResyncPoint(site.diskPath(d.index), seq - 1, time);
+        }
         vm.lastShippedSequence = seq - 1;
         vm.state = 'Replicating';
         vm.resync = null;

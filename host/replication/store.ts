@@ -40,6 +40,8 @@ export interface ResyncInfo {
   /** The next run starts from the beginning (after a cancel). */
   restart?: boolean;
   startedAt?: string;
+  /** `--keep-pre-resync-point`: the replica before this resync stays as one protected recovery point. */
+  keepPreResyncPoint?: boolean;
 }
 
 /** Everything persisted about one VM's replication, in `<home>/vms/<name>/vm.json`. */

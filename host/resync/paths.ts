@@ -13,3 +13,12 @@ export function recoveryPointsDirFor(replicaPath: string): string {
   return `${replicaPath}.recovery-points`;
 }
 
+
+/**
+ * `--keep-pre-resync-point`: the before-images a resync's merge and tracked writes overwrite in the
+ * replica, kept in its recovery-point folder (the undo-log format of host/replication/recovery-points.ts);
+ * the replication layer adopts it as one protected point once the resync completes.
+ */
+export function preResyncUndoPathFor(replicaPath: string): string {
+  return `${recoveryPointsDirFor(replicaPath)}/pre-resync.undo`;
+}

@@ -1,7 +1,7 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { inflateRaw } from 'node:zlib';
 import { promisify } from 'node:util';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, createOverlay, mergeOverlay, mergeJournalPath, discardOverlay } from '../disk/index.js';
@@ -11,7 +11,8 @@ import type { Link } from '../transport/link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
 import { Channel } from './channel.js';
 import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
-import { checkpointPathFor, overlayPathFor, recoveryPointsDirFor } from './paths.js';
+import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
+import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
 import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST_BYTES, type RegionTree, type TreeShape } from './tree.js';
 
 const inflateRawAsync = promisify(inflateRaw);
@@ -39,6 +40,10 @@ export class ReplicaEndpoint {
   private shape: TreeShape | undefined;
   private checkpoint: Checkpoint | undefined;
   private dryRun = false;
+  /** `--keep-pre-resync-point`: keep the replica as it was before this resync as one undo log. */
+  private keepPreResync = false;
+  /** Tracked writes add their before-images to the pre-resync point (known once, at the merge). */
+  private capturingWrites: boolean | undefined;
   private trees = new Map<number, RegionTree>();
   private done = new Set<number>();
   private nextRegion = 0;
@@ -107,6 +112,7 @@ export class ReplicaEndpoint {
   private start(b: Record<string, unknown>): Promise<void> {
     return this.guard(async () => {
       this.dryRun = b.dryRun === true;
+      this.keepPreResync = b.keepPreResyncPoint === true;
       const shape = b.shape as TreeShape;
       this.shape = shape;
       let resumeFrom = 0;
@@ -268,9 +274,15 @@ export class ReplicaEndpoint {
         await this.disk.close();
         this.disk = undefined;
       }
-      if (this.checkpoint!.phase !== 'merging') await this.saveCheckpoint('merging');
+      if (this.checkpoint!.phase !== 'merging') {
+        // The base is still untouched: its before-images are exact. Once merging, they never are again.
+        if (this.keepPreResync) await capturePreResyncPoint(this.replicaPath, this.overlayPath);
+        await this.saveCheckpoint('merging');
+      }
       // A run killed after the merge deleted the overlay (and its journal) but before the commit.
       const merged = !(await pathExists(this.overlayPath)) && !(await pathExists(mergeJournalPath(this.overlayPath)));
+      // Tracked writes of the killed run may already be in the base: the point could not be trusted.
+      if (merged || !this.keepPreResync) await dropPreResyncPoint(this.replicaPath);
       let last = 0;
       if (!merged) await mergeOverlay(this.overlayPath, {
         onProgress: (done: number, total: number) => {
@@ -288,6 +300,8 @@ export class ReplicaEndpoint {
   private async trackedWrite(offset: number, data: Uint8Array): Promise<void> {
     if (this.dryRun) throw new VhdsyncError('PROTOCOL', 'protocol error: tracked write during a dry run');
     const base = (this.base ??= await openDisk(this.replicaPath));
+    this.capturingWrites ??= this.keepPreResync && (await pathExists(preResyncUndoPathFor(this.replicaPath)));
+    if (this.capturingWrites) await capturePreResyncWrite(this.replicaPath, base, offset, data.byteLength);
     await base.write(offset, data);
   }
 
@@ -298,9 +312,16 @@ export class ReplicaEndpoint {
         this.base = undefined;
       }
       // Recovery points were built on the old baseline (Hyper-V deletes them after a resync).
+      // With --keep-pre-resync-point the pre-resync undo log stays; the replication layer adopts it.
       const rp = recoveryPointsDirFor(this.replicaPath);
-      const hadPoints = await pathExists(rp);
-      await rm(rp, { recursive: true, force: true });
+      const keep = this.keepPreResync ? basename(preResyncUndoPathFor(this.replicaPath)) : undefined;
+      const names = await readdir(rp).catch(() => [] as string[]);
+      const hadPoints = names.some((n) => n !== keep);
+      if (keep && names.includes(keep)) {
+        for (const n of names) if (n !== keep) await rm(join(rp, n), { recursive: true, force: true });
+      } else {
+        await rm(rp, { recursive: true, force: true });
+      }
       await deleteCheckpoint(this.checkpointPath);
       this.finished = true;
       await this.ch.control('committed', { recoveryPointsDeleted: hadPoints });
@@ -334,6 +355,7 @@ export class ReplicaEndpoint {
   private async discardLeftovers(): Promise<void> {
     if (await pathExists(this.overlayPath)) await discardOverlay(this.overlayPath);
     await deleteCheckpoint(this.checkpointPath);
+    await dropPreResyncPoint(this.replicaPath);
   }
 }
 

@@ -16,6 +16,7 @@ import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
+import { dropPreResyncPoint } from './pre-resync-point.js';
 import { PrimaryCompare, type CompareCounters } from './primary.js';
 import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
 
@@ -34,6 +35,11 @@ export interface ResyncOptions {
   dryRun?: boolean;
   /** Discard a checkpoint and overlay left by an earlier run and start from the beginning. */
   restart?: boolean;
+  /**
+   * Keep the replica as it was before this resync as an undo log beside it (`--keep-pre-resync-point`),
+   * instead of deleting every recovery point; the replication layer makes it a protected point.
+   */
+  keepPreResyncPoint?: boolean;
   /** Name used in events and counters (default: the primary's file name). */
   vm?: string;
   events?: EventLog;
@@ -126,6 +132,7 @@ export async function cancelResync(replicaPath: string): Promise<{ cancelled: bo
     if ((e as VhdsyncError).code !== 'NOT_FOUND') throw e;
   }
   cancelled = (await removeIfExists(cpPath)) || cancelled;
+  await dropPreResyncPoint(replicaPath);
   return { cancelled };
 }
 
@@ -162,7 +169,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     phases.preflight = secs();
 
     // 2–3. Start tracking, create (or reopen) the overlay on the replica.
-    const start = { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary) };
+    const start = { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true };
     const started = await c.request('start', start, 'started');
     let resumeRegion = Number(started.resumeFrom);
     let phase = String(started.phase) as Checkpoint['phase'];

@@ -14,9 +14,9 @@ export function register(program: Command): void {
   ).action(async (name: string, flags: HomeFlags) => {
     const points = await getRecoveryPoints(replicationFor(flags), name);
     if (flags.json) {
-      printJson(points.map((p) => ({ Time: p.time, Kind: p.kind, SizeOnDisk: p.sizeOnDisk, Sequence: p.sequence })));
+      printJson(points.map((p) => ({ Time: p.time, Kind: p.kind, SizeOnDisk: p.sizeOnDisk, Sequence: p.sequence, ...(p.protected ? { PreResync: true } : {}) })));
       return;
     }
-    process.stdout.write(formatTable(['Time', 'Kind', 'SizeOnDisk', 'Cycle'], points.map((p) => [p.time, p.kind, formatSize(p.sizeOnDisk), p.sequence])));
+    process.stdout.write(formatTable(['Time', 'Kind', 'SizeOnDisk', 'Cycle'], points.map((p) => [p.time, p.protected ? `${p.kind} (pre-resync)` : p.kind, formatSize(p.sizeOnDisk), p.sequence])));
   });
 }

@@ -15,8 +15,9 @@ import * as service from './service.js';
 import * as recoveryPoints from './get-recovery-points.js';
 import * as startFailover from './start-failover.js';
 import * as stopFailover from './stop-failover.js';
+import * as reverse from './reverse-replication.js';
 
 /** The replication verbs (Hyper-V's *-VMReplication cmdlets), the running VM, and the service. */
 export function register(program: Command): void {
-  for (const c of [enable, startInitial, get, set, suspend, resume, stop, measure, remove, events, workload, write, service, recoveryPoints, startFailover, stopFailover]) c.register(program);
+  for (const c of [enable, startInitial, get, set, suspend, resume, stop, measure, remove, events, workload, write, service, recoveryPoints, startFailover, stopFailover, reverse]) c.register(program);
 }

@@ -8,6 +8,7 @@ interface Flags extends HomeFlags {
   resynchronize?: boolean;
   resynchronizeStartTime?: string;
   continue?: boolean;
+  keepPreResyncPoint?: boolean;
   link?: string;
 }
 
@@ -23,13 +24,15 @@ export function register(program: Command): void {
     .argument('<vm>', 'VM name')
     .option('--resynchronize', 'start a resynchronization (Resume-VMReplication -Resynchronize)')
     .option('--resynchronize-start-time <time>', 'schedule it instead, at most 7 days ahead (e.g. "2024-08-01 05:00")')
-    .option('--continue', 'continue a suspended resynchronization from where it stopped');
+    .option('--continue', 'continue a suspended resynchronization from where it stopped')
+    .option('--keep-pre-resync-point', 'with --resynchronize: keep the replica as it was before as one protected recovery point, until the first new one exists');
   withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
     const { vm, run } = await rep.resume(name, {
       resynchronize: flags.resynchronize,
       resynchronizeStartTime: flags.resynchronizeStartTime,
       continue: flags.continue,
+      keepPreResyncPoint: flags.keepPreResyncPoint,
     });
     if (!run) {
       if (flags.json) printJson(viewOf(rep, vm));

@@ -1,0 +1,52 @@
+import { dirname, join } from 'node:path';
+import { VhdsyncError } from '../errors.js';
+import { removeIfExists } from '../fsutil.js';
+import { readFailover } from './failover.js';
+import { deleteRecoveryPoints } from './recovery-points.js';
+import type { Replication } from './replication.js';
+import type { VmRecord } from './store.js';
+
+/**
+ * Set-VMReplication -Reverse after a planned failover (reference §1.2): the failed-over replica becomes
+ * the primary and the old primary its replica. The old primary may have diverged (written to after the
+ * failover, or the new primary written to since), so the new baseline is always made by our resync —
+ * it compares both and ships only the differences, never a full copy. The caller runs it
+ * (`Replication.runResync`), as for `resume-replication --resynchronize`.
+ *
+ * The reversed site keeps its logs and `replica.json` under `<replica>/<vm>/` (default: a
+ * `.vhdsync-replica` folder beside the old primary's first disk); the replica disks stay where the old
+ * primary disks are.
+ */
+export async function reverseReplication(rep: Replication, name: string, opts: { replica?: string } = {}): Promise<VmRecord> {
+  const vm = await rep.get(name);
+  const failover = await readFailover(vm);
+  if (vm.state !== 'FailedOver' || failover?.kind !== 'planned') {
+    throw new VhdsyncError(
+      'STATE',
+      `reverse-replication needs '${name}' failed over with start-failover ${name} --planned; it is ${vm.state}${failover ? ` with a ${failover.kind} failover` : ''}`,
+    );
+  }
+  const pid = await rep.runningPid(name);
+  if (pid !== undefined) throw new VhdsyncError('STATE', `reverse-replication: process ${pid} is running '${name}'; stop it first`);
+  const root = opts.replica ?? join(dirname(vm.disks[0].path), '.vhdsync-replica');
+  const oldSite = rep.site(vm);
+  const now = rep.clock.now();
+  const { vm: after } = await rep.store.update(name, async (v, ctx) => {
+    if (v.state !== 'FailedOver') throw new VhdsyncError('STATE', `reverse-replication: '${name}' is ${v.state} now; nothing changed`);
+    v.disks = v.disks.map((d) => ({ ...d, path: d.replicaPath, replicaPath: d.path, fingerprint: undefined }));
+    v.replica = root;
+    await rep.refreshFingerprints(v, now);
+    const evidence = `replication reversed after a planned failover: ${v.disks.map((d) => d.replicaPath).join(', ')} becomes the replica of ${v.disks.map((d) => d.path).join(', ')}`;
+    v.state = 'WaitingForStartResynchronize';
+    v.resync = { reason: 'Requested', evidence, requiredAt: now.toISOString(), disksDone: [], restart: true };
+    v.resynchronizeStartTime = null;
+    v.control = null;
+    v.retry = null;
+    v.lastError = null;
+    ctx.emit({ id: 90002, level: 'Error', vm: v.name, reason: 'Requested', evidence });
+  });
+  // The old replica's history and failover record describe a disk that is now the primary.
+  for (const d of after.disks) await deleteRecoveryPoints(d.path);
+  await removeIfExists(join(oldSite.vmDir, 'failover.json'));
+  return after;
+}

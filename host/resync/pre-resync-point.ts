@@ -1,0 +1,60 @@
+import { appendFile, mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Disk } from '../disk/disk.js';
+import { openDisk, openDiskAlone } from '../disk/index.js';
+import { preResyncUndoPathFor } from './paths.js';
+
+/** What a differencing disk opened alone tells about the sectors it holds itself. */
+interface OwnedSectors {
+  readonly blockCount: number;
+  isAllocated(b: number): boolean;
+  ownedRanges(b: number): Promise<Array<{ offset: number; length: number }>>;
+  close(): Promise<void>;
+}
+
+/** One undo record: [offset u64 LE][length u32 LE][before-image]. */
+async function record(disk: Disk, offset: number, length: number): Promise<Uint8Array> {
+  const rec = new Uint8Array(12 + length);
+  const v = new DataView(rec.buffer);
+  v.setBigUint64(0, BigInt(offset), true);
+  v.setUint32(8, length, true);
+  await disk.read(offset, rec.subarray(12));
+  return rec;
+}
+
+/**
+ * Before the overlay is merged: the base's bytes under exactly the ranges the overlay owns, so that
+ * writing them back gives the replica as it was before the resync. Written whole (temp + rename) before
+ * the merge touches the base; never written again once the merge started (the base would be wrong).
+ */
+export async function capturePreResyncPoint(replicaPath: string, overlayPath: string): Promise<void> {
+  const path = preResyncUndoPathFor(replicaPath);
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp`;
+  const overlay = (await openDiskAlone(overlayPath, { readOnly: true })) as unknown as OwnedSectors;
+  const base = await openDisk(replicaPath, { readOnly: true });
+  const fh = await open(tmp, 'w');
+  try {
+    for (let b = 0; b < overlay.blockCount; b++) {
+      if (!overlay.isAllocated(b)) continue;
+      for (const r of await overlay.ownedRanges(b)) await fh.write(await record(base, r.offset, r.length));
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+    await base.close();
+    await overlay.close();
+  }
+  await rename(tmp, path);
+}
+
+/** Before a tracked write goes into the base after the merge: its before-image joins the point. */
+export async function capturePreResyncWrite(replicaPath: string, base: Disk, offset: number, length: number): Promise<void> {
+  await appendFile(preResyncUndoPathFor(replicaPath), await record(base, offset, length));
+}
+
+/** The point cannot be trusted (the run resumed past the merge): drop it rather than offer a wrong one. */
+export async function dropPreResyncPoint(replicaPath: string): Promise<void> {
+  await rm(preResyncUndoPathFor(replicaPath), { force: true });
+  await rm(`${preResyncUndoPathFor(replicaPath)}.tmp`, { force: true });
+}
