@@ -53,6 +53,11 @@ export async function resolveParent(file: DiskFile, fileSize: number, header: Dy
   if (candidates.length === 0) {
     throw new VhdsyncError('PARENT_MISSING', `${file.path}: differencing VHD names no parent (no usable parent locator or parent name)`);
   }
+  return firstExisting(file.path, candidates);
+}
+
+/** Of a child's parent candidates (in resolution order), the first that is a file, or PARENT_MISSING naming them all. */
+export async function firstExisting<C extends { path: string }>(childPath: string, candidates: C[]): Promise<C> {
   for (const c of candidates) {
     try {
       if ((await stat(c.path)).isFile()) return c;
@@ -64,7 +69,7 @@ export async function resolveParent(file: DiskFile, fileSize: number, header: Dy
   const also = rest.length ? ` (also tried ${rest.map((c) => c.path).join(', ')})` : '';
   throw new VhdsyncError(
     'PARENT_MISSING',
-    `${file.path}: parent disk ${first.path} not found${also}; restore the parent next to the child or recreate the differencing disk`,
+    `${childPath}: parent disk ${first.path} not found${also}; restore the parent next to the child or recreate the differencing disk`,
   );
 }
 

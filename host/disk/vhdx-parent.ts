@@ -3,11 +3,10 @@
  * then `volume_path`, then `absolute_win32_path`, then each one's file name next to the child. The
  * parent is verified afterwards by linkage (its DataWriteGuid must equal `parent_linkage`).
  */
-import { stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { VhdsyncError } from '../errors.js';
 import type { ParentLocator } from './vhdx-metadata.js';
-import { toLocalPath } from './vhd-parent.js';
+import { firstExisting, toLocalPath } from './vhd-parent.js';
 
 export interface VhdxParentCandidate {
   path: string;
@@ -43,17 +42,5 @@ export async function resolveVhdxParent(childPath: string, locator: ParentLocato
   if (candidates.length === 0) {
     throw new VhdsyncError('PARENT_MISSING', `${childPath}: differencing VHDX names no parent path (no relative_path, volume_path or absolute_win32_path)`);
   }
-  for (const c of candidates) {
-    try {
-      if ((await stat(c.path)).isFile()) return c;
-    } catch {
-      // try the next one
-    }
-  }
-  const [first, ...rest] = candidates;
-  const also = rest.length ? ` (also tried ${rest.map((c) => c.path).join(', ')})` : '';
-  throw new VhdsyncError(
-    'PARENT_MISSING',
-    `${childPath}: parent disk ${first.path} not found${also}; restore the parent next to the child or recreate the differencing disk`,
-  );
+  return firstExisting(childPath, candidates);
 }
