@@ -15,23 +15,13 @@ import { footerChecksum, parseFooter } from '../host/disk/vhd-footer.js';
 import { headerChecksum, parseDynamicHeader } from '../host/disk/vhd-header.js';
 import { VhdsyncError } from '../host/errors.js';
 import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
 beforeAll(() => {
   fx = unpackFixtures();
 });
 afterAll(() => removeDir(fx));
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const INTERESTING_U32 = [0, 1, 2, 3, 4, 5, 0x1ff, 0x200, 0x201, 0xfff, 0x1000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
 

@@ -7,6 +7,7 @@ import {
   VhdDynamicDisk, createDifferencing, createOverlay, createVhd, discardOverlay, mergeJournalPath, mergeOverlay, openDisk, type Disk,
 } from '../host/disk/index.js';
 import { expectSameBytes, readAll, removeDir, sha256, tempDir, unpackFixtures, vhdsyncError, MiB } from './disk.support.js';
+import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
 let dir: string;
@@ -18,18 +19,6 @@ afterAll(() => {
   removeDir(fx);
   removeDir(dir);
 });
-
-/** Small deterministic PRNG (mulberry32) so a failure replays exactly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function fillRandom(buf: Uint8Array, next: () => number): Uint8Array {
   for (let i = 0; i < buf.length; i++) buf[i] = (next() * 256) | 0;

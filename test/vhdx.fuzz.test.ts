@@ -21,6 +21,7 @@ import { interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKin
 import { parseRegionTable, validateRegions } from '../host/disk/vhdx-region.js';
 import { VhdsyncError } from '../host/errors.js';
 import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
 let work: string;
@@ -32,17 +33,6 @@ afterAll(() => {
   removeDir(fx);
   removeDir(work);
 });
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const KiB = 1024;
 const INTERESTING = [0, 1, 2, 3, 4, 5, 6, 7, 0x1ff, 0x200, 0x1000, 0xfff, 0x100000, 0x200000, 0x300000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
