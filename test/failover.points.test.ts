@@ -93,7 +93,7 @@ describe('recovery points (undo logs, one an hour)', () => {
     const d0 = await sub();
     const zero = await history(d0, [0, 61, 122], 0);
     expect((await getRecoveryPoints(zero.rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
-    const replica = zero.rep.site(await zero.rep.get('vm')).diskPath(0);
+    const replica = zero.rep.localSite(await zero.rep.get('vm')).diskPath(0);
     expect(existsSync(recoveryPointsDirFor(replica))).toBe(false);
     await zero.vm.close();
   });
@@ -110,7 +110,7 @@ describe('test failover', () => {
   it('a view at each point equals the primary as it was then; replication goes on under it; stop removes it', async () => {
     const d = await sub();
     const { rep, vm, a, b, copies } = await history(d, [0, 61, 122, 183], 3);
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     const pts = await getRecoveryPoints(rep, 'vm');
     expect(pts.map((p) => p.sequence)).toEqual([4, 3, 2, 1]);
     for (const p of pts) {
@@ -192,7 +192,7 @@ describe('failover and resync', () => {
     const d = await sub();
     const { rep, vm, clock, a } = await history(d, [0, 61, 122], 3);
     await vm.close();
-    const replica = rep.site(await rep.get('vm')).diskPath(0);
+    const replica = rep.localSite(await rep.get('vm')).diskPath(0);
     expect((await getRecoveryPoints(rep, 'vm')).length).toBe(3);
     await divergeAndRequire(rep, a);
     await rep.resume('vm', { resynchronize: true });
@@ -240,7 +240,7 @@ describe('failover and resync', () => {
     await vm2.close();
     // The new hourly point is the latest for now; the protected one and its undo logs are gone.
     expect((await getRecoveryPoints(rep, 'vm')).map((p) => [p.kind, p.protected === true])).toEqual([['Latest', false]]);
-    const replica = rep.site(await rep.get('vm')).diskPath(0);
+    const replica = rep.localSite(await rep.get('vm')).diskPath(0);
     expect(await readFile(join(recoveryPointsDirFor(replica), 'index.json'), 'utf8')).not.toContain('protected');
   });
 
@@ -298,7 +298,7 @@ describe('failover and resync', () => {
     // overlay, the checkpoint saying comparing (written here as an interrupted compare leaves them: on
     // these small disks the engine reports progress only once a disk's compare is done).
     expect((await rep.runResync('vm', { shouldPause: () => true })).result).toBe('paused');
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     const replica = site.diskPath(0);
     await createOverlay(replica, `${replica}.resync.vhd`);
     const ov = await openDisk(`${replica}.resync.vhd`);
@@ -338,7 +338,7 @@ describe('failover and resync', () => {
     await asked;
     expect(first.result).toBe('paused');
     expect((await rep.get('vm')).resync?.disksDone).toEqual([0]);
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     expect(qemuIdentical(a, site.diskPath(0))).toBe(true);
     // An older point cannot be had any more: said before anything changes.
     await expect(startFailover(rep, 'vm', 'unplanned', { point: T0.toISOString() })).rejects.toThrow(/past its point of no return .* run the failover without --point/);
@@ -358,7 +358,7 @@ describe('failover and resync', () => {
     await divergeAndRequire(rep, a);
     await rep.resume('vm', { resynchronize: true });
     // The resync process dies once the merge has started (the point of no return).
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     const cpPath = `${site.diskPath(0)}.resync.json`;
     await expect(
       rep.runResync('vm', {

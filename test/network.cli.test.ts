@@ -95,6 +95,33 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     expect(qemuIdentical(primary, replica)).toBe(true);
   });
 
+  it('a VM replicated to the replica server: enable, initial replication, cycles, a resync, all through the CLI', async () => {
+    const home = join(dir, 'vmhome');
+    const run = (...args: string[]) => {
+      const r = cli([...args, '--home', home, '--json']);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const disk = await rawImage(join(dir, 'vm-sys.img'), 32 * MiB, [[0, randomBytes(MiB, 41)]]);
+    const url = `tls://127.0.0.1:${port}/cli-vm`;
+    expect(run('enable-replication', 'cli-vm', '--disk', disk, '--replica', url, '--bandwidth', '400mbps', ...clientFlags())).toMatchObject({ ReplicaServer: url, State: 'ReadyForInitialReplication' });
+    expect(run('start-initial-replication', 'cli-vm')).toMatchObject({ Result: 'completed', State: 'Replicating' });
+    const replica = join(root, 'cli-vm', 'vm-sys.img');
+    expect(qemuIdentical(disk, replica)).toBe(true);
+    run('workload', 'cli-vm', '--bytes', '2M', '--rate', 'unlimited', '--seed', '5');
+    expect(run('service', '--once')[0].cycle.result).toBe('replicated');
+    expect(qemuIdentical(disk, replica)).toBe(true);
+    run('suspend-replication', 'cli-vm');
+    run('workload', 'cli-vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '6');
+    const out = run('resume-replication', 'cli-vm', '--resynchronize');
+    expect(out.Result).toBe('completed');
+    expect(run('get-replication', 'cli-vm')).toMatchObject({ State: 'Replicating', Health: 'Normal', ReplicatedDisks: [{ ReplicaPath: `${url}/vm-sys.img` }] });
+    expect(qemuIdentical(disk, replica)).toBe(true);
+    const failover = cli(['start-failover', 'cli-vm', '--test', '--home', home]);
+    expect(failover.status).toBe(2);
+    expect(failover.stderr).toMatch(/is replicated to the replica server .*: failover works on a replica directory on this machine/);
+  });
+
   it('bad input: one clear line and exit 2', async () => {
     const p = await rawImage(join(dir, 'bad.img'), 8 * MiB);
     const url = `tls://127.0.0.1:${port}/one/disk.img`;
@@ -110,7 +137,12 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
       [['resync', p, join(dir, 'r.img'), ...clientFlags()], /--cert applies to a tls:\/\/HOST:PORT\/NAME\/disk.vhd replica/],
       [['resync', p, 'tls://127.0.0.1/x.img', ...clientFlags()], /expected tls:\/\/HOST:PORT\/NAME\/disk.vhd/],
       [['resync', p, unreachable, ...clientFlags()], /connection refused \(is 'vhdsync replica serve' listening there\?\)/],
-      [['resync', '--cancel', url], /--cancel works on a local replica/],
+      [['resync', '--cancel', url], /resync --cancel tls:.* needs --cert, --key, --ca/],
+      [['resync', '--cancel', join(dir, 'r.img'), ...clientFlags()], /--cert applies to a tls:/],
+      [['enable-replication', 'v', '--disk', p, '--replica', `tls://127.0.0.1:${port}/v`, '--home', join(dir, 'h')], /needs --cert, --key, --ca/],
+      [['enable-replication', 'v', '--disk', p, '--replica', join(dir, 'rr'), '--home', join(dir, 'h'), ...clientFlags()], /--cert applies to a replica server/],
+      [['enable-replication', 'v', '--disk', p, '--replica', `tls://127.0.0.1:${port}/a/b`, '--home', join(dir, 'h'), ...clientFlags()], /not a replica server address/],
+      [['enable-replication', 'v', '--disk', p, '--replica', unreachable.replace('/one/disk.img', '/v'), '--home', join(dir, 'h'), ...clientFlags()], /connection refused/],
       [['replica', 'serve', '--listen', '127.0.0.1:0', ...serverFlags()], /required option '--root <dir>'/],
       [['replica', 'serve', '--listen', 'localhost', '--root', root, ...serverFlags()], /--listen: 'localhost' is not HOST:PORT/],
       [['replica', 'serve', '--listen', `127.0.0.1:${port}`, '--root', root, ...serverFlags()], /address is already in use/],

@@ -36,7 +36,7 @@ describe('replication cycles', () => {
     const b = await rawDisk(join(d, 'b.img'), 8 * MiB);
     const rep = await replicatedVm(d, 'vm', [a, b]);
     const vm = await RunningVm.start(rep, 'vm');
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     const applied: number[][] = [];
     for (let cycle = 0; cycle < 3; cycle++) {
       for (let i = 0; i < 5; i++) await vm.write(cycle % 2, (cycle * 5 + i) * 65536, randomBytes(65536, 100 + cycle * 10 + i));
@@ -75,7 +75,7 @@ describe('replication cycles', () => {
     expect(log.records.length).toBeGreaterThan(10);
     expect((await rep.get('vm')).disks[0].fingerprint?.probes.filter((p) => p.kind === 'written').length).toBeGreaterThan(0);
     expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
-    expect(qemuIdentical(a, rep.site(await rep.get('vm')).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(await rep.get('vm')).diskPath(0))).toBe(true);
   });
 });
 
@@ -115,7 +115,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     expect(out.result).toBe('completed');
     expect(out.disks[0].result.bytesSent).toBe(6 * 65536);
     expect((await rep.get('vm')).state).toBe('Replicating');
-    expect(qemuIdentical(a, rep.site(out.vm).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(out.vm).diskPath(0))).toBe(true);
   });
 
   it('tracking logs above 50 % of the VM\'s disks while replication is suspended require a resync (seen by the running tracker)', async () => {
@@ -139,14 +139,14 @@ describe('resync triggers detected from evidence (in process)', () => {
     await rep.resume('vm', { resynchronize: true });
     const out = await rep.runResync('vm');
     expect(out.result).toBe('completed');
-    for (const [i, p] of [a, b].entries()) expect(qemuIdentical(p, rep.site(out.vm).diskPath(i))).toBe(true);
+    for (const [i, p] of [a, b].entries()) expect(qemuIdentical(p, rep.localSite(out.vm).diskPath(i))).toBe(true);
   });
 
   it('a corrupted log is refused by the replica as invalid; nothing of it is applied', async () => {
     const d = await sub();
     const a = await rawDisk(join(d, 'a.img'), 8 * MiB);
     const rep = await replicatedVm(d, 'vm', [a]);
-    const replica = rep.site(await rep.get('vm')).diskPath(0);
+    const replica = rep.localSite(await rep.get('vm')).diskPath(0);
     const vm = await RunningVm.start(rep, 'vm');
     for (let i = 0; i < 4; i++) await vm.write(0, i * 8192, randomBytes(8192, 400 + i));
     await vm.close();
@@ -166,7 +166,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     const d = await sub();
     const a = await rawDisk(join(d, 'a.img'), 8 * MiB);
     const rep = await replicatedVm(d, 'vm', [a]);
-    const site = rep.site(await rep.get('vm'));
+    const site = rep.localSite(await rep.get('vm'));
     let vm = await RunningVm.start(rep, 'vm');
     await vm.write(0, 0, randomBytes(4096, 1));
     await vm.close();
@@ -229,14 +229,14 @@ describe('the resync state machine', () => {
     expect((await rep.get('vm')).state).toBe('ResynchronizeSuspended');
     expect(first.disks[0].result.bytesSent).toBeGreaterThan(0);
     expect(first.disks[0].result.bytesSent).toBeLessThan(changed);
-    expect(existsSync(`${rep.site(first.vm).diskPath(0)}.resync.vhd`)).toBe(true);
+    expect(existsSync(`${rep.localSite(first.vm).diskPath(0)}.resync.vhd`)).toBe(true);
 
     // 2. Stop: the overlay goes, the VM is back in Resynchronization Required.
     await expect(rep.resume('vm', { resynchronize: true, resynchronizeStartTime: new Date(Date.now() + 3600_000).toISOString() })).rejects.toThrow(/suspended resynchronization/);
     const stopped = await rep.stop('vm');
     expect(stopped.state).toBe('WaitingForStartResynchronize');
     expect(rep.health(stopped).health).toBe('Critical');
-    expect(existsSync(`${rep.site(stopped).diskPath(0)}.resync.vhd`)).toBe(false);
+    expect(existsSync(`${rep.localSite(stopped).diskPath(0)}.resync.vhd`)).toBe(false);
     await expect(rep.stop('vm')).rejects.toThrow(/no resynchronization to cancel/);
 
     // 3. The next resync starts from the beginning (and is suspended again).
@@ -259,7 +259,7 @@ describe('the resync state machine', () => {
       `suspend/stop/continue figures: 1st run sent ${first.disks[0].result.bytesSent} B then paused; after stop the 2nd started at ${second.disks[0].result.resumedFrom} and sent ${second.disks[0].result.bytesSent} B; --continue resumed at ${third.disks[0].result.resumedFrom} of ${size} and sent ${third.disks[0].result.bytesSent} B (${changed} B changed)`,
     );
     expect((await rep.get('vm')).state).toBe('Replicating');
-    expect(qemuIdentical(a, rep.site(third.vm).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(third.vm).diskPath(0))).toBe(true);
     const ids = (await rep.events.records).map((e) => e.id);
     expect(ids.filter((i) => i === 29242).length).toBe(3);
   });
@@ -289,7 +289,7 @@ describe('the resync state machine', () => {
     const svc = new ReplicationService(rep, { once: true });
     const [pass] = await svc.once();
     expect(pass.cycle?.result).toBe('replicated');
-    expect(qemuIdentical(a, rep.site(out.vm).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(out.vm).diskPath(0))).toBe(true);
     const seqs = (await readdir(join(d, 'replica', 'vm'))).filter((x) => x.endsWith('.log'));
     expect(seqs).toEqual([]);
     expect(JSON.parse(await readFile(join(d, 'replica', 'vm', 'replica.json'), 'utf8')).lastAppliedSequence).toBeGreaterThanOrEqual(2);

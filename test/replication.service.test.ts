@@ -60,7 +60,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     const vm = await rep.get('vm');
     expect(vm.state).toBe('Replicating');
     expect(rep.health(vm).health).toBe('Normal');
-    expect(qemuIdentical(a, rep.site(vm).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(vm).diskPath(0))).toBe(true);
   });
 
   it('manual policy (Hyper-V\'s default) never starts one; a ResynchronizeStartTime starts it at that time', async () => {
@@ -122,7 +122,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     await svc.idle();
     const done = await rep.get('vm');
     expect(done.state).toBe('Replicating');
-    for (const [i, p] of [a, b].entries()) expect(qemuIdentical(p, rep.site(done).diskPath(i))).toBe(true);
+    for (const [i, p] of [a, b].entries()) expect(qemuIdentical(p, rep.localSite(done).diskPath(i))).toBe(true);
   });
 });
 
@@ -173,7 +173,7 @@ describe('the service: cycles, retries and statistics (fake clock)', () => {
     expect(ok).toMatchObject({ result: 'replicated' });
     vm = await rep.get('vm');
     expect(vm.retry).toBeNull();
-    expect(qemuIdentical(a, rep.site(vm).diskPath(0))).toBe(true);
+    expect(qemuIdentical(a, rep.localSite(vm).diskPath(0))).toBe(true);
 
     // Four intervals without the service: three cycles were missed.
     clock.advance(4 * 30_000);

@@ -66,7 +66,7 @@ async function writeFailover(vm: VmRecord, r: FailoverRecord): Promise<void> {
 /** Get-VMReplicationCheckpoint-like: the latest point and the hourly ones, newest first. */
 export async function getRecoveryPoints(rep: Replication, name: string): Promise<RecoveryPoint[]> {
   const vm = await rep.get(name);
-  const site = rep.site(vm);
+  const site = rep.localSite(vm, 'listing recovery points');
   const latest = { sequence: await site.lastApplied(), time: vm.lastReplicationTime };
   let out: RecoveryPoint[] | undefined;
   for (const d of vm.disks) {
@@ -99,6 +99,7 @@ function refuseDuringResync(vm: VmRecord, kind: 'test' | 'planned'): void {
 }
 
 export async function startFailover(rep: Replication, name: string, kind: FailoverKind, opts: { point?: string } = {}): Promise<FailoverResult> {
+  rep.localSite(await rep.get(name), 'failover');
   if (kind === 'planned') return startPlanned(rep, name);
   return kind === 'test' ? startTest(rep, name, opts.point) : startUnplanned(rep, name, opts.point);
 }
@@ -109,7 +110,7 @@ async function startTest(rep: Replication, name: string, at: string | undefined)
   const existing = await readFailover(vm);
   if (existing) throw new VhdsyncError('STATE', `virtual machine '${name}' already has a ${existing.kind} failover in effect; stop it first (stop-failover ${name}${existing.kind === 'test' ? ' --test' : ''})`);
   const point = choosePoint(await getRecoveryPoints(rep, name), at);
-  const site = rep.site(vm);
+  const site = rep.localSite(vm, 'failover');
   const latest = await site.lastApplied();
   const views = vm.disks.map((d) => testViewPathFor(site.diskPath(d.index)));
   const rec: FailoverRecord = { version: 1, kind: 'test', sequence: point.sequence, time: point.time, views, startedAt: rep.clock.now().toISOString() };
@@ -130,7 +131,7 @@ async function startPlanned(rep: Replication, name: string): Promise<FailoverRes
   const cycle = await replicateCycle(rep, name);
   if (cycle.result === 'failed') throw new VhdsyncError('IO', `planned failover: the last replication cycle failed (${cycle.error}); nothing changed, try again`);
   if (cycle.result === 'resync-required') throw new VhdsyncError('STATE', `planned failover: ${cycle.trigger.evidence}; a resynchronization is required first`);
-  const site = rep.site(vm);
+  const site = rep.localSite(vm, 'failover');
   const latest = await site.lastApplied();
   const { vm: after } = await rep.store.update(name, async (v) => {
     if (v.lastShippedSequence !== latest) throw new VhdsyncError('STATE', `planned failover: cycle ${v.lastShippedSequence} was shipped but the replica applied only up to ${latest}; try again`);
@@ -188,7 +189,7 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
   if (existing && !(existing.kind === 'unplanned' && existing.reverting)) {
     throw new VhdsyncError('STATE', `virtual machine '${name}' already has a ${existing.kind} failover in effect${existing.kind === 'test' ? `; stop it first (stop-failover ${name} --test)` : ''}`);
   }
-  const site = rep.site(vm);
+  const site = rep.localSite(vm, 'failover');
   const latest = await site.lastApplied();
   const point = existing ? ({ sequence: existing.sequence, time: existing.time, kind: 'Standard', sizeOnDisk: 0 } as RecoveryPoint) : choosePoint(await getRecoveryPoints(rep, name), at);
   await writeFailover(vm, { version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, views: [], reverting: true, startedAt: rep.clock.now().toISOString() });
@@ -207,6 +208,7 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
 /** Stop-VMFailover: removes a test failover's views; replication was never disturbed. */
 export async function stopFailover(rep: Replication, name: string, kind: 'test'): Promise<{ removed: string[] }> {
   const vm = await rep.get(name);
+  rep.localSite(vm, 'failover');
   const rec = await readFailover(vm);
   if (!rec || rec.kind !== kind) throw new VhdsyncError('STATE', `virtual machine '${name}' has no ${kind} failover to stop`);
   for (const v of rec.views) await rm(v, { force: true });

@@ -1,4 +1,4 @@
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createVhd, openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
@@ -6,7 +6,8 @@ import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
-import { UndoCapture, dropHistory, recordApplied, testViewPathFor } from './recovery-points.js';
+import { cancelResync } from '../resync/resync.js';
+import { UndoCapture, adoptPreResyncPoint, dropHistory, recordApplied, testViewPathFor } from './recovery-points.js';
 
 /**
  * The replica site of one VM in a local directory:
@@ -53,7 +54,45 @@ export interface ApplyResult {
   problem?: ApplyProblem;
 }
 
-export class LocalReplicaSite {
+export interface RebaseOptions {
+  /** `--keep-pre-resync-point`: the resync left the replica's former bytes beside it; keep them as a protected point of this time. */
+  preResyncPointTime?: string;
+}
+
+/**
+ * What the replication layer asks of a replica site, wherever it is: a directory on this machine
+ * (LocalReplicaSite) or a directory under a replica server's root (RemoteReplicaSite, the same
+ * operations carried over mutual TLS and run there by a LocalReplicaSite).
+ */
+export interface ReplicaSite {
+  /** Where the site is, for messages: a directory or tls://HOST:PORT/NAME. */
+  readonly where: string;
+  /** Initial replication: an empty replica of the same format and size for every disk that has none. */
+  createEmptyDisks(): Promise<void>;
+  /** Ship one sealed log (the file `from` on this machine). */
+  receive(sequence: number, diskIndex: number, from: string): Promise<void>;
+  lastApplied(): Promise<number>;
+  /** After an initial replication or a resync: the replica equals the primary as of `lastApplied`. */
+  rebase(lastApplied: number, opts?: RebaseOptions): Promise<void>;
+  /** Apply every shipped cycle that follows the last applied one, in order. */
+  apply(opts?: ApplyOptions): Promise<ApplyResult>;
+  /** Drop an unfinished resync of one disk (its overlay and checkpoint); refused once its merge started. */
+  cancelResync(diskIndex: number): Promise<{ cancelled: boolean }>;
+}
+
+export interface ApplyOptions {
+  now?: Date;
+  recoveryHistory?: number;
+}
+
+/** Receives one log: bytes in order, then commit (fsync, rename into place) or abort (nothing left). */
+export interface LogWriter {
+  write(bytes: Uint8Array): Promise<void>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+export class LocalReplicaSite implements ReplicaSite {
   readonly vmDir: string;
   readonly logsDir: string;
   private readonly statePath: string;
@@ -67,6 +106,10 @@ export class LocalReplicaSite {
     this.vmDir = join(root, vmName);
     this.logsDir = join(this.vmDir, 'logs');
     this.statePath = join(this.vmDir, 'replica.json');
+  }
+
+  get where(): string {
+    return this.vmDir;
   }
 
   diskPath(index: number): string {
@@ -96,6 +139,32 @@ export class LocalReplicaSite {
 
   /** Ship one sealed log: copied in whole under a temporary name, then renamed into place. */
   async receive(sequence: number, diskIndex: number, from: string): Promise<void> {
+    const writer = await this.logWriter(sequence, diskIndex);
+    try {
+      const fh = await open(from, 'r').catch((e) => {
+        throw ioError(from, e);
+      });
+      try {
+        const buf = new Uint8Array(RECEIVE_CHUNK);
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.byteLength, null);
+          if (bytesRead === 0) break;
+          await writer.write(buf.subarray(0, bytesRead));
+        }
+      } finally {
+        await fh.close();
+      }
+      await writer.commit();
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+  }
+
+  /** A log arriving in pieces (from a file, or from the network): it appears under its name only when whole. */
+  async logWriter(sequence: number, diskIndex: number): Promise<LogWriter> {
+    if (!Number.isSafeInteger(sequence) || sequence < 1) throw new VhdsyncError('USAGE', `log sequence ${sequence} is not a positive whole number`);
+    if (!Number.isInteger(diskIndex) || diskIndex < 0 || diskIndex >= this.disks.length) throw new VhdsyncError('USAGE', `disk ${diskIndex} is not a disk of this VM (it has ${this.disks.length})`);
     // Not recursive: a replica folder that vanished (an unmounted volume) is a failure to retry, not
     // something to quietly recreate empty.
     await mkdir(this.logsDir).catch((e: NodeJS.ErrnoException) => {
@@ -109,13 +178,32 @@ export class LocalReplicaSite {
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
     const tmp = `${target}.${process.pid}.tmp`;
-    await copyFile(from, tmp).catch((e) => {
+    const fh = await open(tmp, 'w').catch((e) => {
       throw ioError(target, e);
     });
-    const fh = await open(tmp, 'r+');
-    await fh.sync().finally(() => fh.close());
-    await rename(tmp, target);
-    await syncDir(this.logsDir);
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await fh.close();
+    };
+    return {
+      write: async (bytes) => {
+        await fh.write(bytes).catch((e) => {
+          throw ioError(target, e);
+        });
+      },
+      commit: async () => {
+        await fh.sync();
+        await close();
+        await rename(tmp, target);
+        await syncDir(this.logsDir);
+      },
+      abort: async () => {
+        await close().catch(() => undefined);
+        await removeIfExists(tmp);
+      },
+    };
   }
 
   async lastApplied(): Promise<number> {
@@ -123,13 +211,20 @@ export class LocalReplicaSite {
   }
 
   /** After an initial replication or a resync: the replica equals the primary as of `lastApplied`. */
-  async rebase(lastApplied: number): Promise<void> {
+  async rebase(lastApplied: number, opts: RebaseOptions = {}): Promise<void> {
+    if (opts.preResyncPointTime !== undefined) {
+      for (const d of this.disks) await adoptPreResyncPoint(this.diskPath(d.index), lastApplied, opts.preResyncPointTime);
+    }
     await rm(this.logsDir, { recursive: true, force: true });
     await this.writeState({ lastAppliedSequence: lastApplied, applying: null, disks: await this.identities() });
   }
 
+  cancelResync(diskIndex: number): Promise<{ cancelled: boolean }> {
+    return cancelResync(this.diskPath(diskIndex));
+  }
+
   /** Apply every shipped cycle that follows the last applied one, in order. */
-  async apply(opts: { now?: Date; recoveryHistory?: number } = {}): Promise<ApplyResult> {
+  async apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
     const history = opts.recoveryHistory ?? 0;
     const state = await this.readState();
     if (!state) throw new VhdsyncError('STATE', `${this.statePath}: the replica has no state; run the initial replication first`);
@@ -281,6 +376,9 @@ export class LocalReplicaSite {
     await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
   }
 }
+
+/** Logs are copied in pieces of this size. */
+const RECEIVE_CHUNK = 1024 * 1024;
 
 function logName(sequence: number, diskIndex: number): string {
   return `${String(sequence).padStart(8, '0')}-${diskIndex}.log`;

@@ -5,15 +5,18 @@ import { basename, resolve } from 'node:path';
 import { openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
-import { adoptPreResyncPoint } from './recovery-points.js';
-import { cancelResync, startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
+import { startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
 import { lockHolder, tryLock } from '../tracking/pid-lock.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { idHex } from '../tracking/log.js';
 import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';
 import { replicationHealth } from './health.js';
 import { RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
-import { LocalReplicaSite } from './replica-site.js';
+import { LocalReplicaSite, type ReplicaSite } from './replica-site.js';
+import { RemoteReplicaSite } from './remote-site.js';
+import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
+import { anyNetworkSetting, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
+import type { DialOptions } from '../transport/tls-connect.js';
 import { systemClock, type Clock } from './schedule.js';
 import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
 import { averageLatencyMs, averageSize } from './statistics.js';
@@ -24,7 +27,10 @@ import { logInit, pendingBytes, stopTracking } from './vm-logs.js';
 export interface EnableInput {
   name: string;
   disks: string[];
+  /** A local directory, or a replica server: tls://HOST:PORT[/NAME] (NAME defaults to the VM's name). */
   replica: string;
+  /** Certificates and bandwidth limit for a replica server. */
+  network?: NetworkSettings;
   settings?: SettingsChange;
 }
 
@@ -84,7 +90,24 @@ export class Replication {
     return this.store.events;
   }
 
-  site(vm: VmRecord): LocalReplicaSite {
+  /** Where the VM's replica is: a local directory, or a folder on a replica server. */
+  site(vm: VmRecord): ReplicaSite {
+    if (isReplicaAddress(vm.replica)) {
+      const address = parseSiteAddress(vm.replica, vm.name);
+      const disks = vm.disks.map((d) => ({ index: d.index, name: basename(d.path), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format }));
+      return new RemoteReplicaSite(address, { vm: address.target, vmId: vm.vmId, disks }, () => this.dialOptions(vm));
+    }
+    return this.localSite(vm);
+  }
+
+  /**
+   * The VM's replica directory on this machine, for what runs on the replica's files (failover,
+   * recovery points, reverse replication). `what` names the operation refused for a replica server.
+   */
+  localSite(vm: VmRecord, what = 'this operation'): LocalReplicaSite {
+    if (isReplicaAddress(vm.replica)) {
+      throw new VhdsyncError('UNSUPPORTED', `virtual machine '${vm.name}' is replicated to the replica server ${vm.replica}: ${what} works on a replica directory on this machine, not through a replica server yet`);
+    }
     return new LocalReplicaSite(
       vm.replica,
       vm.name,
@@ -98,6 +121,11 @@ export class Replication {
         ...(d.replicaPath !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, d.path) ? { path: d.replicaPath } : {}),
       })),
     );
+  }
+
+  /** How to reach the VM's replica server: its certificates (loaded now) and bandwidth limit. */
+  async dialOptions(vm: VmRecord): Promise<DialOptions> {
+    return loadNetwork(vm.network ?? {}, `virtual machine '${vm.name}' (replica server ${vm.replica})`);
   }
 
   /** The pid of the live process running the VM (workload / write), if any. */
@@ -117,7 +145,15 @@ export class Replication {
     const now = this.clock.now();
     if (input.disks.length === 0) throw new VhdsyncError('USAGE', `enable-replication ${name}: give at least one --disk`);
     const settings = applySettings(defaultSettings(), input.settings ?? {});
-    const replica = resolve(input.replica);
+    const remote = isReplicaAddress(input.replica);
+    const replica = remote ? parseSiteAddress(input.replica, name).url : resolve(input.replica);
+    const given = input.network ?? {};
+    if (!remote && anyNetworkSetting(given)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(given)} applies to a replica server (--replica tls://HOST:PORT/NAME); ${input.replica} is a local directory`);
+    const network: NetworkSettings | undefined = remote
+      ? Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined).map(([k, v]) => [k, ['cert', 'key', 'ca'].includes(k) ? resolve(v) : v]))
+      : undefined;
+    // Certificates and rates are checked now: one line here rather than a failing cycle later.
+    if (network) await loadNetwork(network, `enable-replication ${name} --replica ${replica}`);
     const disks: VmDisk[] = [];
     const seen = new Map<string, string>();
     for (const [index, given] of input.disks.entries()) {
@@ -132,13 +168,16 @@ export class Replication {
       const info = { format: disk.format, type: disk.type, virtualSize: disk.virtualSize };
       await disk.close();
       if (info.format !== 'raw' && info.format !== 'vhd') throw new VhdsyncError('UNSUPPORTED', `${given}: replicating ${info.format} disks is not supported yet (VHD and raw are)`);
-      const replicaPath = LocalReplicaSite.diskPathFor(replica, name, path);
+      const replicaPath = remote ? `${replica}/${file}` : LocalReplicaSite.diskPathFor(replica, name, path);
       if (replicaPath === path) throw new VhdsyncError('USAGE', `${given}: the replica of this disk would be the disk itself; choose another --replica directory`);
       const dataWriteId = idHex(crypto.getRandomValues(new Uint8Array(16)));
       const fingerprint = await takeFingerprint(path, sampleRanges(info.virtualSize).map((r) => ({ ...r, kind: 'sample' as const })), dataWriteId, now);
       disks.push({ index, path, diskId: randomUUID(), ...info, replicaPath, fingerprint });
     }
-    const vm = newRecord({ name, vmId: randomUUID(), replica, disks, settings }, now);
+    const vm = newRecord({ name, vmId: randomUUID(), replica, disks, settings, ...(network ? { network } : {}) }, now);
+    // A replica server is asked now whether it takes this VM (Hyper-V's Enable-VMReplication checks
+    // the connection too): a wrong address, certificate or a folder of another VM is one line here.
+    if (remote) await this.site(vm).lastApplied();
     await this.store.create(vm, (others) => {
       for (const o of others) {
         for (const d of o.disks) {
@@ -157,7 +196,7 @@ export class Replication {
     const vm = await this.store.load(name);
     const busy = (await this.runningPid(name)) ?? (await this.resyncPid(name));
     if (busy) throw new VhdsyncError('BUSY', `virtual machine '${name}' is in use by process ${busy}; stop it first`);
-    if (RESYNC_STATES.includes(vm.state)) for (const d of vm.disks) await cancelResync(d.replicaPath);
+    if (RESYNC_STATES.includes(vm.state)) await this.discardResync(vm);
     await stopTracking(vm);
     await this.store.remove(name);
     await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled' });
@@ -227,7 +266,8 @@ export class Replication {
 
   /** Drop every unfinished resync artifact of the VM (overlays, checkpoints); refused once a merge started. */
   private async discardResync(vm: VmRecord): Promise<void> {
-    for (const d of vm.disks) await cancelResync(d.replicaPath);
+    const site = this.site(vm);
+    for (const d of vm.disks) await site.cancelResync(d.index);
   }
 
   async refreshFingerprints(vm: VmRecord, now: Date): Promise<void> {
@@ -439,6 +479,7 @@ export class Replication {
     });
     const initial = started.state === 'InitialReplicationInProgress';
     const site = this.site(started);
+    const network = isReplicaAddress(started.replica) ? await this.dialOptions(started) : undefined;
     const seq = started.resync!.continuationSequence!;
     const results: ResyncRunOutcome['disks'] = [];
     let stopped: 'pause' | 'cancel' | undefined;
@@ -460,7 +501,7 @@ export class Replication {
           vm: name,
           restart: fresh,
           keepPreResyncPoint: !initial && started.resync!.keepPreResyncPoint === true,
-          link: opts.link ?? this.link,
+          ...(network ? { network } : { link: opts.link ?? this.link }),
           // An initial replication is not a resync: its 29242/29244 and Resynchronized Bytes stay private.
           events: initial ? new EventLog() : this.events,
           counters: initial ? undefined : this.store.counters,
@@ -517,11 +558,8 @@ export class Replication {
       const required = vm.state === 'WaitingForStartResynchronize';
       const cancelled = required || (stopped !== undefined && vm.control === 'cancel');
       if (stopped === undefined && !required && (vm.state === 'Resynchronizing' || vm.state === 'InitialReplicationInProgress')) {
-        await site.rebase(seq - 1);
-        if (vm.resync?.keepPreResyncPoint) {
-          const time = vm.lastReplicationTime ?? vm.resync.startedAt ?? end.toISOString();
-          for (const d of vm.disks) await adoptPreResyncPoint(site.diskPath(d.index), seq - 1, time);
-        }
+        const keep = vm.resync?.keepPreResyncPoint === true;
+        await site.rebase(seq - 1, keep ? { preResyncPointTime: vm.lastReplicationTime ?? vm.resync?.startedAt ?? end.toISOString() } : {});
         vm.lastShippedSequence = seq - 1;
         vm.state = 'Replicating';
         vm.resync = null;

@@ -19,6 +19,7 @@ import type { VmRecord } from './store.js';
  */
 export async function reverseReplication(rep: Replication, name: string, opts: { replica?: string } = {}): Promise<VmRecord> {
   const vm = await rep.get(name);
+  rep.localSite(vm, 'reverse replication');
   const failover = await readFailover(vm);
   if (vm.state !== 'FailedOver' || failover?.kind !== 'planned') {
     throw new VhdsyncError(
@@ -29,7 +30,7 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
   const pid = await rep.runningPid(name);
   if (pid !== undefined) throw new VhdsyncError('STATE', `reverse-replication: process ${pid} is running '${name}'; stop it first`);
   const root = opts.replica ?? join(dirname(vm.disks[0].path), '.vhdsync-replica');
-  const oldSite = rep.site(vm);
+  const oldSite = rep.localSite(vm, 'reverse replication');
   const now = rep.clock.now();
   const { vm: after } = await rep.store.update(name, async (v, ctx) => {
     if (v.state !== 'FailedOver') throw new VhdsyncError('STATE', `reverse-replication: '${name}' is ${v.state} now; nothing changed`);

@@ -1,3 +1,4 @@
+import type { NetworkSettings } from '../transport/network-settings.js';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
@@ -50,8 +51,10 @@ export interface VmRecord {
   name: string;
   vmId: string;
   createdAt: string;
-  /** A local directory (the network issue adds replica servers). */
+  /** A local directory, or a replica server's folder for this VM: tls://HOST:PORT/NAME. */
   replica: string;
+  /** For a replica server: this side's certificate files and bandwidth limit (absolute paths, rate texts). */
+  network?: NetworkSettings;
   disks: VmDisk[];
   settings: ReplicationSettings;
   state: ReplicationState;
@@ -198,7 +201,7 @@ export class VmStore {
   }
 }
 
-export function newRecord(fields: Pick<VmRecord, 'name' | 'vmId' | 'replica' | 'disks' | 'settings'>, now: Date): VmRecord {
+export function newRecord(fields: Pick<VmRecord, 'name' | 'vmId' | 'replica' | 'disks' | 'settings' | 'network'>, now: Date): VmRecord {
   return {
     version: 1,
     ...fields,

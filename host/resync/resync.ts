@@ -8,7 +8,8 @@ import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
-import type { DialOptions } from '../transport/tls-connect.js';
+import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
+import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import type { LogInit } from '../tracking/log.js';
 import { startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
@@ -117,7 +118,14 @@ export function resync(opts: ResyncOptions): Promise<ResyncResult> {
  * `vhdsync resync --cancel`: drop the overlay and the checkpoint, leaving the replica base as it was
  * before the resync. Refused once the merge has started (the point of no return).
  */
-export async function cancelResync(replicaPath: string): Promise<{ cancelled: boolean }> {
+export async function cancelResync(replicaPath: string, network?: DialOptions): Promise<{ cancelled: boolean }> {
+  if (isReplicaAddress(replicaPath)) {
+    // The replica server runs this same function on the file under its root.
+    if (!network) throw new VhdsyncError('USAGE', `${replicaPath}: a replica server needs --cert, --key and --ca`);
+    const address = parseReplicaAddress(replicaPath);
+    const value = (await callReplicaServer(address, network, { target: address.target, call: 'cancel' })) as { cancelled?: unknown } | null;
+    return { cancelled: value?.cancelled === true };
+  }
   const cpPath = checkpointPathFor(replicaPath);
   const cp = await readCheckpoint(cpPath).catch(() => undefined);
   if (cp?.phase === 'merging') {

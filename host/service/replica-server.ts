@@ -7,7 +7,9 @@ import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
 import { describeLinkError, serverTlsOptions, type TlsMaterial } from '../transport/tls-config.js';
 import { TlsLink } from '../transport/tls-link.js';
 import type { TokenBucket } from '../transport/token-bucket.js';
+import { cancelResync } from '../resync/resync.js';
 import { confineTarget } from './replica-root.js';
+import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedSite } from './site-calls.js';
 
 /**
  * `vhdsync replica serve`: the replica site's end of the network (DESIGN.md "Network").
@@ -15,12 +17,17 @@ import { confineTarget } from './replica-root.js';
  * A connection goes through gates in order, and none of them touches a disk until the last:
  *   1. mutual TLS — a client without a certificate signed by our CA is dropped in the handshake;
  *   2. 'open' within `openTimeoutMs` — one small frame (at most 64 KiB) with the protocol version and
- *      the target `NAME/disk.vhd`; a wrong version, a malformed frame or silence ends the connection;
- *   3. the target is confined to `--root` (replica-root.ts);
+ *      what the session is for; a wrong version, a malformed frame or silence ends the connection:
+ *        {target: 'NAME/disk.vhd'}              a resync of that disk
+ *        {target: 'NAME/disk.vhd', call: 'cancel'}  drop that disk's unfinished resync
+ *        {site: {vm, vmId, disks}, call, args}  one operation of a VM's replica site (site-calls.ts)
+ *   3. the disk or folder is confined to `--root` (replica-root.ts, site-calls.ts);
  *   4. the queue — at most `maxActiveTransfers` run at once, and one at a time per disk (a client that
- *      reconnects waits for its old session to checkpoint and let go); waiting clients hear 'queued';
- *   5. 'opened' — the replica endpoint runs in its own thread (as for a local resync, connect.ts) and
- *      the server relays frames between it and the client until either side closes.
+ *      reconnects waits for its old session to checkpoint and let go; a site session holds its folder
+ *      and all its disks); waiting clients hear 'queued';
+ *   5. 'opened' — a resync's replica endpoint runs in its own thread (as for a local resync,
+ *      connect.ts) and the server relays frames between it and the client until either side closes;
+ *      a call runs here and answers 'result' (or 'error').
  */
 export interface ReplicaServerOptions {
   host: string;
@@ -51,7 +58,7 @@ const OPEN_FRAME_LIMIT = 64 * 1024;
 const MAX_QUEUED = 64;
 
 interface Waiting {
-  target: string;
+  keys: string[];
   link: TlsLink;
   peer: string;
   start: () => void;
@@ -148,6 +155,7 @@ export class ReplicaServer {
 
   private async serve(link: TlsLink, peer: string, client: string, openTimeoutMs: number): Promise<void> {
     let target: string | undefined;
+    let site: ConfinedSite | undefined;
     const refuse = async (e: unknown) => {
       const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', String((e as Error)?.message ?? e));
       this.log({ event: 'refused', peer, reason: err.message, target });
@@ -171,15 +179,22 @@ export class ReplicaServer {
         throw new VhdsyncError('PROTOCOL', `protocol version ${String(open.version)} is not supported by this replica server (it speaks ${PROTOCOL_VERSION}); upgrade vhdsync on both sides`);
       }
       // Gate 3: under --root.
-      target = await confineTarget(this.opts.root, open.target);
+      if (open.site !== undefined) {
+        checkCall(open.call);
+        site = await confineSite(this.opts.root, open.site);
+      } else {
+        if (open.call !== undefined && open.call !== 'cancel') throw new VhdsyncError('PROTOCOL', `protocol error: '${String(open.call).slice(0, 40)}' is not a call on a disk`);
+        target = await confineTarget(this.opts.root, open.target);
+      }
     } catch (e) {
       await refuse(e);
       return;
     }
     // Gate 4: the queue. Frames before 'opened' are a protocol violation.
     link.onFrame(() => link.destroy(new VhdsyncError('PROTOCOL', "protocol error: frame before 'opened'")));
-    const name = String(open.target);
-    const admitted = await this.admit(link, peer, name, target);
+    const name = site ? `${site.site.vmName} (${String(open.call)})` : open.call === 'cancel' ? `${String(open.target)} (cancel)` : String(open.target);
+    const keys = site ? site.keys : [target!];
+    const admitted = await this.admit(link, peer, name, keys);
     if (admitted !== true) {
       this.log({ event: 'refused', peer, target: name, reason: admitted === false ? 'gone while queued' : 'busy' });
       return;
@@ -190,27 +205,39 @@ export class ReplicaServer {
     let conn: ReplicaConnection | undefined;
     try {
       this.log({ event: 'started', peer, client, target: name, active: this.active });
-      conn = await connectReplica(target, { link: { rate: Infinity, latencyMs: 0 } });
-      outcome = await relay(link, conn);
+      if (site) {
+        link.maxFrameBytes = SITE_FRAME_LIMIT;
+        await link.send(opened());
+        outcome = await serveSiteCall(link, site.site, open.call, open.args);
+      } else if (open.call === 'cancel') {
+        await link.send(opened());
+        const value = await cancelResync(target!);
+        await link.send(encode({ t: 'control', op: 'result', body: { value } }));
+        link.close();
+        outcome = value.cancelled ? 'cancelled' : 'nothing to cancel';
+      } else {
+        conn = await connectReplica(target!, { link: { rate: Infinity, latencyMs: 0 } });
+        outcome = await relay(link, conn);
+      }
     } catch (e) {
       outcome = `error: ${(e as Error).message}`;
       await refuse(e);
     } finally {
       await conn?.close().catch(() => {});
-      this.release(target);
+      this.release(keys);
       this.log({ event: 'finished', peer, target: name, outcome, seconds: (performance.now() - t0) / 1000, bytesReceived: link.stats.bytesReceived, bytesSent: link.stats.bytesSent });
     }
   }
 
   /** Wait for a slot and for the disk to be free; resolves true when admitted, false if the client left. */
-  private admit(link: TlsLink, peer: string, name: string, target: string): Promise<boolean | 'busy'> {
+  private admit(link: TlsLink, peer: string, name: string, keys: string[]): Promise<boolean | 'busy'> {
     if (this.queue.length >= MAX_QUEUED) {
       void link.send(encode({ t: 'control', op: 'error', body: { code: 'BUSY', message: `the replica server is busy (${this.queue.length} transfers waiting); try again later` } })).catch(() => {});
       link.close();
       return Promise.resolve('busy');
     }
     return new Promise((resolve) => {
-      const w: Waiting = { target, link, peer, position: 0, start: () => resolve(true) };
+      const w: Waiting = { keys, link, peer, position: 0, start: () => resolve(true) };
       this.queue.push(w);
       link.onClose(() => {
         const i = this.queue.indexOf(w);
@@ -228,12 +255,12 @@ export class ReplicaServer {
   private pump(): void {
     for (let i = 0; i < this.queue.length && this.active < this.maxActive; ) {
       const w = this.queue[i];
-      if (this.busyTargets.has(w.target)) {
+      if (w.keys.some((k) => this.busyTargets.has(k))) {
         i++;
         continue;
       }
       this.queue.splice(i, 1);
-      this.busyTargets.add(w.target);
+      for (const k of w.keys) this.busyTargets.add(k);
       this.active++;
       this.peakActive = Math.max(this.peakActive, this.active);
       w.start();
@@ -245,8 +272,8 @@ export class ReplicaServer {
     });
   }
 
-  private release(target: string): void {
-    this.busyTargets.delete(target);
+  private release(keys: string[]): void {
+    for (const k of keys) this.busyTargets.delete(k);
     this.active--;
     this.pump();
   }
@@ -301,8 +328,12 @@ function relay(link: TlsLink, conn: ReplicaConnection): Promise<string> {
       link.send(encode({ t: 'control', op: 'error', body: { code: 'IO', message: e.message } })).catch(() => {});
       link.close();
     });
-    void link.send(encode({ t: 'control', op: 'opened', body: { version: PROTOCOL_VERSION } })).catch(() => {});
+    void link.send(opened()).catch(() => {});
   });
+}
+
+function opened(): Uint8Array {
+  return encode({ t: 'control', op: 'opened', body: { version: PROTOCOL_VERSION } });
 }
 
 const CONTROL_TYPE = encode({ t: 'control', op: '', body: {} })[0];

@@ -27,6 +27,24 @@ export function parseReplicaAddress(text: string): ReplicaAddress {
   return { host, port, target: m[3], display: `${m[1]}:${port}` };
 }
 
+/**
+ * A VM's replica site on a replica server: `tls://HOST:PORT/NAME`, the folder NAME under the server's
+ * root (default: the VM's name). The disks are `tls://HOST:PORT/NAME/<primary file name>`.
+ */
+export function parseSiteAddress(text: string, defaultName: string): ReplicaAddress & { url: string } {
+  const m = /^tls:\/\/(\[[0-9a-f:.]+\]|[^/:[\]]+):(\d+)(?:\/([^/]*))?\/?$/i.exec(text);
+  if (!m) throw new VhdsyncError('USAGE', `'${text}' is not a replica server address; expected tls://HOST:PORT/NAME (or a local directory)`);
+  const name = m[3] || defaultName;
+  if (!SITE_NAME.test(name)) throw new VhdsyncError('USAGE', `${text}: '${name}' is not a usable replica folder name; use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  const host = m[1].replace(/^\[|\]$/g, '');
+  const port = parsePort(m[2], text);
+  const display = `${m[1]}:${port}`;
+  return { host, port, target: name, display, url: `tls://${display}/${name}` };
+}
+
+/** A replica folder's name under a server's root: one path segment, never '.', '..' or hidden. */
+export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 /** `--listen HOST:PORT` (port 0: any free port). */
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(\[[0-9a-f:.]+\]|[^:[\]]+):(\d+)$/i.exec(text.trim());

@@ -24,7 +24,14 @@ export interface DialOptions {
   version?: number;
 }
 
-export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptions): Promise<TlsLink> {
+/**
+ * What a session asks for in 'open' (protocol.ts), besides the version: by default a resync of the
+ * disk `address.target`; or a call on a disk (`{target, call: 'cancel'}`) or on a VM's replica site
+ * (`{site, call, args}`).
+ */
+export type OpenRequest = Record<string, unknown>;
+
+export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptions, request: OpenRequest = { target: address.target }): Promise<TlsLink> {
   const peer = `replica server ${address.display}`;
   const socket = await handshake(address, opts, peer);
   const link = new TlsLink(socket, {
@@ -33,7 +40,7 @@ export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptio
     describeError: (e) => describeLinkError(e, peer, opts.tls.caSubject),
   });
   try {
-    await openTarget(link, address, opts, peer);
+    await openTarget(link, address, opts, peer, request);
   } catch (e) {
     link.destroy();
     throw e;
@@ -59,7 +66,7 @@ function handshake(address: ReplicaAddress, opts: DialOptions, peer: string): Pr
 }
 
 /** Send 'open', wait through 'queued' notices for 'opened' (or the server's error). */
-function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, peer: string): Promise<void> {
+function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, peer: string, request: OpenRequest): Promise<void> {
   return new Promise((resolve, reject) => {
     link.onFrame((frame) => {
       let m;
@@ -86,6 +93,36 @@ function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, p
       if (!silent) return reject(e);
       reject(new VhdsyncError('LINK', `${peer} closed the connection before opening ${address.target}; if this persists, it refuses a certificate it does not trust — check that --cert is signed by the server's CA and has not expired`, { cause: e }));
     });
-    link.send(encode({ t: 'control', op: 'open', body: { version: opts.version ?? PROTOCOL_VERSION, target: address.target } })).catch(reject);
+    link.send(encode({ t: 'control', op: 'open', body: { ...request, version: opts.version ?? PROTOCOL_VERSION } })).catch(reject);
   });
+}
+
+/**
+ * One call on a replica server (a disk's 'cancel', a replica site's operation): open with the request,
+ * send what the call needs with `upload`, and wait for its 'result' (its value) or 'error' (thrown).
+ */
+export async function callReplicaServer(address: ReplicaAddress, opts: DialOptions, request: OpenRequest, upload?: (link: TlsLink) => Promise<void>): Promise<unknown> {
+  const link = await dialReplicaServer(address, opts, request);
+  const peer = `replica server ${address.display}`;
+  const what = `${String(request.call)} of ${address.target}`;
+  try {
+    const reply = new Promise<unknown>((resolve, reject) => {
+      link.onFrame((frame) => {
+        try {
+          const m = decode(frame);
+          if (m.t === 'control' && m.op === 'result') return resolve(m.body.value);
+          if (m.t === 'control' && m.op === 'error') return reject(new VhdsyncError(String(m.body.code ?? 'LINK') as ErrorCode, `${peer}: ${String(m.body.message)}`));
+          reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.t === 'control' ? m.op : m.t}' instead of the result of ${what}`));
+        } catch (e) {
+          reject(e);
+        }
+      });
+      link.onClose((e) => reject(e ?? new VhdsyncError('LINK', `${peer} closed the connection before answering ${what}`)));
+    });
+    reply.catch(() => {});
+    if (upload) await Promise.race([upload(link), reply]);
+    return await reply;
+  } finally {
+    link.close();
+  }
 }

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
+import type { NetworkSettings } from '../../transport/network-settings.js';
+import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
 
-interface Flags extends HomeFlags {
+interface Flags extends HomeFlags, NetworkSettings {
   disk: string[];
   replica: string;
   frequency?: string;
@@ -14,24 +16,26 @@ interface Flags extends HomeFlags {
 
 /** Enable-VMReplication: a VM is a name, its primary disks and a replica directory. */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('enable-replication')
       .description('Enable replication for a VM: its primary disks and a replica directory (the VM is then ReadyForInitialReplication)')
       .argument('<vm>', 'VM name')
       .requiredOption('--disk <path...>', 'primary disk image(s) of the VM (VHD or raw)')
-      .requiredOption('--replica <dir>', 'replica directory: disk N is replicated to <dir>/<vm>/<primary file name>')
+      .requiredOption('--replica <dir|tls://HOST:PORT/NAME>', 'replica directory (disk N is replicated to <dir>/<vm>/<primary file name>), or a replica server (to <root>/NAME/<primary file name> there; NAME defaults to <vm>)')
       .option('--frequency <seconds>', 'ReplicationFrequencySec: 30, 300 or 900 (default 300)')
       .option('--auto-resynchronize-enabled <0|1>', 'AutoResynchronizeEnabled (default 0)')
       .option('--auto-resynchronize-interval-start <HH:MM:SS>', 'AutoResynchronizeIntervalStart (default 18:30:00)')
       .option('--auto-resynchronize-interval-end <HH:MM:SS>', 'AutoResynchronizeIntervalEnd (default 06:00:00)')
       .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes (default 0)'),
-  ).action(async (name: string, flags: Flags) => {
+  );
+  addNetworkFlags(cmd, 'cap what this VM sends to its replica server (logs and resyncs)').action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
     const vm = await rep.enable({
       name,
       disks: flags.disk,
       replica: flags.replica,
+      network: { cert: flags.cert, key: flags.key, ca: flags.ca, bandwidth: flags.bandwidth, bandwidthSchedule: flags.bandwidthSchedule },
       settings: {
         frequency: flags.frequency,
         autoResynchronizeEnabled: flags.autoResynchronizeEnabled,

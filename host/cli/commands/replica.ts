@@ -5,9 +5,10 @@ import { VhdsyncError, ioError } from '../../errors.js';
 import { ReplicaServer, type ServerEvent } from '../../service/replica-server.js';
 import { formatRate } from '../../transport/rate.js';
 import { parseListen } from '../../transport/replica-address.js';
-import { addNetworkFlags, networkFromFlags, type NetworkFlags } from '../network-flags.js';
+import { addNetworkFlags } from '../network-flags.js';
+import { loadNetwork, type NetworkSettings } from '../../transport/network-settings.js';
 
-interface ServeFlags extends NetworkFlags {
+interface ServeFlags extends NetworkSettings {
   listen: string;
   root: string;
   maxActiveTransfers: string;
@@ -36,7 +37,7 @@ export function register(program: Command): void {
       throw ioError(`--root ${root}`, e);
     });
     if (!st.isDirectory()) throw new VhdsyncError('USAGE', `--root ${root}: not a directory`);
-    const { tls, limiter } = await networkFromFlags(flags, 'replica serve');
+    const { tls, limiter } = await loadNetwork(flags, 'replica serve');
 
     const log = (e: ServerEvent) => process.stdout.write((flags.json ? JSON.stringify({ time: new Date().toISOString(), ...e }) : `${new Date().toISOString()} ${describe(e)}`) + '\n');
     const server = await ReplicaServer.start({ host, port, root, tls, maxActiveTransfers, limiter, stallMs: stallSeconds * 1000, log });

@@ -9,7 +9,8 @@ import { parseRate, formatRate } from '../../transport/rate.js';
 import { cancelResync, startResync, type ResyncResult } from '../../resync/resync.js';
 import { parseSize, formatSize } from '../../units.js';
 import { isReplicaAddress } from '../../transport/replica-address.js';
-import { addNetworkFlags, anyNetworkFlag, networkFromFlags, type NetworkFlags } from '../network-flags.js';
+import { addNetworkFlags } from '../network-flags.js';
+import { anyNetworkSetting, loadNetwork, type NetworkSettings } from '../../transport/network-settings.js';
 import { ProgressBar, formatEta } from '../progress.js';
 import { exitWithError, printJson } from '../output.js';
 
@@ -17,7 +18,7 @@ export function vhdsyncHome(): string {
   return process.env.VHDSYNC_HOME ?? join(homedir(), '.vhdsync');
 }
 
-interface ResyncFlags extends NetworkFlags {
+interface ResyncFlags extends NetworkSettings {
   link: string;
   latency: string;
   leaf?: string;
@@ -50,8 +51,9 @@ export function register(program: Command): void {
       useSyncIo(true); // this process only scans disks: see useSyncIo
       if (flags.cancel) {
         if (second !== undefined) throw new VhdsyncError('USAGE', 'resync --cancel takes only the replica image');
-        if (isReplicaAddress(first)) throw new VhdsyncError('USAGE', 'resync --cancel works on a local replica image; run it on the replica server, on the file under its --root');
-        const r = await cancelResync(first);
+        const remote = isReplicaAddress(first);
+        if (!remote && anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${first} is a local path`);
+        const r = await cancelResync(first, remote ? await loadNetwork(flags, `resync --cancel ${first}`) : undefined);
         if (flags.json) printJson({ result: 'cancelled', replica: first, ...r });
         else process.stdout.write(r.cancelled ? `Resync of ${first} cancelled; the replica is as it was before the resync.\n` : `No resync in progress on ${first}.\n`);
         return;
@@ -61,9 +63,9 @@ export function register(program: Command): void {
       const latencyMs = Number(flags.latency);
       if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new VhdsyncError('USAGE', `--latency: '${flags.latency}' is not a number of milliseconds`);
       const remote = isReplicaAddress(second);
-      if (!remote && anyNetworkFlag(flags)) throw new VhdsyncError('USAGE', `${anyNetworkFlag(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${second} is a local path (--link simulates a link)`);
+      if (!remote && anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${second} is a local path (--link simulates a link)`);
       if (remote && (Number.isFinite(rate) || latencyMs > 0)) throw new VhdsyncError('USAGE', '--link and --latency simulate a link to a local replica; to cap a tls:// link use --bandwidth');
-      const network = remote ? await networkFromFlags(flags, `resync to ${second}`) : undefined;
+      const network = remote ? await loadNetwork(flags, `resync to ${second}`) : undefined;
       const leafSize = flags.leaf === undefined ? undefined : parseSize(flags.leaf, '--leaf');
       const home = vhdsyncHome();
       const events = new EventLog(join(home, 'events.jsonl'));

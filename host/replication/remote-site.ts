@@ -1,0 +1,92 @@
+import { open } from 'node:fs/promises';
+import { VhdsyncError, ioError } from '../errors.js';
+import { encode } from '../transport/protocol.js';
+import type { ReplicaAddress } from '../transport/replica-address.js';
+import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
+import type { TlsLink } from '../transport/tls-link.js';
+import type { ApplyOptions, ApplyResult, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './replica-site.js';
+
+/**
+ * A VM's replica site on a replica server (`tls://HOST:PORT/NAME`): every operation is one session
+ * on the server (host/service/site-calls.ts), which runs it with a LocalReplicaSite on `<root>/NAME`.
+ * A session waits in the server's queue like a transfer (--max-active-transfers). A shipped log
+ * streams from its file in 1 MiB pieces, paced by the VM's bandwidth limit; a broken connection
+ * fails the operation (the replication cycle retries it, the replica only takes whole logs).
+ */
+export const SITE_CALLS = ['createEmptyDisks', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive'] as const;
+export type SiteCall = (typeof SITE_CALLS)[number];
+
+/** What the server is told of the VM: the folder's name, the VM's id, and each disk. */
+export interface SiteSpec {
+  vm: string;
+  vmId: string;
+  disks: Omit<ReplicaDiskSpec, 'path'>[];
+}
+
+const CHUNK = 1024 * 1024;
+
+export class RemoteReplicaSite implements ReplicaSite {
+  constructor(
+    private readonly address: ReplicaAddress & { url: string },
+    private readonly spec: SiteSpec,
+    private readonly network: () => Promise<DialOptions>,
+  ) {}
+
+  get where(): string {
+    return this.address.url;
+  }
+
+  async createEmptyDisks(): Promise<void> {
+    await this.call('createEmptyDisks');
+  }
+
+  async lastApplied(): Promise<number> {
+    const n = await this.call('lastApplied');
+    if (typeof n !== 'number') throw this.garbled('lastApplied');
+    return n;
+  }
+
+  async rebase(lastApplied: number, opts: RebaseOptions = {}): Promise<void> {
+    await this.call('rebase', { lastApplied, ...opts });
+  }
+
+  async apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
+    const r = (await this.call('apply', { now: opts.now?.toISOString(), recoveryHistory: opts.recoveryHistory })) as ApplyResult | null;
+    if (!r || !Array.isArray(r.applied) || typeof r.lastApplied !== 'number') throw this.garbled('apply');
+    return r;
+  }
+
+  async cancelResync(diskIndex: number): Promise<{ cancelled: boolean }> {
+    const r = (await this.call('cancelResync', { disk: diskIndex })) as { cancelled?: unknown } | null;
+    return { cancelled: r?.cancelled === true };
+  }
+
+  async receive(sequence: number, diskIndex: number, from: string): Promise<void> {
+    const fh = await open(from, 'r').catch((e) => {
+      throw ioError(from, e);
+    });
+    try {
+      const { size } = await fh.stat();
+      await this.call('receive', { sequence, disk: diskIndex, size }, async (link) => {
+        const buf = new Uint8Array(CHUNK);
+        for (let at = 0; at < size; ) {
+          const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, size - at), at);
+          if (bytesRead === 0) throw new VhdsyncError('IO', `${from}: the log shrank while it was shipped`);
+          await link.send(encode({ t: 'write', offset: at, data: buf.subarray(0, bytesRead) }));
+          at += bytesRead;
+        }
+      });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** One session: open with the call, send what it needs, wait for its result. */
+  private async call(call: SiteCall, args: Record<string, unknown> = {}, upload?: (link: TlsLink) => Promise<void>): Promise<unknown> {
+    return callReplicaServer(this.address, await this.network(), { site: this.spec, call, args }, upload);
+  }
+
+  private garbled(call: SiteCall): VhdsyncError {
+    return new VhdsyncError('PROTOCOL', `protocol error: replica server ${this.address.display} answered ${call} with something else`);
+  }
+}

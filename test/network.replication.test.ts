@@ -1,0 +1,247 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadCore } from '../host/core/index.js';
+import { replicateCycle } from '../host/replication/cycle.js';
+import { startFailover } from '../host/replication/failover.js';
+import { Replication } from '../host/replication/replication.js';
+import { RunningVm } from '../host/replication/running-vm.js';
+import type { ReplicaServer, ServerEvent } from '../host/service/replica-server.js';
+import { cancelResync } from '../host/resync/resync.js';
+import { encode } from '../host/transport/protocol.js';
+import { parseSiteAddress } from '../host/transport/replica-address.js';
+import { loadTlsMaterial } from '../host/transport/tls-config.js';
+import { callReplicaServer } from '../host/transport/tls-connect.js';
+import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { makeCerts, snapshot, startServer, type TestCerts } from './network.support.js';
+import { MiB, rawDisk } from './replication.support.js';
+
+/**
+ * `enable-replication --replica tls://HOST:PORT/NAME`: a VM replicated to a replica server on
+ * loopback, with certificates made in the test — initial replication, cycles, triggers seen by the
+ * replica, resync, a server that goes away, and every way a primary can ask for what it must not.
+ */
+let dir: string;
+let cleanup: () => Promise<void>;
+let certs: TestCerts;
+let root: string;
+let server: ReplicaServer;
+let port: number;
+let events: ServerEvent[];
+
+beforeAll(async () => {
+  await loadCore();
+  ({ dir, cleanup } = await tempDir('vhdsync-net-repl-'));
+  certs = await makeCerts(join(dir, 'certs'));
+  root = join(dir, 'root');
+  await mkdir(root);
+  ({ server, port, events } = await startServer(certs, root, { maxActiveTransfers: 2 }));
+});
+afterAll(async () => {
+  await server?.close();
+  await cleanup();
+});
+
+let n = 0;
+async function sub(): Promise<string> {
+  const d = join(dir, `t${++n}`);
+  await mkdir(d);
+  return d;
+}
+
+const client = () => certs.files('client');
+
+async function remoteVm(d: string, name: string, disks: string[], folder = name): Promise<Replication> {
+  const rep = new Replication(join(d, 'home'));
+  await rep.enable({ name, disks, replica: `tls://127.0.0.1:${port}/${folder}`, network: client() });
+  return rep;
+}
+
+/** Each primary disk equals its replica under the server's root. */
+function identical(disks: string[], folder: string): boolean {
+  return disks.every((p) => qemuIdentical(p, join(root, folder, p.split('/').pop()!)));
+}
+
+describe('VM replication to a replica server over mutual TLS', () => {
+  it('initial replication, cycles and a resync all reach the replica under the root, and end identical', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'sys.img'), 16 * MiB, 5), await rawDisk(join(d, 'data.img'), 8 * MiB, 6)];
+    const rep = await remoteVm(d, 'vm1', disks);
+    const vm0 = await rep.get('vm1');
+    expect(vm0.replica).toBe(`tls://127.0.0.1:${port}/vm1`);
+    expect(vm0.disks.map((x) => x.replicaPath)).toEqual([`tls://127.0.0.1:${port}/vm1/sys.img`, `tls://127.0.0.1:${port}/vm1/data.img`]);
+    expect(vm0.network?.cert).toBe(client().cert);
+
+    const ir = await rep.startInitialReplication('vm1');
+    expect(ir.result).toBe('completed');
+    expect(identical(disks, 'vm1')).toBe(true);
+    expect(JSON.parse(await readFile(join(root, 'vm1', 'replica.json'), 'utf8')).vmId).toBe(vm0.vmId);
+
+    // Two cycles of guest writes: shipped as whole logs, applied there in sequence.
+    for (let cycle = 0; cycle < 2; cycle++) {
+      const vm = await RunningVm.start(rep, 'vm1');
+      for (let i = 0; i < 24; i++) await vm.write(i % 2, ((i * 97 + cycle * 13) % 120) * 65536, randomBytes(65536 - (i % 3) * 4096, 100 * cycle + i));
+      await vm.close();
+      const out = await replicateCycle(rep, 'vm1');
+      expect(out.result === 'failed' ? out.error : out.result).toBe('replicated');
+      if (out.result === 'replicated') expect(out.bytes).toBeGreaterThan(24 * 56 * 1024);
+      expect(identical(disks, 'vm1')).toBe(true);
+    }
+    expect(await readdir(join(root, 'vm1', 'logs')).catch(() => [])).toEqual([]);
+    expect((await rep.measure('vm1')).SuccessfulReplicationCount).toBe(2);
+
+    // A forced resync while the guest writes: over TLS, continuing with normal cycles afterwards.
+    await rep.suspend('vm1');
+    await rep.resume('vm1', { resynchronize: true, keepPreResyncPoint: true });
+    const vm = await RunningVm.start(rep, 'vm1');
+    await vm.write(0, 3 * MiB, randomBytes(256 * 1024, 77));
+    const out = await rep.runResync('vm1');
+    await vm.write(1, 5 * MiB, randomBytes(64 * 1024, 78));
+    await vm.close();
+    expect(out.result).toBe('completed');
+    expect(out.disks.every((x) => x.result.result === 'completed')).toBe(true);
+    expect(out.disks[0].result.bytesSent).toBeGreaterThanOrEqual(256 * 1024);
+    // The protected pre-resync point was adopted there, beside the replica disk.
+    expect(JSON.parse(await readFile(join(root, 'vm1', 'sys.img.recovery-points', 'index.json'), 'utf8'))).toMatchObject({ points: [{ protected: true }] });
+    expect(await replicateCycle(rep, 'vm1')).toMatchObject({ result: 'replicated' });
+    expect(identical(disks, 'vm1')).toBe(true);
+    const ids = rep.events.records.map((e) => e.id);
+    expect(ids.filter((i) => i === 29242).length).toBe(2); // one per disk, as Hyper-V
+    expect(ids.filter((i) => i === 29244).length).toBe(2);
+    // Every operation went through the server: site calls and one resync session per disk.
+    const started = events.filter((e) => e.event === 'started').map((e) => (e as { target: string }).target);
+    expect(started).toContain('vm1 (receive)');
+    expect(started).toContain('vm1 (apply)');
+    expect(started).toContain('vm1 (rebase)');
+    expect(started).toContain('vm1/sys.img');
+  });
+
+  it('the replica notices a replica disk changed behind its back: the cycle requires a resync, which repairs it', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 9)];
+    const rep = await remoteVm(d, 'vm2', disks, 'folder2');
+    expect((await rep.startInitialReplication('vm2')).result).toBe('completed');
+    const vm = await RunningVm.start(rep, 'vm2');
+    await vm.write(0, 0, randomBytes(4096, 1));
+    await vm.close();
+    // Someone writes to the replica disk on the server.
+    const fh = await open(join(root, 'folder2', 'a.img'), 'r+');
+    await fh.write(randomBytes(4096, 2), 0, 4096, 1 * MiB);
+    await fh.close();
+    const out = await replicateCycle(rep, 'vm2');
+    expect(out).toMatchObject({ result: 'resync-required', trigger: { reason: 'ReplicaLogOutOfSequence' } });
+    expect((await rep.get('vm2')).state).toBe('WaitingForStartResynchronize');
+    await rep.resume('vm2', { resynchronize: true });
+    expect((await rep.runResync('vm2')).result).toBe('completed');
+    expect(identical(disks, 'folder2')).toBe(true);
+  });
+
+  it('a server that goes away fails the cycle (retried later, nothing lost); the next cycle ships everything', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 11)];
+    const { server: own, port: ownPort } = await startServer(certs, root);
+    const rep = new Replication(join(d, 'home'));
+    await rep.enable({ name: 'vm3', disks, replica: `tls://127.0.0.1:${ownPort}/vm3`, network: client() });
+    expect((await rep.startInitialReplication('vm3')).result).toBe('completed');
+    const vm = await RunningVm.start(rep, 'vm3');
+    await vm.write(0, 2 * MiB, randomBytes(65536, 3));
+    await vm.close();
+    await own.close();
+    const failed = await replicateCycle(rep, 'vm3');
+    expect(failed.result).toBe('failed');
+    if (failed.result === 'failed') expect(failed.error).toMatch(/127\.0\.0\.1:\d+/);
+    expect((await rep.get('vm3')).retry?.attempt).toBe(1);
+    const again = await startServer(certs, root, { port: ownPort });
+    try {
+      const out = await replicateCycle(rep, 'vm3');
+      expect(out.result).toBe('replicated');
+      expect(identical(disks, 'vm3')).toBe(true);
+    } finally {
+      await again.server.close();
+    }
+  });
+
+  it('enable checks the server first: a wrong CA, a dead port or a folder of another VM is one line and no VM', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];
+    const rep = new Replication(join(d, 'home'));
+    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/x`, network: certs.files('rogue', 'other') })).rejects.toThrow(/127\.0\.0\.1/);
+    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/x` })).rejects.toThrow(/needs --cert, --key, --ca/);
+    await expect(rep.enable({ name: 'x', disks, replica: join(d, 'r'), network: client() })).rejects.toThrow(/--cert applies to a replica server/);
+    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/../x`, network: client() })).rejects.toThrow(/not a replica server address/);
+    const { server: gone, port: gonePort } = await startServer(certs, root);
+    await gone.close();
+    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${gonePort}/x`, network: client() })).rejects.toThrow(new RegExp(`127\\.0\\.0\\.1:${gonePort}`));
+    expect(await rep.list()).toEqual([]);
+    // A folder that holds another VM's replica.
+    const owner = new Replication(join(d, 'home2'));
+    await owner.enable({ name: 'owner', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() });
+    expect((await owner.startInitialReplication('owner')).result).toBe('completed');
+    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() })).rejects.toThrow(/belongs to another VM/);
+    expect(await rep.list()).toEqual([]);
+  });
+
+  it('failover and recovery points are refused for a replica server with a clear line; resync --cancel reaches the server', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];
+    const rep = await remoteVm(d, 'vm5', disks);
+    expect((await rep.startInitialReplication('vm5')).result).toBe('completed');
+    await expect(startFailover(rep, 'vm5', 'test')).rejects.toThrow(/replica server tls:\/\/127\.0\.0\.1:\d+\/vm5: failover works on a replica directory on this machine/);
+    const network = { tls: await loadTlsMaterial(client()) };
+    expect(await cancelResync(`tls://127.0.0.1:${port}/vm5/a.img`, network)).toEqual({ cancelled: false });
+    await expect(cancelResync(`tls://127.0.0.1:${port}/vm5/nothere.img`, network)).rejects.toThrow(/no such replica disk/);
+  });
+});
+
+describe('a replica server refuses site requests it must not serve, and writes nothing for them', () => {
+  const disk = (name: string, i = 0) => ({ index: i, name, diskId: '0123456789abcdef0123456789abcdef', virtualSize: 4 * MiB, format: 'raw' });
+  const site = (vm: string, disks = [disk('a.img')]) => ({ vm, vmId: 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', disks });
+
+  async function call(request: Record<string, unknown>, upload?: Parameters<typeof callReplicaServer>[3]): Promise<unknown> {
+    const address = parseSiteAddress(`tls://127.0.0.1:${port}/x`, 'x');
+    return callReplicaServer(address, { tls: await loadTlsMaterial(client()) }, request, upload);
+  }
+
+  it.each([
+    ['a folder named ..', { site: site('..'), call: 'lastApplied' }, /replica folder '\.\.' is refused/],
+    ['a folder with a slash', { site: site('a/b'), call: 'lastApplied' }, /is refused/],
+    ['a disk named logs', { site: site('ok', [disk('logs')]), call: 'createEmptyDisks' }, /not a usable disk file name/],
+    ['a disk path with a slash', { site: site('ok', [disk('../../etc/x')]), call: 'createEmptyDisks' }, /not a usable disk file name/],
+    ['two disks with one name', { site: site('ok', [disk('a.img'), disk('a.img', 1)]), call: 'createEmptyDisks' }, /not a usable disk file name/],
+    ['an unknown call', { site: site('ok'), call: 'deleteEverything' }, /is not a replica site call/],
+    ['an absurd disk size', { site: site('ok', [{ ...disk('a.img'), virtualSize: 2 ** 60 }]), call: 'createEmptyDisks' }, /size .* out of range|not a whole number/],
+    ['a call on a disk other than cancel', { target: 'vm1/sys.img', call: 'format' }, /is not a call on a disk/],
+    ['a log larger than the VM could write', { site: site('ok'), call: 'receive', args: { sequence: 1, disk: 0, size: 2 ** 40 } }, /larger than this VM's logs can be/],
+  ])('%s', async (_what, request, message) => {
+    const before = await snapshot(root);
+    await expect(call(request)).rejects.toThrow(message);
+    expect(await snapshot(root)).toEqual(before);
+  });
+
+  it('a folder that is a symbolic link out of the root, or holds one, is refused', async () => {
+    const outside = join(dir, 'outside');
+    await mkdir(outside, { recursive: true });
+    await symlink(outside, join(root, 'linked'));
+    await mkdir(join(root, 'holds'));
+    await symlink(join(outside, 'x.img'), join(root, 'holds', 'a.img'));
+    await expect(call({ site: site('linked'), call: 'createEmptyDisks' })).rejects.toThrow(/'linked' is refused: it is a symbolic link/);
+    await expect(call({ site: site('holds'), call: 'createEmptyDisks' })).rejects.toThrow(/a\.img in it is a symbolic link/);
+    expect(await readdir(outside)).toEqual([]);
+  });
+
+  it('log bytes out of order, or more than announced, leave no log behind', async () => {
+    await call({ site: site('logs-test'), call: 'createEmptyDisks' });
+    await mkdir(join(root, 'logs-test', 'logs'));
+    await expect(
+      call({ site: site('logs-test'), call: 'receive', args: { sequence: 1, disk: 0, size: 8192 } }, async (link) => {
+        await link.send(encode({ t: 'write', offset: 4096, data: new Uint8Array(4096) }));
+      }),
+    ).rejects.toThrow(/bytes at 4096 arrived, expected 0/);
+    await expect(
+      call({ site: site('logs-test'), call: 'receive', args: { sequence: 1, disk: 0, size: 100 } }, async (link) => {
+        await link.send(encode({ t: 'write', offset: 0, data: new Uint8Array(4096) }));
+      }),
+    ).rejects.toThrow(/more than the 100 bytes announced/);
+    expect(await readdir(join(root, 'logs-test', 'logs'))).toEqual([]);
+  });
+});
