@@ -2,33 +2,41 @@
  * Every failure a user can cause or meet is a VhdsyncError: a stable code for scripts (`--json`)
  * and one human line that says what is wrong and, where possible, what to do next.
  */
-export type ErrorCode =
-  | 'USAGE'
-  | 'NOT_FOUND'
-  | 'EXISTS'
-  | 'IO'
-  | 'BAD_COOKIE'
-  | 'BAD_CHECKSUM'
-  | 'FOOTER_MISMATCH'
-  | 'BAD_BAT'
-  | 'BAD_BLOCK_SIZE'
-  | 'BAD_SIZE'
-  | 'TRUNCATED'
-  | 'UNSUPPORTED'
-  | 'PARENT_MISSING'
-  | 'PARENT_MISMATCH'
-  | 'PARENT_LOOP'
-  | 'READ_ONLY'
-  | 'OUT_OF_RANGE'
-  | 'SIZE_MISMATCH'
-  | 'SECTOR_MISMATCH'
-  | 'BUSY'
-  | 'STATE'
-  | 'CHECKPOINT'
-  | 'LINK'
-  | 'PROTOCOL'
-  | 'CANCELLED'
-  | 'CORE';
+export const ERROR_CODES = [
+  'USAGE',
+  'NOT_FOUND',
+  'EXISTS',
+  'IO',
+  'BAD_COOKIE',
+  'BAD_CHECKSUM',
+  'FOOTER_MISMATCH',
+  'BAD_BAT',
+  'BAD_BLOCK_SIZE',
+  'BAD_SIZE',
+  'TRUNCATED',
+  'UNSUPPORTED',
+  'PARENT_MISSING',
+  'PARENT_MISMATCH',
+  'PARENT_LOOP',
+  'READ_ONLY',
+  'OUT_OF_RANGE',
+  'SIZE_MISMATCH',
+  'SECTOR_MISMATCH',
+  'BUSY',
+  'STATE',
+  'CHECKPOINT',
+  'LINK',
+  'AUTH',
+  'PROTOCOL',
+  'CANCELLED',
+  'CORE',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** A code that came from elsewhere (a peer's error message), or `fallback` when it is not one of ours. */
+export function errorCode(v: unknown, fallback: ErrorCode): ErrorCode {
+  return (ERROR_CODES as readonly unknown[]).includes(v) ? (v as ErrorCode) : fallback;
+}
 
 export class VhdsyncError extends Error {
   readonly code: ErrorCode;

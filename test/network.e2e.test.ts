@@ -142,7 +142,10 @@ describe('resync over mutual TLS on loopback', () => {
     });
 
     it('a server whose certificate is not from our CA', async () => {
-      await expect(resync({ primary: await primaryFor(), replica: url(target), network: await network('client', 'other') })).rejects.toThrow(/its certificate is not signed by our --ca/);
+      const refused = resync({ primary: await primaryFor(), replica: url(target), network: await network('client', 'other') });
+      await expect(refused).rejects.toThrow(/its certificate is not signed by our --ca/);
+      // AUTH, not LINK: scripts can tell a certificate problem from a network one, and nothing retries it.
+      await expect(refused).rejects.toMatchObject({ code: 'AUTH' });
     });
 
     it('paths that escape the root', async () => {

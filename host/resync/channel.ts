@@ -1,4 +1,4 @@
-import { VhdsyncError, type ErrorCode } from '../errors.js';
+import { VhdsyncError, errorCode } from '../errors.js';
 import type { Link } from '../transport/link.js';
 import { decode, encode, messageType, type Message } from '../transport/protocol.js';
 
@@ -100,8 +100,7 @@ export class Channel {
     const m = decode(frame);
     if (m.t === 'control') {
       if (m.op === 'error') {
-        const code = (typeof m.body.code === 'string' ? m.body.code : 'IO') as ErrorCode;
-        this.fail(new VhdsyncError(code, String(m.body.message ?? 'the peer failed')));
+        this.fail(new VhdsyncError(errorCode(m.body.code, 'IO'), String(m.body.message ?? 'the peer failed')));
         return;
       }
       const waiting = this.waiters.get(m.op);

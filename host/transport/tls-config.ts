@@ -67,24 +67,29 @@ export function clientTlsOptions(m: TlsMaterial, host: string, port: number): Co
   };
 }
 
-/** One line for a failure to reach or authenticate a peer (`peer`: "replica server 10.0.0.5:4000"). */
+/** One line for a failure to reach (LINK) or authenticate (AUTH) a peer (`peer`: "replica server 10.0.0.5:4000"). */
 export function describeLinkError(e: unknown, peer: string, ourCa?: string): VhdsyncError {
   if (e instanceof VhdsyncError) return e;
   const err = e as NodeJS.ErrnoException & { reason?: string };
   const ca = ourCa ? ` (${ourCa})` : '';
+  let code: 'LINK' | 'AUTH' = 'AUTH';
   const line = ((): string => {
     switch (err?.code) {
       case 'ECONNREFUSED':
+        code = 'LINK';
         return `${peer}: connection refused (is 'vhdsync replica serve' listening there?)`;
       case 'ENOTFOUND':
       case 'EAI_AGAIN':
+        code = 'LINK';
         return `${peer}: unknown host`;
       case 'ETIMEDOUT':
       case 'EHOSTUNREACH':
       case 'ENETUNREACH':
+        code = 'LINK';
         return `${peer}: unreachable (${err.code})`;
       case 'ECONNRESET':
       case 'EPIPE':
+        code = 'LINK';
         return `${peer}: the connection was reset`;
       case 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED':
       case 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE':
@@ -107,12 +112,15 @@ export function describeLinkError(e: unknown, peer: string, ourCa?: string): Vhd
       case 'ERR_TLS_CERT_ALTNAME_INVALID':
         return `${peer}: its certificate is not issued for this address (${err.reason ?? err.message}); refused`;
       case 'ERR_TLS_HANDSHAKE_TIMEOUT':
+        code = 'LINK';
         return `${peer}: the TLS handshake timed out`;
       default:
+        code = 'LINK';
         return `${peer}: ${err?.message ?? String(e)}`;
     }
   })();
-  return new VhdsyncError('LINK', line, { cause: e });
+  // AUTH: a certificate was refused, by either side; retrying will not help, unlike a lost link.
+  return new VhdsyncError(code, line, { cause: e });
 }
 
 async function readPem(path: string, flag: string): Promise<Buffer> {

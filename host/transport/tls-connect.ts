@@ -1,5 +1,5 @@
 import { connect, type TLSSocket } from 'node:tls';
-import { VhdsyncError, type ErrorCode } from '../errors.js';
+import { VhdsyncError, errorCode } from '../errors.js';
 import { decode, encode, PROTOCOL_VERSION } from './protocol.js';
 import type { ReplicaAddress } from './replica-address.js';
 import { clientTlsOptions, describeLinkError, type TlsMaterial } from './tls-config.js';
@@ -78,7 +78,7 @@ function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, p
       }
       if (m.t !== 'control') return reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.t}' before 'opened'`));
       if (m.op === 'queued') return opts.onQueued?.(Number(m.body.position));
-      if (m.op === 'error') return reject(new VhdsyncError((String(m.body.code ?? 'LINK') as ErrorCode), `${peer}: ${String(m.body.message)}`));
+      if (m.op === 'error') return reject(new VhdsyncError(errorCode(m.body.code, 'LINK'), `${peer}: ${String(m.body.message)}`));
       if (m.op !== 'opened') return reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.op}' before 'opened'`));
       if (m.body.version !== PROTOCOL_VERSION) {
         return reject(new VhdsyncError('PROTOCOL', `${peer} speaks protocol version ${String(m.body.version)}; this vhdsync speaks ${PROTOCOL_VERSION} — upgrade vhdsync on both sides`));
@@ -111,7 +111,7 @@ export async function callReplicaServer(address: ReplicaAddress, opts: DialOptio
         try {
           const m = decode(frame);
           if (m.t === 'control' && m.op === 'result') return resolve(m.body.value);
-          if (m.t === 'control' && m.op === 'error') return reject(new VhdsyncError(String(m.body.code ?? 'LINK') as ErrorCode, `${peer}: ${String(m.body.message)}`));
+          if (m.t === 'control' && m.op === 'error') return reject(new VhdsyncError(errorCode(m.body.code, 'LINK'), `${peer}: ${String(m.body.message)}`));
           reject(new VhdsyncError('PROTOCOL', `protocol error: ${peer} sent '${m.t === 'control' ? m.op : m.t}' instead of the result of ${what}`));
         } catch (e) {
           reject(e);
