@@ -13,7 +13,7 @@ import { parseSiteAddress } from '../host/transport/replica-address.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { callReplicaServer } from '../host/transport/tls-connect.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { makeCerts, snapshot, startServer, type TestCerts } from './network.support.js';
+import { makeCerts, snapshot, startServer, TcpProxy, type TestCerts } from './network.support.js';
 import { MiB, rawDisk } from './replication.support.js';
 
 /**
@@ -158,6 +158,34 @@ describe('VM replication to a replica server over mutual TLS', () => {
       expect(identical(disks, 'vm3')).toBe(true);
     } finally {
       await again.server.close();
+    }
+  });
+
+  it('a link that drops while a log is shipped: the cycle fails, nothing half-shipped stays, the retry replicates it', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 16 * MiB, 21)];
+    const proxy = await new TcpProxy(port, 1).listen();
+    try {
+      const rep = new Replication(join(d, 'home'));
+      await rep.enable({ name: 'vm6', disks, replica: `tls://127.0.0.1:${proxy.port}/vm6`, network: client() });
+      expect((await rep.startInitialReplication('vm6')).result).toBe('completed');
+      const vm = await RunningVm.start(rep, 'vm6');
+      for (let i = 0; i < 48; i++) await vm.write(0, i * 256 * 1024, randomBytes(65536, 600 + i));
+      await vm.close();
+      proxy.dropAfter(proxy.bytesUp + 1.5 * MiB); // inside the 3 MiB log
+      const failed = await replicateCycle(rep, 'vm6');
+      expect(failed.result).toBe('failed');
+      expect(proxy.drops).toBe(1);
+      // The server sees the drop on its own time: give it a moment to clean up.
+      const temporary = async () => (await readdir(join(root, 'vm6', 'logs'))).filter((f) => f.endsWith('.tmp'));
+      for (let i = 0; i < 200 && (await temporary()).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(await temporary()).toEqual([]);
+      expect(JSON.parse(await readFile(join(root, 'vm6', 'replica.json'), 'utf8')).lastAppliedSequence).toBe(0);
+      const out = await replicateCycle(rep, 'vm6');
+      expect(out.result === 'failed' ? out.error : out.result).toBe('replicated');
+      expect(identical(disks, 'vm6')).toBe(true);
+    } finally {
+      await proxy.close();
     }
   });
 
