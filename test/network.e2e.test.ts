@@ -4,7 +4,8 @@ import { createConnection } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resync, type ResyncOptions } from '../host/index.js';
+import { openTrackedDisk, resync, startResync, type ResyncOptions } from '../host/index.js';
+import { listTakenLogs } from '../host/tracking/log-files.js';
 import { createServer as createTlsServer } from 'node:tls';
 import { encode, PROTOCOL_VERSION } from '../host/transport/protocol.js';
 import { serverTlsOptions, loadTlsMaterial } from '../host/transport/tls-config.js';
@@ -275,6 +276,42 @@ describe('resync over mutual TLS on loopback', () => {
     expect(r.bytesSent).toBeLessThanOrEqual(changed + resendable);
     expect(r.bytesCompared).toBe(size);
     console.log(`[network] reconnect: ${r.reconnects.map((x) => x.resumedFrom / MiB + ' MiB').join(', ')}; sent ${r.bytesSent} for ${changed} changed`);
+  });
+
+  it('reconnects after the link drops at the merge and again while tracked writes are sent: none of them is lost', async () => {
+    const size = 64 * MiB;
+    const { primary, replica, target } = await pair('mergedrop', size, 64, 700);
+    const proxy = await new TcpProxy(port).listen();
+    let compared = 0;
+    const cutAt = new Set<string>();
+    const h = startResync({
+      primary,
+      replica: url(target, proxy.port),
+      network: await network('client', 'ca', { limiter: bandwidthLimiter({ rate: 8e6 }) }),
+      reconnect: { delayMs: 50 },
+      onProgress: (p) => {
+        compared = p.bytesCompared;
+        // Cut once as the merge starts, and once as the tracked writes are about to go.
+        if ((p.phase === 'merging' || p.phase === 'applying') && !cutAt.has(p.phase)) {
+          cutAt.add(p.phase);
+          proxy.cut();
+        }
+      },
+    });
+    while (compared === 0) await new Promise((res) => setTimeout(res, 5));
+    const guest = await openTrackedDisk(primary);
+    await guest.write(0, randomBytes(4096, 701));
+    await guest.write(size - 65536, randomBytes(65536, 702));
+    await guest.close();
+    const r = await h.done;
+    await proxy.close();
+    expect(r.result).toBe('completed');
+    expect([...cutAt]).toEqual(['merging', 'applying']);
+    expect(r.reconnects).toHaveLength(2);
+    expect(r.reconnects.every((x) => x.resumedFrom === size)).toBe(true);
+    expect(r.trackedWritesApplied).toBe(2);
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    expect(await listTakenLogs(primary)).toEqual([]);
   });
 
   it('a lost link that cannot be re-established ends with one clear line', async () => {

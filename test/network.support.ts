@@ -112,6 +112,15 @@ export class TcpProxy {
     this.dropAt = thresholds;
   }
 
+  /** Cut every connection now (a dropped link, as far as both ends can tell). */
+  cut(): void {
+    for (const [a, b] of this.pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    this.drops++;
+  }
+
   async close(): Promise<void> {
     for (const [a, b] of this.pairs) {
       a.destroy();

@@ -10,8 +10,8 @@ import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION } from '../transport/protocol.js';
 import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
-import type { LogInit } from '../tracking/log.js';
-import { startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
+import { scanTrackingLog, type LogInit } from '../tracking/log.js';
+import { dropTakenLogs, startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
 import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
@@ -235,7 +235,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
         lostWire.received += session.conn.link.stats.bytesReceived;
         await closeSession(session);
         session = undefined;
-        const again = await reconnect(opts, pd, start, e as Error);
+        const again = await reconnect(opts, pd, start, e as Error, 'the compare');
         session = again.session;
         c = session.ch;
         resumeRegion = Number(again.started.resumeFrom);
@@ -288,33 +288,60 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       return finish('completed', { identical: k.leavesSent === 0 });
     }
 
-    // 6. Merge the overlay into the base: the point of no return.
-    opts.onProgress?.({ phase: 'merging', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
-    c.onControl('merge-progress', (b) =>
-      opts.onProgress?.({ phase: 'merging', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs(), mergeDone: Number(b.done), mergeTotal: Number(b.total) }),
-    );
-    const tMerge = performance.now();
-    await c.request('merge', {}, 'merged');
-    phases.merge = (performance.now() - tMerge) / 1000;
-
-    // 7. Writes tracked since the start replicate now; then recovery points go and the resync commits.
-    const tApply = performance.now();
-    opts.onProgress?.({ phase: 'applying', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
-    const tracked = await takeTrackingLog(opts.primary, opts.tracking?.next);
-    for (const rec of tracked.records) await c.send({ t: 'write', offset: rec.offset, data: rec.data });
-    const committed = await c.request('commit', {}, 'committed');
-    phases.apply = (performance.now() - tApply) / 1000;
-    const trackedBytes = tracked.records.reduce((n, r) => n + r.data.byteLength, 0);
+    // 6. Merge the overlay into the base: the point of no return. 7. Writes tracked since the start
+    //    replicate now; then recovery points go and the resync commits. A link lost here is
+    //    re-established too: the replica resumes its merge (journaled), and the taken writes are sent
+    //    again until a commit confirms them (tracking keeps them until then).
+    const progress = (phase: ResyncPhase, extra: Partial<ResyncProgress> = {}) =>
+      opts.onProgress?.({ phase, virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs(), ...extra });
+    const mergeAndCommit = async (ch: Channel) => {
+      progress('merging');
+      ch.onControl('merge-progress', (b) => progress('merging', { mergeDone: Number(b.done), mergeTotal: Number(b.total) }));
+      const tMerge = performance.now();
+      await ch.request('merge', {}, 'merged');
+      phases.merge += (performance.now() - tMerge) / 1000;
+      const tApply = performance.now();
+      progress('applying');
+      const tracked = { records: 0, bytes: 0 };
+      for (const log of await takeTrackingLog(opts.primary, opts.tracking?.next)) {
+        await scanTrackingLog(log, async (rec) => {
+          await ch.send({ t: 'write', offset: rec.offset, data: rec.data });
+          tracked.records++;
+          tracked.bytes += rec.data.byteLength;
+        });
+      }
+      const committed = await ch.request('commit', {}, 'committed');
+      await dropTakenLogs(opts.primary);
+      phases.apply += (performance.now() - tApply) / 1000;
+      return { tracked, committed };
+    };
+    let done: Awaited<ReturnType<typeof mergeAndCommit>>;
+    for (;;) {
+      try {
+        done = await mergeAndCommit(c);
+        break;
+      } catch (e) {
+        if (!isLinkLost(e)) throw e;
+        lostWire.sent += session.conn.link.stats.bytesSent;
+        lostWire.received += session.conn.link.stats.bytesReceived;
+        await closeSession(session);
+        session = undefined;
+        const again = await reconnect(opts, pd, start, e as Error, 'the merge');
+        session = again.session;
+        c = session.ch;
+        reconnects.push({ resumedFrom: shape.virtualSize, error: (e as Error).message });
+      }
+    }
     await opts.counters?.add(vm, {
-      'Resynchronized Bytes': k.bytesSent + trackedBytes,
+      'Resynchronized Bytes': k.bytesSent + done.tracked.bytes,
       'Network Bytes Sent': wireSent(),
       'Network Bytes Received': wireReceived(),
     });
-    opts.onProgress?.({ phase: 'done', virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs() });
+    progress('done');
     return finish('completed', {
       identical: true,
-      trackedWritesApplied: tracked.records.length,
-      recoveryPointsDeleted: committed.recoveryPointsDeleted === true,
+      trackedWritesApplied: done.tracked.records,
+      recoveryPointsDeleted: done.committed.recoveryPointsDeleted === true,
     });
   } catch (e) {
     if (session && !session.ch.failed) await session.ch.sendError(e);
@@ -356,7 +383,7 @@ function isLinkLost(e: unknown): boolean {
 }
 
 /** Connect again with backoff and restart the session; the replica resumes from its checkpoint. */
-async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, unknown>, lost: Error): Promise<{ session: Session; started: Record<string, unknown> }> {
+async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, unknown>, lost: Error, during: string): Promise<{ session: Session; started: Record<string, unknown> }> {
   const { attempts = 8, delayMs = 500, maxDelayMs = 30_000 } = opts.reconnect ?? {};
   let last = lost;
   for (let attempt = 0; attempt < attempts; attempt++) {
@@ -371,7 +398,7 @@ async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, un
       last = e as Error;
     }
   }
-  throw new VhdsyncError('LINK', `${opts.replica}: the link was lost during the compare (${lost.message}) and ${attempts} attempts to reconnect failed (last: ${last.message}); run the same command again to resume from the checkpoint`);
+  throw new VhdsyncError('LINK', `${opts.replica}: the link was lost during ${during} (${lost.message}) and ${attempts} attempts to reconnect failed (last: ${last.message}); run the same command again to resume from the checkpoint`);
 }
 
 function preflight(opts: ResyncOptions, primary: Disk, rep: { virtualSize: number; sectorSize: number }): void {

@@ -3,8 +3,8 @@ import { basename, dirname, join } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { removeIfExists, syncDir } from '../fsutil.js';
 import {
-  createTrackingLog, readTrackingHeader, readTrackingLog, sealTrackingLog, writeTrackingHeader,
-  type LogInit, type TrackHeader, type TrackRecord,
+  createTrackingLog, readTrackingHeader, sealTrackingLog, writeTrackingHeader,
+  type LogInit, type TrackHeader,
 } from './log.js';
 import { withLock } from './pid-lock.js';
 
@@ -93,6 +93,8 @@ export async function releaseCurrentLog(primaryPath: string, pid: number): Promi
 export async function removeLogs(primaryPath: string, opts: { sealed: boolean }): Promise<number> {
   let removed = (await removeIfExists(trackingLogPathFor(primaryPath))) ? 1 : 0;
   if (opts.sealed) for (const s of await listSealedLogs(primaryPath)) removed += (await removeIfExists(s.path)) ? 1 : 0;
+  // A resync's taken logs: whatever resync comes next compares everything again.
+  for (const p of await listTakenLogs(primaryPath)) removed += (await removeIfExists(p)) ? 1 : 0;
   return removed;
 }
 
@@ -136,7 +138,10 @@ export async function logBytes(primaryPath: string): Promise<number> {
  */
 export async function startTrackingLog(primaryPath: string, init: LogInit, opts: { fresh: boolean }): Promise<void> {
   await withLogLock(primaryPath, async () => {
-    if (opts.fresh) await removeIfExists(trackingLogPathFor(primaryPath));
+    if (opts.fresh) {
+      await removeIfExists(trackingLogPathFor(primaryPath));
+      await dropTakenLogs(primaryPath);
+    }
     if (!(await currentLog(primaryPath))) await createCurrentLog(primaryPath, init);
   });
 }
@@ -144,19 +149,48 @@ export async function startTrackingLog(primaryPath: string, init: LogInit, opts:
 /**
  * A resync has merged: take every write tracked since it started, and in the same instant either stop
  * tracking or (for a replicating VM) open the log that normal replication continues with, so that no
- * write falls between the two.
+ * write falls between the two. Returns every taken log not yet committed (see listTakenLogs); the
+ * resync streams their records to the replica and drops them once it has committed.
  */
-export async function takeTrackingLog(primaryPath: string, next?: LogInit): Promise<{ records: TrackRecord[]; torn: boolean }> {
+export async function takeTrackingLog(primaryPath: string, next?: LogInit): Promise<string[]> {
   return withLogLock(primaryPath, async () => {
     const path = trackingLogPathFor(primaryPath);
-    let taken: { records: TrackRecord[]; torn: boolean } = { records: [], torn: false };
-    try {
-      taken = await readTrackingLog(path);
-    } catch (e) {
-      if ((e as VhdsyncError).code !== 'NOT_FOUND') throw e;
-    }
-    await removeIfExists(path);
+    const taken = await listTakenLogs(primaryPath);
+    const last = taken.length > 0 ? Number(/(\d+)$/.exec(taken[taken.length - 1])![1]) : 0;
+    const target = `${path}.taken-${last + 1}`;
+    const moved = await rename(path, target).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return false;
+        throw ioError(path, e);
+      },
+    );
+    if (moved) taken.push(target);
     if (next) await createCurrentLog(primaryPath, next);
+    await syncDir(dirname(primaryPath));
     return taken;
   });
+}
+
+/**
+ * Logs a resync took (`<log>.taken-N`), oldest first: kept until the replica has committed their
+ * writes, so a link lost or a process killed between the take and the commit loses none of them —
+ * the next attempt takes what was written since and sends every taken log again (in order; writes
+ * are idempotent).
+ */
+export async function listTakenLogs(primaryPath: string): Promise<string[]> {
+  const dir = dirname(primaryPath);
+  const prefix = `${basename(trackingLogPathFor(primaryPath))}.taken-`;
+  const names = await readdir(dir).catch((e) => {
+    throw ioError(dir, e);
+  });
+  return names
+    .filter((n) => n.startsWith(prefix) && /^\d+$/.test(n.slice(prefix.length)))
+    .sort((a, b) => Number(a.slice(prefix.length)) - Number(b.slice(prefix.length)))
+    .map((n) => join(dir, n));
+}
+
+/** The replica committed: the taken logs are done with. */
+export async function dropTakenLogs(primaryPath: string): Promise<void> {
+  for (const p of await listTakenLogs(primaryPath)) await removeIfExists(p);
 }
