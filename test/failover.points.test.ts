@@ -157,7 +157,7 @@ describe('planned failover', () => {
     expect(out.vm.state).toBe('FailedOver');
     expect(out.point.sequence).toBe(3);
     expect(qemuIdentical(a, out.disks[0]) && qemuIdentical(b, out.disks[1])).toBe(true);
-    expect(await readFailover(out.vm)).toMatchObject({ kind: 'planned', sequence: 3 });
+    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'planned', sequence: 3 });
     await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/needs 'vm' Replicating/);
   });
 });
@@ -173,7 +173,7 @@ describe('unplanned failover', () => {
       const out = await startFailover(rep, 'vm', 'unplanned', { point: target.time });
       expect(out.vm.state).toBe('FailedOver');
       expect(await sameAs(out.disks, copies.get(which + 1)!)).toBe(true);
-      expect((await readFailover(out.vm))).toMatchObject({ kind: 'unplanned', sequence: which + 1 });
+      expect((await readFailover(rep, out.vm))).toMatchObject({ kind: 'unplanned', sequence: which + 1 });
       const after = await getRecoveryPoints(rep, 'vm');
       expect(after.map((p) => p.sequence)).toEqual(which === 1 ? [2, 1] : [3, 2, 1]);
       expect((await replicateCycle(rep, 'vm')).result).toBe('skipped');

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -117,9 +118,20 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     expect(out.Result).toBe('completed');
     expect(run('get-replication', 'cli-vm')).toMatchObject({ State: 'Replicating', Health: 'Normal', ReplicatedDisks: [{ ReplicaPath: `${url}/vm-sys.img` }] });
     expect(qemuIdentical(disk, replica)).toBe(true);
-    const failover = cli(['start-failover', 'cli-vm', '--test', '--home', home]);
-    expect(failover.status).toBe(2);
-    expect(failover.stderr).toMatch(/is replicated to the replica server .*: failover works on a replica directory on this machine/);
+    // Recovery points and a test failover live on the server, asked for from here.
+    const points = run('get-recovery-points', 'cli-vm');
+    expect(points[0]).toMatchObject({ Kind: 'Latest' });
+    const test = run('start-failover', 'cli-vm', '--test');
+    expect(test.Disks).toEqual([`${url}/vm-sys.img.test-failover.vhd`]);
+    const view = join(root, 'cli-vm', 'vm-sys.img.test-failover.vhd');
+    // A differencing VHD over a raw parent (qemu's vpc driver reads no differencing disks): our checksum of both.
+    const sum = (p: string) => JSON.parse(cli(['checksum', p, '--json']).stdout).checksum;
+    expect(sum(view)).toBe(sum(disk));
+    expect(run('stop-failover', 'cli-vm', '--test')).toEqual({ Removed: [`${url}/vm-sys.img.test-failover.vhd`] });
+    expect(existsSync(view)).toBe(false);
+    const reverse = cli(['reverse-replication', 'cli-vm', '--home', home]);
+    expect(reverse.status).toBe(2);
+    expect(reverse.stderr).toMatch(/is replicated to the replica server .*: reverse replication works on a replica directory on this machine/);
   });
 
   it('bad input: one clear line and exit 2', async () => {

@@ -1,9 +1,12 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import { replicateCycle } from '../host/replication/cycle.js';
-import { startFailover } from '../host/replication/failover.js';
+import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
+import { reverseReplication } from '../host/replication/reverse.js';
+import { openDisk } from '../host/disk/index.js';
 import { Replication } from '../host/replication/replication.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import type { ReplicaServer, ServerEvent } from '../host/service/replica-server.js';
@@ -14,7 +17,7 @@ import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { callReplicaServer } from '../host/transport/tls-connect.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { makeCerts, snapshot, startServer, TcpProxy, type TestCerts } from './network.support.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { FakeClock, MiB, rawDisk } from './replication.support.js';
 
 /**
  * `enable-replication --replica tls://HOST:PORT/NAME`: a VM replicated to a replica server on
@@ -55,6 +58,19 @@ async function remoteVm(d: string, name: string, disks: string[], folder = name)
   const rep = new Replication(join(d, 'home'));
   await rep.enable({ name, disks, replica: `tls://127.0.0.1:${port}/${folder}`, network: client() });
   return rep;
+}
+
+/** Images read through our disk layer (test views are differencing VHDs over raw parents) equal the files. */
+async function sameBytes(images: string[], files: string[]): Promise<boolean> {
+  for (const [i, p] of images.entries()) {
+    const want = new Uint8Array(await readFile(files[i]));
+    const disk = await openDisk(p, { readOnly: true });
+    const got = new Uint8Array(disk.virtualSize);
+    await disk.read(0, got);
+    await disk.close();
+    if (Buffer.compare(got, want) !== 0) return false;
+  }
+  return true;
 }
 
 /** Each primary disk equals its replica under the server's root. */
@@ -209,12 +225,53 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect(await rep.list()).toEqual([]);
   });
 
-  it('failover and recovery points are refused for a replica server with a clear line; resync --cancel reaches the server', async () => {
+  it('recovery points are kept on the server; test and unplanned failovers run there, at the point asked for', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 31), await rawDisk(join(d, 'b.img'), 4 * MiB, 32)];
+    const clock = new FakeClock(new Date('2026-11-20T08:00:00Z'));
+    const rep = new Replication(join(d, 'home'), { clock });
+    await rep.enable({ name: 'vm7', disks, replica: `tls://127.0.0.1:${port}/vm7`, network: client(), settings: { recoveryHistory: 2 } });
+    expect((await rep.startInitialReplication('vm7')).result).toBe('completed');
+    // Three hourly cycles; a copy of the primaries as of each.
+    const copies = new Map<number, string[]>();
+    for (let k = 1; k <= 3; k++) {
+      clock.advance(3600_000);
+      const vm = await RunningVm.start(rep, 'vm7');
+      await vm.write(0, k * 65536, randomBytes(65536, 700 + k));
+      await vm.write(1, 0, randomBytes(4096, 710 + k));
+      await vm.close();
+      expect(await replicateCycle(rep, 'vm7')).toMatchObject({ result: 'replicated' });
+      copies.set(k, await Promise.all(disks.map(async (p, i) => {
+        const c = join(d, `copy-${k}-${i}`);
+        await copyFile(p, c);
+        return c;
+      })));
+    }
+    const pts = await getRecoveryPoints(rep, 'vm7');
+    expect(pts.map((p) => [p.kind, p.sequence])).toEqual([['Latest', 3], ['Standard', 2], ['Standard', 1]]);
+    expect(pts.slice(1).every((p) => p.sizeOnDisk > 0)).toBe(true);
+
+    const url = `tls://127.0.0.1:${port}/vm7`;
+    const test = await startFailover(rep, 'vm7', 'test', { point: pts[2].time });
+    expect(test.disks).toEqual([`${url}/a.img.test-failover.vhd`, `${url}/b.img.test-failover.vhd`]);
+    expect(await sameBytes(test.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(1)!)).toBe(true);
+    await expect(startFailover(rep, 'vm7', 'unplanned')).rejects.toThrow(/already has a test failover in effect/);
+    expect((await stopFailover(rep, 'vm7', 'test')).removed).toEqual(test.disks);
+    expect(existsSync(join(root, 'vm7', 'a.img.test-failover.vhd'))).toBe(false);
+
+    const out = await startFailover(rep, 'vm7', 'unplanned', { point: pts[1].time });
+    expect(out.disks).toEqual([`${url}/a.img`, `${url}/b.img`]);
+    expect(out.vm.state).toBe('FailedOver');
+    expect(await sameBytes(out.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
+    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'unplanned', sequence: 2 });
+    await expect(reverseReplication(rep, 'vm7')).rejects.toThrow(/replica server .*: reverse replication works on a replica directory on this machine/);
+  });
+
+  it('resync --cancel reaches the server', async () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];
     const rep = await remoteVm(d, 'vm5', disks);
     expect((await rep.startInitialReplication('vm5')).result).toBe('completed');
-    await expect(startFailover(rep, 'vm5', 'test')).rejects.toThrow(/replica server tls:\/\/127\.0\.0\.1:\d+\/vm5: failover works on a replica directory on this machine/);
     const network = { tls: await loadTlsMaterial(client()) };
     expect(await cancelResync(`tls://127.0.0.1:${port}/vm5/a.img`, network)).toEqual({ cancelled: false });
     await expect(cancelResync(`tls://127.0.0.1:${port}/vm5/nothere.img`, network)).rejects.toThrow(/no such replica disk/);
@@ -239,6 +296,8 @@ describe('a replica server refuses site requests it must not serve, and writes n
     ['an unknown call', { site: site('ok'), call: 'deleteEverything' }, /is not a replica site call/],
     ['an absurd disk size', { site: site('ok', [{ ...disk('a.img'), virtualSize: 2 ** 60 }]), call: 'createEmptyDisks' }, /size .* out of range|not a whole number/],
     ['a call on a disk other than cancel', { target: 'vm1/sys.img', call: 'format' }, /is not a call on a disk/],
+    ['a failover record that is not one', { site: site('ok'), call: 'setFailoverRecord', args: { record: { version: 1, kind: 'everything', sequence: 1 } } }, /not a failover record/],
+    ['a point in time that is not one', { site: site('ok'), call: 'points', args: { latestTime: 'yesterday' } }, /latestTime is not a time/],
     ['a log larger than the VM could write', { site: site('ok'), call: 'receive', args: { sequence: 1, disk: 0, size: 2 ** 40 } }, /larger than this VM's logs can be/],
   ])('%s', async (_what, request, message) => {
     const before = await snapshot(root);

@@ -1,12 +1,8 @@
-import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
-import { removeIfExists, writeFileAtomic } from '../fsutil.js';
-import { readCheckpoint } from '../resync/checkpoint.js';
-import { checkpointPathFor } from '../resync/paths.js';
 import { replicateCycle } from './cycle.js';
 import { RESYNC_STATES } from './names.js';
-import { createPointView, listPoints, revertReplicaTo, testViewPathFor, type RecoveryPoint } from './recovery-points.js';
+import type { RecoveryPoint } from './recovery-points.js';
+import type { FailoverRecord } from './replica-site.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { stopTracking } from './vm-logs.js';
@@ -23,20 +19,11 @@ import { stopTracking } from './vm-logs.js';
  * During a resync test and planned failovers are refused; an unplanned one cancels the resync first
  * (overlay discarded, points intact), or, once a merge started (or a disk of the VM is already
  * merged), lets the resync finish first so that every disk is from the same time.
- * `<replica>/<vm>/failover.json` records what is in effect.
+ * `<replica>/<vm>/failover.json` records what is in effect. Everything on the replica's files is done
+ * by the replica site (replica-site.ts) — on this machine, or on a replica server (remote-site.ts).
  */
-export type FailoverKind = 'test' | 'planned' | 'unplanned';
-
-export interface FailoverRecord {
-  version: 1;
-  kind: FailoverKind;
-  sequence: number;
-  time: string;
-  views: string[];
-  /** Set while the replica is being reverted in place (done again after a crash). */
-  reverting?: boolean;
-  startedAt: string;
-}
+export type FailoverKind = FailoverRecord['kind'];
+export type { FailoverRecord };
 
 export interface FailoverResult {
   kind: FailoverKind;
@@ -48,33 +35,15 @@ export interface FailoverResult {
   vm: VmRecord;
 }
 
-const recordPath = (vm: VmRecord) => join(vm.replica, vm.name, 'failover.json');
-
-export async function readFailover(vm: VmRecord): Promise<FailoverRecord | undefined> {
-  try {
-    return JSON.parse(await readFile(recordPath(vm), 'utf8')) as FailoverRecord;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new VhdsyncError('STATE', `${recordPath(vm)}: the failover record is damaged`);
-  }
-}
-
-async function writeFailover(vm: VmRecord, r: FailoverRecord): Promise<void> {
-  await writeFileAtomic(recordPath(vm), JSON.stringify(r, null, 2) + '\n');
+/** The failover in effect for the VM, as its replica site records it. */
+export function readFailover(rep: Replication, vm: VmRecord): Promise<FailoverRecord | undefined> {
+  return rep.site(vm).failoverRecord();
 }
 
 /** Get-VMReplicationCheckpoint-like: the latest point and the hourly ones, newest first. */
 export async function getRecoveryPoints(rep: Replication, name: string): Promise<RecoveryPoint[]> {
   const vm = await rep.get(name);
-  const site = rep.localSite(vm, 'listing recovery points');
-  const latest = { sequence: await site.lastApplied(), time: vm.lastReplicationTime };
-  let out: RecoveryPoint[] | undefined;
-  for (const d of vm.disks) {
-    const pts = await listPoints(site.diskPath(d.index), latest);
-    // Points are recorded for every disk in the same apply; only those every disk has are usable.
-    out = out ? out.filter((p) => pts.some((q) => q.sequence === p.sequence)).map((p) => ({ ...p, sizeOnDisk: p.sizeOnDisk + pts.find((q) => q.sequence === p.sequence)!.sizeOnDisk })) : pts;
-  }
-  return out ?? [];
+  return rep.site(vm).points(vm.lastReplicationTime);
 }
 
 /** `--point`: 'latest', or a time; the newest point at or before it. */
@@ -99,7 +68,6 @@ function refuseDuringResync(vm: VmRecord, kind: 'test' | 'planned'): void {
 }
 
 export async function startFailover(rep: Replication, name: string, kind: FailoverKind, opts: { point?: string } = {}): Promise<FailoverResult> {
-  rep.localSite(await rep.get(name), 'failover');
   if (kind === 'planned') return startPlanned(rep, name);
   return kind === 'test' ? startTest(rep, name, opts.point) : startUnplanned(rep, name, opts.point);
 }
@@ -107,15 +75,13 @@ export async function startFailover(rep: Replication, name: string, kind: Failov
 async function startTest(rep: Replication, name: string, at: string | undefined): Promise<FailoverResult> {
   const vm = await rep.get(name);
   refuseDuringResync(vm, 'test');
-  const existing = await readFailover(vm);
+  const site = rep.site(vm);
+  const existing = await site.failoverRecord();
   if (existing) throw new VhdsyncError('STATE', `virtual machine '${name}' already has a ${existing.kind} failover in effect; stop it first (stop-failover ${name}${existing.kind === 'test' ? ' --test' : ''})`);
-  const point = choosePoint(await getRecoveryPoints(rep, name), at);
-  const site = rep.localSite(vm, 'failover');
-  const latest = await site.lastApplied();
-  const views = vm.disks.map((d) => testViewPathFor(site.diskPath(d.index)));
-  const rec: FailoverRecord = { version: 1, kind: 'test', sequence: point.sequence, time: point.time, views, startedAt: rep.clock.now().toISOString() };
-  await writeFailover(vm, rec);
-  for (const d of vm.disks) await createPointView(site.diskPath(d.index), views[d.index], point.sequence, latest);
+  const point = choosePoint(await site.points(vm.lastReplicationTime), at);
+  // Recorded first: views left by a crash half-way are removed by stop-failover --test.
+  await site.setFailoverRecord({ version: 1, kind: 'test', sequence: point.sequence, time: point.time, startedAt: rep.clock.now().toISOString() });
+  const views = await site.createTestViews(point.sequence);
   return { kind: 'test', point, disks: views, vm };
 }
 
@@ -126,12 +92,12 @@ async function startPlanned(rep: Replication, name: string): Promise<FailoverRes
   const pid = await rep.runningPid(name);
   if (pid !== undefined) throw new VhdsyncError('STATE', `planned failover needs the primary VM off, and process ${pid} is running '${name}'; shut it down first, or use --unplanned`);
   if (vm.state !== 'Replicating') throw new VhdsyncError('STATE', `planned failover needs '${name}' Replicating, so that every change can be shipped; it is ${vm.state} (use --unplanned to accept the loss)`);
-  const existing = await readFailover(vm);
+  const site = rep.site(vm);
+  const existing = await site.failoverRecord();
   if (existing) throw new VhdsyncError('STATE', `virtual machine '${name}' already has a ${existing.kind} failover in effect`);
   const cycle = await replicateCycle(rep, name);
   if (cycle.result === 'failed') throw new VhdsyncError('IO', `planned failover: the last replication cycle failed (${cycle.error}); nothing changed, try again`);
   if (cycle.result === 'resync-required') throw new VhdsyncError('STATE', `planned failover: ${cycle.trigger.evidence}; a resynchronization is required first`);
-  const site = rep.localSite(vm, 'failover');
   const latest = await site.lastApplied();
   const { vm: after } = await rep.store.update(name, async (v) => {
     if (v.lastShippedSequence !== latest) throw new VhdsyncError('STATE', `planned failover: cycle ${v.lastShippedSequence} was shipped but the replica applied only up to ${latest}; try again`);
@@ -140,8 +106,8 @@ async function startPlanned(rep: Replication, name: string): Promise<FailoverRes
     v.control = null;
   });
   const point: RecoveryPoint = { sequence: latest, time: after.lastReplicationTime ?? rep.clock.now().toISOString(), kind: 'Latest', sizeOnDisk: 0 };
-  await writeFailover(vm, { version: 1, kind: 'planned', sequence: latest, time: point.time, views: [], startedAt: rep.clock.now().toISOString() });
-  return { kind: 'planned', point, disks: vm.disks.map((d) => site.diskPath(d.index)), vm: after };
+  await site.setFailoverRecord({ version: 1, kind: 'planned', sequence: latest, time: point.time, startedAt: rep.clock.now().toISOString() });
+  return { kind: 'planned', point, disks: vm.disks.map((d) => site.diskLocation(d.index)), vm: after };
 }
 
 async function startUnplanned(rep: Replication, name: string, at: string | undefined): Promise<FailoverResult> {
@@ -153,10 +119,7 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
   // A merge that started (checkpoint `merging`, the point of no return) must finish whatever the
   // state says: a resync process that died in it leaves the VM in Resynchronization Required.
   const merging = [];
-  for (const d of vm.disks) {
-    const cp = await readCheckpoint(checkpointPathFor(d.replicaPath)).catch(() => undefined);
-    if (cp?.phase === 'merging') merging.push(d.replicaPath);
-  }
+  for (const d of vm.disks) if ((await rep.site(vm).resyncPhase(d.index)) === 'merging') merging.push(d.replicaPath);
   // Disks are resynchronized one after another: once one is merged, cancelling would leave the VM's
   // disks from two different times. Finish the resync then, too.
   const inResync = vm.state === 'Resynchronizing' || vm.state === 'ResynchronizeSuspended';
@@ -185,35 +148,31 @@ async function startUnplanned(rep: Replication, name: string, at: string | undef
     resync = 'cancelled';
     vm = await rep.get(name);
   }
-  const existing = await readFailover(vm);
+  const site = rep.site(vm);
+  const existing = await site.failoverRecord();
   if (existing && !(existing.kind === 'unplanned' && existing.reverting)) {
     throw new VhdsyncError('STATE', `virtual machine '${name}' already has a ${existing.kind} failover in effect${existing.kind === 'test' ? `; stop it first (stop-failover ${name} --test)` : ''}`);
   }
-  const site = rep.localSite(vm, 'failover');
-  const latest = await site.lastApplied();
-  const point = existing ? ({ sequence: existing.sequence, time: existing.time, kind: 'Standard', sizeOnDisk: 0 } as RecoveryPoint) : choosePoint(await getRecoveryPoints(rep, name), at);
-  await writeFailover(vm, { version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, views: [], reverting: true, startedAt: rep.clock.now().toISOString() });
-  for (const d of vm.disks) await revertReplicaTo(site.diskPath(d.index), point.sequence, latest);
-  // Shipped logs not applied are the data an unplanned failover loses.
-  await site.rebase(point.sequence);
+  const point = existing ? ({ sequence: existing.sequence, time: existing.time, kind: 'Standard', sizeOnDisk: 0 } as RecoveryPoint) : choosePoint(await site.points(vm.lastReplicationTime), at);
+  await site.setFailoverRecord({ version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, reverting: true, startedAt: rep.clock.now().toISOString() });
+  await site.revertTo(point.sequence);
   const { vm: after } = await rep.store.update(name, async (v) => {
     await stopTracking(v);
     v.state = 'FailedOver';
     v.control = null;
   });
-  await writeFailover(vm, { version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, views: [], startedAt: rep.clock.now().toISOString() });
-  return { kind: 'unplanned', point, disks: vm.disks.map((d) => site.diskPath(d.index)), resync, vm: after };
+  await site.setFailoverRecord({ version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, startedAt: rep.clock.now().toISOString() });
+  return { kind: 'unplanned', point, disks: vm.disks.map((d) => site.diskLocation(d.index)), resync, vm: after };
 }
 
 /** Stop-VMFailover: removes a test failover's views; replication was never disturbed. */
 export async function stopFailover(rep: Replication, name: string, kind: 'test'): Promise<{ removed: string[] }> {
-  const vm = await rep.get(name);
-  rep.localSite(vm, 'failover');
-  const rec = await readFailover(vm);
+  const site = rep.site(await rep.get(name));
+  const rec = await site.failoverRecord();
   if (!rec || rec.kind !== kind) throw new VhdsyncError('STATE', `virtual machine '${name}' has no ${kind} failover to stop`);
-  for (const v of rec.views) await rm(v, { force: true });
-  await removeIfExists(recordPath(vm));
-  return { removed: rec.views };
+  const removed = await site.removeTestViews();
+  await site.setFailoverRecord(null);
+  return { removed };
 }
 
 async function waitUntil(rep: Replication, name: string, done: (v: VmRecord) => boolean, timeoutMs = 120_000): Promise<void> {

@@ -4,7 +4,8 @@ import { encode } from '../transport/protocol.js';
 import type { ReplicaAddress } from '../transport/replica-address.js';
 import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 import type { TlsLink } from '../transport/tls-link.js';
-import type { ApplyOptions, ApplyResult, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './replica-site.js';
+import type { RecoveryPoint } from './recovery-points.js';
+import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './replica-site.js';
 
 /**
  * A VM's replica site on a replica server (`tls://HOST:PORT/NAME`): every operation is one session
@@ -13,7 +14,10 @@ import type { ApplyOptions, ApplyResult, RebaseOptions, ReplicaDiskSpec, Replica
  * streams from its file in 1 MiB pieces, paced by the VM's bandwidth limit; a broken connection
  * fails the operation (the replication cycle retries it, the replica only takes whole logs).
  */
-export const SITE_CALLS = ['createEmptyDisks', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive'] as const;
+export const SITE_CALLS = [
+  'createEmptyDisks', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive',
+  'points', 'failoverRecord', 'setFailoverRecord', 'createTestViews', 'removeTestViews', 'revertTo', 'resyncPhase',
+] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
 
 /** What the server is told of the VM: the folder's name, the VM's id, and each disk. */
@@ -79,6 +83,49 @@ export class RemoteReplicaSite implements ReplicaSite {
     } finally {
       await fh.close();
     }
+  }
+
+  // ---- Failover: run there, on the server's files ----
+
+  diskLocation(index: number): string {
+    return `${this.address.url}/${this.spec.disks[index].name}`;
+  }
+
+  async points(latestTime: string | null): Promise<RecoveryPoint[]> {
+    const r = await this.call('points', { latestTime });
+    if (!Array.isArray(r)) throw this.garbled('points');
+    return r as RecoveryPoint[];
+  }
+
+  async failoverRecord(): Promise<FailoverRecord | undefined> {
+    return ((await this.call('failoverRecord')) as FailoverRecord | null) ?? undefined;
+  }
+
+  async setFailoverRecord(record: FailoverRecord | null): Promise<void> {
+    await this.call('setFailoverRecord', { record });
+  }
+
+  async createTestViews(sequence: number): Promise<string[]> {
+    return this.locations(await this.call('createTestViews', { sequence }), 'createTestViews');
+  }
+
+  async removeTestViews(): Promise<string[]> {
+    return this.locations(await this.call('removeTestViews'), 'removeTestViews');
+  }
+
+  async revertTo(sequence: number): Promise<void> {
+    await this.call('revertTo', { sequence });
+  }
+
+  async resyncPhase(index: number): Promise<string | null> {
+    const r = await this.call('resyncPhase', { disk: index });
+    return typeof r === 'string' ? r : null;
+  }
+
+  /** The server answers with file names in the VM's folder; the user sees them as addresses. */
+  private locations(v: unknown, call: SiteCall): string[] {
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw this.garbled(call);
+    return v.map((name) => `${this.address.url}/${name}`);
   }
 
   /** One session: open with the call, send what it needs, wait for its result. */

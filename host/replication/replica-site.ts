@@ -7,7 +7,12 @@ import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
 import { cancelResync } from '../resync/resync.js';
-import { UndoCapture, adoptPreResyncPoint, dropHistory, recordApplied, testViewPathFor } from './recovery-points.js';
+import { readCheckpoint } from '../resync/checkpoint.js';
+import { checkpointPathFor } from '../resync/paths.js';
+import {
+  UndoCapture, adoptPreResyncPoint, createPointView, dropHistory, listPoints, recordApplied, revertReplicaTo, testViewPathFor,
+  type RecoveryPoint,
+} from './recovery-points.js';
 
 /**
  * The replica site of one VM in a local directory:
@@ -64,7 +69,7 @@ export interface RebaseOptions {
  * (LocalReplicaSite) or a directory under a replica server's root (RemoteReplicaSite, the same
  * operations carried over mutual TLS and run there by a LocalReplicaSite).
  */
-export interface ReplicaSite {
+export interface ReplicaSite extends FailoverSite {
   /** Where the site is, for messages: a directory or tls://HOST:PORT/NAME. */
   readonly where: string;
   /** Initial replication: an empty replica of the same format and size for every disk that has none. */
@@ -78,6 +83,40 @@ export interface ReplicaSite {
   apply(opts?: ApplyOptions): Promise<ApplyResult>;
   /** Drop an unfinished resync of one disk (its overlay and checkpoint); refused once its merge started. */
   cancelResync(diskIndex: number): Promise<{ cancelled: boolean }>;
+}
+
+
+
+/** What failover is in effect on a replica site (`<site>/failover.json`; failover.ts). */
+export interface FailoverRecord {
+  version: 1;
+  kind: 'test' | 'planned' | 'unplanned';
+  sequence: number;
+  time: string;
+  /** Set while the replica is being reverted in place (done again after a crash). */
+  reverting?: boolean;
+  startedAt: string;
+}
+
+/**
+ * What failover needs of a replica site (failover.ts decides; the site acts on its own files). A
+ * test failover's views are `<replica disk>.test-failover.vhd`, named by the site, never by a caller.
+ */
+export interface FailoverSite {
+  /** Where disk `index`'s replica is, for the user: a path, or tls://HOST:PORT/NAME/<file>. */
+  diskLocation(index: number): string;
+  /** The points every disk has, newest first; the latest is `latestTime` (the last replication time). */
+  points(latestTime: string | null): Promise<RecoveryPoint[]>;
+  failoverRecord(): Promise<FailoverRecord | undefined>;
+  setFailoverRecord(record: FailoverRecord | null): Promise<void>;
+  /** Writable views of every disk at `sequence`; returns their locations. */
+  createTestViews(sequence: number): Promise<string[]>;
+  /** Remove the views (those that exist); returns the locations removed. */
+  removeTestViews(): Promise<string[]>;
+  /** The replica disks themselves go back to `sequence` (undo logs written in place), then rebase there. */
+  revertTo(sequence: number): Promise<void>;
+  /** The phase of an unfinished resync of disk `index` ('comparing', 'compared', 'merging'), or null. */
+  resyncPhase(index: number): Promise<string | null>;
 }
 
 export interface ApplyOptions {
@@ -221,6 +260,71 @@ export class LocalReplicaSite implements ReplicaSite {
 
   cancelResync(diskIndex: number): Promise<{ cancelled: boolean }> {
     return cancelResync(this.diskPath(diskIndex));
+  }
+
+  // ---- Failover (FailoverSite) ----
+
+  diskLocation(index: number): string {
+    return this.diskPath(index);
+  }
+
+  async points(latestTime: string | null): Promise<RecoveryPoint[]> {
+    const latest = { sequence: await this.lastApplied(), time: latestTime };
+    let out: RecoveryPoint[] | undefined;
+    for (const d of this.disks) {
+      const pts = await listPoints(this.diskPath(d.index), latest);
+      // Points are recorded for every disk in the same apply; only those every disk has are usable.
+      out = out ? out.filter((p) => pts.some((q) => q.sequence === p.sequence)).map((p) => ({ ...p, sizeOnDisk: p.sizeOnDisk + pts.find((q) => q.sequence === p.sequence)!.sizeOnDisk })) : pts;
+    }
+    return out ?? [];
+  }
+
+  async failoverRecord(): Promise<FailoverRecord | undefined> {
+    const path = join(this.vmDir, 'failover.json');
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as FailoverRecord;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new VhdsyncError('STATE', `${path}: the failover record is damaged`);
+    }
+  }
+
+  async setFailoverRecord(record: FailoverRecord | null): Promise<void> {
+    const path = join(this.vmDir, 'failover.json');
+    if (record) await writeFileAtomic(path, JSON.stringify(record, null, 2) + '\n');
+    else await removeIfExists(path);
+  }
+
+  async createTestViews(sequence: number): Promise<string[]> {
+    const latest = await this.lastApplied();
+    const views: string[] = [];
+    for (const d of this.disks) {
+      const view = testViewPathFor(this.diskPath(d.index));
+      await createPointView(this.diskPath(d.index), view, sequence, latest);
+      views.push(view);
+    }
+    return views;
+  }
+
+  async removeTestViews(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const d of this.disks) {
+      const view = testViewPathFor(this.diskPath(d.index));
+      if (await removeIfExists(view)) removed.push(view);
+    }
+    return removed;
+  }
+
+  async revertTo(sequence: number): Promise<void> {
+    const latest = await this.lastApplied();
+    for (const d of this.disks) await revertReplicaTo(this.diskPath(d.index), sequence, latest);
+    // Shipped logs not applied are the data an unplanned failover loses.
+    await this.rebase(sequence);
+  }
+
+  async resyncPhase(index: number): Promise<string | null> {
+    const cp = await readCheckpoint(checkpointPathFor(this.diskPath(index))).catch(() => undefined);
+    return cp?.phase ?? null;
   }
 
   /** Apply every shipped cycle that follows the last applied one, in order. */

@@ -1,7 +1,5 @@
 import { dirname, join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
-import { removeIfExists } from '../fsutil.js';
-import { readFailover } from './failover.js';
 import { deleteRecoveryPoints } from './recovery-points.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
@@ -19,8 +17,8 @@ import type { VmRecord } from './store.js';
  */
 export async function reverseReplication(rep: Replication, name: string, opts: { replica?: string } = {}): Promise<VmRecord> {
   const vm = await rep.get(name);
-  rep.localSite(vm, 'reverse replication');
-  const failover = await readFailover(vm);
+  const oldSite = rep.localSite(vm, 'reverse replication');
+  const failover = await oldSite.failoverRecord();
   if (vm.state !== 'FailedOver' || failover?.kind !== 'planned') {
     throw new VhdsyncError(
       'STATE',
@@ -30,7 +28,6 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
   const pid = await rep.runningPid(name);
   if (pid !== undefined) throw new VhdsyncError('STATE', `reverse-replication: process ${pid} is running '${name}'; stop it first`);
   const root = opts.replica ?? join(dirname(vm.disks[0].path), '.vhdsync-replica');
-  const oldSite = rep.localSite(vm, 'reverse replication');
   const now = rep.clock.now();
   const { vm: after } = await rep.store.update(name, async (v, ctx) => {
     if (v.state !== 'FailedOver') throw new VhdsyncError('STATE', `reverse-replication: '${name}' is ${v.state} now; nothing changed`);
@@ -48,6 +45,6 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
   });
   // The old replica's history and failover record describe a disk that is now the primary.
   for (const d of after.disks) await deleteRecoveryPoints(d.path);
-  await removeIfExists(join(oldSite.vmDir, 'failover.json'));
+  await oldSite.setFailoverRecord(null);
   return after;
 }

@@ -1,7 +1,7 @@
 import { lstat, readdir, realpath } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { basename, join, sep } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
-import { LocalReplicaSite, type ReplicaDiskSpec } from '../replication/replica-site.js';
+import { LocalReplicaSite, type FailoverRecord, type ReplicaDiskSpec } from '../replication/replica-site.js';
 import { SITE_CALLS, type SiteCall, type SiteSpec } from '../replication/remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
 import type { TlsLink } from '../transport/tls-link.js';
@@ -86,7 +86,40 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
       return site.cancelResync(diskIndex(site, a.disk));
     case 'receive':
       return receiveLog(link, site, wholeNumber(a.sequence, 'receive: sequence'), diskIndex(site, a.disk), wholeNumber(a.size, 'receive: size'));
+    case 'points': {
+      const t = a.latestTime;
+      if (t !== null && (typeof t !== 'string' || Number.isNaN(Date.parse(t)))) throw bad('points: latestTime is not a time');
+      return site.points(t);
+    }
+    case 'failoverRecord':
+      return site.failoverRecord();
+    case 'setFailoverRecord':
+      return site.setFailoverRecord(a.record === null ? null : checkFailoverRecord(a.record));
+    case 'createTestViews':
+      return names(await site.createTestViews(wholeNumber(a.sequence, 'createTestViews: sequence')));
+    case 'removeTestViews':
+      return names(await site.removeTestViews());
+    case 'revertTo':
+      return site.revertTo(wholeNumber(a.sequence, 'revertTo: sequence'));
+    case 'resyncPhase':
+      return site.resyncPhase(diskIndex(site, a.disk));
   }
+}
+
+/** Files in the VM's folder are answered by name: the server's paths are its own business. */
+function names(paths: string[]): string[] {
+  return paths.map((p) => basename(p));
+}
+
+function checkFailoverRecord(raw: unknown): FailoverRecord {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const time = (v: unknown) => typeof v === 'string' && v.length < 64 && !Number.isNaN(Date.parse(v));
+  if (r.version !== 1 || !['test', 'planned', 'unplanned'].includes(String(r.kind)) || !time(r.time) || !time(r.startedAt) || (r.reverting !== undefined && typeof r.reverting !== 'boolean')) {
+    throw bad('setFailoverRecord: not a failover record');
+  }
+  const out: FailoverRecord = { version: 1, kind: r.kind as FailoverRecord['kind'], sequence: wholeNumber(r.sequence, 'setFailoverRecord: sequence'), time: r.time as string, startedAt: r.startedAt as string };
+  if (r.reverting) out.reverting = true;
+  return out;
 }
 
 /**
