@@ -12,6 +12,7 @@ import { testViewPathFor } from '../host/replication/recovery-points.js';
 import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';
+import { acquireLock } from '../host/tracking/pid-lock.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
 
@@ -141,6 +142,32 @@ describe('test failover', () => {
     }
     await expect(stopFailover(rep, 'vm', 'test')).rejects.toThrow(/no test failover to stop/);
     expect((await rep.get('vm')).state).toBe('Replicating');
+    await vm.close();
+  });
+});
+
+describe('the replica site lock', () => {
+  it('a test failover waits while an apply holds the site, and an apply waits for the views being built', async () => {
+    const d = await sub();
+    const { rep, vm, copies } = await history(d, [0, 61], 2);
+    const site = rep.localSite(await rep.get('vm'));
+    const settled = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), new Promise((r) => setTimeout(() => r(false), 300))]);
+    // As an apply (of this or another process) would: hold the site.
+    let release = await acquireLock(join(site.vmDir, 'site.lock'));
+    const failover = startFailover(rep, 'vm', 'test', { point: 'latest' });
+    expect(await settled(failover)).toBe(false);
+    expect(existsSync(testViewPathFor(site.diskPath(0)))).toBe(false);
+    await release();
+    const out = await failover;
+    expect(await sameAs(out.disks, copies.get(2)!)).toBe(true);
+    await stopFailover(rep, 'vm', 'test');
+    // And the other way round: a cycle's apply waits while the site is held.
+    await vm.write(0, 0, randomBytes(4096, 5));
+    release = await acquireLock(join(site.vmDir, 'site.lock'));
+    const cycle = replicateCycle(rep, 'vm');
+    expect(await settled(cycle)).toBe(false);
+    await release();
+    expect((await cycle).result).toBe('replicated');
     await vm.close();
   });
 });

@@ -7,6 +7,7 @@ import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
 import { cancelResync } from '../resync/resync.js';
+import { withLock } from '../tracking/pid-lock.js';
 import { readCheckpoint } from '../resync/checkpoint.js';
 import { checkpointPathFor } from '../resync/paths.js';
 import {
@@ -212,7 +213,7 @@ export class LocalReplicaSite implements ReplicaSite {
           if (!st.isDirectory()) throw new VhdsyncError('IO', `${this.logsDir}: the replica's log folder is not a folder`);
         });
       }
-      if (e.code === 'ENOENT') throw new VhdsyncError('NOT_FOUND', `${this.vmDir}: the replica folder is missing (unmounted or deleted?); resume replication with --resynchronize to rebuild it`);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir);
       throw ioError(this.logsDir, e);
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
@@ -250,7 +251,11 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 
   /** After an initial replication or a resync: the replica equals the primary as of `lastApplied`. */
-  async rebase(lastApplied: number, opts: RebaseOptions = {}): Promise<void> {
+  rebase(lastApplied: number, opts: RebaseOptions = {}): Promise<void> {
+    return this.exclusive(() => this.rebaseLocked(lastApplied, opts));
+  }
+
+  private async rebaseLocked(lastApplied: number, opts: RebaseOptions): Promise<void> {
     if (opts.preResyncPointTime !== undefined) {
       for (const d of this.disks) await adoptPreResyncPoint(this.diskPath(d.index), lastApplied, opts.preResyncPointTime);
     }
@@ -295,7 +300,11 @@ export class LocalReplicaSite implements ReplicaSite {
     else await removeIfExists(path);
   }
 
-  async createTestViews(sequence: number): Promise<string[]> {
+  createTestViews(sequence: number): Promise<string[]> {
+    return this.exclusive(() => this.createTestViewsLocked(sequence));
+  }
+
+  private async createTestViewsLocked(sequence: number): Promise<string[]> {
     const latest = await this.lastApplied();
     const views: string[] = [];
     for (const d of this.disks) {
@@ -315,11 +324,13 @@ export class LocalReplicaSite implements ReplicaSite {
     return removed;
   }
 
-  async revertTo(sequence: number): Promise<void> {
-    const latest = await this.lastApplied();
-    for (const d of this.disks) await revertReplicaTo(this.diskPath(d.index), sequence, latest);
-    // Shipped logs not applied are the data an unplanned failover loses.
-    await this.rebase(sequence);
+  revertTo(sequence: number): Promise<void> {
+    return this.exclusive(async () => {
+      const latest = await this.lastApplied();
+      for (const d of this.disks) await revertReplicaTo(this.diskPath(d.index), sequence, latest);
+      // Shipped logs not applied are the data an unplanned failover loses.
+      await this.rebaseLocked(sequence, {});
+    });
   }
 
   async resyncPhase(index: number): Promise<string | null> {
@@ -328,7 +339,24 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 
   /** Apply every shipped cycle that follows the last applied one, in order. */
-  async apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
+  apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
+    return this.exclusive(() => this.applyLocked(opts));
+  }
+
+  /**
+   * What reads or writes the replica disks as a whole — apply, rebase, a test failover's views, an
+   * unplanned failover's revert — runs one at a time across processes (the service applying while
+   * `start-failover --test` builds its views must not let either see the other half-done).
+   */
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    await stat(this.vmDir).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir);
+      throw ioError(this.vmDir, e);
+    });
+    return withLock(join(this.vmDir, 'site.lock'), fn, { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
+  }
+
+  private async applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
     const history = opts.recoveryHistory ?? 0;
     const state = await this.readState();
     if (!state) throw new VhdsyncError('STATE', `${this.statePath}: the replica has no state; run the initial replication first`);
@@ -479,6 +507,10 @@ export class LocalReplicaSite implements ReplicaSite {
     const state: ReplicaState = { version: 1, vmId: this.vmId, ...s, updatedAt: new Date().toISOString() };
     await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
   }
+}
+
+function missingFolder(dir: string): VhdsyncError {
+  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); resume replication with --resynchronize to rebuild it`);
 }
 
 /** Logs are copied in pieces of this size. */

@@ -207,8 +207,7 @@ export class ReplicaServer {
       this.log({ event: 'started', peer, client, target: name, active: this.active });
       if (site) {
         link.maxFrameBytes = SITE_FRAME_LIMIT;
-        await link.send(opened());
-        outcome = await serveSiteCall(link, site.site, open.call, open.args);
+        outcome = await serveSiteCall(link, site.site, open.call, open.args, () => link.send(opened()));
       } else if (open.call === 'cancel') {
         await link.send(opened());
         const value = await cancelResync(target!);

@@ -19,7 +19,7 @@ import { SITE_NAME } from '../transport/replica-address.js';
 export const SITE_FRAME_LIMIT = 1024 * 1024 + 64;
 const MAX_DISKS = 64;
 /** Names that are the site's own files, never a disk's. */
-const RESERVED = new Set(['logs', 'replica.json', 'failover.json']);
+const RESERVED = new Set(['logs', 'replica.json', 'failover.json', 'site.lock']);
 
 export interface ConfinedSite {
   site: LocalReplicaSite;
@@ -52,9 +52,9 @@ export async function confineSite(root: string, raw: unknown): Promise<ConfinedS
  * Serve one call after 'opened': for 'receive' the log's bytes arrive first as 'write' frames at
  * their offsets, in order; then the call's value is sent as 'result', or its error as 'error'.
  */
-export async function serveSiteCall(link: TlsLink, site: LocalReplicaSite, call: unknown, args: unknown): Promise<string> {
+export async function serveSiteCall(link: TlsLink, site: LocalReplicaSite, call: unknown, args: unknown, opened: () => Promise<void>): Promise<string> {
   try {
-    const value = await runCall(link, site, checkCall(call), (args ?? {}) as Record<string, unknown>);
+    const value = await runCall(link, site, checkCall(call), (args ?? {}) as Record<string, unknown>, opened);
     await link.send(encode({ t: 'control', op: 'result', body: { value: value ?? null } }));
     return `${String(call)} done`;
   } catch (e) {
@@ -66,7 +66,12 @@ export async function serveSiteCall(link: TlsLink, site: LocalReplicaSite, call:
   }
 }
 
-async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a: Record<string, unknown>): Promise<unknown> {
+/** `opened` tells the primary to go on: for 'receive', only once its bytes have somewhere to go. */
+async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a: Record<string, unknown>, opened: () => Promise<void>): Promise<unknown> {
+  if (call === 'receive') {
+    return receiveLog(link, site, wholeNumber(a.sequence, 'receive: sequence'), diskIndex(site, a.disk), wholeNumber(a.size, 'receive: size'), opened);
+  }
+  await opened();
   switch (call) {
     case 'createEmptyDisks':
       return site.createEmptyDisks();
@@ -84,8 +89,6 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
     }
     case 'cancelResync':
       return site.cancelResync(diskIndex(site, a.disk));
-    case 'receive':
-      return receiveLog(link, site, wholeNumber(a.sequence, 'receive: sequence'), diskIndex(site, a.disk), wholeNumber(a.size, 'receive: size'));
     case 'points': {
       const t = a.latestTime;
       if (t !== null && (typeof t !== 'string' || Number.isNaN(Date.parse(t)))) throw bad('points: latestTime is not a time');
@@ -126,10 +129,10 @@ function checkFailoverRecord(raw: unknown): FailoverRecord {
  * A shipped log: at most twice the VM's total size (the 50 % rule trips long before), written under a
  * temporary name as it arrives and renamed into place only when every byte is there.
  */
-async function receiveLog(link: TlsLink, site: LocalReplicaSite, sequence: number, disk: number, size: number): Promise<void> {
+async function receiveLog(link: TlsLink, site: LocalReplicaSite, sequence: number, disk: number, size: number, opened: () => Promise<void>): Promise<void> {
   const limit = 2 * site.disks.reduce((n, d) => n + d.virtualSize, 0) + 16 * 1024 * 1024;
   if (size > limit) throw bad(`receive: a log of ${size} bytes is larger than this VM's logs can be (${limit})`);
-  // The primary sends the bytes as soon as it hears 'opened': take them from now on, in order, and
+  // The primary sends the bytes as soon as it hears 'opened': take them from then on, in order, and
   // write them once the temporary file is open.
   const opening = site.logWriter(sequence, disk);
   opening.catch(() => {});
@@ -153,6 +156,7 @@ async function receiveLog(link: TlsLink, site: LocalReplicaSite, sequence: numbe
     });
   });
   whole.catch(() => {});
+  await opened();
   const writer = await opening;
   try {
     await whole;
