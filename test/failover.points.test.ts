@@ -12,7 +12,7 @@ import { testViewPathFor } from '../host/replication/recovery-points.js';
 import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';
-import { acquireLock } from '../host/tracking/pid-lock.js';
+import { acquireLock } from '../host/pid-lock.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
 

@@ -1,18 +1,20 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { open, readFile, stat, writeFile } from 'node:fs/promises';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
+import { CounterStore } from '../host/events/counters.js';
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import {
   appendRecords, buildHeader, createTrackingLog, newHeader, parseHeader, readTrackingLog, scanTrackingLog, sealTrackingLog, HEADER_BYTES,
 } from '../host/tracking/log.js';
-import { lockHolder, tryLock } from '../host/tracking/pid-lock.js';
+import { lockHolder, tryLock } from '../host/pid-lock.js';
 import { parseFrequency, parseStartTime, parseTimeSpan, applySettings, defaultSettings } from '../host/replication/settings.js';
 import { inWindow, nextWindowOpen, resyncDecision, retryDelayMs } from '../host/replication/schedule.js';
 import { replicationHealth } from '../host/replication/health.js';
 import { newRecord, type VmRecord } from '../host/replication/store.js';
 import { DEFAULTS, REPLICATION_STATES } from '../host/replication/names.js';
-import { tempDir } from './support/files.js';
+import { ROOT, tempDir } from './support/files.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -197,5 +199,16 @@ describe('pid lock', () => {
     expect(again).toEqual({ holder: process.pid });
     if ('release' in taken) await taken.release();
     expect(await lockHolder(p)).toBeUndefined();
+  });
+});
+
+describe('counters', () => {
+  it('four processes adding at once lose no count (the counters file is locked)', async () => {
+    const file = join(dir, 'counters.json');
+    const lib = pathToFileURL(join(ROOT, 'dist', 'events', 'counters.js')).href;
+    const script = `const { CounterStore } = await import(${JSON.stringify(lib)}); const s = new CounterStore(${JSON.stringify(file)}); for (let i = 0; i < 25; i++) await s.add('vm', { 'Resynchronized Bytes': 1, 'Network Bytes Sent': 10 });`;
+    const runs = Array.from({ length: 4 }, () => new Promise<number | null>((res) => spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'inherit' }).on('exit', res)));
+    expect(await Promise.all(runs)).toEqual([0, 0, 0, 0]);
+    expect(await new CounterStore(file).read()).toEqual({ vm: { 'Resynchronized Bytes': 100, 'Network Bytes Sent': 1000, 'Network Bytes Received': 0 } });
   });
 });

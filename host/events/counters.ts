@@ -1,5 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
+import { withLock } from '../pid-lock.js';
 
 /**
  * Performance counters with Hyper-V's names and semantics (`\Hyper-V Replica VM(*)\Resynchronized Bytes`
@@ -25,12 +27,16 @@ export class CounterStore {
     }
   }
 
+  /** Add to a VM's counters: a read-modify-write under a lock, so concurrent processes lose no count. */
   async add(vm: string, delta: Partial<VmCounters>): Promise<VmCounters> {
-    const all = await this.read();
-    const cur: VmCounters = { ...{ 'Resynchronized Bytes': 0, 'Network Bytes Sent': 0, 'Network Bytes Received': 0 }, ...all[vm] };
-    for (const [k, v] of Object.entries(delta) as [keyof VmCounters, number][]) cur[k] = (cur[k] ?? 0) + v;
-    all[vm] = cur;
-    await writeFileAtomic(this.file, JSON.stringify(all, null, 2) + '\n');
-    return cur;
+    await mkdir(dirname(this.file), { recursive: true });
+    return withLock(`${this.file}.lock`, async () => {
+      const all = await this.read();
+      const cur: VmCounters = { ...{ 'Resynchronized Bytes': 0, 'Network Bytes Sent': 0, 'Network Bytes Received': 0 }, ...all[vm] };
+      for (const [k, v] of Object.entries(delta) as [keyof VmCounters, number][]) cur[k] = (cur[k] ?? 0) + v;
+      all[vm] = cur;
+      await writeFileAtomic(this.file, JSON.stringify(all, null, 2) + '\n');
+      return cur;
+    }, { what: this.file });
   }
 }

@@ -7,7 +7,7 @@ import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
 import { cancelResync } from '../resync/resync.js';
-import { withLock } from '../tracking/pid-lock.js';
+import { withLock } from '../pid-lock.js';
 import { readCheckpoint } from '../resync/checkpoint.js';
 import { checkpointPathFor } from '../resync/paths.js';
 import {

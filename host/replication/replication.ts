@@ -6,7 +6,7 @@ import { openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
 import { startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
-import { lockHolder, tryLock } from '../tracking/pid-lock.js';
+import { lockHolder, tryLock } from '../pid-lock.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { idHex } from '../tracking/log.js';
 import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';

@@ -2,7 +2,7 @@ import { VhdsyncError } from '../errors.js';
 import { idHex, type TrackRecord } from '../tracking/log.js';
 import type { LogFs } from '../tracking/log-fs.js';
 import { currentLog, trackingLogPathFor } from '../tracking/log-files.js';
-import { tryLock, type Release } from '../tracking/pid-lock.js';
+import { tryLock, type Release } from '../pid-lock.js';
 import { openTrackedDisk, type TrackedDisk } from '../tracking/tracked-disk.js';
 import { MAX_PROBES, PROBE_BYTES, takeFingerprint, type Probe } from './fingerprint.js';
 import { RESYNC_STATES, TRACKING_STATES } from './names.js';

@@ -5,7 +5,7 @@ import { VhdsyncError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { CounterStore } from '../events/counters.js';
 import { EventLog, type EventInput } from '../events/event-log.js';
-import { withLock } from '../tracking/pid-lock.js';
+import { withLock } from '../pid-lock.js';
 import type { DiskFingerprint } from './fingerprint.js';
 import type { ReplicationState, ResyncReason } from './names.js';
 import type { ReplicationSettings } from './settings.js';

@@ -1,5 +1,5 @@
 import { currentLog, listSealedLogs, trackingLogPathFor } from '../tracking/log-files.js';
-import { isProcessAlive } from '../tracking/pid-lock.js';
+import { isProcessAlive } from '../pid-lock.js';
 import { formatSize } from '../units.js';
 import { checkFingerprint } from './fingerprint.js';
 import { LOG_SIZE_LIMIT_RATIO, type ResyncReason } from './names.js';

@@ -5,7 +5,7 @@ import type { Replication, ResyncRunOutcome } from '../replication/replication.j
 import { resyncDecision } from '../replication/schedule.js';
 import { averageLatencyMs, averageSize, DEFAULT_MONITORING_INTERVAL_MS, emptyStatistics } from '../replication/statistics.js';
 import type { Trigger } from '../replication/triggers.js';
-import { tryLock } from '../tracking/pid-lock.js';
+import { tryLock } from '../pid-lock.js';
 
 /**
  * `vhdsync service`: the long-running daemon, Hyper-V's VMMS for our VMs. Each pass, for every VM:

@@ -6,7 +6,7 @@ import {
   createTrackingLog, readTrackingHeader, sealTrackingLog, writeTrackingHeader,
   type LogInit, type TrackHeader,
 } from './log.js';
-import { withLock } from './pid-lock.js';
+import { withLock } from '../pid-lock.js';
 
 /**
  * The tracking-log files of one primary disk, all beside it (as Hyper-V keeps its .hrl files):

@@ -1,5 +1,5 @@
 import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { VhdsyncError } from '../errors.js';
+import { VhdsyncError } from './errors.js';
 
 /**
  * A lock between processes: a file created with O_EXCL that holds the owner's pid. A lock whose owner
