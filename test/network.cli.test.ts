@@ -129,6 +129,21 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     expect(sum(view)).toBe(sum(disk));
     expect(run('stop-failover', 'cli-vm', '--test')).toEqual({ Removed: [`${url}/vm-sys.img.test-failover.vhd`] });
     expect(existsSync(view)).toBe(false);
+    // The VM's network settings change with set-replication (checked first: a wrong file changes nothing).
+    const bad = cli(['set-replication', 'cli-vm', '--cert', join(dir, 'nope.crt'), '--home', home]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/nope\.crt: no such file/);
+    run('set-replication', 'cli-vm', '--bandwidth', 'unlimited', '--cert', join(certs, 'backup.crt'), '--key', join(certs, 'backup.key'));
+    const rec = JSON.parse(await readFile(join(home, 'vms', 'cli-vm', 'vm.json'), 'utf8'));
+    expect(rec.network).toMatchObject({ bandwidth: 'unlimited', cert: join(certs, 'backup.crt'), key: join(certs, 'backup.key'), ca: join(certs, 'ca.crt') });
+    run('workload', 'cli-vm', '--bytes', '256K', '--rate', 'unlimited', '--seed', '7');
+    expect(run('service', '--once')[0].cycle.result).toBe('replicated');
+    // The server's log line may trail the client's answer by a moment.
+    for (let i = 0; i < 100 && !serverLog.some((e) => e.event === 'started' && e.client === 'backup'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(serverLog.filter((e) => e.event === 'started').map((e) => e.client)).toContain('backup');
+    expect(qemuIdentical(disk, replica)).toBe(true);
+    const local = cli(['set-replication', 'nope', '--bandwidth', '1mbps', '--home', home]);
+    expect(local.status).toBe(2);
     const reverse = cli(['reverse-replication', 'cli-vm', '--home', home]);
     expect(reverse.status).toBe(2);
     expect(reverse.stderr).toMatch(/is replicated to the replica server .*: reverse replication works on a replica directory on this machine/);

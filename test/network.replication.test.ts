@@ -205,6 +205,28 @@ describe('VM replication to a replica server over mutual TLS', () => {
     }
   });
 
+  it("the VM's bandwidth limit paces what it ships", async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 51)];
+    const rep = new Replication(join(d, 'home'));
+    await rep.enable({ name: 'vm8', disks, replica: `tls://127.0.0.1:${port}/vm8`, network: { ...client(), bandwidth: '16mbps' } });
+    expect((await rep.get('vm8')).network?.bandwidth).toBe('16mbps');
+    expect((await rep.startInitialReplication('vm8')).result).toBe('completed');
+    const vm = await RunningVm.start(rep, 'vm8');
+    for (let i = 0; i < 32; i++) await vm.write(0, i * 131072, randomBytes(65536, 800 + i));
+    await vm.close();
+    const t0 = performance.now();
+    const out = await replicateCycle(rep, 'vm8');
+    const seconds = (performance.now() - t0) / 1000;
+    expect(out.result).toBe('replicated');
+    const bytes = out.result === 'replicated' ? out.bytes : 0;
+    expect(bytes).toBeGreaterThan(2 * MiB);
+    // 16 Mbps = 2 MB/s; each session may start with a burst of at most 1 MiB... here 100 kB (50 ms).
+    expect(seconds).toBeGreaterThanOrEqual((bytes - 100_000) / 2e6);
+    console.log(`[network] a ${bytes} B cycle at --bandwidth 16mbps took ${seconds.toFixed(2)} s (${((bytes * 8) / seconds / 1e6).toFixed(1)} Mbps)`);
+    expect(identical(disks, 'vm8')).toBe(true);
+  });
+
   it('enable checks the server first: a wrong CA, a dead port or a folder of another VM is one line and no VM', async () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];

@@ -216,9 +216,23 @@ export class Replication {
     return replicationHealth(vm, this.clock.now());
   }
 
-  async set(name: string, change: SettingsChange): Promise<VmRecord> {
+  /**
+   * Set-VMReplication. `network` changes what a VM replicated to a replica server connects with: its
+   * certificate files (checked now) and bandwidth limit (`unlimited` removes it).
+   */
+  async set(name: string, change: SettingsChange, network: NetworkSettings = {}): Promise<VmRecord> {
+    const given = Object.fromEntries(Object.entries(network).filter(([, v]) => v !== undefined)) as NetworkSettings;
+    let next: NetworkSettings | undefined;
+    if (Object.keys(given).length > 0) {
+      const vm = await this.store.load(name);
+      if (!isReplicaAddress(vm.replica)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(given)} applies to a VM replicated to a replica server; '${name}' replicates to the directory ${vm.replica}`);
+      for (const k of ['cert', 'key', 'ca'] as const) if (given[k] !== undefined) given[k] = resolve(given[k]!);
+      next = { ...vm.network, ...given };
+      await loadNetwork(next, `set-replication ${name}`);
+    }
     const { vm } = await this.store.update(name, (vm) => {
       vm.settings = applySettings(vm.settings, change);
+      if (next) vm.network = next;
     });
     return vm;
   }

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
+import type { NetworkSettings } from '../../transport/network-settings.js';
+import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
 
-interface Flags extends HomeFlags {
+interface Flags extends HomeFlags, NetworkSettings {
   frequency?: string;
   autoResynchronizeEnabled?: string;
   autoResynchronizeIntervalStart?: string;
@@ -14,7 +16,7 @@ interface Flags extends HomeFlags {
 
 /** Set-VMReplication: every value is checked before anything changes. */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('set-replication')
       .description('Change the replication settings of a VM')
@@ -25,7 +27,8 @@ export function register(program: Command): void {
       .option('--auto-resynchronize-interval-end <HH:MM:SS>', 'AutoResynchronizeIntervalEnd')
       .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes')
       .option('--recovery-history <n>', 'RecoveryHistory: hourly recovery points kept besides the latest, 0 to 24'),
-  ).action(async (name: string, flags: Flags) => {
+  );
+  addNetworkFlags(cmd, 'for a VM replicated to a replica server: cap what it sends (unlimited removes the cap)').action(async (name: string, flags: Flags) => {
     const change = {
       frequency: flags.frequency,
       autoResynchronizeEnabled: flags.autoResynchronizeEnabled,
@@ -34,9 +37,10 @@ export function register(program: Command): void {
       pauseResynchronizeOutsideWindow: flags.pauseResynchronizeOutsideWindow,
       recoveryHistory: flags.recoveryHistory,
     };
-    if (Object.values(change).every((v) => v === undefined)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
+    const network: NetworkSettings = { cert: flags.cert, key: flags.key, ca: flags.ca, bandwidth: flags.bandwidth, bandwidthSchedule: flags.bandwidthSchedule };
+    if ([...Object.values(change), ...Object.values(network)].every((v) => v === undefined)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
     const rep = replicationFor(flags);
-    const vm = await rep.set(name, change);
+    const vm = await rep.set(name, change, network);
     if (flags.json) printJson(viewOf(rep, vm));
     else process.stdout.write(replicationTable(rep, [vm]));
   });
