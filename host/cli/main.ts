@@ -11,7 +11,7 @@ program
   .showHelpAfterError('(run vhdsync --help for usage)')
   .exitOverride();
 
-registerCommands(program);
+await registerCommands(program, process.argv.slice(2));
 
 try {
   await program.parseAsync(process.argv);

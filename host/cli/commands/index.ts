@@ -1,21 +1,47 @@
 import type { Command } from 'commander';
-import * as resync from './resync.js';
-import * as compare from './compare.js';
-import * as checksum from './checksum.js';
-import * as info from './info.js';
-import * as create from './create.js';
-import * as replication from './replication-commands.js';
-import * as web from './web.js';
-import * as replica from './replica.js';
-import * as cert from './cert.js';
 
-/** Each command lives in its own file and adds itself to the program here. */
-export function registerCommands(program: Command): void {
-  for (const c of [resync, compare, checksum]) c.register(program);
-  info.register(program);
-  create.register(program);
-  replication.register(program);
-  web.register(program);
-  replica.register(program);
-  cert.register(program);
+interface CommandModule {
+  register(program: Command): void;
+}
+
+/**
+ * Each command lives in its own file and adds itself to the program. Only the command being run is
+ * loaded (with what it needs): `vhdsync resync` never loads the replication service or the web page
+ * server. Help, a flag first, or a name we do not know (commander then suggests one) load them all,
+ * in this order.
+ */
+const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+  resync: () => import('./resync.js'),
+  compare: () => import('./compare.js'),
+  checksum: () => import('./checksum.js'),
+  info: () => import('./info.js'),
+  create: () => import('./create.js'),
+  'enable-replication': () => import('./enable-replication.js'),
+  'start-initial-replication': () => import('./start-initial-replication.js'),
+  'get-replication': () => import('./get-replication.js'),
+  'set-replication': () => import('./set-replication.js'),
+  'suspend-replication': () => import('./suspend-replication.js'),
+  'resume-replication': () => import('./resume-replication.js'),
+  'stop-replication': () => import('./stop-replication.js'),
+  'measure-replication': () => import('./measure-replication.js'),
+  'remove-replication': () => import('./remove-replication.js'),
+  events: () => import('./events.js'),
+  workload: () => import('./workload.js'),
+  write: () => import('./write.js'),
+  service: () => import('./service.js'),
+  'get-recovery-points': () => import('./get-recovery-points.js'),
+  'start-failover': () => import('./start-failover.js'),
+  'stop-failover': () => import('./stop-failover.js'),
+  'reverse-replication': () => import('./reverse-replication.js'),
+  web: () => import('./web.js'),
+  replica: () => import('./replica.js'),
+  cert: () => import('./cert.js'),
+};
+
+export const COMMAND_NAMES = Object.keys(COMMANDS);
+
+/** Register the command named by `args[0]` (the first argument after `vhdsync`), or every command. */
+export async function registerCommands(program: Command, args: readonly string[]): Promise<void> {
+  const load = Object.hasOwn(COMMANDS, args[0] ?? '') ? [COMMANDS[args[0]]] : Object.values(COMMANDS);
+  for (const m of await Promise.all(load.map((f) => f()))) m.register(program);
 }
