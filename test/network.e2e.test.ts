@@ -13,30 +13,23 @@ import { TlsLink } from '../host/transport/tls-link.js';
 import { bandwidthLimiter } from '../host/transport/token-bucket.js';
 import { dialReplicaServer } from '../host/transport/tls-connect.js';
 import { parseReplicaAddress } from '../host/transport/replica-address.js';
-import type { ReplicaServer, ServerEvent } from '../host/service/replica-server.js';
-import { tempDir, qemuIdentical, randomBytes, rawImage } from './support/files.js';
-import { makeCerts, material, startServer, snapshot, TcpProxy, type TestCerts } from './network.support.js';
+import type { ServerEvent } from '../host/service/replica-server.js';
+import { qemuIdentical, randomBytes, rawImage } from './support/files.js';
+import { material, serverFixture, snapshot, startServer, TcpProxy, type ServerFixture, type TestCerts } from './network.support.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
 let certs: TestCerts;
 let root: string;
-let server: ReplicaServer;
 let port: number;
 let events: ServerEvent[];
+let net: ServerFixture | undefined;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-net-'));
-  certs = await makeCerts(join(dir, 'certs'));
-  root = join(dir, 'root');
-  await mkdir(root);
-  ({ server, port, events } = await startServer(certs, root, { openTimeoutMs: 400 }));
+  net = await serverFixture('vhdsync-net-', { openTimeoutMs: 400 });
+  ({ dir, certs, root, port, events } = net);
 });
-afterAll(async () => {
-  await server?.close();
-  await cleanup();
-});
+afterAll(() => net?.close());
 
 /** A primary with `changes` scattered 64 KiB writes over `size`, and an empty replica under the root. */
 async function pair(name: string, size: number, changes: number, seed: number): Promise<{ primary: string; replica: string; target: string; offsets: number[] }> {

@@ -6,18 +6,17 @@ import { loadCore } from '../host/core/index.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
 import { reverseReplication } from '../host/replication/reverse.js';
-import { openDisk } from '../host/disk/index.js';
 import { Replication } from '../host/replication/replication.js';
 import { RunningVm } from '../host/replication/running-vm.js';
-import type { ReplicaServer, ServerEvent } from '../host/service/replica-server.js';
+import type { ServerEvent } from '../host/service/replica-server.js';
 import { cancelResync } from '../host/resync/resync.js';
 import { encode } from '../host/transport/protocol.js';
 import { parseSiteAddress } from '../host/transport/replica-address.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { callReplicaServer } from '../host/transport/tls-connect.js';
-import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { makeCerts, snapshot, startServer, TcpProxy, type TestCerts } from './network.support.js';
-import { FakeClock, MiB, rawDisk } from './replication.support.js';
+import { qemuIdentical, randomBytes } from './support/files.js';
+import { serverFixture, snapshot, startServer, TcpProxy, type ServerFixture, type TestCerts } from './network.support.js';
+import { FakeClock, MiB, rawDisk, sameContents } from './replication.support.js';
 
 /**
  * `enable-replication --replica tls://HOST:PORT/NAME`: a VM replicated to a replica server on
@@ -25,25 +24,18 @@ import { FakeClock, MiB, rawDisk } from './replication.support.js';
  * replica, resync, a server that goes away, and every way a primary can ask for what it must not.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
 let certs: TestCerts;
 let root: string;
-let server: ReplicaServer;
 let port: number;
 let events: ServerEvent[];
+let net: ServerFixture | undefined;
 
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-net-repl-'));
-  certs = await makeCerts(join(dir, 'certs'));
-  root = join(dir, 'root');
-  await mkdir(root);
-  ({ server, port, events } = await startServer(certs, root, { maxActiveTransfers: 2 }));
+  net = await serverFixture('vhdsync-net-repl-', { maxActiveTransfers: 2 });
+  ({ dir, certs, root, port, events } = net);
 });
-afterAll(async () => {
-  await server?.close();
-  await cleanup();
-});
+afterAll(() => net?.close());
 
 let n = 0;
 async function sub(): Promise<string> {
@@ -58,19 +50,6 @@ async function remoteVm(d: string, name: string, disks: string[], folder = name)
   const rep = new Replication(join(d, 'home'));
   await rep.enable({ name, disks, replica: `tls://127.0.0.1:${port}/${folder}`, network: client() });
   return rep;
-}
-
-/** Images read through our disk layer (test views are differencing VHDs over raw parents) equal the files. */
-async function sameBytes(images: string[], files: string[]): Promise<boolean> {
-  for (const [i, p] of images.entries()) {
-    const want = new Uint8Array(await readFile(files[i]));
-    const disk = await openDisk(p, { readOnly: true });
-    const got = new Uint8Array(disk.virtualSize);
-    await disk.read(0, got);
-    await disk.close();
-    if (Buffer.compare(got, want) !== 0) return false;
-  }
-  return true;
 }
 
 /** Each primary disk equals its replica under the server's root. */
@@ -276,7 +255,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const url = `tls://127.0.0.1:${port}/vm7`;
     const test = await startFailover(rep, 'vm7', 'test', { point: pts[2].time });
     expect(test.disks).toEqual([`${url}/a.img.test-failover.vhd`, `${url}/b.img.test-failover.vhd`]);
-    expect(await sameBytes(test.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(1)!)).toBe(true);
+    expect(await sameContents(test.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(1)!)).toBe(true);
     await expect(startFailover(rep, 'vm7', 'unplanned')).rejects.toThrow(/already has a test failover in effect/);
     expect((await stopFailover(rep, 'vm7', 'test')).removed).toEqual(test.disks);
     expect(existsSync(join(root, 'vm7', 'a.img.test-failover.vhd'))).toBe(false);
@@ -284,7 +263,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const out = await startFailover(rep, 'vm7', 'unplanned', { point: pts[1].time });
     expect(out.disks).toEqual([`${url}/a.img`, `${url}/b.img`]);
     expect(out.vm.state).toBe('FailedOver');
-    expect(await sameBytes(out.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
+    expect(await sameContents(out.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
     expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'unplanned', sequence: 2 });
     await expect(reverseReplication(rep, 'vm7')).rejects.toThrow(/replica server .*: reverse replication works on a replica directory on this machine/);
   });

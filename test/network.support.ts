@@ -4,6 +4,7 @@ import { createServer, createConnection, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { loadTlsMaterial, type TlsMaterial } from '../host/transport/tls-config.js';
 import { ReplicaServer, type ReplicaServerOptions, type ServerEvent } from '../host/service/replica-server.js';
+import { tempDir } from './support/files.js';
 
 /**
  * Certificates for the network tests, made with the openssl CLI by the recipe in README "Network (TLS)":
@@ -44,6 +45,32 @@ export async function startServer(certs: TestCerts, root: string, opts: Partial<
   const events: ServerEvent[] = [];
   const server = await ReplicaServer.start({ host: '127.0.0.1', port: 0, root, tls: await material(certs, 'server'), log: (e) => events.push(e), ...opts });
   return { server, port: server.address.port, events };
+}
+
+/** One test file's network: a temporary directory, certificates, a root, and a replica server on it. */
+export interface ServerFixture {
+  dir: string;
+  certs: TestCerts;
+  root: string;
+  server: ReplicaServer;
+  port: number;
+  events: ServerEvent[];
+  close(): Promise<void>;
+}
+
+export async function serverFixture(prefix: string, opts: Partial<ReplicaServerOptions> = {}): Promise<ServerFixture> {
+  const { dir, cleanup } = await tempDir(prefix);
+  const certs = await makeCerts(join(dir, 'certs'));
+  const root = join(dir, 'root');
+  await mkdir(root);
+  const { server, port, events } = await startServer(certs, root, opts);
+  return {
+    dir, certs, root, server, port, events,
+    async close() {
+      await server.close();
+      await cleanup();
+    },
+  };
 }
 
 /** Every file under a directory with its size and mtime: equal snapshots mean nothing was written. */

@@ -1,6 +1,7 @@
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { openDisk } from '../host/disk/index.js';
 import { Replication } from '../host/replication/replication.js';
 import type { Clock } from '../host/replication/schedule.js';
 import type { LinkShape } from '../host/transport/memory-link.js';
@@ -56,4 +57,17 @@ export async function replicatedVm(
 
 export async function fileBytes(p: string): Promise<Uint8Array> {
   return new Uint8Array(await readFile(p));
+}
+
+/** Each image, read through our disk layer (a test failover's views are differencing VHDs), equals its file. */
+export async function sameContents(images: string[], files: string[]): Promise<boolean> {
+  for (const [i, p] of images.entries()) {
+    const want = new Uint8Array(await readFile(files[i]));
+    const disk = await openDisk(p, { readOnly: true });
+    const got = new Uint8Array(disk.virtualSize);
+    await disk.read(0, got);
+    await disk.close();
+    if (Buffer.compare(got, want) !== 0) return false;
+  }
+  return true;
 }

@@ -195,6 +195,18 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       endBlock: blocks - 1,
     });
 
+    /** A lost link: count what crossed it, connect again with backoff, restart the session there. */
+    const reestablish = async (lost: Error, during: string): Promise<Record<string, unknown>> => {
+      lostWire.sent += session!.conn.link.stats.bytesSent;
+      lostWire.received += session!.conn.link.stats.bytesReceived;
+      await closeSession(session);
+      session = undefined;
+      const again = await reconnect(opts, pd, start, lost, during);
+      session = again.session;
+      c = session.ch;
+      return again.started;
+    };
+
     // 4. Compare and sync. A link lost on the way is re-established and the replica resumes from its
     //    checkpoint, so only the regions that were in flight are compared (and sent) again.
     const k: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
@@ -231,15 +243,9 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
         break;
       } catch (e) {
         if (!isLinkLost(e) || dryRun || shouldStop()) throw e;
-        lostWire.sent += session.conn.link.stats.bytesSent;
-        lostWire.received += session.conn.link.stats.bytesReceived;
-        await closeSession(session);
-        session = undefined;
-        const again = await reconnect(opts, pd, start, e as Error, 'the compare');
-        session = again.session;
-        c = session.ch;
-        resumeRegion = Number(again.started.resumeFrom);
-        phase = String(again.started.phase) as Checkpoint['phase'];
+        const started = await reestablish(e as Error, 'the compare');
+        resumeRegion = Number(started.resumeFrom);
+        phase = String(started.phase) as Checkpoint['phase'];
         reconnects.push({ resumedFrom: Math.min(resumeRegion * shape.regionSize, shape.virtualSize), error: (e as Error).message });
       } finally {
         for (const key of Object.keys(k) as (keyof CompareCounters)[]) k[key] += compare.counters[key];
@@ -322,13 +328,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
         break;
       } catch (e) {
         if (!isLinkLost(e)) throw e;
-        lostWire.sent += session.conn.link.stats.bytesSent;
-        lostWire.received += session.conn.link.stats.bytesReceived;
-        await closeSession(session);
-        session = undefined;
-        const again = await reconnect(opts, pd, start, e as Error, 'the merge');
-        session = again.session;
-        c = session.ch;
+        await reestablish(e as Error, 'the merge');
         reconnects.push({ resumedFrom: shape.virtualSize, error: (e as Error).message });
       }
     }
