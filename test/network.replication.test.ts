@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -109,6 +110,20 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect(started).toContain('vm1 (apply)');
     expect(started).toContain('vm1 (rebase)');
     expect(started).toContain('vm1/sys.img');
+  });
+
+  it('a VHDX VM: its replica on the server is a VHDX of the same sector size, kept equal by cycles', async () => {
+    const d = await sub();
+    const disk = join(d, 'sys.vhdx');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic', disk, String(16 * MiB)]);
+    const rep = await remoteVm(d, 'vmx', [disk]);
+    expect((await rep.startInitialReplication('vmx')).result).toBe('completed');
+    const vm = await RunningVm.start(rep, 'vmx');
+    for (let i = 0; i < 8; i++) await vm.write(0, i * 2 * MiB, randomBytes(65536, 900 + i));
+    await vm.close();
+    expect(await replicateCycle(rep, 'vmx')).toMatchObject({ result: 'replicated' });
+    expect(execFileSync('qemu-img', ['info', '--output=json', join(root, 'vmx', 'sys.vhdx')], { encoding: 'utf8' })).toMatch(/"format": "vhdx"/);
+    expect(identical([disk], 'vmx')).toBe(true);
   });
 
   it('the replica notices a replica disk changed behind its back: the cycle requires a resync, which repairs it', async () => {

@@ -2,7 +2,11 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { copyFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { loadCore } from '../host/core/index.js';
+import { createVhdx, openDisk } from '../host/disk/index.js';
+import { getRecoveryPoints, startFailover, stopFailover } from '../host/replication/failover.js';
+import { diskChecksum } from '../host/resync/checksum.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { driveWorkload } from '../host/replication/workload-driver.js';
@@ -78,6 +82,72 @@ describe('replication cycles', () => {
     expect(qemuIdentical(a, rep.localSite(await rep.get('vm')).diskPath(0))).toBe(true);
   });
 });
+
+describe('VHDX disks (Hyper-V\'s own format)', () => {
+  it('a VM with a qemu-made VHDX and a 4K-sector VHDX: initial replication, cycles, a resync and a test failover, all equal', async () => {
+    const d = await sub();
+    const a = join(d, 'sys.vhdx');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic', a, String(24 * MiB)]);
+    const b = join(d, 'data4k.vhdx');
+    await createVhdx(b, { size: 16 * MiB, type: 'dynamic', logicalSectorSize: 4096, blockSize: 1 * MiB });
+    for (const [p, seed] of [[a, 1], [b, 2]] as const) {
+      const disk = await openDisk(p);
+      for (let off = 0; off < disk.virtualSize; off += 3 * MiB) await disk.write(off, randomBytes(65536, seed * 100 + off / MiB));
+      await disk.close();
+    }
+    const rep = await replicatedVm(d, 'vm', [a, b], { settings: { recoveryHistory: 1 } });
+    const site = rep.localSite(await rep.get('vm'));
+    const replicas = [site.diskPath(0), site.diskPath(1)];
+    expect((await rep.get('vm')).disks.map((x) => [x.format, x.sectorSize])).toEqual([['vhdx', 512], ['vhdx', 4096]]);
+    const same = async () => (await checksums([a, b])).join() === (await checksums(replicas)).join();
+    expect(await same()).toBe(true);
+    expect(qemuIdentical(a, replicas[0])).toBe(true); // qemu reads the 512-byte one too
+    // qemu opens no 4K-sector VHDX; libvhdi does.
+    expect(execFileSync('vhdiinfo', [replicas[1]], { encoding: 'utf8' })).toMatch(/Format\s*: VHDX[\s\S]*Bytes per sector\s*: 4096 bytes/);
+
+    const vm = await RunningVm.start(rep, 'vm');
+    for (let i = 0; i < 16; i++) await vm.write(i % 2, ((i * 7) % 15) * MiB + (i % 2) * 4096, randomBytes(8192, 300 + i));
+    await vm.close();
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    expect(await same()).toBe(true);
+    const point = await checksums([a, b]);
+
+    const vm2 = await RunningVm.start(rep, 'vm');
+    await vm2.write(0, 5 * MiB, randomBytes(65536, 400));
+    await vm2.close();
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    await rep.suspend('vm');
+    await rep.resume('vm', { resynchronize: true });
+    const out = await rep.runResync('vm');
+    expect(out.result).toBe('completed');
+    expect(await same()).toBe(true);
+
+    const pts = await getRecoveryPoints(rep, 'vm');
+    expect(pts.length).toBeGreaterThanOrEqual(1);
+    // A resync deletes the points; one more cycle makes one at the state before it.
+    const again = await RunningVm.start(rep, 'vm');
+    await again.write(1, 0, randomBytes(4096, 401));
+    await again.close();
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    const test = await startFailover(rep, 'vm', 'test', { point: 'latest' });
+    expect(test.disks.every((x) => x.endsWith('.test-failover.vhdx'))).toBe(true);
+    expect((await checksums(test.disks)).join()).toBe((await checksums([a, b])).join());
+    expect((await checksums(test.disks)).join()).not.toBe(point.join());
+    await stopFailover(rep, 'vm', 'test');
+  });
+});
+
+/** Format-independent digests of disks, read through our disk layer. */
+async function checksums(paths: string[]): Promise<string[]> {
+  const core = await loadCore();
+  const out: string[] = [];
+  for (const p of paths) {
+    const disk = await openDisk(p, { readOnly: true });
+    out.push(await diskChecksum(core, disk));
+    await disk.close();
+  }
+  return out;
+}
 
 describe('resync triggers detected from evidence (in process)', () => {
   it('a write failure to the tracking log (injected in the file layer) requires a resync; the guest write still lands', async () => {

@@ -6,7 +6,7 @@ import { exitWithError } from './output.js';
 const program = new Command();
 program
   .name('vhdsync')
-  .description('Resynchronize virtual hard disks (VHD, raw) the way Hyper-V Replica does — only what differs crosses the wire.')
+  .description('Resynchronize virtual hard disks (VHDX, VHD, raw) the way Hyper-V Replica does — only what differs crosses the wire.')
   .version('0.1.0')
   .showHelpAfterError('(run vhdsync --help for usage)')
   .exitOverride();

@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createDifferencing, openDisk, type Disk } from '../disk/index.js';
+import { createOverlay, openDisk, type Disk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
@@ -195,7 +195,7 @@ async function rollBack(replica: string, disk: Disk, sequence: number, latest: n
 
 /** A writable differencing view over the replica, as it was after cycle `sequence` (a test failover). */
 export async function createPointView(replica: string, view: string, sequence: number, latest: number): Promise<void> {
-  await createDifferencing(view, replica, { overwrite: true });
+  await createOverlay(replica, view, { overwrite: true });
   const disk = await openDisk(view);
   try {
     await rollBack(replica, disk, sequence, latest);
@@ -255,6 +255,7 @@ export async function dropHistory(replica: string): Promise<void> {
 }
 
 /** The writable view of a test failover, beside the replica disk. */
+/** A test failover's view of a replica disk: a differencing disk of the replica's own kind (VHDX for VHDX). */
 export function testViewPathFor(replica: string): string {
-  return `${replica}.test-failover.vhd`;
+  return `${replica}.test-failover.${/\.vhdx$/i.test(replica) ? 'vhdx' : 'vhd'}`;
 }

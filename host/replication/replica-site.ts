@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { createVhd, openDisk } from '../disk/index.js';
+import { createVhd, createVhdx, openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
@@ -34,6 +34,8 @@ export interface ReplicaDiskSpec {
   diskId: string;
   virtualSize: number;
   format: 'raw' | 'vhd' | 'vhdx';
+  /** Logical sector size of the primary (512 or 4096): a VHDX replica is made with the same. */
+  sectorSize: number;
 }
 
 interface ReplicaState {
@@ -170,10 +172,11 @@ export class LocalReplicaSite implements ReplicaSite {
       const exists = await fileIdentity(path).then(() => true, () => false);
       if (exists) continue;
       if (d.format === 'vhd') await createVhd(path, { size: d.virtualSize, type: 'dynamic' });
-      else if (d.format === 'raw') {
+      else if (d.format === 'vhdx') await createVhdx(path, { size: d.virtualSize, type: 'dynamic', logicalSectorSize: d.sectorSize });
+      else {
         await writeFile(path, new Uint8Array(0));
         await truncate(path, d.virtualSize);
-      } else throw new VhdsyncError('UNSUPPORTED', `${path}: replicating ${d.format} disks is not supported yet`);
+      }
     }
   }
 

@@ -94,7 +94,7 @@ export class Replication {
   site(vm: VmRecord): ReplicaSite {
     if (isReplicaAddress(vm.replica)) {
       const address = parseSiteAddress(vm.replica, vm.name);
-      const disks = vm.disks.map((d) => ({ index: d.index, name: basename(d.path), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format }));
+      const disks = vm.disks.map((d) => ({ index: d.index, name: basename(d.path), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format, sectorSize: d.sectorSize ?? 512 }));
       return new RemoteReplicaSite(address, { vm: address.target, vmId: vm.vmId, disks }, () => this.dialOptions(vm));
     }
     return this.localSite(vm);
@@ -118,6 +118,7 @@ export class Replication {
         diskId: d.diskId,
         virtualSize: d.virtualSize,
         format: d.format,
+        sectorSize: d.sectorSize ?? 512,
         ...(d.replicaPath !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, d.path) ? { path: d.replicaPath } : {}),
       })),
     );
@@ -165,9 +166,8 @@ export class Replication {
       if ([...seen.values()].includes(file)) throw new VhdsyncError('USAGE', `${given}: another disk of ${name} has the file name ${file}; replica disks are named after their primaries, so names must differ`);
       seen.set(path, file);
       const disk = await openDisk(path, { readOnly: true });
-      const info = { format: disk.format, type: disk.type, virtualSize: disk.virtualSize };
+      const info = { format: disk.format, type: disk.type, virtualSize: disk.virtualSize, sectorSize: disk.sectorSize };
       await disk.close();
-      if (info.format !== 'raw' && info.format !== 'vhd') throw new VhdsyncError('UNSUPPORTED', `${given}: replicating ${info.format} disks is not supported yet (VHD and raw are)`);
       const replicaPath = remote ? `${replica}/${file}` : LocalReplicaSite.diskPathFor(replica, name, path);
       if (replicaPath === path) throw new VhdsyncError('USAGE', `${given}: the replica of this disk would be the disk itself; choose another --replica directory`);
       const dataWriteId = idHex(crypto.getRandomValues(new Uint8Array(16)));

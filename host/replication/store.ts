@@ -19,6 +19,8 @@ export interface VmDisk {
   format: 'raw' | 'vhd' | 'vhdx';
   type: 'fixed' | 'dynamic' | 'differencing';
   virtualSize: number;
+  /** Logical sector size (512 or 4096; 512 when not recorded): the replica is made with the same. */
+  sectorSize?: number;
   /** Where the replica of this disk lives: `<replica dir>/<vm>/<primary file name>`. */
   replicaPath: string;
   /** The disk as it was when the VM last stopped cleanly (or when replication was enabled). */

@@ -187,8 +187,10 @@ function checkSiteSpec(raw: unknown): SiteSpec {
     if (typeof x.diskId !== 'string' || !/^[0-9a-f-]{8,64}$/i.test(x.diskId)) throw bad(`site: disk ${index} has no id`);
     const virtualSize = wholeNumber(x.virtualSize, `site: disk ${index} size`);
     if (virtualSize === 0 || virtualSize > 2 ** 48) throw bad(`site: disk ${index} size ${virtualSize} is out of range`);
-    if (x.format !== 'raw' && x.format !== 'vhd') throw bad(`site: disk ${index} format '${String(x.format)}' is not raw or vhd`);
-    return { index, name, diskId: x.diskId, virtualSize, format: x.format };
+    if (x.format !== 'raw' && x.format !== 'vhd' && x.format !== 'vhdx') throw bad(`site: disk ${index} format '${String(x.format)}' is not raw, vhd or vhdx`);
+    const sectorSize = x.sectorSize ?? 512;
+    if (sectorSize !== 512 && sectorSize !== 4096) throw bad(`site: disk ${index} sector size ${String(sectorSize)} is not 512 or 4096`);
+    return { index, name, diskId: x.diskId, virtualSize, format: x.format, sectorSize };
   });
   return { vm: s.vm, vmId: s.vmId, disks };
 }

@@ -9,7 +9,7 @@ export function register(program: Command): void {
   program
     .command('checksum')
     .description("A format-independent digest of an image's virtual contents (the root of the resync's hash tree): equal digests mean equal disks")
-    .argument('<image>', 'image (raw, VHD)')
+    .argument('<image>', 'image (raw, VHD, VHDX)')
     .option('--json', 'print the result as JSON')
     .action(async (path: string, flags: { json?: boolean }) => {
       useSyncIo(true); // this process only scans disks: see useSyncIo

@@ -21,7 +21,7 @@ export function register(program: Command): void {
       .command('enable-replication')
       .description('Enable replication for a VM: its primary disks and a replica directory (the VM is then ReadyForInitialReplication)')
       .argument('<vm>', 'VM name')
-      .requiredOption('--disk <path...>', 'primary disk image(s) of the VM (VHD or raw)')
+      .requiredOption('--disk <path...>', 'primary disk image(s) of the VM (VHDX, VHD or raw; the replica is made in the same format and sector size)')
       .requiredOption('--replica <dir|tls://HOST:PORT/NAME>', 'replica directory (disk N is replicated to <dir>/<vm>/<primary file name>), or a replica server (to <root>/NAME/<primary file name> there; NAME defaults to <vm>)')
       .option('--frequency <seconds>', 'ReplicationFrequencySec: 30, 300 or 900 (default 300)')
       .option('--auto-resynchronize-enabled <0|1>', 'AutoResynchronizeEnabled (default 0)')
