@@ -307,6 +307,36 @@ describe('resync over mutual TLS on loopback', () => {
     expect(await listTakenLogs(primary)).toEqual([]);
   });
 
+  it('a run that dies between taking the tracked writes and the commit: the next run still sends them', async () => {
+    const size = 32 * MiB;
+    const { primary, replica, target } = await pair('takedie', size, 16, 800);
+    const proxy = await new TcpProxy(port).listen();
+    let compared = 0;
+    const h = startResync({
+      primary,
+      replica: url(target, proxy.port),
+      network: await network('client', 'ca', { limiter: bandwidthLimiter({ rate: 4e6 }) }),
+      reconnect: { attempts: 0 },
+      onProgress: (p) => {
+        compared = p.bytesCompared;
+        if (p.phase === 'applying') proxy.cut();
+      },
+    });
+    while (compared === 0) await new Promise((res) => setTimeout(res, 5));
+    const guest = await openTrackedDisk(primary);
+    await guest.write(4096, randomBytes(4096, 801));
+    await guest.write(size - 4096, randomBytes(4096, 802));
+    await guest.close();
+    await expect(h.done).rejects.toThrow(/the link was lost during the merge/);
+    await proxy.close();
+    expect(await listTakenLogs(primary)).toHaveLength(1); // kept: the replica never committed them
+    expect(qemuIdentical(primary, replica)).toBe(false);
+    const r = await resync({ primary, replica: url(target), network: await network() });
+    expect(r).toMatchObject({ result: 'completed', trackedWritesApplied: 2 });
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    expect(await listTakenLogs(primary)).toEqual([]);
+  });
+
   it('a lost link that cannot be re-established ends with one clear line', async () => {
     const { primary, target } = await pair('gone', 256 * MiB, 64, 400);
     const proxy = await new TcpProxy(port, 2).listen();
