@@ -6,31 +6,20 @@
  * torn sector, be accepted by qemu (after `qemu-img check -r all` when the kill left a log to replay)
  * with the same bytes, and pass a plain `qemu-img check` once we have opened it writable.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  VhdxDisk, createOverlay, createVhdx, createVhdxDifferencing, mergeJournalPath, mergeOverlay, openDisk, type Disk,
-} from '../host/disk/index.js';
+import { VhdxDisk, createOverlay, createVhdx, createVhdxDifferencing, openDisk, type Disk } from '../host/disk/index.js';
+import { acknowledged, checkWrites, killMerges, payload, readImage, requireBuild, runChild, same, writeScript, type RunResult } from './crash.support.js';
 import { MiB, expectSameBytes, libvhdiRead, qemuRaw, readAll, removeDir, tempDir } from './disk.support.js';
-
-const DIST = fileURLToPath(new URL('../dist/disk/index.js', import.meta.url));
 
 let dir: string;
 beforeAll(() => {
-  if (!existsSync(DIST)) throw new Error(`${DIST} is missing: run 'npm run build' first (npm test does)`);
+  requireBuild();
   dir = tempDir('vhdsync-vhdx-crash-');
 });
 afterAll(() => removeDir(dir));
-
-/** Deterministic bytes for write `i` (never all zero, so "old" and "new" are always distinguishable). */
-function payload(i: number, len: number): Uint8Array {
-  const b = new Uint8Array(len);
-  for (let k = 0; k < len; k++) b[k] = ((i * 31 + k * 7) % 251) + 1;
-  return b;
-}
 
 /** Where write `i` lands: its own region, some sub-sector, some spanning 1 MiB blocks. */
 function region(i: number): { offset: number; length: number } {
@@ -40,103 +29,7 @@ function region(i: number): { offset: number; length: number } {
 }
 
 const WRITES = 100;
-
-const WRITE_SCRIPT = `
-import { openDisk } from ${JSON.stringify(DIST)};
-const [path] = process.argv.slice(2);
-${payload.toString()}
-${region.toString()}
-const disk = await openDisk(path);
-process.stdout.write('ready\\n');
-for (let i = 0; i < ${WRITES}; i++) {
-  const r = region(i);
-  await disk.write(r.offset, payload(i, r.length));
-  if (i % 2 === 1) {
-    await disk.flush();
-    process.stdout.write('durable ' + (i + 1) + '\\n');
-  }
-}
-await disk.close();
-process.stdout.write('done\\n');
-`;
-
-const MERGE_SCRIPT = `
-import { mergeOverlay } from ${JSON.stringify(DIST)};
-const [path] = process.argv.slice(2);
-process.stdout.write('ready\\n');
-await mergeOverlay(path, { checkpointBytes: 1 });
-process.stdout.write('done\\n');
-`;
-
-interface RunResult {
-  lines: string[];
-  killed: boolean;
-  ms: number;
-}
-
-const scripts = new Map<string, string>();
-
-/** Run a script; SIGKILL it `killAfterMs` after it says "ready" (never, when undefined). */
-function runChild(script: string, args: string[], killAfterMs?: number): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    if (!scripts.has(script)) {
-      const file = join(dir, `script-${scripts.size}.mjs`);
-      writeFileSync(file, script);
-      scripts.set(script, file);
-    }
-    const child = spawn(process.execPath, [scripts.get(script)!, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let start = 0;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!start && out.includes('ready\n')) {
-        start = Date.now();
-        if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (signal !== 'SIGKILL' && code !== 0) reject(new Error(`child failed (${code}): ${err}`));
-      else resolve({ lines: out.split('\n').filter(Boolean), killed: signal === 'SIGKILL', ms: Date.now() - start });
-    });
-  });
-}
-
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
-}
-
-/** Every acknowledged write is there, in-flight ones are old or new per sector, later ones absent. */
-function checkWrites(view: Uint8Array, original: Uint8Array, acked: number, what: string): void {
-  for (let i = 0; i < WRITES; i++) {
-    const r = region(i);
-    const got = view.subarray(r.offset, r.offset + r.length);
-    const fresh = payload(i, r.length);
-    const old = original.subarray(r.offset, r.offset + r.length);
-    if (i < acked) {
-      expect(same(got, fresh), `${what}: acknowledged write ${i} lost`).toBe(true);
-    } else if (i < acked + 2) {
-      for (let s = 0; s < r.length; s += 512) {
-        const o = Math.min(512 - ((r.offset + s) % 512), r.length - s);
-        const g = got.subarray(s, s + o);
-        expect(same(g, fresh.subarray(s, s + o)) || same(g, old.subarray(s, s + o)), `${what}: torn write ${i}`).toBe(true);
-      }
-    } else {
-      expect(same(got, old), `${what}: write ${i} appeared before it was issued`).toBe(true);
-    }
-  }
-}
-
-async function readImage(path: string, readOnly = true): Promise<Uint8Array> {
-  const d = await openDisk(path, { readOnly });
-  try {
-    return await readAll(d);
-  } finally {
-    await d.close();
-  }
-}
+const WRITE_SCRIPT = writeScript(WRITES, region);
 
 function qemuCheckStatus(path: string): { status: number | null; dirty: boolean } {
   const r = spawnSync('qemu-img', ['check', '-f', 'vhdx', path], { encoding: 'utf8' });
@@ -180,7 +73,7 @@ describe('killed while writing a VHDX', () => {
     for (let k = 0; k < 2; k++) {
       const calibPath = join(dir, `${kind}-calib-${k}.vhdx`);
       await fresh(calibPath);
-      const run = await runChild(WRITE_SCRIPT, [calibPath]);
+      const run = await runChild(dir, WRITE_SCRIPT, [calibPath]);
       expect(run.lines.at(-1)).toBe('done');
       if (!calib || run.ms < calib.ms) calib = run;
     }
@@ -190,8 +83,8 @@ describe('killed while writing a VHDX', () => {
     for (let iter = 0; iter < iterations; iter++) {
       const path = join(dir, `${kind}-${iter}.vhdx`);
       await fresh(path);
-      const run = await runChild(WRITE_SCRIPT, [path], Math.floor(Math.random() * calib!.ms));
-      const acked = Math.max(0, ...run.lines.filter((l) => l.startsWith('durable ')).map((l) => Number(l.slice(8))));
+      const run = await runChild(dir, WRITE_SCRIPT, [path], Math.floor(Math.random() * calib!.ms));
+      const acked = acknowledged(run);
       if (run.killed && acked < WRITES) sawPartial++;
       const what = `iteration ${iter} (${acked} acknowledged)`;
 
@@ -200,7 +93,7 @@ describe('killed while writing a VHDX', () => {
       if (ro.logState !== 'empty') leftLogs++;
       await ro.close();
       const view = await readImage(path);
-      checkWrites(view, original, acked, `${what}, read-only`);
+      checkWrites(view, original, WRITES, region, acked, `${what}, read-only`);
       if (kind === 'dynamic') {
         const copy = `${path}.qemu.vhdx`;
         copyFileSync(path, copy);
@@ -235,39 +128,7 @@ describe('killed while merging a VHDX overlay', () => {
       if (r.offset + r.length <= size) await d.write(r.offset, payload(i, r.length));
     }
     await d.close();
-    const expected = await readImage(overlay);
-    const originalBase = await readImage(base);
-
-    const calibDir = tempDir('vhdsync-vhdx-crash-merge-');
-    copyFileSync(base, join(calibDir, 'merge-base.vhdx'));
-    copyFileSync(overlay, join(calibDir, 'ov.vhdx'));
-    const calib = await runChild(MERGE_SCRIPT, [join(calibDir, 'ov.vhdx')]);
-    removeDir(calibDir);
-
-    let resumedMidway = 0;
-    for (let iter = 0; iter < 6; iter++) {
-      const work = tempDir('vhdsync-vhdx-crash-merge-');
-      try {
-        const b = join(work, 'merge-base.vhdx');
-        const o = join(work, 'ov.vhdx');
-        copyFileSync(base, b);
-        copyFileSync(overlay, o);
-        await runChild(MERGE_SCRIPT, [o], Math.floor(Math.random() * calib.ms * 1.1));
-        const mid = await readImage(b);
-        for (let s = 0; s < size; s += 512) {
-          const g = mid.subarray(s, s + 512);
-          expect(same(g, expected.subarray(s, s + 512)) || same(g, originalBase.subarray(s, s + 512)), `iteration ${iter}: sector ${s / 512}`).toBe(true);
-        }
-        if (existsSync(mergeJournalPath(o))) resumedMidway++;
-        if (existsSync(o) || existsSync(mergeJournalPath(o))) await mergeOverlay(o);
-        expect(existsSync(o)).toBe(false);
-        expect(existsSync(mergeJournalPath(o))).toBe(false);
-        expectSameBytes(await readImage(b), expected, `iteration ${iter}: merged base`);
-        expect(qemuCheckStatus(b).status, `iteration ${iter}: qemu-img check of the merged base`).toBe(0);
-      } finally {
-        removeDir(work);
-      }
-    }
+    const resumedMidway = await killMerges(dir, base, overlay, 6, (b, what) => expect(qemuCheckStatus(b).status, `${what}: qemu-img check of the merged base`).toBe(0));
     expect(resumedMidway).toBeGreaterThan(0);
   });
 });
