@@ -11,6 +11,8 @@ export interface SectorBitmap {
   bitAt(bitmap: Uint8Array, sector: number): boolean;
   /** Number of set bits in [first, first + count). */
   countBits(bitmap: Uint8Array, first: number, count: number): number;
+  /** Set the bits [first, first + count). */
+  setBits(bitmap: Uint8Array, first: number, count: number): void;
 }
 
 /** First sector at or after `from` (below `end`) whose bit differs from `from`'s; `end` if none. */

@@ -19,7 +19,7 @@ export function setBits(bitmap: Uint8Array, first: number, count: number): void 
 }
 
 /** VHD's bit order, for the shared run scans in sector-runs.ts. */
-export const VHD_BITS: SectorBitmap = { bitAt, countBits };
+export const VHD_BITS: SectorBitmap = { bitAt, countBits, setBits };
 
 /** Visit the runs of equal bits in [first, end): `visit(start, stop, set)`. */
 export function forEachRun(bitmap: Uint8Array, first: number, end: number, visit: RunVisitor): void {

@@ -46,7 +46,7 @@ export function setBits(bitmap: Uint8Array, first: number, count: number): void 
 }
 
 /** VHDX's bit order, for the shared run scans in sector-runs.ts. */
-export const VHDX_BITS: SectorBitmap = { bitAt, countBits };
+export const VHDX_BITS: SectorBitmap = { bitAt, countBits, setBits };
 
 /** Visit the runs of equal bits in [first, end): `visit(start, stop, set)`. */
 export function forEachRun(bitmap: Uint8Array, first: number, end: number, visit: RunVisitor): void {
