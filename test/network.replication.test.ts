@@ -221,6 +221,24 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect(identical(disks, 'vm8')).toBe(true);
   });
 
+  it('a VM whose replica server is gone can still be removed (with a warning)', async () => {
+    const d = await sub();
+    const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 61)];
+    const { server: own, port: ownPort } = await startServer(certs, root);
+    const rep = new Replication(join(d, 'home'));
+    await rep.enable({ name: 'vm9', disks, replica: `tls://127.0.0.1:${ownPort}/vm9`, network: client() });
+    expect((await rep.startInitialReplication('vm9')).result).toBe('completed');
+    await rep.suspend('vm9');
+    await rep.resume('vm9', { resynchronize: true });
+    expect((await rep.runResync('vm9', { shouldPause: () => true })).result).toBe('paused');
+    expect((await rep.get('vm9')).state).toBe('ResynchronizeSuspended');
+    await own.close();
+    const out = await rep.remove('vm9');
+    expect(out.warnings).toHaveLength(1);
+    expect(out.warnings[0]).toMatch(/unfinished resynchronization on tls:\/\/127\.0\.0\.1:\d+\/vm9 was left there: .*connection refused/);
+    expect(await rep.list()).toEqual([]);
+  });
+
   it('enable checks the server first: a wrong CA, a dead port or a folder of another VM is one line and no VM', async () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];

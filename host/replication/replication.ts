@@ -192,14 +192,26 @@ export class Replication {
     return vm;
   }
 
-  async remove(name: string): Promise<void> {
+  /**
+   * Remove-VMReplication. Returns what could not be cleaned up: a replica server that cannot be reached
+   * does not keep a VM from being removed (the server may be gone for good); its unfinished resync files
+   * then stay under the server's root.
+   */
+  async remove(name: string): Promise<{ warnings: string[] }> {
     const vm = await this.store.load(name);
     const busy = (await this.runningPid(name)) ?? (await this.resyncPid(name));
     if (busy) throw new VhdsyncError('BUSY', `virtual machine '${name}' is in use by process ${busy}; stop it first`);
-    if (RESYNC_STATES.includes(vm.state)) await this.discardResync(vm);
+    const warnings: string[] = [];
+    if (RESYNC_STATES.includes(vm.state)) {
+      await this.discardResync(vm).catch((e: VhdsyncError) => {
+        if (!isReplicaAddress(vm.replica) || (e.code !== 'LINK' && e.code !== 'AUTH')) throw e;
+        warnings.push(`the unfinished resynchronization on ${vm.replica} was left there: ${e.message}`);
+      });
+    }
     await stopTracking(vm);
     await this.store.remove(name);
-    await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled' });
+    await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled', ...(warnings.length ? { warnings } : {}) });
+    return { warnings };
   }
 
   // ---- Get / Set ----

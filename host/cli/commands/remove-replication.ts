@@ -10,8 +10,11 @@ export function register(program: Command): void {
       .description('Remove replication for a VM: its state and tracking logs are deleted; the disks and replicas stay')
       .argument('<vm>', 'VM name'),
   ).action(async (name: string, flags: HomeFlags) => {
-    await replicationFor(flags).remove(name);
-    if (flags.json) printJson({ VMName: name, State: 'Disabled' });
-    else process.stdout.write(`Replication of ${name} removed.\n`);
+    const { warnings } = await replicationFor(flags).remove(name);
+    if (flags.json) printJson({ VMName: name, State: 'Disabled', Warnings: warnings });
+    else {
+      for (const w of warnings) process.stderr.write(`vhdsync: warning: ${w}\n`);
+      process.stdout.write(`Replication of ${name} removed.\n`);
+    }
   });
 }
