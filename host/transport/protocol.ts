@@ -20,10 +20,16 @@ import { MAX_FRAME_BYTES } from './link.js';
  * keepalive) a session opens before hello, so that a replica server can check the version and the
  * disk before any disk is touched (host/service/replica-server.ts):
  *   P→R open       control {version, target: 'NAME/disk.vhd'}. Always the first frame, always this
- *                  JSON shape in every version, so a version mismatch is one clear line either way
+ *                  JSON shape in every version, so a version mismatch is one clear line either way.
+ *                  Two more kinds of session open the same way and make one call each:
+ *                  {version, target, call: 'cancel'} drops that disk's unfinished resync;
+ *                  {version, site: {vm, vmId, disks}, call, args} is one operation of a VM's replica
+ *                  site (host/replication/remote-site.ts, host/service/site-calls.ts)
  *   R→P queued     control {position}: waiting for a transfer slot (--max-active-transfers)
  *   R→P opened     control {version}: the replica endpoint answers hello ... commit from here on
- *   R→P error      control {code, message}, then close: refused (version, path, busy)
+ *                  (a call: P sends what it needs — a log's bytes as 'write' frames at their offsets)
+ *   R→P result     control {value}: a call's answer, then close
+ *   R→P error      control {code, message}, then close: refused (version, path, busy) or failed
  */
 export const PROTOCOL_VERSION = 1;
 
