@@ -97,11 +97,12 @@ describe('vhdsync resync (CLI)', () => {
     const r = await rawImage(join(dir, 'k-r.img'), size);
     const cp = r + '.resync.json';
     const checkpointRegion = async () => (existsSync(cp) ? JSON.parse(await readFile(cp, 'utf8')).nextRegion as number : -1);
-    const args = ['resync', p, r, '--json', '--link', '25MB/s'];
+    const args = ['resync', p, r, '--json', '--link', '10MB/s'];
     const seen: number[] = [];
     let kills = 0;
+    let finishedEarly = false;
     // Kill each run at a random moment after its checkpoint has moved past the previous run's.
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 5 && !finishedEarly; i++) {
       const last = await checkpointRegion();
       const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -112,16 +113,23 @@ describe('vhdsync resync (CLI)', () => {
       await new Promise((res) => setTimeout(res, (i * 37) % 120));
       child.kill('SIGKILL');
       await exited;
+      const at = await checkpointRegion();
+      // On a slow machine the first checkpoint seen may come late and the run may finish before the
+      // kill lands: the resync is then complete, and nothing is left to resume.
+      finishedEarly = at < 0;
+      if (finishedEarly) break;
       kills++;
-      seen.push(await checkpointRegion());
+      seen.push(at);
     }
     expect(kills).toBeGreaterThanOrEqual(2);
     for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
     const finished = cli(args);
     expect(finished.status, finished.stderr).toBe(0);
     const j = JSON.parse(finished.stdout);
-    expect(j.resumedFrom).toBe(seen[seen.length - 1] * 16 * MiB);
-    expect(j.resumedFrom).toBeGreaterThan(0);
+    if (!finishedEarly) {
+      expect(j.resumedFrom).toBe(seen[seen.length - 1] * 16 * MiB);
+      expect(j.resumedFrom).toBeGreaterThan(0);
+    }
     expect(existsSync(cp)).toBe(false);
     expect(qemuIdentical(p, r)).toBe(true);
   });
