@@ -496,7 +496,7 @@ export class LocalReplicaSite implements ReplicaSite {
       const s = JSON.parse(await readFile(this.statePath, 'utf8')) as ReplicaState;
       if (s.version !== 1 || !Number.isSafeInteger(s.lastAppliedSequence)) throw new Error('shape');
       if (s.vmId !== this.vmId) {
-        throw new VhdsyncError('STATE', `${this.statePath}: this replica belongs to another VM (id ${s.vmId}); choose another replica directory`);
+        throw new VhdsyncError('STATE', `${this.statePath}: this replica belongs to another VM (id ${s.vmId}); choose another replica directory (for a replica server, another NAME in tls://HOST:PORT/NAME)`);
       }
       return s;
     } catch (e) {
