@@ -421,9 +421,28 @@ describe('reverse replication', () => {
     expect(qemuIdentical(out.disks[1], b)).toBe(true);
   });
 
-  it('is refused unless the VM was failed over with a planned failover, with one clear line', async () => {
+  it('after an unplanned failover to an older point, reverse makes the old primary (with its lost writes) the replica of that point', async () => {
+    const d = await sub();
+    const { rep, vm, a, b, copies } = await history(d, [0, 61, 122], 2);
+    await vm.close();
+    const pts = await getRecoveryPoints(rep, 'vm');
+    const out = await startFailover(rep, 'vm', 'unplanned', { point: pts[1].time });
+    expect(await sameContents(out.disks, copies.get(pts[1].sequence)!)).toBe(true);
+    // The old primary comes back holding writes the replica never got, and writes of its own since.
+    await writeRaw(a, 6 * MiB, randomBytes(30_000, 81));
+    const rev = await reverseReplication(rep, 'vm');
+    expect(rev.state).toBe('WaitingForStartResynchronize');
+    expect(rev.resync?.evidence).toMatch(/^replication reversed after an unplanned failover: /);
+    const run = await rep.runResync('vm');
+    expect(run.result).toBe('completed');
+    expect(qemuIdentical(out.disks[0], a)).toBe(true);
+    expect(qemuIdentical(out.disks[1], b)).toBe(true);
+    expect(await sameContents([a, b], copies.get(pts[1].sequence)!)).toBe(true);
+  });
+
+  it('is refused unless the VM was failed over, with one clear line', async () => {
     const d = await sub();
     const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), MiB)]);
-    await expect(reverseReplication(rep, 'vm')).rejects.toThrow(/^reverse-replication needs 'vm' failed over with start-failover vm --planned; it is Replicating$/);
+    await expect(reverseReplication(rep, 'vm')).rejects.toThrow(/^reverse-replication needs 'vm' failed over with start-failover vm --planned or --unplanned; it is Replicating$/);
   });
 });

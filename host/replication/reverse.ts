@@ -5,7 +5,7 @@ import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 
 /**
- * Set-VMReplication -Reverse after a planned failover (reference §1.2): the failed-over replica becomes
+ * Set-VMReplication -Reverse after a planned or unplanned failover (reference §1.2): the failed-over replica becomes
  * the primary and the old primary its replica. The old primary may have diverged (written to after the
  * failover, or the new primary written to since), so the new baseline is always made by our resync —
  * it compares both and ships only the differences, never a full copy. The caller runs it
@@ -19,10 +19,13 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
   const vm = await rep.get(name);
   const oldSite = rep.localSite(vm, 'reverse replication');
   const failover = await oldSite.failoverRecord();
-  if (vm.state !== 'FailedOver' || failover?.kind !== 'planned') {
+  // After a planned failover the old primary equals the replica; after an unplanned one it may hold
+  // writes that never reached the replica (the loss the failover accepted): either way the resync
+  // that follows makes it the replica of the failed-over disks.
+  if (vm.state !== 'FailedOver' || (failover?.kind !== 'planned' && failover?.kind !== 'unplanned') || failover.reverting) {
     throw new VhdsyncError(
       'STATE',
-      `reverse-replication needs '${name}' failed over with start-failover ${name} --planned; it is ${vm.state}${failover ? ` with a ${failover.kind} failover` : ''}`,
+      `reverse-replication needs '${name}' failed over with start-failover ${name} --planned or --unplanned; it is ${vm.state}${failover ? ` with a ${failover.kind} failover${failover.reverting ? ` still reverting (run start-failover ${name} --unplanned again to finish it)` : ''}` : ''}`,
     );
   }
   const pid = await rep.runningPid(name);
@@ -34,7 +37,7 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
     v.disks = v.disks.map((d) => ({ ...d, path: d.replicaPath, replicaPath: d.path, fingerprint: undefined }));
     v.replica = root;
     await rep.refreshFingerprints(v, now);
-    const evidence = `replication reversed after a planned failover: ${v.disks.map((d) => d.replicaPath).join(', ')} becomes the replica of ${v.disks.map((d) => d.path).join(', ')}`;
+    const evidence = `replication reversed after ${failover.kind === "unplanned" ? "an" : "a"} ${failover.kind} failover: ${v.disks.map((d) => d.replicaPath).join(', ')} becomes the replica of ${v.disks.map((d) => d.path).join(', ')}`;
     v.state = 'WaitingForStartResynchronize';
     v.resync = { reason: 'Requested', evidence, requiredAt: now.toISOString(), disksDone: [], restart: true };
     v.resynchronizeStartTime = null;

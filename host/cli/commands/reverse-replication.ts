@@ -11,7 +11,7 @@ import { outcomeJson, outcomeText, replicationFor, runInForeground, withHome, wi
 export function register(program: Command): void {
   const cmd = program
     .command('reverse-replication')
-    .description('After a planned failover: replicate from the failed-over replica back to the old primary (a resync makes the baseline)')
+    .description('After a planned or unplanned failover: replicate from the failed-over replica back to the old primary (a resync makes the baseline)')
     .argument('<vm>', 'VM name')
     .option('--replica <dir>', "where the reversed relationship keeps its logs (default: .vhdsync-replica beside the old primary's first disk)");
   withLink(withHome(cmd)).action(async (name: string, flags: HomeFlags & { replica?: string; link?: string }) => {
