@@ -30,6 +30,9 @@ export interface SiteSpec {
 const CHUNK = 1024 * 1024;
 
 export class RemoteReplicaSite implements ReplicaSite {
+  /** Loaded at the first call, then shared by this site's sessions (one bandwidth bucket for them all). */
+  private dial: Promise<DialOptions> | undefined;
+
   constructor(
     private readonly address: ReplicaAddress & { url: string },
     private readonly spec: SiteSpec,
@@ -130,7 +133,9 @@ export class RemoteReplicaSite implements ReplicaSite {
 
   /** One session: open with the call, send what it needs, wait for its result. */
   private async call(call: SiteCall, args: Record<string, unknown> = {}, upload?: (link: TlsLink) => Promise<void>): Promise<unknown> {
-    return callReplicaServer(this.address, await this.network(), { site: this.spec, call, args }, upload);
+    this.dial ??= this.network();
+    this.dial.catch(() => (this.dial = undefined)); // a file fixed meanwhile is read at the next call
+    return callReplicaServer(this.address, await this.dial, { site: this.spec, call, args }, upload);
   }
 
   private garbled(call: SiteCall): VhdsyncError {

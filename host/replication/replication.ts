@@ -12,10 +12,10 @@ import { idHex } from '../tracking/log.js';
 import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';
 import { replicationHealth } from './health.js';
 import { RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
-import { LocalReplicaSite, type ReplicaSite } from './replica-site.js';
+import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from './replica-site.js';
 import { RemoteReplicaSite } from './remote-site.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
-import { anyNetworkSetting, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
+import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { systemClock, type Clock } from './schedule.js';
 import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
@@ -94,8 +94,7 @@ export class Replication {
   site(vm: VmRecord): ReplicaSite {
     if (isReplicaAddress(vm.replica)) {
       const address = parseSiteAddress(vm.replica, vm.name);
-      const disks = vm.disks.map((d) => ({ index: d.index, name: basename(d.path), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format, sectorSize: d.sectorSize ?? 512 }));
-      return new RemoteReplicaSite(address, { vm: address.target, vmId: vm.vmId, disks }, () => this.dialOptions(vm));
+      return new RemoteReplicaSite(address, { vm: address.target, vmId: vm.vmId, disks: replicaDisks(vm) }, () => this.dialOptions(vm));
     }
     return this.localSite(vm);
   }
@@ -108,20 +107,12 @@ export class Replication {
     if (isReplicaAddress(vm.replica)) {
       throw new VhdsyncError('UNSUPPORTED', `virtual machine '${vm.name}' is replicated to the replica server ${vm.replica}: ${what} works on a replica directory on this machine, not through a replica server yet`);
     }
-    return new LocalReplicaSite(
-      vm.replica,
-      vm.name,
-      vm.vmId,
-      vm.disks.map((d) => ({
-        index: d.index,
-        name: basename(d.replicaPath),
-        diskId: d.diskId,
-        virtualSize: d.virtualSize,
-        format: d.format,
-        sectorSize: d.sectorSize ?? 512,
-        ...(d.replicaPath !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, d.path) ? { path: d.replicaPath } : {}),
-      })),
-    );
+    // A reversed relationship's replica disks stay where the old primary disks are.
+    const disks = replicaDisks(vm).map((spec, i) => {
+      const at = vm.disks[i].replicaPath;
+      return at !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, vm.disks[i].path) ? { ...spec, path: at } : spec;
+    });
+    return new LocalReplicaSite(vm.replica, vm.name, vm.vmId, disks);
   }
 
   /** How to reach the VM's replica server: its certificates (loaded now) and bandwidth limit. */
@@ -148,11 +139,9 @@ export class Replication {
     const settings = applySettings(defaultSettings(), input.settings ?? {});
     const remote = isReplicaAddress(input.replica);
     const replica = remote ? parseSiteAddress(input.replica, name).url : resolve(input.replica);
-    const given = input.network ?? {};
+    const given = givenNetwork(input.network ?? {});
     if (!remote && anyNetworkSetting(given)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(given)} applies to a replica server (--replica tls://HOST:PORT/NAME); ${input.replica} is a local directory`);
-    const network: NetworkSettings | undefined = remote
-      ? Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined).map(([k, v]) => [k, ['cert', 'key', 'ca'].includes(k) ? resolve(v) : v]))
-      : undefined;
+    const network = remote ? given : undefined;
     // Certificates and rates are checked now: one line here rather than a failing cycle later.
     if (network) await loadNetwork(network, `enable-replication ${name} --replica ${replica}`);
     const disks: VmDisk[] = [];
@@ -233,12 +222,11 @@ export class Replication {
    * certificate files (checked now) and bandwidth limit (`unlimited` removes it).
    */
   async set(name: string, change: SettingsChange, network: NetworkSettings = {}): Promise<VmRecord> {
-    const given = Object.fromEntries(Object.entries(network).filter(([, v]) => v !== undefined)) as NetworkSettings;
+    const given = givenNetwork(network);
     let next: NetworkSettings | undefined;
-    if (Object.keys(given).length > 0) {
+    if (anyNetworkSetting(given)) {
       const vm = await this.store.load(name);
       if (!isReplicaAddress(vm.replica)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(given)} applies to a VM replicated to a replica server; '${name}' replicates to the directory ${vm.replica}`);
-      for (const k of ['cert', 'key', 'ca'] as const) if (given[k] !== undefined) given[k] = resolve(given[k]!);
       next = { ...vm.network, ...given };
       await loadNetwork(next, `set-replication ${name}`);
     }
@@ -683,6 +671,11 @@ export interface Measurement {
   ReplicationHealthDetails: string[];
   Relationship: 'Simple';
   Counters: Record<string, number>;
+}
+
+/** What a replica site is told of each disk of the VM (named after the replica's file). */
+function replicaDisks(vm: VmRecord): ReplicaDiskSpec[] {
+  return vm.disks.map((d) => ({ index: d.index, name: basename(d.replicaPath), diskId: d.diskId, virtualSize: d.virtualSize, format: d.format, sectorSize: d.sectorSize ?? 512 }));
 }
 
 /** Get-VMReplication's object, with Hyper-V's property names (PascalCase, states and health as names). */

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { VhdsyncError } from '../errors.js';
 import { parseRate } from './rate.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls-config.js';
@@ -24,6 +25,21 @@ export async function loadNetwork(f: NetworkSettings, who: string): Promise<{ tl
   const schedule = f.bandwidthSchedule === undefined ? undefined : parseBandwidthSchedule(f.bandwidthSchedule);
   const tls = await loadTlsMaterial({ cert: f.cert!, key: f.key!, ca: f.ca! });
   return { tls, limiter: bandwidthLimiter({ rate, schedule }) };
+}
+
+const KEYS = ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule'] as const;
+
+/**
+ * The settings given (from CLI flags or an API call; other fields are ignored), as a VM keeps them:
+ * only those set, certificate files as absolute paths.
+ */
+export function givenNetwork(f: NetworkSettings): NetworkSettings {
+  const out: NetworkSettings = {};
+  for (const k of KEYS) {
+    const v = f[k];
+    if (v !== undefined) out[k] = k === 'cert' || k === 'key' || k === 'ca' ? resolve(v) : v;
+  }
+  return out;
 }
 
 /** The first network setting given, for "applies only to a tls:// replica" messages. */

@@ -35,7 +35,7 @@ export function register(program: Command): void {
       name,
       disks: flags.disk,
       replica: flags.replica,
-      network: { cert: flags.cert, key: flags.key, ca: flags.ca, bandwidth: flags.bandwidth, bandwidthSchedule: flags.bandwidthSchedule },
+      network: flags,
       settings: {
         frequency: flags.frequency,
         autoResynchronizeEnabled: flags.autoResynchronizeEnabled,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
-import type { NetworkSettings } from '../../transport/network-settings.js';
+import { anyNetworkSetting, type NetworkSettings } from '../../transport/network-settings.js';
 import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
@@ -37,10 +37,9 @@ export function register(program: Command): void {
       pauseResynchronizeOutsideWindow: flags.pauseResynchronizeOutsideWindow,
       recoveryHistory: flags.recoveryHistory,
     };
-    const network: NetworkSettings = { cert: flags.cert, key: flags.key, ca: flags.ca, bandwidth: flags.bandwidth, bandwidthSchedule: flags.bandwidthSchedule };
-    if ([...Object.values(change), ...Object.values(network)].every((v) => v === undefined)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
+    if (Object.values(change).every((v) => v === undefined) && !anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
     const rep = replicationFor(flags);
-    const vm = await rep.set(name, change, network);
+    const vm = await rep.set(name, change, flags);
     if (flags.json) printJson(viewOf(rep, vm));
     else process.stdout.write(replicationTable(rep, [vm]));
   });
