@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { cli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
 
 // Through the built CLI (dist/): run `npx tsc -p host` first.
@@ -17,12 +17,7 @@ describe('failover commands through the CLI', () => {
   it('get-recovery-points, start-failover --test / stop-failover --test, and --keep-pre-resync-point then start-failover --unplanned to it', async () => {
     const home = join(dir, 'home');
     const replica = join(dir, 'replica');
-    const run = (...args: string[]) => cli([...args, '--home', home]);
-    const ok = (...args: string[]) => {
-      const r = run(...args);
-      if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-      return r;
-    };
+    const { run, ok } = homeCli(home);
     await mkdir(dir, { recursive: true });
     const a = await rawDisk(join(dir, 'a.img'), 4 * MiB, 7);
     ok('enable-replication', 'vm', '--disk', a, '--replica', replica);
@@ -63,12 +58,7 @@ describe('failover commands through the CLI', () => {
     const d = join(dir, 'rev');
     await mkdir(d, { recursive: true });
     const home = join(d, 'home');
-    const run = (...args: string[]) => cli([...args, '--home', home]);
-    const ok = (...args: string[]) => {
-      const r = run(...args);
-      if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-      return r;
-    };
+    const { run, ok } = homeCli(home);
     const a = await rawDisk(join(d, 'a.img'), 4 * MiB, 8);
     ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
     ok('start-initial-replication', 'vm');

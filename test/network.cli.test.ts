@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { resync } from '../host/index.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
-import { tempDir, qemuIdentical, randomBytes, rawImage, cli, CLI } from './support/files.js';
+import { tempDir, qemuIdentical, randomBytes, rawImage, cli, CLI, homeCli } from './support/files.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -98,11 +98,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
 
   it('a VM replicated to the replica server: enable, initial replication, cycles, a resync, all through the CLI', async () => {
     const home = join(dir, 'vmhome');
-    const run = (...args: string[]) => {
-      const r = cli([...args, '--home', home, '--json']);
-      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-      return JSON.parse(r.stdout);
-    };
+    const { json: run } = homeCli(home);
     const disk = await rawImage(join(dir, 'vm-sys.img'), 32 * MiB, [[0, randomBytes(MiB, 41)]]);
     const url = `tls://127.0.0.1:${port}/cli-vm`;
     expect(run('enable-replication', 'cli-vm', '--disk', disk, '--replica', url, '--bandwidth', '400mbps', ...clientFlags())).toMatchObject({ ReplicaServer: url, State: 'ReadyForInitialReplication' });

@@ -3,7 +3,7 @@ import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { spawn, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, cli, qemuIdentical, tempDir } from './support/files.js';
+import { CLI, homeCli, qemuIdentical, tempDir } from './support/files.js';
 import { MiB, rawDisk, vhdDisk } from './replication.support.js';
 
 let dir: string;
@@ -17,14 +17,7 @@ async function site() {
   const d = join(dir, `s${++n}`);
   await mkdir(d);
   const home = join(d, 'home');
-  const run = (...args: string[]) => cli([...args, '--home', home]);
-  const ok = (...args: string[]) => {
-    const r = run(...args);
-    if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-    return r;
-  };
-  const json = (...args: string[]) => JSON.parse(ok(...args, '--json').stdout);
-  return { d, home, replica: join(d, 'replica'), run, ok, json };
+  return { d, home, replica: join(d, 'replica'), ...homeCli(home) };
 }
 
 type Site = Awaited<ReturnType<typeof site>>;

@@ -40,6 +40,21 @@ export function cli(args: string[], env: Record<string, string> = {}): { status:
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * The CLI bound to a replication home: `run` (any exit), `ok` (must exit 0, else throws with its
+ * stderr), `json` (ok, with --json, parsed).
+ */
+export function homeCli(home: string) {
+  const run = (...args: string[]) => cli([...args, '--home', home]);
+  const ok = (...args: string[]) => {
+    const r = run(...args);
+    if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    return r;
+  };
+  const json = (...args: string[]) => JSON.parse(ok(...args, '--json').stdout);
+  return { run, ok, json };
+}
+
 /** Deterministic pseudo-random bytes. */
 export function randomBytes(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
