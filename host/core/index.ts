@@ -6,6 +6,8 @@ import { WasmCore } from './core.js';
 import type { Core } from './types.js';
 import { chooseBuild, instantiate, instantiateSync, type LoadOptions } from './wasm.js';
 
+export { adoptCompiledModule, compiledModule } from './wasm.js';
+
 export type { Core, WasmRegion } from './types.js';
 export type { LoadOptions } from './wasm.js';
 

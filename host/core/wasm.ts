@@ -64,6 +64,18 @@ export function chooseBuild(options: LoadOptions = {}): Build {
   return simdSupported ? 'simd' : 'scalar';
 }
 
+/** The compiled module of the build this thread loads, to hand to another thread (a Module can be posted). */
+export function compiledModule(options: LoadOptions = {}): { build: Build; module: WebAssembly.Module } {
+  const build = chooseBuild(options);
+  return { build, module: (moduleCache[build] ??= new WebAssembly.Module(wasmBytes(build))) };
+}
+
+/** Use a module compiled by another thread (see compiledModule): no decode, validate or compile here. */
+export function adoptCompiledModule(compiled: { build: Build; module: WebAssembly.Module }): void {
+  moduleCache[compiled.build] ??= compiled.module;
+  if (!envWantsScalar()) simdSupported ??= compiled.build === 'simd';
+}
+
 function asExports(instance: WebAssembly.Instance): CoreExports {
   return instance.exports as unknown as CoreExports;
 }

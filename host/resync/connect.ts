@@ -1,9 +1,11 @@
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
+import { compiledModule, loadCoreSync } from '../core/index.js';
 import { VhdsyncError } from '../errors.js';
 import type { Link } from '../transport/link.js';
-import { createMemoryLink, type LinkShape } from '../transport/memory-link.js';
+import { createMemoryLink, MemoryLink, type LinkShape } from '../transport/memory-link.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { dialReplicaServer, type DialOptions } from '../transport/tls-connect.js';
+import { ReplicaEndpoint } from './replica.js';
 
 /**
  * How the primary reaches the replica endpoint: a replica image on this machine, served by a
@@ -24,6 +26,22 @@ export interface ConnectOptions {
   link: LinkShape;
   /** Certificates and limits for a `tls://` replica. */
   network?: DialOptions;
+  /** The disks' virtual size: a small local replica is served in this thread (see REPLICA_THREAD_MIN_BYTES). */
+  virtualSize?: number;
+}
+
+/**
+ * A local replica at least this large gets its own thread. Starting one (an isolate, its modules)
+ * costs ~50–100 ms on a 2-core machine, about what hashing 128 MiB on the replica's side costs, so
+ * below this the parallel hashing does not pay for the thread (bench/fixed-cost.mjs: the 16 MiB
+ * resync). VHDSYNC_REPLICA_THREAD=always|never overrides it (tests use it to cover both ways).
+ */
+export const REPLICA_THREAD_MIN_BYTES = 128 << 20;
+
+function replicaThread(virtualSize: number | undefined): boolean {
+  const force = process.env.VHDSYNC_REPLICA_THREAD;
+  if (force === 'always' || force === 'never') return force === 'always';
+  return virtualSize === undefined || virtualSize >= REPLICA_THREAD_MIN_BYTES;
 }
 
 const WORKER_URL = (() => {
@@ -36,8 +54,9 @@ const WORKER_URL = (() => {
 export async function connectReplica(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
   if (isReplicaAddress(replica)) return connectReplicaServer(replica, opts);
   const { local, remotePort } = createMemoryLink(opts.link);
+  if (!replicaThread(opts.virtualSize)) return connectInThread(replica, opts, local, remotePort);
   const worker = new Worker(WORKER_URL, {
-    workerData: { port: remotePort, shape: opts.link, replicaPath: replica },
+    workerData: { port: remotePort, shape: opts.link, replicaPath: replica, core: compiledModule() },
     transferList: [remotePort],
   });
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
@@ -54,6 +73,24 @@ export async function connectReplica(replica: string, opts: ConnectOptions): Pro
       const timer = setTimeout(() => void worker.terminate(), 10_000);
       await exited;
       clearTimeout(timer);
+    },
+  };
+}
+
+/** The replica endpoint in this thread, over the same in-memory link, with a core of its own (own memory). */
+function connectInThread(replica: string, opts: ConnectOptions, local: Link, remotePort: MessagePort): ReplicaConnection {
+  const running = new ReplicaEndpoint(new MemoryLink(remotePort, opts.link), replica, loadCoreSync()).run();
+  const failed = running.then(
+    () => new Promise<never>(() => {}),
+    (e: Error) => Promise.reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)),
+  );
+  failed.catch(() => {});
+  return {
+    link: local,
+    failed,
+    async close() {
+      local.close();
+      await running.catch(() => {});
     },
   };
 }

@@ -2,7 +2,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { inflateRaw } from 'node:zlib';
 import { promisify } from 'node:util';
 import { basename, join } from 'node:path';
-import { getCore } from '../core/index.js';
+import { getCore, type Core } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, createOverlay, mergeOverlay, mergeJournalPath, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
@@ -59,6 +59,8 @@ export class ReplicaEndpoint {
   constructor(
     link: Link,
     private readonly replicaPath: string,
+    /** Its own core (own memory) when it shares a thread with the primary's side. */
+    private readonly core: Core = getCore(),
   ) {
     this.ch = new Channel(link);
     this.checkpointPath = checkpointPathFor(replicaPath);
@@ -156,7 +158,7 @@ export class ReplicaEndpoint {
   /** Hash regions in order and stream their roots, staying within the credit the primary granted. */
   private async scan(from: number): Promise<void> {
     const shape = this.shape!;
-    const scanner = new RegionScanner(getCore(), this.disk!, shape);
+    const scanner = new RegionScanner(this.core, this.disk!, shape);
     try {
       const total = regionCount(shape);
       for (let r = from; r < total; r++) {

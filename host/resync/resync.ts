@@ -360,7 +360,7 @@ interface Session {
 }
 
 async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
-  const conn = await connectReplica(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network });
+  const conn = await connectReplica(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: pd.virtualSize });
   const session: Session = { conn, ch: new Channel(conn.link), welcome: {} };
   try {
     session.welcome = await Promise.race([session.ch.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), conn.failed]);

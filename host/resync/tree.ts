@@ -157,30 +157,23 @@ export class RegionScanner {
     return { region: r, levels, bytesRead };
   }
 
-  /** [firstLeaf, endLeaf) runs of region-relative leaves whose bytes may be non-zero. */
+  /**
+   * [firstLeaf, endLeaf) runs of region-relative leaves whose bytes may be non-zero: one blockStatus
+   * call per disk block (not per leaf), since a 16 MiB region has thousands of leaves and few blocks.
+   */
   private presentRuns(start: number, length: number): [number, number][] {
     const s = this.shape;
     const bs = this.disk.blockSize;
     const runs: [number, number][] = [];
     const leafCount = Math.ceil(length / s.leafSize);
-    let runStart = -1;
-    for (let i = 0; i < leafCount; i++) {
-      const a = start + i * s.leafSize;
-      const b = Math.min(a + s.leafSize, start + length) - 1;
-      let present = false;
-      for (let blk = Math.floor(a / bs); blk <= Math.floor(b / bs); blk++) {
-        if (this.disk.blockStatus(blk) === 'present') {
-          present = true;
-          break;
-        }
-      }
-      if (present && runStart < 0) runStart = i;
-      if (!present && runStart >= 0) {
-        runs.push([runStart, i]);
-        runStart = -1;
-      }
+    for (let blk = Math.floor(start / bs); blk * bs < start + length; blk++) {
+      if (this.disk.blockStatus(blk) !== 'present') continue;
+      const first = Math.floor(Math.max(0, blk * bs - start) / s.leafSize);
+      const end = Math.min(leafCount, Math.ceil((blk * bs + bs - start) / s.leafSize));
+      const last = runs[runs.length - 1];
+      if (last && first <= last[1]) last[1] = Math.max(last[1], end);
+      else runs.push([first, end]);
     }
-    if (runStart >= 0) runs.push([runStart, leafCount]);
     return runs;
   }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
-export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+export const CLI = join(ROOT, 'dist', 'cli', 'bin.js');
 
 /** A fresh temporary directory, removed by the returned cleanup. */
 export async function tempDir(prefix = 'vhdsync-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {

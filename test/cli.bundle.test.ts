@@ -1,0 +1,61 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CLI, ROOT, cli, qemuIdentical, qemuImg, randomBytes, rawImage, tempDir } from './support/files.js';
+
+const MiB = 1024 * 1024;
+const UNBUNDLED = join(ROOT, 'dist', 'cli', 'main.js');
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+afterAll(() => cleanup());
+
+const unbundled = (args: string[]) => spawnSync(process.execPath, [UNBUNDLED, ...args], { encoding: 'utf8' });
+
+describe('the bundled CLI (dist/cli/bin.js, the package bin)', () => {
+  it('is the bin of package.json and prints its version', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    expect(join(ROOT, pkg.bin.vhdsync)).toBe(CLI);
+    for (const flag of ['--version', '-V']) {
+      expect(cli([flag]).stdout).toBe(`${pkg.version}\n`);
+      expect(unbundled([flag]).stdout).toBe(`${pkg.version}\n`);
+    }
+  });
+
+  it('prints the same help as the unbundled program, whole and per command', () => {
+    for (const args of [['--help'], ['-h'], ['resync', '--help'], ['info', '--help']]) {
+      const b = cli(args);
+      expect(b.status).toBe(0);
+      expect(b.stdout).toBe(unbundled(args).stdout);
+    }
+    expect(cli(['--help']).stdout).toMatch(/^Usage: vhdsync/);
+  });
+
+  it('fails on a bad command line with one line and exit 2, as the unbundled program does', () => {
+    const b = cli(['resync']);
+    expect(b.status).toBe(2);
+    expect(b.stderr).toBe(unbundled(['resync']).stderr);
+  });
+});
+
+describe('where the replica endpoint runs', () => {
+  it('a small VHD pair resyncs to identical with the replica in this thread and in its own', async () => {
+    const raw = await rawImage(join(dir, 'p.raw'), 16 * MiB, [[0, randomBytes(4 * MiB, 3)], [9 * MiB, randomBytes(MiB, 4)]]);
+    const base = join(dir, 'base.vhd');
+    const p = join(dir, 'p.vhd');
+    qemuImg('convert', '-f', 'raw', '-O', 'vpc', raw, base);
+    qemuImg('convert', '-f', 'raw', '-O', 'vpc', await rawImage(join(dir, 'p2.raw'), 16 * MiB, [[0, randomBytes(4 * MiB, 3)], [9 * MiB, randomBytes(MiB, 5)]]), p);
+    for (const where of ['never', 'always', '']) {
+      const r = join(dir, `r-${where || 'default'}.vhd`);
+      await copyFile(base, r);
+      expect(qemuIdentical(p, r)).toBe(false);
+      const out = cli(['resync', p, r, '--json'], { VHDSYNC_HOME: join(dir, 'home'), VHDSYNC_REPLICA_THREAD: where });
+      expect(out.stderr).toBe('');
+      expect(out.status).toBe(0);
+      expect(JSON.parse(out.stdout)).toMatchObject({ result: 'completed', bytesSent: MiB });
+      expect(qemuIdentical(p, r)).toBe(true);
+    }
+  });
+});
