@@ -1,6 +1,7 @@
 /** The disk layer's public API: open any image, create VHDs and VHDXs, and the resync overlay's lifecycle. */
 export type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
 export { openDisk, openVhdAlone, openDiskAlone, isVhdxFile, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
+export { detectFormat, foreignFormat, parseImageFormat, IMAGE_FORMATS, type ImageFormat, type ForeignFormat } from './detect.js';
 export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './create.js';
 export { createOverlay } from './overlay.js';
 export { mergeOverlay, discardOverlay, mergeJournalPath, type MergeOptions, type MergeResult } from './merge.js';

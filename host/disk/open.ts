@@ -1,11 +1,11 @@
 /**
- * Opening any disk image by path: detect the format (VHD by its footer in the last 512 bytes or the
- * copy at offset 0; VHDX by its `vhdxfile` signature; otherwise raw), then build the backend and, for a
- * differencing VHD or VHDX, the chain of parents.
+ * Opening any disk image by path: detect the format (detect.ts: VHDX, VHD or raw; qcow2, VMDK, VDI
+ * and QED refused by name), then build the backend and, for a differencing VHD or VHDX, the chain of
+ * parents.
  */
 import { realpath } from 'node:fs/promises';
-import { extname } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
+import { detectFormat, type ImageFormat } from './detect.js';
 import type { Disk } from './disk.js';
 import { bytesEqual, uuidText } from './endian.js';
 import { DiskFile } from './file-io.js';
@@ -13,7 +13,7 @@ import { RawDisk } from './raw.js';
 import { VhdDynamicDisk } from './vhd-dynamic.js';
 import { VhdFixedDisk } from './vhd-fixed.js';
 import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd-footer.js';
-import { looksLikeVhd, readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
+import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
 import { resolveParent } from './vhd-parent.js';
 import { VhdxDisk } from './vhdx-disk.js';
 import { hasFileSignature } from './vhdx-header.js';
@@ -24,7 +24,7 @@ export interface OpenOptions {
   /** Open without write access (default false). Parents in a chain are always opened read-only. */
   readOnly?: boolean;
   /** Skip detection. `raw` treats any file as a raw image; `vhd` and `vhdx` refuse any other format. */
-  format?: 'raw' | 'vhd' | 'vhdx';
+  format?: ImageFormat;
 }
 
 /** Longest parent chain we follow; deeper chains are treated as a loop. */
@@ -110,28 +110,10 @@ async function openLink(path: string, readOnly: boolean, format: OpenOptions['fo
     const size = await file.size();
     if (format === 'raw') return RawDisk.fromFile(file, size);
     const { head, tail } = await readFooterCandidates(file, size);
-    if (hasFileSignature(head)) {
-      if (format === 'vhd') {
-        if (chain.length > 0) throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is a VHDX, but a VHD's parent must be a VHD`);
-        throw new VhdsyncError('BAD_COOKIE', `${path}: is a VHDX, not a VHD`);
-      }
-      return await openVhdx(file, size, path, readOnly, real, chain);
-    }
-    if (format === 'vhdx') {
-      if (chain.length > 0) throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is not a VHDX (no 'vhdxfile' signature)`);
-      throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHDX: no 'vhdxfile' signature at the start of the file`);
-    }
-    if (!looksLikeVhd(head, tail)) {
-      if (extname(path).toLowerCase() === '.vhdx' && format !== 'vhd') {
-        throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHDX: no 'vhdxfile' signature at the start of the file`);
-      }
-      if (chain.length > 0) {
-        throw new VhdsyncError('PARENT_MISMATCH', `${chain[chain.length - 1].shown}: parent ${path} is not a VHD (no 'conectix' footer)`);
-      }
-      const ext = extname(path).toLowerCase();
-      if (format !== 'vhd' && ext !== '.vhd' && ext !== '.avhd') return RawDisk.fromFile(file, size);
-      throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHD: no 'conectix' footer at the end or the start of the file`);
-    }
+    const parentOf = chain.length > 0 ? chain[chain.length - 1].shown : undefined;
+    const detected = detectFormat(path, head, tail, format, parentOf);
+    if (detected === 'vhdx') return await openVhdx(file, size, path, readOnly, real, chain);
+    if (detected === 'raw') return RawDisk.fromFile(file, size);
     const meta = await readVhdMetadata(file, size, head, tail);
     if (meta.footer.diskType !== DISK_TYPE_DIFFERENCING) return await buildVhd(file, meta, readOnly);
 
@@ -157,8 +139,7 @@ async function openVhdFile(path: string, readOnly: boolean): Promise<{ file: Dis
   try {
     const size = await file.size();
     const { head, tail } = await readFooterCandidates(file, size);
-    if (hasFileSignature(head)) throw new VhdsyncError('BAD_COOKIE', `${path}: is a VHDX, not a VHD`);
-    if (!looksLikeVhd(head, tail)) throw new VhdsyncError('BAD_COOKIE', `${path}: not a VHD: no 'conectix' footer at the end or the start of the file`);
+    detectFormat(path, head, tail, 'vhd');
     return { file, size, meta: await readVhdMetadata(file, size, head, tail) };
   } catch (e) {
     await file.close().catch(() => undefined);

@@ -1,18 +1,18 @@
 /**
- * Opening a disk image picked in the browser: the same detection as `openDisk` (host/disk/open.ts)
- * over a Blob — a VHD by its footer (the last 512 bytes, or the copy at offset 0), else raw. There are
+ * Opening a disk image picked in the browser: the one detection (host/disk/detect.ts, as `openDisk`)
+ * over a Blob — VHDX, VHD or raw; qcow2, VMDK, VDI and QED refused by name. There are
  * no paths in a browser, so a differencing VHD, whose data lives partly in its parent, is refused.
  */
 import { VhdsyncError } from '../errors.js';
 import type { Disk } from '../disk/disk.js';
 import { VhdxDisk } from '../disk/vhdx-disk.js';
 import { readVhdxImage } from '../disk/vhdx-image.js';
-import { ascii } from '../disk/endian.js';
+import { detectFormat } from '../disk/detect.js';
 import { RawDisk } from '../disk/raw.js';
 import { VhdDynamicDisk } from '../disk/vhd-dynamic.js';
 import { VhdFixedDisk } from '../disk/vhd-fixed.js';
 import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from '../disk/vhd-footer.js';
-import { looksLikeVhd, readFooterCandidates, readVhdMetadata } from '../disk/vhd-metadata.js';
+import { readFooterCandidates, readVhdMetadata } from '../disk/vhd-metadata.js';
 import { BlobFile } from './blob-file.js';
 
 /** What the page shows about one image. */
@@ -58,7 +58,8 @@ export async function openImage(file: Blob & { readonly name: string }): Promise
 
 async function detect(file: BlobFile, size: number, name: string): Promise<Disk> {
   const { head, tail } = await readFooterCandidates(file, size);
-  if (head.length >= 8 && ascii(head, 0, 8) === 'vhdxfile') {
+  const format = detectFormat(name, head, tail);
+  if (format === 'vhdx') {
     // Read-only: a log left by a crash is replayed in memory, the picked file is never written.
     const image = await readVhdxImage(file, size, true);
     if (image.params.hasParent) {
@@ -69,13 +70,7 @@ async function detect(file: BlobFile, size: number, name: string): Promise<Disk>
     }
     return new VhdxDisk(file, image);
   }
-  if (!looksLikeVhd(head, tail)) {
-    // As on the command line: a file that says it is a VHD but has no footer is broken, not raw.
-    if (/\.(vhd|avhd)$/i.test(name)) {
-      throw new VhdsyncError('BAD_COOKIE', `${name}: not a VHD: no 'conectix' footer at the end or the start of the file`);
-    }
-    return RawDisk.fromFile(file, size);
-  }
+  if (format === 'raw') return RawDisk.fromFile(file, size);
   const meta = await readVhdMetadata(file, size, head, tail);
   if (meta.footer.diskType === DISK_TYPE_FIXED) return new VhdFixedDisk(file, meta);
   if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) {

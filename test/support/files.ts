@@ -35,8 +35,8 @@ export function qemuImg(...args: string[]): string {
 }
 
 /** Run the built CLI; never throws, returns status and output. */
-export function cli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+export function cli(args: string[], env: Record<string, string> = {}, cwd?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, cwd });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

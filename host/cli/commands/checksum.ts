@@ -4,16 +4,19 @@ import { openDisk, useSyncIo } from '../../disk/index.js';
 import { diskChecksum } from '../../resync/checksum.js';
 import { ProgressBar } from '../progress.js';
 import { printJson } from '../output.js';
+import { formatOption } from '../format-flag.js';
+import type { ImageFormat } from '../../disk/detect.js';
 
 export function register(program: Command): void {
   program
     .command('checksum')
     .description("A format-independent digest of an image's virtual contents (the root of the resync's hash tree): equal digests mean equal disks")
     .argument('<image>', 'image (raw, VHD, VHDX)')
+    .addOption(formatOption())
     .option('--json', 'print the result as JSON')
-    .action(async (path: string, flags: { json?: boolean }) => {
+    .action(async (path: string, flags: { json?: boolean; format?: ImageFormat }) => {
       useSyncIo(true); // this process only scans disks: see useSyncIo
-      const disk = await openDisk(path, { readOnly: true });
+      const disk = await openDisk(path, { readOnly: true, format: flags.format });
       try {
         const bar = new ProgressBar();
         const t0 = performance.now();

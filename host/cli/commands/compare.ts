@@ -5,6 +5,8 @@ import { diffDisks } from '../../resync/diff.js';
 import { formatSize } from '../../units.js';
 import { ProgressBar } from '../progress.js';
 import { printJson } from '../output.js';
+import { formatOption } from '../format-flag.js';
+import type { ImageFormat } from '../../disk/detect.js';
 
 export function register(program: Command): void {
   program
@@ -12,12 +14,14 @@ export function register(program: Command): void {
     .description('Compare the virtual contents of two images of any format; exit 0 identical, 1 different, 2 error (as qemu-img compare), listing every differing range')
     .argument('<a>', 'first image')
     .argument('<b>', 'second image')
+    .addOption(formatOption('-f, --format <format>', 'the first image'))
+    .addOption(formatOption('-F, --format-b <format>', 'the second image'))
     .option('--json', 'print the result as JSON')
-    .action(async (pa: string, pb: string, flags: { json?: boolean }) => {
+    .action(async (pa: string, pb: string, flags: { json?: boolean; format?: ImageFormat; formatB?: ImageFormat }) => {
       useSyncIo(true); // this process only scans disks: see useSyncIo
-      const a = await openDisk(pa, { readOnly: true });
+      const a = await openDisk(pa, { readOnly: true, format: flags.format });
       try {
-        const b = await openDisk(pb, { readOnly: true });
+        const b = await openDisk(pb, { readOnly: true, format: flags.formatB });
         try {
           const bar = new ProgressBar();
           const r = await diffDisks(getCore(), a, b, (d, t) => bar.update(d, t, 'compared'));

@@ -7,6 +7,8 @@ import {
 import { VhdsyncError } from '../../errors.js';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
+import { formatOption } from '../format-flag.js';
+import type { ImageFormat } from '../../disk/detect.js';
 
 interface InfoReport {
   image: string;
@@ -54,19 +56,20 @@ export function register(program: Command): void {
     .command('info')
     .description('Describe an image: format, type, virtual size, block size, allocation, geometry, unique id, parent and checksum validity')
     .argument('<image>', 'image (raw, VHD, VHDX)')
+    .addOption(formatOption())
     .option('--json', 'print the result as JSON')
-    .action(async (path: string, flags: { json?: boolean }) => {
-      const report = await describe(path);
+    .action(async (path: string, flags: { json?: boolean; format?: ImageFormat }) => {
+      const report = await describe(path, flags.format);
       if (flags.json) printJson(report);
       else process.stdout.write(render(report));
     });
 }
 
-async function describe(path: string): Promise<InfoReport> {
+async function describe(path: string, format?: ImageFormat): Promise<InfoReport> {
   let disk: Disk;
   let parentError: VhdsyncError | undefined;
   try {
-    disk = await openDisk(path, { readOnly: true });
+    disk = await openDisk(path, { readOnly: true, format });
   } catch (e) {
     // A differencing disk whose parent is missing or wrong is still worth describing.
     if (!(e instanceof VhdsyncError) || !e.code.startsWith('PARENT_')) throw e;
