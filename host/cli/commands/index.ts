@@ -28,6 +28,8 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   events: () => import('./events.js'),
   workload: () => import('./workload.js'),
   write: () => import('./write.js'),
+  run: () => import('./run.js'),
+  'stop-vm': () => import('./stop-vm.js'),
   service: () => import('./service.js'),
   'get-recovery-points': () => import('./get-recovery-points.js'),
   'start-failover': () => import('./start-failover.js'),

@@ -1,0 +1,100 @@
+import { basename } from 'node:path';
+import { openDisk, type Disk } from '../disk/index.js';
+import { VhdsyncError } from '../errors.js';
+import { readFailover } from '../replication/failover.js';
+import { testViewPathFor } from '../replication/recovery-points.js';
+import type { Replication } from '../replication/replication.js';
+import { RunningVm, type RunOptions } from '../replication/running-vm.js';
+import { isReplicaAddress } from '../transport/replica-address.js';
+import type { ExportTable } from './connection.js';
+import { DiskExport } from './export.js';
+import { NbdServer, type ListenAt } from './server.js';
+
+/** A table of exports, each found by its index ("0") or its file name; "" is the first. */
+export function exportTable(exports: DiskExport[]): ExportTable {
+  return {
+    list: () => exports,
+    find: (name) => (name === '' ? exports[0] : exports.find((e) => e.names.includes(name))),
+  };
+}
+
+export interface ServeOptions extends RunOptions {
+  readOnly?: boolean;
+  log?: (line: string) => void;
+}
+
+/** A VM served over NBD: while it lives, the VM runs (its run lock is held, its logs written by us). */
+export interface ServedVm {
+  server: NbdServer;
+  exports: DiskExport[];
+  /** The running VM; undefined for a test failover's views. */
+  vm?: RunningVm;
+  /** Clean shutdown: clients' requests in flight are answered, then (a running VM) logs sealed, fingerprints taken. */
+  close(): Promise<void>;
+}
+
+/**
+ * `vhdsync run`: the VM starts (the evidence of its last run is checked, its logs opened) and each of
+ * its disks becomes an export whose every write goes through the tracker. With `readOnly` the VM still
+ * runs (so its disks cannot change under the export) but clients may only read.
+ */
+export async function serveVm(rep: Replication, name: string, at: ListenAt, opts: ServeOptions = {}): Promise<ServedVm> {
+  const vm = await RunningVm.start(rep, name, { logFs: opts.logFs });
+  try {
+    const exports = vm.disks.map(
+      (d, i) =>
+        new DiskExport([String(i), basename(d.path)], `disk ${i} of virtual machine ${name}`, { disk: d, writeMany: (w) => vm.writeMany(i, w) }, opts.readOnly ?? false),
+    );
+    const server = await NbdServer.listen(exportTable(exports), at, opts.log);
+    return {
+      server,
+      exports,
+      vm,
+      async close() {
+        try {
+          await server.close();
+        } finally {
+          await vm.close();
+        }
+      },
+    };
+  } catch (e) {
+    await vm.close();
+    throw e;
+  }
+}
+
+/**
+ * `vhdsync run --test-view`: a test failover's views (start-failover --test) on this machine, exported
+ * read-only so the failover can be booted and inspected while replication goes on.
+ */
+export async function serveTestView(rep: Replication, name: string, at: ListenAt, opts: ServeOptions = {}): Promise<ServedVm> {
+  const vm = await rep.get(name);
+  if (isReplicaAddress(vm.replica)) {
+    throw new VhdsyncError('UNSUPPORTED', `virtual machine '${name}' replicates to a replica server (${vm.replica}); run --test-view on that machine`);
+  }
+  const failover = await readFailover(rep, vm);
+  if (failover?.kind !== 'test') {
+    throw new VhdsyncError('STATE', `virtual machine '${name}' has no test failover in effect; start one first (vhdsync start-failover ${name} --test)`);
+  }
+  const disks: Disk[] = [];
+  try {
+    for (const d of vm.disks) disks.push(await openDisk(testViewPathFor(d.replicaPath), { readOnly: true }));
+    const exports = disks.map((d, i) => new DiskExport([String(i), basename(d.path)], `test failover view of disk ${i} of ${name}`, { disk: d }, true));
+    const server = await NbdServer.listen(exportTable(exports), at, opts.log);
+    return {
+      server,
+      exports,
+      async close() {
+        try {
+          await server.close();
+        } finally {
+          for (const d of disks) await d.close();
+        }
+      },
+    };
+  } catch (e) {
+    for (const d of disks) await d.close().catch(() => undefined);
+    throw e;
+  }
+}
