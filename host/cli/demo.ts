@@ -17,7 +17,7 @@ import { diskChecksum } from '../resync/checksum.js';
 import { planWrites, type WorkloadPattern } from '../tracking/workload.js';
 import { parseRate, formatRate } from '../transport/rate.js';
 import { formatSize, GiB, MiB } from '../units.js';
-import { ProgressBar, formatEta } from './progress.js';
+import { ProgressBar, compareDetail } from './progress.js';
 import { exitWithError } from './output.js';
 
 const SIZE = 2 * GiB;
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
       compress: true,
       events,
       onProgress: (p) => {
-        if (p.phase === 'comparing') bar.update(p.bytesCompared, p.virtualSize, `compared · ${formatSize(p.bytesSent)} sent · ETA ${formatEta(p.etaSeconds)}`);
+        if (p.phase === 'comparing') bar.update(p.bytesCompared, p.virtualSize, compareDetail(p));
       },
     });
     bar.done();

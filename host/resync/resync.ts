@@ -63,8 +63,15 @@ export interface ResyncProgress {
   bytesSent: number;
   wireBytes: number;
   seconds: number;
-  /** Estimated seconds left in the compare, when it can be estimated. */
+  /**
+   * Estimated seconds left in the compare, when it can be estimated: the longer of the compare at its
+   * measured rate and the data already handed to the link crossing it (sendSeconds).
+   */
   etaSeconds?: number;
+  /** Seconds until the data handed to the link so far has crossed it, at the link's rate (0 if unknown). */
+  sendSeconds?: number;
+  /** Payload bytes per second: the link's rate when it has one, else as measured since the first send. */
+  sendRate?: number;
   mergeDone?: number;
   mergeTotal?: number;
 }
@@ -212,6 +219,27 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     const k: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
     const reconnects: ResyncResult['reconnects'] = [];
     const tCompare = performance.now();
+    const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
+    const sending = new SendEstimate(linkRate);
+    const reportCompare = (from: number, now: CompareCounters) => {
+      const elapsed = secs() - phases.preflight;
+      const doneBytes = from + now.bytesCompared;
+      const sent = k.bytesSent + now.bytesSent;
+      const rate = (doneBytes - resumedFrom) / Math.max(elapsed, 1e-3);
+      const compareLeft = rate > 0 ? (shape.virtualSize - doneBytes) / rate : undefined;
+      const sendLeft = sending.update(sent);
+      opts.onProgress?.({
+        phase: 'comparing',
+        virtualSize: shape.virtualSize,
+        bytesCompared: doneBytes,
+        bytesSent: sent,
+        wireBytes: wire(),
+        seconds: secs(),
+        sendRate: sending.rate(),
+        sendSeconds: sendLeft,
+        etaSeconds: compareLeft === undefined && sendLeft === 0 ? undefined : Math.max(compareLeft ?? 0, sendLeft),
+      });
+    };
     let next: number;
     let compared: Record<string, unknown> | undefined;
     for (;;) {
@@ -219,23 +247,13 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       const compare = new PrimaryCompare(c, core, pd, shape, {
         dryRun,
         compress: opts.compress === true,
-        linkRate: opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity,
+        linkRate,
         shouldStop,
-        onRegion: (now) => {
-          const elapsed = secs() - phases.preflight;
-          const doneBytes = from + now.bytesCompared;
-          const rate = (doneBytes - resumedFrom) / Math.max(elapsed, 1e-3);
-          opts.onProgress?.({
-            phase: 'comparing',
-            virtualSize: shape.virtualSize,
-            bytesCompared: doneBytes,
-            bytesSent: k.bytesSent + now.bytesSent,
-            wireBytes: wire(),
-            seconds: secs(),
-            etaSeconds: rate > 0 ? (shape.virtualSize - doneBytes) / rate : undefined,
-          });
-        },
+        onRegion: (now) => reportCompare(from, now),
       });
+      // Also between regions: a region of differing data can take minutes to cross a slow link.
+      const ticker = opts.onProgress ? setInterval(() => reportCompare(from, compare.counters), PROGRESS_TICK_MS) : undefined;
+      ticker?.unref();
       try {
         next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
         // The reply comes after every queued data frame reached the replica and was written.
@@ -248,6 +266,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
         phase = String(started.phase) as Checkpoint['phase'];
         reconnects.push({ resumedFrom: Math.min(resumeRegion * shape.regionSize, shape.virtualSize), error: (e as Error).message });
       } finally {
+        clearInterval(ticker);
         for (const key of Object.keys(k) as (keyof CompareCounters)[]) k[key] += compare.counters[key];
       }
     }
@@ -349,6 +368,40 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   } finally {
     await closeSession(session);
     await primary?.close().catch(() => {});
+  }
+}
+
+/** How often a running compare reports progress besides at each region's end. */
+const PROGRESS_TICK_MS = 250;
+
+/**
+ * Where the data handed to the link stands: the link drains at its rate (a simulated link, or the
+ * --bandwidth cap), so what was handed to it beyond that is still on its way. Without a known rate
+ * the sender is held back by the link itself and only the measured rate is reported.
+ */
+class SendEstimate {
+  private seen = 0;
+  private freeAt = 0;
+  private firstAt: number | undefined;
+
+  constructor(private readonly linkRate: number) {}
+
+  /** Feed the payload bytes handed over so far; returns the seconds until they have crossed the link. */
+  update(sent: number): number {
+    const now = performance.now() / 1000;
+    if (sent > this.seen) {
+      this.firstAt ??= now;
+      if (Number.isFinite(this.linkRate)) this.freeAt = Math.max(now, this.freeAt) + (sent - this.seen) / this.linkRate;
+      this.seen = sent;
+    }
+    return Math.max(0, this.freeAt - now);
+  }
+
+  rate(): number | undefined {
+    if (Number.isFinite(this.linkRate)) return this.linkRate;
+    if (this.firstAt === undefined) return undefined;
+    const t = performance.now() / 1000 - this.firstAt;
+    return t > 0.05 ? this.seen / t : undefined;
   }
 }
 

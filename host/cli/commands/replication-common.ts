@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { Replication, replicationView, type ResyncRunOptions, type ResyncRunOutcome } from '../../replication/replication.js';
 import { parseRate } from '../../transport/rate.js';
 import { formatSize } from '../../units.js';
-import { ProgressBar, formatEta } from '../progress.js';
+import { ProgressBar, compareDetail } from '../progress.js';
 import type { VmRecord } from '../../replication/store.js';
 import { vhdsyncHome } from './resync.js';
 
@@ -81,7 +81,7 @@ export async function runInForeground(
       link: shape,
       shouldPause: () => pause,
       onProgress: (d, p) => {
-        if (p.phase === 'comparing') bar.update(p.bytesCompared, p.virtualSize, `disk ${d.index} · ${formatSize(p.bytesSent)} sent · ETA ${formatEta(p.etaSeconds)}`);
+        if (p.phase === 'comparing') bar.update(p.bytesCompared, p.virtualSize, `disk ${d.index} ${compareDetail(p)}`);
         else if (p.phase === 'merging' && p.mergeTotal) bar.update(p.mergeDone ?? 0, p.mergeTotal, `disk ${d.index} · merging`);
       },
     });

@@ -11,7 +11,7 @@ import { parseSize, formatSize } from '../../units.js';
 import { isReplicaAddress } from '../../transport/replica-address.js';
 import { addNetworkFlags } from '../network-flags.js';
 import { anyNetworkSetting, loadNetwork, type NetworkSettings } from '../../transport/network-settings.js';
-import { ProgressBar, formatEta } from '../progress.js';
+import { ProgressBar, compareDetail } from '../progress.js';
 import { exitWithError, printJson } from '../output.js';
 
 export function vhdsyncHome(): string {
@@ -84,7 +84,7 @@ export function register(program: Command): void {
         counters: new CounterStore(join(home, 'counters.json')),
         onProgress: (p) => {
           if (p.phase === 'comparing') {
-            bar.update(p.bytesCompared, p.virtualSize, `compared · ${formatSize(p.bytesSent)} sent · ETA ${formatEta(p.etaSeconds)}`);
+            bar.update(p.bytesCompared, p.virtualSize, compareDetail(p));
           } else if (p.phase === 'merging' && p.mergeTotal) {
             bar.update(p.mergeDone ?? 0, p.mergeTotal, 'merging');
           }
