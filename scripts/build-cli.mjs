@@ -21,7 +21,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 async function main() {
   const started = performance.now();
-  const common = { bundle: true, platform: 'node', target: 'node20', sourcemap: 'linked', legalComments: 'none', logLevel: 'warning' };
+  // The WASM zstd stays a package in node_modules: it reads its .wasm file beside its own module.
+  const common = { bundle: true, platform: 'node', target: 'node20', sourcemap: 'linked', legalComments: 'none', logLevel: 'warning', external: ['@bokuweb/zstd-wasm'] };
   // CommonJS, so that each Node built-in is require()d where the module using it is first evaluated:
   // ES module output hoists every `import ... from 'node:tls'` (zlib, worker_threads ...) to the top
   // and loads them all for `--help` (~20 ms). import.meta.url becomes the bundle's own file URL.
@@ -34,10 +35,11 @@ async function main() {
     define: { 'import.meta.url': '__vhdsyncBundleUrl' },
     banner: { js: "var __vhdsyncBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   });
-  // The replica's thread (a module with top-level await): loaded only by a resync that starts it.
+  // The replica's thread and the zstd compressor's thread (modules with top-level await): each loaded
+  // only by a resync that starts it.
   await esbuild.build({
     ...common,
-    entryPoints: { 'replica-worker': join(root, 'host/resync/replica-worker.ts') },
+    entryPoints: { 'replica-worker': join(root, 'host/resync/replica-worker.ts'), 'zstd-worker': join(root, 'host/transport/zstd-worker.ts') },
     outdir: join(root, 'dist/cli/bundle'),
     format: 'esm',
     // commander is not in the worker, but any CommonJS dependency would require() Node built-ins.

@@ -9,7 +9,7 @@ describe('protocol', () => {
     { t: 'credit', regions: 64 },
     { t: 'want', req: 9, region: 4_000_000_000, level: 2, nodes: Uint32Array.from([0, 5, 15]) },
     { t: 'digests', req: 9, digests: new Uint8Array(32).fill(1) },
-    { t: 'data', region: 3, compressed: true, rawLength: 8192, leaves: Uint32Array.from([1, 2]), payload: new Uint8Array([1, 2, 3]) },
+    { t: 'data', region: 3, codec: 'zstd', rawLength: 8192, leaves: Uint32Array.from([1, 2]), payload: new Uint8Array([1, 2, 3]) },
     { t: 'end', regions: Uint32Array.from([1, 2, 3]) },
     { t: 'write', offset: 2 ** 40 + 512, data: new Uint8Array([9, 9]) },
     { t: 'control', op: 'hello', body: { version: 1, x: 'y' } },

@@ -1,9 +1,9 @@
-import { deflateRaw } from 'node:zlib';
-import { promisify } from 'node:util';
 import type { Core } from '../core/types.js';
 import type { Disk } from '../disk/disk.js';
 import { VhdsyncError } from '../errors.js';
+import type { Codec } from '../transport/protocol.js';
 import type { Channel } from './channel.js';
+import { AdaptiveCompression } from './compression.js';
 import {
   RegionScanner,
   childrenOf,
@@ -16,8 +16,6 @@ import {
   type RegionTree,
   type TreeShape,
 } from './tree.js';
-
-const deflateRawAsync = promisify(deflateRaw);
 
 /** Regions the replica may hash ahead of the primary: bounds its memory (≈ 64 KiB of digests each). */
 export const CREDIT_WINDOW = 64;
@@ -51,6 +49,8 @@ export interface CompareCounters {
 export interface CompareOptions {
   dryRun: boolean;
   compress: boolean;
+  /** Payload codecs both ends support, preferred first (negotiated in hello/welcome). */
+  codecs: Codec[];
   /** Bytes per second of the link (Infinity when unlimited): compression is used only where it pays. */
   linkRate: number;
   /** Checked between regions: when it returns true, no new region starts and the compare stops cleanly. */
@@ -74,7 +74,7 @@ export class PrimaryCompare {
   private dataSent = 0;
   private dataAcked = 0;
   private ackWaiters: (() => void)[] = [];
-  private readonly compression: AdaptiveCompression;
+  readonly compression: AdaptiveCompression;
   private endTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -84,7 +84,7 @@ export class PrimaryCompare {
     private readonly shape: TreeShape,
     private readonly opts: CompareOptions,
   ) {
-    this.compression = new AdaptiveCompression(opts.compress, opts.linkRate);
+    this.compression = new AdaptiveCompression(opts.compress, opts.codecs, opts.linkRate);
     ch.onControl('data-ack', (b) => {
       this.dataAcked = Math.max(this.dataAcked, Number(b.bytes));
       const waiters = this.ackWaiters;
@@ -155,6 +155,7 @@ export class PrimaryCompare {
       await scanning?.catch(() => {});
       await Promise.allSettled(inFlight);
       scanner.free();
+      this.compression.close();
     }
     // All regions from `from` on are complete, or the run stopped early (paused) at the first one that is not.
     let first = from;
@@ -217,13 +218,13 @@ export class PrimaryCompare {
       this.counters.leavesSent += batch.length;
       this.counters.bytesSent += bytes;
       if (this.opts.dryRun) continue;
-      const { payload, compressed } = await this.compression.pack(raw);
+      const { payload, codec } = await this.compression.pack(raw);
       this.counters.payloadWireBytes += payload.byteLength;
       while (this.dataSent - this.dataAcked > DATA_WINDOW_BYTES && !this.ch.failed) {
         await new Promise<void>((resolve) => this.ackWaiters.push(resolve));
       }
       this.dataSent += bytes;
-      await this.ch.send({ t: 'data', region: r, compressed, rawLength: bytes, leaves: Uint32Array.from(batch), payload });
+      await this.ch.send({ t: 'data', region: r, codec, rawLength: bytes, leaves: Uint32Array.from(batch), payload });
     }
   }
 
@@ -281,37 +282,5 @@ export class PrimaryCompare {
     this.endBatch = [];
     await this.ch.send({ t: 'end', regions });
     await this.ch.send({ t: 'credit', regions: regions.length });
-  }
-}
-
-/**
- * `--compress`, applied only where it pays: on a link of known rate, a frame is deflated when the time
- * it saves on the link (bytes saved / rate) exceeds the time deflating costs, both measured on recent
- * frames. On a fast link or incompressible data most frames go as they are; every 16th frame is still
- * tried, so a change in the data is noticed. Only frames that shrink by 5 % or more go compressed.
- */
-class AdaptiveCompression {
-  private ratio = 0.5;
-  private secondsPerByte = 0;
-  private frames = 0;
-
-  constructor(
-    private readonly enabled: boolean,
-    private readonly linkRate: number,
-  ) {}
-
-  async pack(raw: Uint8Array): Promise<{ payload: Uint8Array; compressed: boolean }> {
-    if (!this.enabled) return { payload: raw, compressed: false };
-    // With no known rate (unlimited or a real network) every frame is tried: the user asked for it.
-    if (Number.isFinite(this.linkRate)) {
-      const saves = (raw.byteLength * (1 - this.ratio)) / this.linkRate;
-      const costs = raw.byteLength * this.secondsPerByte;
-      if (saves <= costs && this.frames++ % 16 !== 0) return { payload: raw, compressed: false };
-    }
-    const t0 = performance.now();
-    const z = new Uint8Array(await deflateRawAsync(raw, { level: 1 }));
-    this.secondsPerByte = 0.7 * this.secondsPerByte + (0.3 * (performance.now() - t0)) / 1000 / raw.byteLength;
-    this.ratio = 0.7 * this.ratio + 0.3 * (z.byteLength / raw.byteLength);
-    return z.byteLength < raw.byteLength * 0.95 ? { payload: z, compressed: true } : { payload: raw, compressed: false };
   }
 }

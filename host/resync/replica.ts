@@ -1,6 +1,4 @@
 import { readdir, rm } from 'node:fs/promises';
-import { inflateRaw } from 'node:zlib';
-import { promisify } from 'node:util';
 import { basename, join } from 'node:path';
 import { getCore, type Core } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
@@ -8,14 +6,14 @@ import { openDisk, createOverlay, mergeOverlay, mergeJournalPath, discardOverlay
 import { VhdsyncError } from '../errors.js';
 import { pathExists } from '../fsutil.js';
 import type { Link } from '../transport/link.js';
-import { PROTOCOL_VERSION } from '../transport/protocol.js';
+import { MAX_FRAME_BYTES } from '../transport/link.js';
+import { PROTOCOL_VERSION, type Codec, type PayloadCodec } from '../transport/protocol.js';
+import { decompressPayload, localCodecs } from '../transport/codec.js';
 import { Channel } from './channel.js';
 import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
 import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
 import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST_BYTES, type RegionTree, type TreeShape } from './tree.js';
-
-const inflateRawAsync = promisify(inflateRaw);
 
 /** The replica acknowledges written data this often, which lets the primary keep sending (see DATA_WINDOW_BYTES). */
 const DATA_ACK_BYTES = 4 << 20;
@@ -55,6 +53,8 @@ export class ReplicaEndpoint {
   private base: Disk | undefined;
   private dataWritten = 0;
   private dataAckedAt = 0;
+  /** Payload codecs this replica told the primary it accepts (in welcome). */
+  private codecs: Codec[] = [];
 
   constructor(
     link: Link,
@@ -78,7 +78,7 @@ export class ReplicaEndpoint {
       this.ch.onControl('start', (b) => this.start(b));
       this.ch.onImmediate('credit', (m) => this.grant(m.regions));
       this.ch.onImmediate('want', (m) => this.want(m.req, m.region, m.level, m.nodes));
-      this.ch.on('data', (m) => this.data(m.region, m.compressed, m.rawLength, m.leaves, m.payload));
+      this.ch.on('data', (m) => this.guard(() => this.data(m.region, m.codec, m.rawLength, m.leaves, m.payload)));
       this.ch.on('end', (m) => this.end(m.regions));
       this.ch.onControl('compare-done', () => this.compareDone());
       this.ch.onControl('merge', () => this.merge());
@@ -107,7 +107,8 @@ export class ReplicaEndpoint {
       const probe = await openDisk(this.replicaPath, { readOnly: true });
       const info = { virtualSize: probe.virtualSize, sectorSize: probe.sectorSize, format: probe.format, type: probe.type, name: basename(this.replicaPath) };
       await probe.close();
-      await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null });
+      this.codecs = await localCodecs();
+      await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null, codecs: this.codecs });
     });
   }
 
@@ -197,10 +198,13 @@ export class ReplicaEndpoint {
     await this.ch.send({ t: 'digests', req, digests: out });
   }
 
-  private async data(region: number, compressed: boolean, rawLength: number, leaves: Uint32Array, payload: Uint8Array): Promise<void> {
+  private async data(region: number, codec: PayloadCodec, rawLength: number, leaves: Uint32Array, payload: Uint8Array): Promise<void> {
     const shape = this.shape;
     if (!shape || this.dryRun || !this.disk) throw new VhdsyncError('PROTOCOL', 'protocol error: data outside a resync');
-    const raw = compressed ? new Uint8Array(await inflateRawAsync(payload, { maxOutputLength: rawLength })) : payload;
+    if (codec !== 'none' && !this.codecs.includes(codec)) throw new VhdsyncError('PROTOCOL', `protocol error: data compressed with ${codec}, which this replica did not accept`);
+    // The legal maximum of a payload: its leaves, and a frame. Nothing a peer claims allocates past it.
+    if (rawLength > leaves.length * shape.leafSize || rawLength > MAX_FRAME_BYTES) throw new VhdsyncError('PROTOCOL', 'protocol error: data length larger than its leaves');
+    const raw = await decompressPayload(codec, payload, rawLength);
     if (raw.byteLength !== rawLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data length does not match its header');
     const start = regionStart(shape, region);
     const length = regionLength(shape, region);

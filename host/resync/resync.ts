@@ -7,7 +7,8 @@ import { removeIfExists } from '../fsutil.js';
 import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
-import { PROTOCOL_VERSION } from '../transport/protocol.js';
+import { PROTOCOL_VERSION, type Codec } from '../transport/protocol.js';
+import { commonCodecs, localCodecs } from '../transport/codec.js';
 import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { scanTrackingLog, type LogInit } from '../tracking/log.js';
@@ -18,6 +19,7 @@ import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { dropPreResyncPoint } from './pre-resync-point.js';
+import type { CompressionStats } from './compression.js';
 import { PrimaryCompare, type CompareCounters } from './primary.js';
 import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
 
@@ -32,7 +34,13 @@ export interface ResyncOptions {
   reconnect?: { attempts?: number; delayMs?: number; maxDelayMs?: number };
   /** Leaf size in bytes (default 4 KiB). When resuming, the checkpoint's leaf size is used unless this is given. */
   leafSize?: number;
+  /** Compress the data sent (zstd where both ends have it, else deflate) where that pays. */
   compress?: boolean;
+  /**
+   * Size the compression for a link of this rate (bytes/s) when the link's own rate is not known
+   * (a real network without --bandwidth): slower links get stronger levels.
+   */
+  compressForRate?: number;
   dryRun?: boolean;
   /** Discard a checkpoint and overlay left by an earlier run and start from the beginning. */
   restart?: boolean;
@@ -97,6 +105,8 @@ export interface ResyncResult {
   trackedWritesApplied: number;
   recoveryPointsDeleted: boolean;
   phases: { preflight: number; compare: number; merge: number; apply: number };
+  /** What compression did: the codec both ends agreed on, frames compressed and raw, levels, compressor time. */
+  compression: CompressionStats;
   events: EventRecord[];
 }
 
@@ -217,6 +227,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
     // 4. Compare and sync. A link lost on the way is re-established and the replica resumes from its
     //    checkpoint, so only the regions that were in flight are compared (and sent) again.
     const k: CompareCounters = { bytesCompared: 0, bytesRead: 0, leavesSent: 0, bytesSent: 0, payloadWireBytes: 0, regionsDiffering: 0 };
+    const compression: CompressionStats = { codec: 'none', framesCompressed: 0, framesRaw: 0, levels: {}, compressorBytes: 0, compressorMs: 0 };
     const reconnects: ResyncResult['reconnects'] = [];
     const tCompare = performance.now();
     const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
@@ -247,7 +258,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       const compare = new PrimaryCompare(c, core, pd, shape, {
         dryRun,
         compress: opts.compress === true,
-        linkRate,
+        codecs: session.codecs,
+        linkRate: knownRate(opts),
         shouldStop,
         onRegion: (now) => reportCompare(from, now),
       });
@@ -268,6 +280,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       } finally {
         clearInterval(ticker);
         for (const key of Object.keys(k) as (keyof CompareCounters)[]) k[key] += compare.counters[key];
+        addCompression(compression, compare.compression.stats);
       }
     }
     const base = {
@@ -294,6 +307,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       trackedWritesApplied: 0,
       recoveryPointsDeleted: false,
       phases,
+      compression,
       events: events.records.slice(eventsBefore),
       ...extra,
     });
@@ -410,13 +424,17 @@ interface Session {
   conn: ReplicaConnection;
   ch: Channel;
   welcome: Record<string, unknown>;
+  /** Payload codecs both ends support, ours first. */
+  codecs: Codec[];
 }
 
 async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
   const conn = await connectReplica(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: pd.virtualSize });
-  const session: Session = { conn, ch: new Channel(conn.link), welcome: {} };
+  const session: Session = { conn, ch: new Channel(conn.link), welcome: {}, codecs: [] };
   try {
-    session.welcome = await Promise.race([session.ch.request('hello', { version: PROTOCOL_VERSION }, 'welcome'), conn.failed]);
+    const ours = await localCodecs();
+    session.welcome = await Promise.race([session.ch.request('hello', { version: PROTOCOL_VERSION, codecs: ours }, 'welcome'), conn.failed]);
+    session.codecs = commonCodecs(ours, session.welcome.codecs);
     preflight(opts, pd, session.welcome.replica as { virtualSize: number; sectorSize: number });
     return session;
   } catch (e) {
@@ -429,6 +447,21 @@ async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
 async function closeSession(session: Session | undefined): Promise<void> {
   session?.ch.close();
   await session?.conn.close();
+}
+
+/** The link's rate where it is known (simulated, --bandwidth, or given for compression), else Infinity. */
+function knownRate(opts: ResyncOptions): number {
+  const rate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
+  return Number.isFinite(rate) ? rate : (opts.compressForRate ?? Infinity);
+}
+
+function addCompression(into: CompressionStats, s: CompressionStats): void {
+  if (s.codec !== 'none') into.codec = s.codec;
+  into.framesCompressed += s.framesCompressed;
+  into.framesRaw += s.framesRaw;
+  into.compressorBytes += s.compressorBytes;
+  into.compressorMs += s.compressorMs;
+  for (const [l, n] of Object.entries(s.levels)) into.levels[Number(l)] = (into.levels[Number(l)] ?? 0) + n;
 }
 
 function isLinkLost(e: unknown): boolean {

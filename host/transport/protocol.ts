@@ -11,7 +11,7 @@ import { MAX_FRAME_BYTES } from './link.js';
  *   P→R credit     R may hash this many more regions ahead (bounds R's memory)
  *   P→R want       digests of these nodes of one tree level of one region, please
  *   R→P digests    the answer, in the order asked
- *   P→R data       payload of differing leaves (optionally deflated)
+ *   P→R data       payload of differing leaves: raw, deflate or zstd (the codecs negotiated in hello)
  *   P→R end        these regions are complete: R may checkpoint past them
  *   P→R write      one tracked write, applied after the merge
  *   both control   JSON: compare-done, merge, commit, pause, stats, progress, error ...
@@ -33,12 +33,19 @@ import { MAX_FRAME_BYTES } from './link.js';
  */
 export const PROTOCOL_VERSION = 1;
 
+/** Payload codecs (host/transport/codec.ts); which ones a session may use is negotiated in hello/welcome. */
+export type Codec = 'zstd' | 'deflate';
+export type PayloadCodec = 'none' | Codec;
+/** Wire ids (data message byte 5). 0 and 1 are what protocol 1 always had: raw and deflate. */
+export const CODEC_IDS: Record<PayloadCodec, number> = { none: 0, deflate: 1, zstd: 2 };
+const CODEC_BY_ID = new Map(Object.entries(CODEC_IDS).map(([k, v]) => [v, k as PayloadCodec]));
+
 export type Message =
   | { t: 'roots'; first: number; digests: Uint8Array }
   | { t: 'credit'; regions: number }
   | { t: 'want'; req: number; region: number; level: number; nodes: Uint32Array }
   | { t: 'digests'; req: number; digests: Uint8Array }
-  | { t: 'data'; region: number; compressed: boolean; rawLength: number; leaves: Uint32Array; payload: Uint8Array }
+  | { t: 'data'; region: number; codec: PayloadCodec; rawLength: number; leaves: Uint32Array; payload: Uint8Array }
   | { t: 'end'; regions: Uint32Array }
   | { t: 'write'; offset: number; data: Uint8Array }
   | { t: 'control'; op: string; body: Record<string, unknown> };
@@ -71,7 +78,7 @@ export function encode(m: Message): Uint8Array {
       const v = new DataView(out.buffer);
       v.setUint8(0, T.data);
       v.setUint32(1, m.region, true);
-      v.setUint8(5, m.compressed ? 1 : 0);
+      v.setUint8(5, CODEC_IDS[m.codec]);
       v.setUint32(6, m.rawLength, true);
       v.setUint32(10, m.leaves.length, true);
       // byte 14.. leaves, then payload
@@ -120,10 +127,12 @@ export function decode(frame: Uint8Array): Message {
       const leavesEnd = 14 + count * 4;
       if (leavesEnd > frame.byteLength) throw bad('data: leaf list past end of frame');
       const leaves = readU32s(frame.subarray(0, leavesEnd), 14);
+      const codec = CODEC_BY_ID.get(v.getUint8(5));
+      if (codec === undefined) throw bad(`data: unknown payload codec ${v.getUint8(5)}`);
       return {
         t: 'data',
         region: v.getUint32(1, true),
-        compressed: v.getUint8(5) === 1,
+        codec,
         rawLength: v.getUint32(6, true),
         leaves,
         payload: frame.subarray(leavesEnd),

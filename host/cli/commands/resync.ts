@@ -39,7 +39,7 @@ export function register(program: Command): void {
     .option('--link <rate>', 'simulated link between the sites: 1gbps, 1.5mbps, 10mbit, 10MB/s, bytes/s, unlimited', 'unlimited')
     .option('--latency <ms>', 'simulated one-way latency in milliseconds', '0')
     .option('--leaf <size>', 'finest compare unit (power of two, 512 bytes to 4M; default 4K)')
-    .option('--compress', 'deflate the data sent when that makes it smaller')
+    .option('--compress', 'compress the data sent (zstd, or deflate with an older replica) where that pays')
     .option('--dry-run', 'compare and report what would be sent; write nothing')
     .option('--restart', 'discard an unfinished resync of this replica and start from the beginning')
     .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched')

@@ -1,0 +1,192 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { init as zstdInit, compress as zstdCompress } from '@bokuweb/zstd-wasm';
+import { resync } from '../host/index.js';
+import { Channel } from '../host/resync/channel.js';
+import { ReplicaEndpoint } from '../host/resync/replica.js';
+import { makeShape } from '../host/resync/tree.js';
+import { commonCodecs, decompressPayload, localCodecs } from '../host/transport/codec.js';
+import { createMemoryLink, MemoryLink } from '../host/transport/memory-link.js';
+import { loadTlsMaterial } from '../host/transport/tls-config.js';
+import { PROTOCOL_VERSION } from '../host/transport/protocol.js';
+import { readZstdFrame } from '../host/transport/zstd-frame.js';
+import { VhdsyncError } from '../host/errors.js';
+import { qemuIdentical, randomBytes, rawImage, tempDir } from './support/files.js';
+import { serverFixture, type ServerFixture } from './network.support.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+let dir: string;
+let cleanup: () => Promise<void>;
+let net: ServerFixture | undefined;
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir('vhdsync-zstd-'));
+  await zstdInit();
+});
+afterAll(async () => {
+  await net?.close();
+  await cleanup();
+});
+
+/** Text-like, compressible bytes (a disk's documents and logs), seeded. */
+function textBytes(length: number, seed: number): Uint8Array {
+  const words = ['replica', 'primary', 'resync', 'block', 'sector', 'the', 'a', 'disk', 'log', 'write', 'of', 'and'];
+  const out = new Uint8Array(length);
+  let s = seed >>> 0;
+  let at = 0;
+  while (at < length) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const w = words[s % words.length] + (s & 0x100 ? '\n' : ' ');
+    for (let i = 0; i < w.length && at < length; i++) out[at++] = w.charCodeAt(i);
+  }
+  return out;
+}
+
+/** A primary with compressible and incompressible changes over `size`, and its replica before them. */
+async function pair(name: string, size: number, where = dir): Promise<{ primary: string; replica: string }> {
+  const writes: [number, Uint8Array][] = [];
+  for (let i = 0; i < 24; i++) writes.push([Math.floor(size / 24 / MiB) * MiB * i, i % 4 === 3 ? randomBytes(256 * KiB, i) : textBytes(256 * KiB, i)]);
+  const primary = await rawImage(join(dir, `${name}-p.img`), size, writes);
+  const replica = await rawImage(join(where, `${name}-r.img`), size);
+  return { primary, replica };
+}
+
+/** A zstd frame: magic, single-segment descriptor with a 4-byte content size, then the given blocks. */
+function craftedFrame(contentSize: number, blocks: Uint8Array[]): Uint8Array {
+  const head = new Uint8Array(9);
+  const v = new DataView(head.buffer);
+  v.setUint32(0, 0xfd2fb528, true);
+  head[4] = 0xa0; // FCS field 4 bytes, single segment
+  v.setUint32(5, contentSize, true);
+  const parts = [head, ...blocks];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) (out.set(p, at), (at += p.byteLength));
+  return out;
+}
+
+/** One RLE block ([RFC 8878] 3.1.1.2): `size` copies of one byte, 4 bytes on the wire. */
+function rleBlock(size: number, last: boolean): Uint8Array {
+  const h = (last ? 1 : 0) | (1 << 1) | (size << 3);
+  return Uint8Array.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff, 0x41]);
+}
+
+async function expectProtocol(p: Promise<unknown>, message: RegExp): Promise<void> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  expect(e).toBeInstanceOf(VhdsyncError);
+  expect((e as VhdsyncError).code).toBe('PROTOCOL');
+  expect((e as VhdsyncError).message).toMatch(message);
+}
+
+describe('zstd frames are checked before any decoder sees them', () => {
+  it('reads the content size of frames the compressor makes, and refuses frames that do not declare it exactly', async () => {
+    const data = textBytes(MiB, 7);
+    const z = zstdCompress(data, 3);
+    expect(readZstdFrame(z).contentSize).toBe(MiB);
+    expect(Buffer.compare(await decompressPayload('zstd', z, MiB), data)).toBe(0);
+    await expectProtocol(decompressPayload('zstd', z, MiB - 1), /declares 1048576 bytes but the data message 1048575/);
+    // Two frames back to back, trailing bytes, a truncated frame, not zstd at all.
+    const two = new Uint8Array(z.byteLength * 2);
+    two.set(z);
+    two.set(z, z.byteLength);
+    await expectProtocol(decompressPayload('zstd', two, MiB), /bytes after the frame/);
+    await expectProtocol(decompressPayload('zstd', z.subarray(0, z.byteLength - 9), MiB), /past the end|without a last block/);
+    await expectProtocol(decompressPayload('zstd', data.subarray(0, 64), MiB), /bad magic/);
+  });
+
+  it('a crafted frame claiming 4 GiB is refused before anything is allocated', async () => {
+    const frame = craftedFrame(0xffffffff, [rleBlock(128 * KiB, true)]);
+    expect(readZstdFrame(frame).contentSize).toBe(0xffffffff);
+    const before = process.memoryUsage();
+    await expectProtocol(decompressPayload('zstd', frame, 4096), /declares 4294967295 bytes/);
+    // A frame that declares what the message says, but whose blocks expand past it: the decoder's
+    // output is exactly that size, so it stops with an error instead of growing.
+    const liar = craftedFrame(4096, Array.from({ length: 64 }, (_, i) => rleBlock(128 * KiB, i === 63)));
+    await expectProtocol(decompressPayload('zstd', liar, 4096), /does not decompress/);
+    const after = process.memoryUsage();
+    expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(16 * MiB);
+  });
+
+  it('an older peer that lists no codecs gets deflate', () => {
+    expect(commonCodecs(['zstd', 'deflate'], undefined)).toEqual(['deflate']);
+    expect(commonCodecs(['zstd', 'deflate'], ['deflate'])).toEqual(['deflate']);
+    expect(commonCodecs(['zstd', 'deflate'], ['zstd', 'deflate', 'brotli'])).toEqual(['zstd', 'deflate']);
+    expect(commonCodecs(['deflate'], ['zstd'])).toEqual([]);
+  });
+});
+
+describe('a replica endpoint refuses a lying zstd data message with a protocol error', () => {
+  it('claims of 4 GiB in the frame or in the message end the session, and memory stays bounded', async () => {
+    const size = 8 * MiB;
+    for (const [label, rawLength, frame, message] of [
+      ['frame claims 4 GiB', 4096, craftedFrame(0xffffffff, [rleBlock(128 * KiB, true)]), /declares 4294967295 bytes/],
+      ['message claims 4 GiB', 0xffffffff, craftedFrame(0xffffffff, [rleBlock(128 * KiB, true)]), /data length larger than its leaves/],
+    ] as const) {
+      const replica = await rawImage(join(dir, `endpoint-${rawLength}.img`), size);
+      const { local, remotePort } = createMemoryLink({ rate: Infinity, latencyMs: 0 });
+      const served = new ReplicaEndpoint(new MemoryLink(remotePort, { rate: Infinity, latencyMs: 0 }), replica).run();
+      const ch = new Channel(local);
+      const welcome = await ch.request('hello', { version: PROTOCOL_VERSION, codecs: ['zstd', 'deflate'] }, 'welcome');
+      expect(welcome.codecs, label).toContain('zstd');
+      await ch.request('start', { shape: makeShape(size), dryRun: false, restart: true, primary: 'p.img' }, 'started');
+      const before = process.memoryUsage().rss;
+      const failed = ch.expect('never');
+      await ch.send({ t: 'data', region: 0, codec: 'zstd', rawLength, leaves: Uint32Array.from([0]), payload: frame });
+      await expectProtocol(failed, message);
+      expect(process.memoryUsage().rss - before, label).toBeLessThan(64 * MiB);
+      ch.close();
+      await served;
+    }
+  });
+});
+
+describe('zstd round trips through the real protocol', () => {
+  it('over the in-memory link: the replica becomes identical, data goes as zstd, and the wire carries far less', async () => {
+    const { primary, replica } = await pair('mem', 64 * MiB);
+    const r = await resync({ primary, replica, compress: true, link: { rate: 200e6, latencyMs: 1 } });
+    expect(r.result).toBe('completed');
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    expect(r.compression.codec).toBe('zstd');
+    expect(r.compression.framesCompressed).toBeGreaterThan(0);
+    expect(r.bytesSent).toBe(24 * 256 * KiB);
+    // 3/4 of the changes are text (≈ 4:1 or better), 1/4 random.
+    expect(r.payloadWireBytes).toBeLessThan(r.bytesSent * 0.5);
+  });
+
+  it('over mutual TLS to a replica server: identical replica, zstd negotiated', async () => {
+    net = await serverFixture('vhdsync-zstd-net-');
+    await mkdir(join(net.root, 'vm'), { recursive: true });
+    const { primary, replica } = await pair('tls', 32 * MiB, join(net.root, 'vm'));
+    const tls = await loadTlsMaterial(net.certs.files('client'));
+    const r = await resync({ primary, replica: `tls://127.0.0.1:${net.port}/vm/tls-r.img`, network: { tls }, compress: true });
+    expect(r.result).toBe('completed');
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    expect(r.compression.codec).toBe('zstd');
+    expect(r.compression.framesCompressed).toBeGreaterThan(0);
+    expect(r.payloadWireBytes).toBeLessThan(r.bytesSent * 0.5);
+  });
+
+  it('with a replica that speaks deflate only: deflate is negotiated and the replica still becomes identical', async () => {
+    // This thread's codecs are settled first; the replica's own thread starts with VHDSYNC_CODECS=deflate.
+    expect(await localCodecs()).toEqual(['zstd', 'deflate']);
+    const { primary, replica } = await pair('deflate', 32 * MiB);
+    process.env.VHDSYNC_CODECS = 'deflate';
+    process.env.VHDSYNC_REPLICA_THREAD = 'always';
+    let r;
+    try {
+      r = await resync({ primary, replica, compress: true, link: { rate: 50e6, latencyMs: 1 } });
+    } finally {
+      delete process.env.VHDSYNC_CODECS;
+      delete process.env.VHDSYNC_REPLICA_THREAD;
+    }
+    expect(r.result).toBe('completed');
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    expect(r.compression.codec).toBe('deflate');
+    expect(r.compression.framesCompressed).toBeGreaterThan(0);
+    expect(r.payloadWireBytes).toBeLessThan(r.bytesSent * 0.5);
+  });
+});
