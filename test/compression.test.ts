@@ -1,12 +1,11 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { init as zstdInit, compress as zstdCompress } from '@bokuweb/zstd-wasm';
 import { resync } from '../host/index.js';
 import { Channel } from '../host/resync/channel.js';
 import { ReplicaEndpoint } from '../host/resync/replica.js';
 import { makeShape } from '../host/resync/tree.js';
-import { commonCodecs, decompressPayload, localCodecs } from '../host/transport/codec.js';
+import { commonCodecs, decompressPayload, loadWasm, localCodecs } from '../host/transport/codec.js';
 import { createMemoryLink, MemoryLink } from '../host/transport/memory-link.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { PROTOCOL_VERSION } from '../host/transport/protocol.js';
@@ -20,9 +19,10 @@ const MiB = 1024 * KiB;
 let dir: string;
 let cleanup: () => Promise<void>;
 let net: ServerFixture | undefined;
+let zstdCompress: (data: Uint8Array, level: number) => Uint8Array;
 beforeAll(async () => {
   ({ dir, cleanup } = await tempDir('vhdsync-zstd-'));
-  await zstdInit();
+  zstdCompress = (await loadWasm())!.compress;
 });
 afterAll(async () => {
   await net?.close();

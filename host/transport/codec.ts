@@ -33,8 +33,11 @@ const inflateRawAsync = promisify(zlib.inflateRaw);
 
 type Wasm = typeof import('@bokuweb/zstd-wasm');
 let wasm: Promise<Wasm | undefined> | undefined;
-/** The WASM zstd, loaded once per thread; undefined where it cannot load. */
-function loadWasm(): Promise<Wasm | undefined> {
+/**
+ * The WASM zstd, loaded once per thread (its init() must run once: a second one re-instantiates the
+ * module under calls in progress); undefined where it cannot load.
+ */
+export function loadWasm(): Promise<Wasm | undefined> {
   wasm ??= import('@bokuweb/zstd-wasm')
     .then(async (m) => {
       await m.init();
