@@ -13,6 +13,8 @@
 // qemu-io; the replica is reset with cp before each run. Per format, medians of --repeat runs (default
 // 3) of: our CLI, rsync --inplace --no-whole-file, and the floor — both files read in parallel by two
 // `dd bs=4M` — measured in the same run. Targets: ≤ 0.6× rsync's time and ≤ 4× the floor.
+// Last, the peak RSS of a CLI resync of sparse dynamic VHDs by size (--memory-sizes, default
+// 1G,4G,16G; empty to skip): ≤ 256 MiB and flat.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdtempSync, rmSync, openSync, writeSync, closeSync, readSync, copyFileSync, statSync, writeFileSync, ftruncateSync } from 'node:fs';
@@ -35,10 +37,12 @@ const parseSize = (s) => {
 const sizes = arg('--sizes', '1G,2G').split(',').map(parseSize);
 const churns = arg('--churn', '0.001,0.05').split(',').map(Number);
 const jsonOut = arg('--json');
-const formats = arg('--formats', 'raw,vpc,vhdx').split(',');
+const formats = arg('--formats', 'raw,vpc,vhdx').split(',').filter(Boolean);
+for (const f of formats) if (!['raw', 'vpc', 'vhdx'].includes(f)) throw new Error(`--formats: '${f}' is not raw, vpc or vhdx (give --formats '' for none)`);
 const imageSize = parseSize(arg('--image-size', '1G'));
 const repeat = Number(arg('--repeat', '3'));
 const CLI_BIN = join(ROOT, 'dist', 'cli', 'bin.js');
+const memorySizes = arg('--memory-sizes', '1G,4G,16G').split(',').filter(Boolean).map(parseSize);
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -166,6 +170,7 @@ function qemuChurn(path, format, size, seed) {
 
 async function qemuRows(dir) {
   const out = [];
+  if (!formats.some((f) => f !== 'raw')) return out;
   const raw = join(dir, 'qemu-base.raw');
   makeThreeQuartersImage(raw, imageSize, 3);
   for (const format of formats.filter((f) => f !== 'raw')) {
@@ -225,6 +230,42 @@ async function qemuRows(dir) {
   return out;
 }
 
+/**
+ * Peak RSS of a plain CLI resync (the whole process, both threads) by disk size: sparse dynamic VHDs
+ * (qemu-img create -f vpc) with 32 extents of 256 KiB written, then 32 × 64 KiB changed on the
+ * primary. GNU time (Debian package time) reports the peak; without it the series is skipped.
+ */
+function memorySeries(dir) {
+  if (memorySizes.length === 0) return [];
+  if (spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { encoding: 'utf8' }).status !== 0) {
+    console.log('memory series skipped: /usr/bin/time is missing (apt-get install time)');
+    return [];
+  }
+  const out = [];
+  for (const size of memorySizes) {
+    const base = join(dir, 'mem-base.vhd');
+    const primary = join(dir, 'mem-primary.vhd');
+    const replica = join(dir, 'mem-replica.vhd');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vpc', base, String(size)]);
+    const writes = (pattern, shift, len) => Array.from({ length: 32 }, (_, i) => ['-c', `write -P ${pattern + i} ${Math.floor(((i * 7919) % 1000) * (size / 1000) / 65536) * 65536 + shift} ${len}`]).flat();
+    execFileSync('qemu-io', ['-f', 'vpc', ...writes(1, 0, '256k'), base], { stdio: 'ignore' });
+    copyFileSync(base, primary);
+    execFileSync('qemu-io', ['-f', 'vpc', ...writes(100, 65536, '64k'), primary], { stdio: 'ignore' });
+    copyFileSync(base, replica);
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync('/usr/bin/time', ['-f', 'peak-kib %M', process.execPath, CLI_BIN, 'resync', primary, replica, '--json'], { encoding: 'utf8' });
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (r.status !== 0) throw new Error(`vhdsync resync failed: ${r.stderr}`);
+    const peak = Number(/peak-kib (\d+)/.exec(r.stderr)[1]) * 1024;
+    out.push({ size, peakRssBytes: peak, seconds, bytesSent: JSON.parse(r.stdout).bytesSent });
+    for (const f of [base, primary, replica]) rmSync(f, { force: true });
+  }
+  const flat = out.length > 0 ? out[out.length - 1].peakRssBytes / out[0].peakRssBytes : 1;
+  console.log(`peak RSS of a CLI resync (sparse dynamic VHDs, 2 MiB changed): ${out.map((m) => `${fmtGiB(m.size)} ${fmtMiB(m.peakRssBytes)}`).join(' · ')} (largest ÷ smallest ×${fmt(flat)}; target ≤ 256 MiB, flat)`);
+  return out;
+}
+
+const fmtGiB = (b) => `${+(b / (1024 * MiB)).toFixed(2)} GiB`;
 const fmt = (n, d = 2) => n.toFixed(d);
 const fmtMiB = (b) => `${fmt(b / MiB)} MiB`;
 const dir = mkdtempSync(join(tmpdir(), 'vhdsync-bench-'));
@@ -282,13 +323,14 @@ try {
     }
   }
   const qemu = await qemuRows(dir);
+  const memory = memorySeries(dir);
   const targets = {
     timeVsRsyncAtMost: 0.25,
     bytesVsRsyncAtMost: 1,
     compareThroughputVsReadBothAtLeast: 0.6,
   };
   const met = rows.every((r) => r.ratios.timeVsRsync <= targets.timeVsRsyncAtMost && r.ratios.bytesVsRsync <= targets.bytesVsRsyncAtMost);
-  const summary = { bench: 'resync', node: process.version, rows, qemuRows: qemu, qemuTargets: { timeVsRsyncAtMost: 0.6, timeVsReadBothAtMost: 4 }, qemuTargetsMet: qemu.every((r) => r.met), targets, targetsMet: met, rsync: execFileSync('rsync', ['--version'], { encoding: 'utf8' }).split('\n')[0] };
+  const summary = { bench: 'resync', node: process.version, rows, qemuRows: qemu, qemuTargets: { timeVsRsyncAtMost: 0.6, timeVsReadBothAtMost: 4 }, qemuTargetsMet: qemu.every((r) => r.met), memorySeries: memory, targets, targetsMet: met, rsync: execFileSync('rsync', ['--version'], { encoding: 'utf8' }).split('\n')[0] };
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify(summary, null, 2) + '\n');
   if (rows.length > 0) console.log(met ? 'raw rows: targets met: time ≤ 0.25× rsync and bytes ≤ rsync on every row' : 'raw rows: targets NOT met on every row (see above)');
   if (qemu.length > 0) console.log(summary.qemuTargetsMet ? 'qemu-made rows: targets met: ≤ 0.6× rsync and ≤ 4× read-both' : 'qemu-made rows: targets NOT met on every row (see above)');

@@ -84,6 +84,8 @@ class ZeroDigests {
 export class RegionScanner {
   private readonly buffers: WasmRegion[];
   private readonly zeros: ZeroDigests;
+  /** The tree of a region with no data at all, by region length: sparse disks are mostly such regions. */
+  private readonly emptyTrees = new Map<number, Uint8Array[]>();
 
   constructor(
     private readonly core: Core,
@@ -109,6 +111,11 @@ export class RegionScanner {
 
     // Runs of leaves that must be read (some block under them has data); the rest are zero digests.
     const runs = this.presentRuns(start, length);
+    const cached = runs.length === 0 ? this.emptyTrees.get(length) : undefined;
+    if (cached) {
+      await new Promise((resolve) => setImmediate(resolve));
+      return { region: r, levels: cached, bytesRead: 0 }; // shared: nobody writes into a tree's levels
+    }
     let covered = 0; // leaves filled so far
     const fillZeros = (upTo: number) => {
       for (let i = covered; i < upTo; i++) {
@@ -152,6 +159,7 @@ export class RegionScanner {
     while (levels[levels.length - 1].byteLength > DIGEST_BYTES) {
       levels.push(this.core.hashTree(levels[levels.length - 1], s.fanout));
     }
+    if (runs.length === 0) this.emptyTrees.set(length, levels);
     // With synchronous disk I/O (useSyncIo) a scan never waits: let timers, signals and messages run.
     await new Promise((resolve) => setImmediate(resolve));
     return { region: r, levels, bytesRead };
