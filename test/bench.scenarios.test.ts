@@ -36,7 +36,7 @@ beforeAll(async () => {
   ({ dir, cleanup } = await tempDir());
   const r = spawnSync(
     process.execPath,
-    [join(ROOT, 'bench', 'scenarios', 'run.mjs'), '--scale', '1/4000', '--compute', '1.5mbps', '--no-rsync-z', '--rows', ROWS.join(','),
+    [join(ROOT, 'bench', 'scenarios', 'run.mjs'), '--scale', '1/4000', '--compute', '1.5mbps', '--no-rsync-z', '--no-real-link', '--rows', ROWS.join(','),
       '--json', join(dir, 'out.json'), '--markdown', join(dir, 'out.md'), '--svg', join(dir, 'out.svg'), '--dir', dir],
     { encoding: 'utf8' },
   );

@@ -16,6 +16,7 @@
 //   --compute LINKS       never run these links (e.g. 1.5mbps): always compute their rows' times
 //   --rows a,b            only these rows (ids as in seed.mjs, e.g. immediate@1gbps)
 //   --no-rsync-z          skip the extra rsync -z peer
+//   --no-real-link        skip the real shaped link (network namespace + veth + tbf; needs root)
 //   --no-verify           skip checking each replica against its primary after each of our runs
 //   --dir DIR             where to put the images (default: a new directory under os.tmpdir())
 //   --rerender FILE       no run: rebuild the report (ratios, Markdown, SVG) from an earlier --json
@@ -34,11 +35,12 @@ const { VMS, generateDisk } = await import('./disks.mjs');
 const { RssSampler } = await import('./memory.mjs');
 const { rsyncVersion, uncachedReadRate } = await import('./peers.mjs');
 const { runRow, fixedCosts } = await import('./scenarios.mjs');
+const { RealLink } = await import('./real-link.mjs');
 const { summarize, markdown, svgChart, rerender } = await import('./report.mjs');
 const { FULL_SIZE_BYTES, LINKS, ROWS, WRITE_RATE } = await import('./seed.mjs');
 
 function parseArgs(argv) {
-  const o = { scale: 1 / 100, maxLinkSeconds: 90, rsyncZ: true, verify: true, compute: [] };
+  const o = { scale: 1 / 100, maxLinkSeconds: 90, rsyncZ: true, verify: true, compute: [], realLink: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -59,6 +61,7 @@ function parseArgs(argv) {
     else if (a === '--dir') o.dir = val();
     else if (a === '--rerender') o.rerender = val();
     else if (a === '--no-rsync-z') o.rsyncZ = false;
+    else if (a === '--no-real-link') o.realLink = false;
     else if (a === '--no-verify') o.verify = false;
     else if (a === '--help' || a === '-h') {
       console.log('usage: node bench/scenarios/run.mjs [--scale 1/100] [--json FILE] [--markdown FILE] [--svg FILE] [--max-link-seconds 90] [--compute link,...] [--rows id,...] [--no-rsync-z] [--no-verify] [--dir DIR] [--rerender FILE]');
@@ -107,7 +110,8 @@ if (rows.length === 0) {
 const log = (s) => console.error(s);
 const memory = new RssSampler();
 const dir = opts.dir ? (mkdirSync(opts.dir, { recursive: true }), mkdtempSync(join(opts.dir, 'scenarios-'))) : mkdtempSync(join(tmpdir(), 'vhdsync-scenarios-'));
-const onSignal = () => {
+const onSignal = async () => {
+  await realLink?.close();
   rmSync(dir, { recursive: true, force: true });
   process.exit(130);
 };
@@ -115,6 +119,8 @@ process.once('SIGINT', onSignal);
 process.once('SIGTERM', onSignal);
 
 const t0 = performance.now();
+let realLink;
+let realLinkSkipped = opts.realLink ? undefined : 'not asked (--no-real-link)';
 try {
   log(`bench/scenarios: scale ${opts.scale} of ${FULL_SIZE_BYTES / 1e9} GB, images in ${dir}`);
   const bases = new Map();
@@ -132,9 +138,15 @@ try {
   if (readRate) log(`  uncached read rate of this disk: ${(readRate.bytesPerSecond / 1e6).toFixed(0)} MB/s (${readRate.method})`);
   else log('  uncached read rate: O_DIRECT unsupported here; the 80 GB scan is scaled from the warm run only');
 
+  if (opts.realLink) {
+    const opened = await RealLink.open({ dir, log });
+    realLink = opened.link;
+    realLinkSkipped = opened.skipped;
+    log(realLink ? '  real shaped link: network namespace + veth, tbf rate on both ends, one-way delay by a relay (no netem here)' : `  real shaped link skipped: ${realLinkSkipped}`);
+  }
   const ctx = {
     dir, scale: opts.scale, bases, vms: VMS, writeRate: WRITE_RATE, maxLinkSeconds: opts.maxLinkSeconds, computeLinks: new Set(opts.compute),
-    verify: opts.verify, rsyncZ: opts.rsyncZ, memory, log, peerCache: new Map(),
+    verify: opts.verify, rsyncZ: opts.rsyncZ, memory, log, peerCache: new Map(), realLink,
   };
   const fixed = await fixedCosts(ctx, [...new Set(rows.map((r) => LINKS[r.link].latencyMs))]);
   log(`  fixed cost per run: ours ${Object.entries(fixed.ours).map(([l, t]) => `${t.toFixed(3)} s at ${l} ms`).join(', ')}; rsync ${fixed.rsync.toFixed(3)} s; rsync -z ${fixed.rsyncZ.toFixed(3)} s`);
@@ -144,10 +156,11 @@ try {
 
   const report = summarize({
     raw, scale: opts.scale, disks, readRate, fixed, memory, rsync: rsyncV, writeRate: WRITE_RATE, maxLinkSeconds: opts.maxLinkSeconds,
-    verify: opts.verify, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemory: totalmem(), node: process.version },
+    verify: opts.verify, realLink: realLink ? { kind: 'netns + veth + tbf, delay by a userspace relay' } : { skipped: realLinkSkipped }, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemory: totalmem(), node: process.version },
     wallSeconds: (performance.now() - t0) / 1000,
   });
   emit(report);
 } finally {
+  await realLink?.close();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -78,7 +78,7 @@ async function sameContents(primary, replica) {
 }
 
 /** One resync with the library; the guest writes through the tracker meanwhile when `writer` is given. */
-async function ours({ primary, replica, link, vm, writer, verify, memory, label }) {
+async function ours({ primary, replica, link, vm, writer, verify, memory, label, compressForRate }) {
   const events = new EventLog();
   const live = writer ? new LiveWriter(vm, primary, writer.rate, writer.seed) : undefined;
   if (live) {
@@ -92,7 +92,7 @@ async function ours({ primary, replica, link, vm, writer, verify, memory, label 
   };
   let res;
   try {
-    res = await memory.during(label, () => resync({ primary, replica, link, compress: true, vm: vm.name, events, onProgress }));
+    res = await memory.during(label, () => resync({ primary, replica, link, compress: true, compressForRate, vm: vm.name, events, onProgress }));
   } finally {
     await live?.stop();
   }
@@ -108,6 +108,7 @@ async function ours({ primary, replica, link, vm, writer, verify, memory, label 
     bytesReadPrimary: res.bytesReadPrimary,
     trackedWritesApplied: res.trackedWritesApplied,
     phases: res.phases,
+    compression: res.compression,
     events: res.events.map((e) => e.id),
     guestWrites: live ? { writes: live.writes, bytes: live.bytes } : undefined,
     identical: verify ? await sameContents(primary, replica) : undefined,
@@ -169,8 +170,10 @@ export async function runRow(ctx, row) {
       }
 
       // Ours, local work: the same resync without a rate limit (no guest writes, so S is the scan alone).
+      // Compression is sized for the row's link, as it is over the link (the level is part of the work).
       const local = await ours({
         primary, replica: await replicaAtBreak('local'), link: { rate: Infinity, latencyMs: link.latencyMs }, vm, verify: ctx.verify, memory: ctx.memory, label: `ours ${row.id}`,
+        compressForRate: link.rate,
       });
       rmSync(made.pop());
 
@@ -182,7 +185,16 @@ export async function runRow(ctx, row) {
       const predictedSeconds = typeof predicted === 'number' ? predicted : predicted.seconds;
       let measured;
       if (!ctx.computeLinks.has(row.link) && predictedSeconds <= ctx.maxLinkSeconds) {
-        measured = await ours({ primary, replica: await replicaAtBreak('link'), link, vm, writer, verify: ctx.verify, memory: ctx.memory, label: `ours ${row.id}` });
+        measured = await ours({ primary, replica: await replicaAtBreak('link'), link, vm, writer, verify: ctx.verify, memory: ctx.memory, label: `ours ${row.id}`, compressForRate: link.rate });
+      }
+
+      // All three tools over the real shaped link (real-link.mjs), when there is one and the slowest
+      // of them is predicted to fit the budget. No guest writes here: the resync alone, as the peers.
+      let real;
+      const slowestOnLink = Math.max(local.seconds, local.wireBytes / link.rate, ...['rsync', 'rsyncZ'].filter((k) => peers[k]).map((k) => Math.max(peers[k].seconds, peers[k].sent / link.rate)));
+      if (ctx.realLink && !ctx.computeLinks.has(row.link) && slowestOnLink <= ctx.maxLinkSeconds) {
+        real = await realRow(ctx, row, vm, primary, await replicaAtBreak('real'), link);
+        rmSync(made.pop());
       }
       const entry = {
         vm: vm.name,
@@ -190,6 +202,7 @@ export async function runRow(ctx, row) {
         peers,
         local,
         measured,
+        real,
         computed: measured
           ? undefined
           : { seconds: predictedSeconds, trackedBytes: typeof predicted === 'number' ? 0 : predicted.trackedBytes, wireBytes: local.wireBytes },
@@ -202,6 +215,31 @@ export async function runRow(ctx, row) {
     }
   }
   return { ...row, link, divergenceTarget: divergence, perVm };
+}
+
+/** Ours, rsync and rsync -z over the real shaped link, each onto a fresh copy of the replica at the break. */
+async function realRow(ctx, row, vm, primary, replicaAtBreak, link) {
+  const rl = ctx.realLink;
+  await rl.configure(link);
+  const name = `${vm.name}-${row.id.replace('@', '-')}.vhd`;
+  const out = {};
+  let staged = rl.stage(replicaAtBreak, name);
+  out.ours = await ctx.memory.during(`ours ${row.id} real`, () => rl.ours(resync, primary, name, { compressForRate: link.rate }));
+  out.ours.identical = ctx.verify ? await sameContents(primary, staged.vhdsync) : undefined;
+  for (const [key, compress] of [['rsync', false], ['rsyncZ', true]]) {
+    if (key === 'rsyncZ' && !ctx.rsyncZ) continue;
+    staged = rl.stage(replicaAtBreak, name);
+    out[key] = rl.rsync(primary, name, { compress });
+    if (!sameFile(primary, staged.rsync)) throw new Error(`${vm.name}: rsync over the real link left ${staged.rsync} different from ${primary}`);
+  }
+  rmSync(staged.vhdsync, { force: true });
+  rmSync(staged.rsync, { force: true });
+  ctx.log(
+    `  ${row.id.padEnd(18)} ${vm.name.padEnd(5)} real link: ours ${mb(out.ours.vethBytes)} in ${out.ours.seconds.toFixed(2)} s` +
+      ` | rsync ${mb(out.rsync.vethBytes)} in ${out.rsync.seconds.toFixed(2)} s` +
+      (out.rsyncZ ? ` | rsync -z ${mb(out.rsyncZ.vethBytes)} in ${out.rsyncZ.seconds.toFixed(2)} s` : ''),
+  );
+  return out;
 }
 
 async function sizeOf(path) {
