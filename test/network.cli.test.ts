@@ -106,7 +106,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     const replica = join(root, 'cli-vm', 'vm-sys.img');
     expect(qemuIdentical(disk, replica)).toBe(true);
     run('workload', 'cli-vm', '--bytes', '2M', '--rate', 'unlimited', '--seed', '5');
-    expect(run('service', '--once')[0].cycle.result).toBe('replicated');
+    expect(run('service', '--once')[0].Cycle.Result).toBe('replicated');
     expect(qemuIdentical(disk, replica)).toBe(true);
     run('suspend-replication', 'cli-vm');
     run('workload', 'cli-vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '6');
@@ -133,7 +133,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     const rec = JSON.parse(await readFile(join(home, 'vms', 'cli-vm', 'vm.json'), 'utf8'));
     expect(rec.network).toMatchObject({ bandwidth: 'unlimited', cert: join(certs, 'backup.crt'), key: join(certs, 'backup.key'), ca: join(certs, 'ca.crt') });
     run('workload', 'cli-vm', '--bytes', '256K', '--rate', 'unlimited', '--seed', '7');
-    expect(run('service', '--once')[0].cycle.result).toBe('replicated');
+    expect(run('service', '--once')[0].Cycle.Result).toBe('replicated');
     // The server's log line may trail the client's answer by a moment.
     for (let i = 0; i < 100 && !serverLog.some((e) => e.event === 'started' && e.client === 'backup'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(serverLog.filter((e) => e.event === 'started').map((e) => e.client)).toContain('backup');

@@ -117,7 +117,9 @@ describe('resync over mutual TLS on loopback', () => {
 
     it('a client certificate from another CA', async () => {
       const n = events.length;
-      await expect(resync({ primary: await primaryFor(), replica: url(target), network: await network('rogue', 'ca') })).rejects.toThrow(/refuses a certificate it does not trust/);
+      const refused = resync({ primary: await primaryFor(), replica: url(target), network: await network('rogue', 'ca') });
+      await expect(refused).rejects.toThrow(/refuses a certificate it does not trust/);
+      await expect(refused).rejects.toMatchObject({ code: 'AUTH' }); // not LINK: nothing retries it
       await until(() => events.length > n);
       expect(lastRefusal()?.reason).toBe('UNABLE_TO_VERIFY_LEAF_SIGNATURE');
     });

@@ -58,7 +58,7 @@ function resyncAndCheck(s: Site, disks: string[], totalSize: number) {
   const out = s.json('resume-replication', 'vm', '--resynchronize');
   expect(out.Result).toBe('completed');
   const events = s.json('events', 'vm').slice(before);
-  const ids = events.map((e: { id: number }) => e.id);
+  const ids = events.map((e: { Id: number }) => e.Id);
   expect(ids.filter((i: number) => i === 29242 || i === 29244)).toEqual(disks.flatMap(() => [29242, 29244]));
   const after = s.json('get-replication', 'vm');
   expect(after).toMatchObject({ State: 'Replicating', Health: 'Normal', ResynchronizationReason: null });
@@ -97,7 +97,7 @@ describe('vhdsync replication (CLI, real files)', () => {
       expect(w).toMatchObject({ State: 'Replicating', Triggers: [] });
       expect(w.Bytes).toBeGreaterThanOrEqual(3 * MiB);
       const [pass] = s.json('service', '--once');
-      expect(pass.cycle.result).toBe('replicated');
+      expect(pass.Cycle.Result).toBe('replicated');
       expect(qemuIdentical(vhd, join(s.replica, 'vm', 'system.vhd'))).toBe(true);
       expect(qemuIdentical(raw, join(s.replica, 'vm', 'data.img'))).toBe(true);
     }
@@ -125,12 +125,12 @@ describe('vhdsync replication (CLI, real files)', () => {
     expect(m.Counters['Resynchronized Bytes']).toBeLessThan(total / 8);
     expect(m.Counters['Replication Count']).toBe(2);
     expect(m.SuccessfulReplicationCount).toBe(2);
-    const ids = s.json('events', 'vm').map((e: { id: number }) => e.id);
+    const ids = s.json('events', 'vm').map((e: { Id: number }) => e.Id);
     expect(ids).toContain(90002);
     expect(s.json('events', 'vm', '--id', '29242')).toHaveLength(2);
     // After the resync, replication goes on normally.
     s.json('workload', 'vm', '--bytes', '512K', '--rate', 'unlimited', '--duration', '5s');
-    expect(s.json('service', '--once')[0].cycle.result).toBe('replicated');
+    expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
     expect(qemuIdentical(raw, join(s.replica, 'vm', 'data.img'))).toBe(true);
   });
 
@@ -214,7 +214,7 @@ describe('vhdsync replication (CLI, real files)', () => {
     await cp(join(s.d, 'replica-backup'), join(s.replica, 'vm'), { recursive: true });
     s.ok('workload', 'vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '8');
     const [pass] = s.json('service', '--once');
-    expect(pass.cycle).toMatchObject({ result: 'resync-required', trigger: { reason: 'ReplicaLogOutOfSequence' } });
+    expect(pass.Cycle).toMatchObject({ Result: 'resync-required', Trigger: { Reason: 'ReplicaLogOutOfSequence' } });
     expectRequired(s, 'ReplicaLogOutOfSequence', /replica disk changed since log \d+ was applied .* restored from a backup/);
     resyncAndCheck(s, [p], 16 * MiB);
   });
@@ -231,7 +231,7 @@ describe('vhdsync replication (CLI, real files)', () => {
     await writeFile(sealed, bytes);
     const replicaBefore = execFileSync('sha256sum', [join(s.replica, 'vm', 'p.img')], { encoding: 'utf8' }).split(' ')[0];
     const [pass] = s.json('service', '--once');
-    expect(pass.cycle).toMatchObject({ result: 'resync-required', trigger: { reason: 'ReplicaLogInvalid' } });
+    expect(pass.Cycle).toMatchObject({ Result: 'resync-required', Trigger: { Reason: 'ReplicaLogInvalid' } });
     expect(execFileSync('sha256sum', [join(s.replica, 'vm', 'p.img')], { encoding: 'utf8' }).split(' ')[0]).toBe(replicaBefore);
     expectRequired(s, 'ReplicaLogInvalid', /00000001-0\.log: a record is damaged/);
     resyncAndCheck(s, [p], 16 * MiB);

@@ -164,7 +164,8 @@ export async function cancelResync(replicaPath: string, network?: DialOptions): 
 async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promise<ResyncResult> {
   const t0 = performance.now();
   const secs = () => (performance.now() - t0) / 1000;
-  const events = opts.events ?? new EventLog();
+  // A dry run writes nothing, events included: they stay in memory and come back marked dryRun.
+  const events = opts.dryRun === true ? new EventLog() : (opts.events ?? new EventLog());
   const eventsBefore = events.records.length;
   const vm = opts.vm ?? basename(opts.primary).replace(/\.[^.]+$/, '');
   const dryRun = opts.dryRun === true;
@@ -308,7 +309,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       recoveryPointsDeleted: false,
       phases,
       compression,
-      events: events.records.slice(eventsBefore),
+      events: events.records.slice(eventsBefore).map((e) => (dryRun ? { ...e, dryRun: true } : e)),
       ...extra,
     });
 
@@ -480,7 +481,9 @@ async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, un
       return { session, started: await session.ch.request('start', { ...start, restart: false }, 'started') };
     } catch (e) {
       await closeSession(session);
-      if (!isLinkLost(e)) throw e;
+      // The server took our certificate at the start, so a close right after the handshake (AUTH) is
+      // far more likely a server restarting than a refusal: keep trying.
+      if (!isLinkLost(e) && (e as VhdsyncError).code !== 'AUTH') throw e;
       last = e as Error;
     }
   }

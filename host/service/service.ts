@@ -152,8 +152,10 @@ export class ReplicationService {
       while (!signal.aborted) {
         await this.pass();
         await new Promise<void>((res) => {
-          const t = setTimeout(res, this.opts.tickMs ?? 1000);
-          signal.addEventListener('abort', () => (clearTimeout(t), res()), { once: true });
+          // One abort listener per wait, removed when the tick ends (else they pile up: MaxListenersExceededWarning).
+          const done = () => (clearTimeout(t), signal.removeEventListener('abort', done), res());
+          const t = setTimeout(done, this.opts.tickMs ?? 1000);
+          signal.addEventListener('abort', done, { once: true });
         });
       }
       for (const name of this.resyncs.keys()) await this.rep.suspend(name).catch(() => undefined);

@@ -86,12 +86,14 @@ function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, p
       resolve();
     });
     link.onClose((e) => {
-      // A server that does not trust our certificate drops us right after the handshake (TLS 1.3),
-      // without a TLS alert: all we see is a close or a reset.
+      // A server that does not trust our certificate drops us right after the handshake (TLS 1.3: the
+      // client's handshake ends first), without a TLS alert — Node's server checks the certificate
+      // after the handshake and just closes. A close before any answer is that refusal: AUTH, so
+      // scripts tell it from a network fault and nothing retries it.
       const cause = (e as { cause?: { code?: string } } | undefined)?.cause;
       const silent = e === undefined || /was lost|was reset/.test(e.message) || cause?.code === 'ECONNRESET';
       if (!silent) return reject(e);
-      reject(new VhdsyncError('LINK', `${peer} closed the connection before opening ${address.target}; if this persists, it refuses a certificate it does not trust — check that --cert is signed by the server's CA and has not expired`, { cause: e }));
+      reject(new VhdsyncError('AUTH', `${peer} closed the connection before opening ${address.target}; if this persists, it refuses a certificate it does not trust — check that --cert is signed by the server's CA and has not expired`, { cause: e }));
     });
     link.send(encode({ t: 'control', op: 'open', body: { ...request, version: opts.version ?? PROTOCOL_VERSION } })).catch(reject);
   });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { VhdsyncError } from '../../errors.js';
 import { readEventLog } from '../../events/event-log.js';
 import { printJson } from '../output.js';
+import { eventJson } from '../powershell-keys.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
 
 interface Flags extends HomeFlags {
@@ -23,7 +24,7 @@ export function register(program: Command): void {
     const rep = replicationFor(flags);
     const all = await readEventLog(join(rep.store.home, 'events.jsonl'));
     const events = all.filter((e) => (vm === undefined || e.vm === vm) && (id === undefined || e.id === id));
-    if (flags.json) printJson(events);
+    if (flags.json) printJson(events.map(eventJson));
     else for (const e of events) process.stdout.write(`${e.time}  ${String(e.id).padEnd(5)} ${e.level.padEnd(11)} ${e.message}\n`);
   });
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { ReplicationService } from '../../service/service.js';
 import { printJson } from '../output.js';
+import { powerShellKeys } from '../powershell-keys.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
 import { parseDuration } from './workload.js';
 
@@ -32,7 +33,7 @@ export function register(program: Command): void {
         const out = [];
         for (const p of passes) {
           const vm = await rep.store.tryLoad(p.VMName);
-          out.push({ ...p, State: vm?.state, Health: vm ? rep.health(vm).health : undefined });
+          out.push({ ...(powerShellKeys(p) as object), State: vm?.state, Health: vm ? rep.health(vm).health : undefined });
         }
         printJson(out);
       } else {
