@@ -143,7 +143,7 @@ describe('vhdsync replication (CLI, real files)', () => {
     s.ok('service', '--once');
     execFileSync('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x5a 30M 64k', p]);
     const [pass] = s.json('service', '--once');
-    expect(pass.trigger.reason).toBe('ModifiedWhileOff');
+    expect(pass.Trigger.Reason).toBe('ModifiedWhileOff');
     expectRequired(s, 'ModifiedWhileOff', /p\.vhd: .* with no tracked write to explain it: the disk was modified while the VM was off/);
     const { out } = resyncAndCheck(s, [p], 32 * MiB);
     expect(out.Disks[0].BytesSent).toBe(65536);
