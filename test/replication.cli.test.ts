@@ -134,6 +134,15 @@ describe('vhdsync replication (CLI, real files)', () => {
     expect(qemuIdentical(raw, join(s.replica, 'vm', 'data.img'))).toBe(true);
   });
 
+  it('an unlimited-rate workload with only a duration writes in bounded bursts and ends on time', async () => {
+    const s = await site();
+    const raw = await rawDisk(join(s.d, 'data.img'), 64 * MiB, 9);
+    s.json('enable-replication', 'vm', '--disk', raw, '--replica', s.replica);
+    s.json('start-initial-replication', 'vm');
+    // Before the fix this planned one endless burst in memory (11 GB RSS, never returned).
+    expect(s.json('workload', 'vm', '--rate', 'unlimited', '--duration', '1s').Bytes).toBeGreaterThan(0);
+  });
+
   it('trigger: the disk modified while the VM was off (qemu-io), seen by the service', async () => {
     const s = await site();
     const p = vhdDisk(join(s.d, 'p.vhd'), 32 * MiB);

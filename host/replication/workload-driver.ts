@@ -1,4 +1,5 @@
 import type { TrackRecord } from '../tracking/log.js';
+import { MiB } from '../units.js';
 import { planWrites, type WorkloadPattern } from '../tracking/workload.js';
 import type { RunningVm } from './running-vm.js';
 
@@ -25,6 +26,8 @@ export interface WorkloadResult {
 }
 
 const TICK_MS = 50;
+/** At most this many bytes are planned and held per tick, so an unlimited rate stays bounded in memory. */
+const MAX_BURST_BYTES = 16 * MiB;
 
 /**
  * Drive a running VM with a realistic, seeded write mix (host/tracking/workload.ts), spread over its
@@ -51,7 +54,8 @@ export async function driveWorkload(vm: RunningVm, o: WorkloadOptions): Promise<
       break;
     }
     if (elapsed >= o.durationMs || bytes >= limit || exhausted.every(Boolean)) break;
-    const allowed = Math.min(limit, Number.isFinite(o.rate) ? (o.rate * (elapsed + TICK_MS)) / 1000 : limit);
+    const due = Number.isFinite(o.rate) ? (o.rate * (elapsed + TICK_MS)) / 1000 : limit;
+    const allowed = Math.min(limit, due, bytes + MAX_BURST_BYTES);
     const bursts: TrackRecord[][] = plans.map(() => []);
     while (bytes < allowed && !exhausted.every(Boolean)) {
       const i = turn++ % n;
@@ -75,7 +79,7 @@ export async function driveWorkload(vm: RunningVm, o: WorkloadOptions): Promise<
       burstWrites += burst.length;
     }
     if (burstWrites > 0) o.onBurst?.(burstBytes, burstWrites);
-    const wait = t0 + elapsed + TICK_MS - performance.now();
+    const wait = Number.isFinite(o.rate) ? t0 + elapsed + TICK_MS - performance.now() : 0;
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
   await vm.settle();
