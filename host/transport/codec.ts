@@ -76,19 +76,22 @@ export interface Packed {
 }
 
 /**
- * Compresses payloads with one codec, off the calling thread: zstd on Node's thread pool or on a
- * worker of its own (WASM), deflate on Node's thread pool. `close()` ends the worker.
+ * Compresses payloads with one codec, off the calling thread: zstd on Node's thread pool or on worker
+ * threads of its own (WASM; `threads` of them, each payload to the least busy), deflate on Node's
+ * thread pool. `close()` ends the workers.
  */
 export class Compressor {
-  private worker: Worker | undefined;
-  private ready: Promise<void> | undefined;
+  private workers: { worker: Worker; ready: Promise<void>; busy: number }[] = [];
   private nextId = 1;
   private pending = new Map<number, { resolve: (p: Packed) => void; reject: (e: Error) => void }>();
   private useBuiltin = builtin !== undefined;
   /** Payloads handed to compress() and not yet back. */
   inFlight = 0;
 
-  constructor(readonly codec: Codec) {}
+  constructor(
+    readonly codec: Codec,
+    readonly threads = 1,
+  ) {}
 
   async compress(raw: Uint8Array, level: number): Promise<Packed> {
     this.inFlight++;
@@ -121,39 +124,49 @@ export class Compressor {
   }
 
   close(): void {
-    void this.worker?.terminate();
-    this.worker = undefined;
+    for (const w of this.workers) void w.worker.terminate();
+    this.workers = [];
     for (const p of this.pending.values()) p.reject(new VhdsyncError('IO', 'the compressor was closed'));
     this.pending.clear();
   }
 
-  private async inWorker(raw: Uint8Array, level: number): Promise<Packed> {
-    if (!this.worker) {
-      const w = new Worker(ZSTD_WORKER_URL);
-      this.worker = w;
-      w.unref();
-      this.ready = new Promise((resolve, reject) => {
-        w.once('error', (e) => {
-          reject(new VhdsyncError('IO', `zstd compressor failed: ${e.message}`));
-          for (const p of this.pending.values()) p.reject(new VhdsyncError('IO', `zstd compressor failed: ${e.message}`));
-          this.pending.clear();
-        });
-        w.on('message', (m: { ready?: boolean; id: number; out?: Uint8Array; ms?: number; error?: string }) => {
-          if (m.ready) return resolve();
-          const p = this.pending.get(m.id);
-          this.pending.delete(m.id);
-          if (m.error !== undefined || !m.out) p?.reject(new VhdsyncError('IO', `zstd compression failed: ${m.error}`));
-          else p?.resolve({ payload: m.out, ms: m.ms ?? 0 });
-        });
+  private spawn(): { worker: Worker; ready: Promise<void>; busy: number } {
+    const worker = new Worker(ZSTD_WORKER_URL);
+    worker.unref();
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.once('error', (e) => {
+        const err = new VhdsyncError('IO', `zstd compressor failed: ${e.message}`);
+        reject(err);
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
       });
-    }
-    await this.ready;
-    const id = this.nextId++;
-    // A copy is posted (the caller still owns `raw`); structured clone of 1 MiB costs ~0.1 ms.
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker!.postMessage({ id, data: raw, level });
+      worker.on('message', (m: { ready?: boolean; id: number; out?: Uint8Array; ms?: number; error?: string }) => {
+        if (m.ready) return resolve();
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.error !== undefined || !m.out) p?.reject(new VhdsyncError('IO', `zstd compression failed: ${m.error}`));
+        else p?.resolve({ payload: m.out, ms: m.ms ?? 0 });
+      });
     });
+    ready.catch(() => {});
+    return { worker, ready, busy: 0 };
+  }
+
+  private async inWorker(raw: Uint8Array, level: number): Promise<Packed> {
+    if (this.workers.length === 0) for (let i = 0; i < Math.max(1, this.threads); i++) this.workers.push(this.spawn());
+    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    w.busy++;
+    try {
+      await w.ready;
+      const id = this.nextId++;
+      // A copy is posted (the caller still owns `raw`); structured clone of 1 MiB costs ~0.1 ms.
+      return await new Promise<Packed>((resolve, reject) => {
+        this.pending.set(id, { resolve, reject });
+        w.worker.postMessage({ id, data: raw, level });
+      });
+    } finally {
+      w.busy--;
+    }
   }
 }
 
