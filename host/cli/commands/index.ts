@@ -38,12 +38,32 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   web: () => import('./web.js'),
   replica: () => import('./replica.js'),
   cert: () => import('./cert.js'),
+  completion: () => import('./completion.js'),
 };
 
 export const COMMAND_NAMES = Object.keys(COMMANDS);
 
+/** `vhdsync --help` lists the commands by purpose, under these headings. */
+const GROUPS: [string, string[]][] = [
+  ['Images:', ['info', 'compare', 'checksum', 'create', 'web']],
+  ['Resync:', ['resync']],
+  ['Replication:', [
+    'enable-replication', 'start-initial-replication', 'get-replication', 'set-replication', 'suspend-replication',
+    'resume-replication', 'stop-replication', 'measure-replication', 'remove-replication', 'events', 'service',
+  ]],
+  ['Running VMs:', ['run', 'stop-vm', 'workload', 'write']],
+  ['Failover:', ['get-recovery-points', 'start-failover', 'stop-failover', 'reverse-replication']],
+  ['Sites:', ['replica', 'cert']],
+  ['Shell:', ['completion']],
+];
+const GROUP_OF = new Map(GROUPS.flatMap(([heading, names]) => names.map((n) => [n, heading] as const)));
+
 /** Register the command named by `args[0]` (the first argument after `vhdsync`), or every command. */
 export async function registerCommands(program: Command, args: readonly string[]): Promise<void> {
-  const load = Object.hasOwn(COMMANDS, args[0] ?? '') ? [COMMANDS[args[0]]] : Object.values(COMMANDS);
+  // All of them in the order of the help's groups (commander lists a group where its first command comes).
+  const ordered = [...new Set([...GROUPS.flatMap(([, names]) => names), ...COMMAND_NAMES])].filter((n) => Object.hasOwn(COMMANDS, n));
+  const load = Object.hasOwn(COMMANDS, args[0] ?? '') ? [COMMANDS[args[0]]] : ordered.map((n) => COMMANDS[n]);
   for (const m of await Promise.all(load.map((f) => f()))) m.register(program);
+  for (const c of program.commands) c.helpGroup(GROUP_OF.get(c.name()) ?? 'Other:');
+  program.commandsGroup('Shell:').helpCommand(true); // `help [command]` beside completion
 }
