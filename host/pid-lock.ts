@@ -1,10 +1,12 @@
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { VhdsyncError } from './errors.js';
+import { lockFile, lockHolderOf, tryLockFile, type HeldLock } from './writer-lock.js';
 
 /**
- * A lock between processes: a file created with O_EXCL that holds the owner's pid. A lock whose owner
- * is no longer alive (SIGKILL, crash) is stale and is taken over. Used for the tracking log of a disk
- * (writers, sealing, resync), a VM's persisted state, the running VM and the process running a resync.
+ * Named locks (`<dir>/site.lock`, a VM's state, the running VM, the service of a home) on top of the one
+ * lock of writer-lock.ts: keyed by the identity of the directory plus the name, so two paths to one
+ * folder collide, released by the kernel when the holder dies. No file is created at the path itself.
+ * (The historical name stays for the call sites; there are no pid files any more.)
  */
 export function isProcessAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
@@ -16,83 +18,30 @@ export function isProcessAlive(pid: number): boolean {
   }
 }
 
-/** A lock file that exists but holds no pid yet is given this long to get one before it counts as stale. */
-const EMPTY_GRACE_MS = 5_000;
-
 export type Release = () => Promise<void>;
 
-/** The live pid holding `path`, or undefined when the lock is free or stale. */
-export async function lockHolder(path: string): Promise<number | undefined> {
-  const owner = await readOwner(path);
-  if (owner === undefined || owner === 'empty') return undefined;
-  return isProcessAlive(owner) ? owner : undefined;
-}
-
-/** The pid written in `path` whether alive or not (undefined when there is no lock file). */
-export async function lockOwner(path: string): Promise<number | undefined> {
-  const owner = await readOwner(path);
-  return typeof owner === 'number' ? owner : undefined;
-}
-
-async function readOwner(path: string): Promise<number | 'empty' | undefined> {
-  let text: string;
+async function at<T>(path: string, fn: (dir: string, name: string) => Promise<T>): Promise<T> {
   try {
-    text = await readFile(path, 'utf8');
+    return await fn(dirname(path), basename(path));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (e instanceof VhdsyncError && e.code === 'NOT_FOUND') {
+      throw new VhdsyncError('NOT_FOUND', `${path}: the directory for this lock does not exist`, { cause: e });
+    }
     throw e;
   }
-  const pid = Number.parseInt(text.trim(), 10);
-  if (Number.isSafeInteger(pid) && pid > 0) return pid;
-  return 'empty';
 }
 
-/**
- * Try to take the lock once. Returns a release function, or `{ holder }` when a live process has it.
- * A stale lock (dead owner) is taken over; `stale` then carries the dead owner's pid.
- */
-export async function tryLock(path: string): Promise<{ release: Release; stale?: number } | { holder: number }> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      const fh = await open(path, 'wx');
-      try {
-        await fh.write(`${process.pid}\n`);
-      } finally {
-        await fh.close();
-      }
-      return { release: () => releaseLock(path) };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw lockError(path, e);
-    }
-    const owner = await readOwner(path);
-    if (owner === undefined) continue; // released meanwhile
-    if (owner === 'empty') {
-      const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age < EMPTY_GRACE_MS) return { holder: 0 };
-    } else if (isProcessAlive(owner)) {
-      return { holder: owner };
-    }
-    // Stale: move it aside under a unique name, and make sure what we moved is what we judged stale.
-    const aside = `${path}.stale-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    try {
-      await rename(path, aside);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw lockError(path, e);
-    }
-    const moved = await readOwner(aside);
-    if (moved !== owner) {
-      // Someone took the lock between our read and our rename: give it back if the name is still free.
-      await link(aside, path).catch(() => undefined);
-      await unlink(aside).catch(() => undefined);
-      continue;
-    }
-    await unlink(aside).catch(() => undefined);
-    const again = await tryLock(path);
-    if ('release' in again && typeof owner === 'number') return { release: again.release, stale: owner };
-    return again;
-  }
-  return { holder: 0 };
+/** The live pid holding `path`, or undefined when the lock is free. */
+export async function lockHolder(path: string): Promise<number | undefined> {
+  const h = await at(path, (dir, name) => lockHolderOf(dir, name)).catch(() => 'free' as const);
+  return h === 'free' ? undefined : (h?.pid ?? 0);
+}
+
+/** Try to take the lock once: a release function, or `{ holder }` (its pid; 0 when it did not say). */
+export async function tryLock(path: string): Promise<{ release: Release; lock: HeldLock } | { holder: number }> {
+  const r = await at(path, (dir, name) => tryLockFile(dir, { sub: name, what: path }));
+  if ('release' in r) return { release: () => r.release(), lock: r };
+  return { holder: r.holder?.pid ?? 0 };
 }
 
 export interface AcquireOptions {
@@ -104,17 +53,13 @@ export interface AcquireOptions {
 
 /** Take the lock, waiting while a live process holds it. */
 export async function acquireLock(path: string, opts: AcquireOptions = {}): Promise<Release> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  let wait = 1;
-  for (;;) {
-    const r = await tryLock(path);
-    if ('release' in r) return r.release;
-    if (Date.now() >= deadline) {
-      const who = r.holder > 0 ? ` (held by process ${r.holder})` : '';
-      throw new VhdsyncError('BUSY', `${opts.what ?? path} is locked${who}; try again when it is done`);
-    }
-    await new Promise((res) => setTimeout(res, wait));
-    wait = Math.min(wait * 2, 20);
+  const what = opts.what ?? path;
+  try {
+    const lock = await at(path, (dir, name) => lockFile(dir, { sub: name, what, wait: opts.timeoutMs ?? 30_000 }));
+    return () => lock.release();
+  } catch (e) {
+    if (e instanceof VhdsyncError && e.code === 'BUSY') throw new VhdsyncError('BUSY', e.message.replace(/; wait for it.*$/, '; try again when it is done'));
+    throw e;
   }
 }
 
@@ -127,14 +72,3 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, opts: Acqu
   }
 }
 
-async function releaseLock(path: string): Promise<void> {
-  // Only remove our own lock: after a takeover the file may belong to someone else.
-  const owner = await readOwner(path).catch(() => undefined);
-  if (owner === process.pid) await unlink(path).catch(() => undefined);
-}
-
-function lockError(path: string, e: unknown): VhdsyncError {
-  const err = e as NodeJS.ErrnoException;
-  if (err.code === 'ENOENT') return new VhdsyncError('NOT_FOUND', `${path}: the directory for this lock does not exist`, { cause: e });
-  return new VhdsyncError('IO', `${path}: could not take the lock (${err.message})`, { cause: e });
-}
