@@ -50,7 +50,8 @@ export interface HeldLock {
   readonly since: string;
   /** Answer stop requests (`resync --cancel` while this process writes). Without a handler they are refused. */
   onStop(handler: ((reason: string) => StopAnswer) | undefined): void;
-  release(): Promise<void>;
+  /** Let go; `outcome` (e.g. 'cancelled') is told to whoever asked this holder to stop. */
+  release(outcome?: string): Promise<void>;
 }
 
 export interface LockOptions {
@@ -167,7 +168,7 @@ export async function lockHolderOf(path: string, sub?: string): Promise<Holder |
  * Ask the holder of `path` to stop. Resolves `free` when nobody holds it, the holder's answer, and — when
  * it agreed — `released`, which settles once it has let go (its process exited or released the lock).
  */
-export async function askToStop(path: string, reason: string, sub?: string): Promise<'free' | { holder: Holder | undefined; answer: StopAnswer; released?: Promise<void> }> {
+export async function askToStop(path: string, reason: string, sub?: string): Promise<'free' | { holder: Holder | undefined; answer: StopAnswer; released?: Promise<string | undefined> }> {
   const key = await lockKey(path, sub);
   if (!useSockets()) {
     const h = await readFileHolder(fallbackPath(key));
@@ -178,15 +179,24 @@ export async function askToStop(path: string, reason: string, sub?: string): Pro
     const sock = createConnection(socketName(key));
     let buf = '';
     let answered = false;
-    let releasedResolve!: () => void;
-    const released = new Promise<void>((r) => (releasedResolve = r));
+    let outcome: string | undefined;
+    let releasedResolve!: (outcome: string | undefined) => void;
+    const released = new Promise<string | undefined>((r) => (releasedResolve = r));
     sock.on('connect', () => sock.write(JSON.stringify({ op: 'stop', reason }) + '\n'));
     sock.on('data', (d) => {
       buf += d.toString('utf8');
       const nl = buf.indexOf('\n');
-      if (nl < 0 || answered) return;
+      if (nl < 0) return;
+      if (answered) {
+        // The holder's last word before it lets go: how the run it stopped ended.
+        const last = parseLine(buf.slice(0, nl));
+        if (typeof last?.outcome === 'string') outcome = last.outcome;
+        buf = buf.slice(nl + 1);
+        return;
+      }
       answered = true;
       const msg = parseLine(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
       const answer: StopAnswer = msg?.answer?.stopping === true ? { stopping: true } : { stopping: false, why: String(msg?.answer?.why ?? 'it did not say why') };
       if (answer.stopping) resolvePromise({ holder: msg?.holder, answer, released });
       else {
@@ -196,7 +206,7 @@ export async function askToStop(path: string, reason: string, sub?: string): Pro
     });
     // The holder closes every control connection when it lets go (or the kernel does when it dies).
     sock.on('close', () => {
-      releasedResolve();
+      releasedResolve(outcome);
       if (!answered) resolvePromise('free');
     });
     sock.on('error', () => undefined);
@@ -225,6 +235,7 @@ async function trySocket(key: string, what: string): Promise<HeldLock | { holder
 function socketLock(server: Server, key: string, what: string, since: string): HeldLock {
   const info = me(what, since);
   const clients = new Set<Socket>();
+  const stopping = new Set<Socket>();
   let stopHandler: ((reason: string) => StopAnswer) | undefined;
   let released: Promise<void> | undefined;
   // A held lock must not keep a finished process alive; the kernel frees it at exit anyway.
@@ -253,6 +264,7 @@ function socketLock(server: Server, key: string, what: string, since: string): H
           sock.write(JSON.stringify({ holder: info, answer }) + '\n');
           // A refusal ends the conversation; an agreement keeps it open until we let go.
           if (!answer.stopping) sock.end();
+          else stopping.add(sock);
         } else sock.destroy();
       }
     });
@@ -261,10 +273,13 @@ function socketLock(server: Server, key: string, what: string, since: string): H
     key,
     since,
     onStop: (h) => (stopHandler = h),
-    release: () =>
+    release: (outcome) =>
       (released ??= new Promise<void>((res) => {
         server.close(() => res());
-        for (const c of clients) c.destroy();
+        for (const c of clients) {
+          if (outcome !== undefined && stopping.has(c)) c.end(JSON.stringify({ outcome }) + '\n');
+          else c.destroy();
+        }
       })),
   };
 }

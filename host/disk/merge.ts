@@ -42,6 +42,10 @@ export interface MergeOptions {
   onProgress?: (done: number, total: number) => void;
   /** Flush the parent and record progress in the journal after at most this many copied bytes (default 256 MiB). */
   checkpointBytes?: number;
+  /** Called once the journal exists, before the parent is first written (also when resuming). */
+  onJournal?: () => Promise<void>;
+  /** Called once every block is durable in the parent, before the child is deleted (also when resuming that step). */
+  onCopied?: () => Promise<void>;
 }
 
 export interface MergeResult {
@@ -98,6 +102,7 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
         `${childPath}: the differencing disk is gone but ${journalPath} says its merge was still copying; the parent ${journal.parent} is partly merged`,
       );
     }
+    await options.onCopied?.();
     await finish(childPath, journalPath);
     return { parentPath: journal.parent, copiedBytes: 0, mergedBlocks: 0, resumed: true };
   }
@@ -157,6 +162,7 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
     if (journal.blockCount !== child.blockCount || journal.virtualSize !== child.virtualSize) {
       throw new VhdsyncError('STATE', `${childPath}: ${journalPath} does not match the disk (different size); remove it to restart the merge`);
     }
+    await options.onJournal?.();
 
     let total = 0;
     let done = 0;
@@ -216,6 +222,7 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
     await child.close();
     await parent.close();
     parent = undefined;
+    await options.onCopied?.();
     await finish(childPath, journalPath);
     return { parentPath, copiedBytes, mergedBlocks, resumed };
   } finally {

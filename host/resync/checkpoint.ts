@@ -5,7 +5,10 @@ import { removeIfExists, writeFileAtomic } from '../fsutil.js';
 /**
  * The replica side's record of a resync in progress, written atomically beside the replica after the
  * overlay has been flushed: every region below `nextRegion` is durably in the overlay (or was equal).
- * `phase` moves comparing → compared → merging; once `merging` is written the merge must finish.
+ * `phase` moves comparing → compared → merging → merged, never back. `merging` is written once the
+ * merge journal exists, just before the base is first written (a merge that fails before that, on a
+ * read-only replica, can still be cancelled); `merged` once every block is in the base, before the
+ * overlay is deleted — the one proof that a missing overlay was merged and not lost.
  */
 export interface Checkpoint {
   version: 1;
@@ -15,7 +18,7 @@ export interface Checkpoint {
   regionSize: number;
   fanout: number;
   nextRegion: number;
-  phase: 'comparing' | 'compared' | 'merging';
+  phase: 'comparing' | 'compared' | 'merging' | 'merged';
   bytesReceived: number;
   leavesReceived: number;
   startedAt: string;
@@ -45,7 +48,7 @@ export async function readCheckpoint(path: string): Promise<Checkpoint | undefin
     intOk(c.regionSize) &&
     intOk(c.fanout) &&
     intOk(c.nextRegion) &&
-    (c.phase === 'comparing' || c.phase === 'compared' || c.phase === 'merging') &&
+    (c.phase === 'comparing' || c.phase === 'compared' || c.phase === 'merging' || c.phase === 'merged') &&
     intOk(c.bytesReceived) &&
     intOk(c.leavesReceived);
   if (!valid) throw new VhdsyncError('CHECKPOINT', `${path}: the resync checkpoint is damaged; run with --restart (or --cancel) to start over`);

@@ -125,7 +125,7 @@ export class ReplicaEndpoint {
       } else {
         const existing = b.restart === true ? undefined : await readCheckpoint(this.checkpointPath);
         // Past the point of no return the overlay may already be merged (and gone): merge() knows.
-        if (existing && (existing.phase === 'merging' || (await pathExists(this.overlayPath)))) {
+        if (existing && (existing.phase === 'merging' || existing.phase === 'merged' || (await pathExists(this.overlayPath)))) {
           this.checkpoint = existing;
           resumeFrom = existing.nextRegion;
           phase = existing.phase;
@@ -148,7 +148,7 @@ export class ReplicaEndpoint {
           };
           await writeCheckpoint(this.checkpointPath, this.checkpoint);
         }
-        if (phase !== 'merging') this.disk = await openDisk(this.overlayPath);
+        if (phase === 'comparing' || phase === 'compared') this.disk = await openDisk(this.overlayPath);
       }
       this.nextRegion = resumeFrom;
       await this.ch.control('started', { resumeFrom, phase, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
@@ -268,37 +268,56 @@ export class ReplicaEndpoint {
       if (this.nextRegion !== regionCount(this.shape!)) {
         throw new VhdsyncError('PROTOCOL', `protocol error: compare reported done at region ${this.nextRegion} of ${regionCount(this.shape!)}`);
       }
-      await this.saveCheckpoint('compared');
+      // A resumed run past the compare keeps its phase: never back from merging (issue 13 item 5).
+      await this.saveCheckpoint(this.checkpoint!.phase === 'comparing' ? 'compared' : undefined);
       await this.ch.control('compared', { bytesReceived: this.checkpoint!.bytesReceived, leavesReceived: this.checkpoint!.leavesReceived });
     });
   }
 
-  /** The point of no return: the overlay goes into the base. Resumable (the disk layer journals it). */
+  /**
+   * The point of no return: the overlay goes into the base. Resumable (the disk layer journals it).
+   * The phase says `merging` only once the journal exists, just before the base is first written, and
+   * `merged` once every block is in it; a missing overlay is accepted as merged only on that word.
+   */
   private merge(): Promise<void> {
     return this.guard(async () => {
       if (this.disk) {
         await this.disk.close();
         this.disk = undefined;
       }
-      if (this.checkpoint!.phase !== 'merging') {
-        // The base is still untouched: its before-images are exact. Once merging, they never are again.
-        if (this.keepPreResync) await capturePreResyncPoint(this.replicaPath, this.overlayPath);
-        await this.saveCheckpoint('merging');
+      const cp = this.checkpoint!;
+      const journal = mergeJournalPath(this.overlayPath);
+      const overlayThere = await pathExists(this.overlayPath);
+      const journalThere = await pathExists(journal);
+      const began = cp.phase === 'merging' || cp.phase === 'merged' || journalThere;
+      if (!overlayThere && !journalThere) {
+        if (cp.phase !== 'merged') {
+          throw new VhdsyncError('STATE', `${this.replicaPath}: the resync's overlay ${this.overlayPath} is gone but no merge journal says it was merged (phase ${cp.phase}); the replica was not changed by it — start over with --restart`);
+        }
+        // A run killed after the merge deleted the overlay (and its journal) but before the commit.
+        // Its tracked writes may already be in the base: the pre-resync point could not be trusted.
+        await dropPreResyncPoint(this.replicaPath);
+      } else {
+        // The base is untouched until the journal exists: its before-images are exact. Once begun, never again.
+        if (!began) {
+          if (this.keepPreResync) await capturePreResyncPoint(this.replicaPath, this.overlayPath);
+          else await dropPreResyncPoint(this.replicaPath);
+        }
+        let last = 0;
+        await mergeOverlay(this.overlayPath, {
+          onJournal: async () => {
+            if (cp.phase !== 'merging' && cp.phase !== 'merged') await this.saveCheckpoint('merging');
+          },
+          onCopied: () => this.saveCheckpoint('merged'),
+          onProgress: (done: number, total: number) => {
+            const now = Date.now();
+            if (now - last > 200) {
+              last = now;
+              void this.ch.control('merge-progress', { done, total }).catch(() => {});
+            }
+          },
+        });
       }
-      // A run killed after the merge deleted the overlay (and its journal) but before the commit.
-      const merged = !(await pathExists(this.overlayPath)) && !(await pathExists(mergeJournalPath(this.overlayPath)));
-      // Tracked writes of the killed run may already be in the base: the point could not be trusted.
-      if (merged || !this.keepPreResync) await dropPreResyncPoint(this.replicaPath);
-      let last = 0;
-      if (!merged) await mergeOverlay(this.overlayPath, {
-        onProgress: (done: number, total: number) => {
-          const now = Date.now();
-          if (now - last > 200) {
-            last = now;
-            void this.ch.control('merge-progress', { done, total }).catch(() => {});
-          }
-        },
-      });
       await this.ch.control('merged', {});
     });
   }

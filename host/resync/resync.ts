@@ -4,6 +4,7 @@ import type { Disk } from '../disk/disk.js';
 import { openDisk, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
+import { askToStop, describeHolder, fileIdentity, lockFile, type HeldLock, type Holder } from '../writer-lock.js';
 import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
@@ -17,6 +18,7 @@ import { formatSize } from '../units.js';
 import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
+import { mergeJournalPath } from '../disk/index.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { dropPreResyncPoint } from './pre-resync-point.js';
 import type { CompressionStats } from './compression.js';
@@ -51,6 +53,12 @@ export interface ResyncOptions {
   keepPreResyncPoint?: boolean;
   /** Name used in events and counters (default: the primary's file name). */
   vm?: string;
+  /**
+   * Another process writing this replica: refuse at once with one line naming it (default), or wait
+   * for it (true: forever; a number: at most that many ms). `onWait` hears whom we wait for.
+   */
+  wait?: boolean | number;
+  onWait?: (holder: Holder | undefined) => void;
   events?: EventLog;
   counters?: CounterStore;
   onProgress?: (p: ResyncProgress) => void;
@@ -85,7 +93,8 @@ export interface ResyncProgress {
 }
 
 export interface ResyncResult {
-  result: 'completed' | 'paused' | 'failed';
+  /** 'cancelled': another process asked this one to stop (`resync --cancel`); the overlay is gone, the base untouched. */
+  result: 'completed' | 'paused' | 'failed' | 'cancelled';
   identical: boolean;
   dryRun: boolean;
   virtualSize: number;
@@ -118,7 +127,7 @@ export interface ResyncHandle {
 
 export function startResync(opts: ResyncOptions): ResyncHandle {
   let pauseRequested = false;
-  const done = runResync(opts, () => pauseRequested);
+  const done = runLocked(opts, () => pauseRequested);
   return {
     pause: () => {
       pauseRequested = true;
@@ -133,22 +142,57 @@ export function resync(opts: ResyncOptions): Promise<ResyncResult> {
 
 /**
  * `vhdsync resync --cancel`: drop the overlay and the checkpoint, leaving the replica base as it was
- * before the resync. Refused once the merge has started (the point of no return).
+ * before the resync. Refused once the merge has started writing the base (the point of no return).
+ * A resync running on the replica is asked to stop (it cleans up itself and exits as cancelled); this
+ * never deletes files under a running writer. `stopped` names the process that was stopped.
  */
-export async function cancelResync(replicaPath: string, network?: DialOptions): Promise<{ cancelled: boolean }> {
+export async function cancelResync(replicaPath: string, network?: DialOptions): Promise<{ cancelled: boolean; stopped?: Holder }> {
   if (isReplicaAddress(replicaPath)) {
     // The replica server runs this same function on the file under its root.
     if (!network) throw new VhdsyncError('USAGE', `${replicaPath}: a replica server needs --cert, --key and --ca`);
     const address = parseReplicaAddress(replicaPath);
-    const value = (await callReplicaServer(address, network, { target: address.target, call: 'cancel' })) as { cancelled?: unknown } | null;
-    return { cancelled: value?.cancelled === true };
+    const value = (await callReplicaServer(address, network, { target: address.target, call: 'cancel' })) as { cancelled?: unknown; stopped?: Holder } | null;
+    return { cancelled: value?.cancelled === true, ...(value?.stopped ? { stopped: value.stopped } : {}) };
   }
+  let stopped: Holder | undefined;
+  for (let attempt = 0; ; attempt++) {
+    const asked = await askToStop(replicaPath, 'cancel');
+    if (asked !== 'free') {
+      if (!asked.answer.stopping) {
+        throw new VhdsyncError('BUSY', `${describeHolder(replicaPath, asked.holder)} and it cannot be cancelled now: ${asked.answer.why}`);
+      }
+      // It stops at its next region boundary, removes its overlay and checkpoint, and lets go.
+      const outcome = await asked.released;
+      stopped = asked.holder;
+      if (outcome === 'cancelled') return { cancelled: true, ...(stopped ? { stopped } : {}) };
+      if (outcome === 'completed') throw new VhdsyncError('STATE', `${replicaPath}: the resync of process ${stopped?.pid ?? '?'} completed before it could stop; nothing to cancel`);
+      // It died, or let go without a word: clean up here, under the lock.
+    }
+    let lock: HeldLock;
+    try {
+      lock = await lockFile(replicaPath, { what: replicaPath });
+    } catch (e) {
+      // Someone took it between its release and our lock: ask again (a few times), then give up.
+      if (e instanceof VhdsyncError && e.code === 'BUSY' && attempt < 3) continue;
+      throw e;
+    }
+    try {
+      const r = await cancelLocked(replicaPath);
+      return { cancelled: r.cancelled, ...(stopped ? { stopped } : {}) };
+    } finally {
+      await lock.release();
+    }
+  }
+}
+
+/** Cancel with the replica's lock held: refused past the point of no return. */
+async function cancelLocked(replicaPath: string): Promise<{ cancelled: boolean }> {
   const cpPath = checkpointPathFor(replicaPath);
   const cp = await readCheckpoint(cpPath).catch(() => undefined);
-  if (cp?.phase === 'merging') {
+  const overlay = overlayPathFor(replicaPath);
+  if (cp?.phase === 'merging' || cp?.phase === 'merged' || (await pathExistsQuiet(mergeJournalPath(overlay)))) {
     throw new VhdsyncError('STATE', `${replicaPath}: the resync is merging its overlay into the replica (the point of no return); run the resync again to finish it`);
   }
-  const overlay = overlayPathFor(replicaPath);
   let cancelled = false;
   try {
     await discardOverlay(overlay);
@@ -161,7 +205,60 @@ export async function cancelResync(replicaPath: string, network?: DialOptions): 
   return { cancelled };
 }
 
-async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promise<ResyncResult> {
+async function pathExistsQuiet(path: string): Promise<boolean> {
+  return (await fileIdentity(path)) !== undefined;
+}
+
+/**
+ * Issue 13 item 6: a replica that is the primary by another name (hard link, symlink), or one of the
+ * files of the primary's parent chain, would be written under the primary. Compared by identity.
+ */
+async function refuseReplicaInPrimary(opts: ResyncOptions, pd: Disk): Promise<void> {
+  const replica = await fileIdentity(opts.replica);
+  if (!replica) return;
+  const same = (id: { dev: bigint; ino: bigint } | undefined) => id !== undefined && id.dev === replica.dev && id.ino === replica.ino;
+  if (same(await fileIdentity(opts.primary))) {
+    throw new VhdsyncError('USAGE', `${opts.replica}: is the primary ${opts.primary} itself (the same file by another name); choose another replica`);
+  }
+  for (let d = pd.parent; d; d = d.parent) {
+    if (same(await fileIdentity(d.path))) {
+      throw new VhdsyncError('USAGE', `${opts.replica}: is in the parent chain of the primary ${opts.primary}; a resync would change the primary — choose another replica`);
+    }
+  }
+}
+
+/**
+ * One writer (DESIGN.md): a replica on this machine is locked by its identity for the whole run (a
+ * replica server locks its own files). A `resync --cancel` from another process is answered here: the
+ * run stops at its next region boundary, removes its overlay and checkpoint, and ends as 'cancelled' —
+ * unless the merge was already asked for, which is past the point of no return.
+ */
+async function runLocked(opts: ResyncOptions, shouldPause: () => boolean): Promise<ResyncResult> {
+  if (isReplicaAddress(opts.replica) || opts.dryRun) return runResync(opts, shouldPause, { cancel: false, merging: false });
+  const lock = await lockFile(opts.replica, { what: opts.replica, wait: opts.wait, onWait: opts.onWait });
+  const stop = { cancel: false, merging: false };
+  lock.onStop((reason) => {
+    if (reason !== 'cancel') return { stopping: false, why: `unknown request '${reason}'` };
+    if (stop.merging) return { stopping: false, why: 'it is merging its overlay into the replica (the point of no return)' };
+    stop.cancel = true;
+    return { stopping: true };
+  });
+  let outcome: string | undefined;
+  try {
+    let r = await runResync(opts, () => shouldPause() || stop.cancel, stop);
+    if (stop.cancel && r.result === 'paused') {
+      await cancelLocked(opts.replica);
+      r = { ...r, result: 'cancelled', identical: false };
+    }
+    outcome = r.result;
+    return r;
+  } finally {
+    lock.onStop(undefined);
+    await lock.release(outcome);
+  }
+}
+
+async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: { cancel: boolean; merging: boolean }): Promise<ResyncResult> {
   const t0 = performance.now();
   const secs = () => (performance.now() - t0) / 1000;
   // A dry run writes nothing, events included: they stay in memory and come back marked dryRun.
@@ -182,6 +279,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
   try {
     const pd = await openDisk(opts.primary, { readOnly: true });
     primary = pd;
+    if (!isReplicaAddress(opts.replica)) await refuseReplicaInPrimary(opts, pd);
     session = await openSession(opts, pd);
     let c = session.ch;
     const welcome = session.welcome;
@@ -313,11 +411,15 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean): Promis
       ...extra,
     });
 
-    if (next < regionCount(shape)) {
-      // Paused at a region boundary: the replica checkpoints; the next run continues from there.
+    // Decided in one step (no await between): a cancel asked from now on is refused as merging.
+    const cancelled = stop.cancel && !dryRun;
+    if (!cancelled && !dryRun && next === regionCount(shape)) stop.merging = true;
+    if (next < regionCount(shape) || cancelled) {
+      // Paused at a region boundary: the replica checkpoints; the next run continues from there
+      // (or, cancelled, the caller removes the overlay and the checkpoint once the replica let go).
       await c.request('pause', {}, 'paused');
       phases.compare = (performance.now() - tCompare) / 1000;
-      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: 'paused' });
+      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: cancelled ? 'cancelled' : 'paused' });
       return finish('paused');
     }
     phases.compare = (performance.now() - tCompare) / 1000;

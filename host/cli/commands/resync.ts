@@ -26,6 +26,7 @@ interface ResyncFlags extends NetworkSettings {
   dryRun?: boolean;
   restart?: boolean;
   cancel?: boolean;
+  wait?: boolean;
   json?: boolean;
   vm?: string;
 }
@@ -42,7 +43,8 @@ export function register(program: Command): void {
     .option('--compress', 'compress the data sent (zstd, or deflate with an older replica) where that pays')
     .option('--dry-run', 'compare and report what would be sent; write nothing')
     .option('--restart', 'discard an unfinished resync of this replica and start from the beginning')
-    .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched')
+    .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched (a running resync is asked to stop)')
+    .option('--wait', 'when another process is writing the replica, wait for it instead of refusing')
     .option('--vm <name>', 'virtual machine name for events and counters (default: the primary file name)')
     .option('--json', 'print the result as one JSON object')
     .addOption(new Option('--no-progress', 'no progress bar').hideHelp());
@@ -54,8 +56,9 @@ export function register(program: Command): void {
         const remote = isReplicaAddress(first);
         if (!remote && anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${first} is a local path`);
         const r = await cancelResync(first, remote ? await loadNetwork(flags, `resync --cancel ${first}`) : undefined);
-        if (flags.json) printJson({ result: 'cancelled', replica: first, ...r });
-        else process.stdout.write(r.cancelled ? `Resync of ${first} cancelled; the replica is as it was before the resync.\n` : `No resync in progress on ${first}.\n`);
+        const asked = r.stopped ? `asked process ${r.stopped.pid} on ${r.stopped.host} to stop; ` : '';
+        if (flags.json) printJson({ result: r.cancelled ? 'cancelled' : 'nothing to cancel', replica: first, ...r });
+        else process.stdout.write(r.cancelled ? `${asked}resync of ${first} cancelled; the replica is as it was before the resync.\n` : `No resync in progress on ${first}.\n`);
         return;
       }
       if (second === undefined) throw new VhdsyncError('USAGE', 'resync needs a primary and a replica image (or --cancel <replica>)');
@@ -80,6 +83,8 @@ export function register(program: Command): void {
         dryRun: flags.dryRun,
         restart: flags.restart,
         vm: flags.vm,
+        wait: flags.wait === true,
+        onWait: (h) => process.stderr.write(`vhdsync: ${second} is in use${h ? ` by process ${h.pid} on ${h.host} (since ${h.since})` : ''}; waiting for process ${h?.pid ?? '?'} to finish…\n`),
         events,
         counters: new CounterStore(join(home, 'counters.json')),
         onProgress: (p) => {
@@ -114,6 +119,7 @@ export function register(program: Command): void {
       if (flags.json) printJson(result);
       else printReport(first, second, result, remote ? `TLS, ${formatRate(network?.limiter?.rate ?? Infinity)}` : `${formatRate(rate)} link`);
       // Exit 0 only when the replica now equals the primary (a dry run: when it already did).
+      // A resync stopped by `resync --cancel` exits 1: the replica does not equal the primary.
       process.exitCode = result.result === 'completed' && (result.identical || !result.dryRun) ? 0 : result.result === 'paused' ? 3 : 1;
     });
 }
@@ -131,6 +137,7 @@ function printReport(primary: string, replica: string, r: ResyncResult, link: st
     `  time             ${r.seconds.toFixed(2)} s (merge ${r.phases.merge.toFixed(2)} s)`,
     ...r.events.map((e) => `  event ${e.id}      ${e.message}`),
     r.result === 'paused' ? '  Run the same command again to continue from the checkpoint.' : undefined,
+    r.result === 'cancelled' ? '  Cancelled by another process (resync --cancel): the overlay is gone, the replica is as it was before the resync.' : undefined,
   ];
   process.stdout.write(lines.filter((l) => l !== undefined).join('\n') + '\n');
 }
