@@ -275,7 +275,9 @@ function socketLock(server: Server, key: string, what: string, since: string): H
     onStop: (h) => (stopHandler = h),
     release: (outcome) =>
       (released ??= new Promise<void>((res) => {
-        server.close(() => res());
+        // The name goes with the listening socket; connections still closing do not hold it (nor this process).
+        server.close();
+        setImmediate(res);
         for (const c of clients) {
           if (outcome !== undefined && stopping.has(c)) c.end(JSON.stringify({ outcome }) + '\n');
           else c.destroy();
