@@ -1,21 +1,43 @@
 import { open, rename, mkdir, unlink, stat, link, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { VhdsyncError, ioError } from './errors.js';
 
-/** Write a small file so that readers see either the old or the new content, never a mix (temp, fsync, rename, fsync dir). */
+/** A temp name beside `path`, unique per write (pid + random): two writers never share one. */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/**
+ * Write a small file so that readers see either the old or the new content, never a mix: a unique temp
+ * file, fsync, rename, fsync of the directory. A failed write removes its temp file. The one way state
+ * is written (checkpoints, journals, VM records, counters, recovery points).
+ */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
+  await replaceAtomic(path, async (fh) => {
     await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+  });
+}
+
+/** As writeFileAtomic, with the content written by `fill` into the open temp file (for streamed content). */
+export async function replaceAtomic(path: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    const fh = await open(tmp, 'wx');
+    try {
+      await fill(fh);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
   }
-  await rename(tmp, path);
-  await syncDir(dir);
+  await syncDir(dirname(path));
 }
 
 export async function syncDir(dir: string): Promise<void> {
@@ -58,7 +80,7 @@ export async function writeNewFile(path: string, overwrite: boolean, fill: (fh: 
   const refuse = () => new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
   if (!overwrite && (await pathExists(path))) throw refuse();
   const dir = dirname(resolve(path));
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const tmp = tempPathFor(resolve(path));
   try {
     const fh = await open(tmp, 'wx');
     try {

@@ -1,8 +1,8 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createOverlay, openDisk, type Disk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { replaceAtomic, writeFileAtomic } from '../fsutil.js';
 import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
 
 /**
@@ -113,15 +113,9 @@ export class UndoCapture {
   async commit(): Promise<void> {
     const path = undoPath(this.replica, this.sequence);
     await mkdir(recoveryPointsDirFor(this.replica), { recursive: true });
-    const tmp = `${path}.tmp`;
-    const fh = await open(tmp, 'w');
-    try {
+    await replaceAtomic(path, async (fh) => {
       for (const c of this.chunks) await fh.write(c);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    });
   }
 }
 

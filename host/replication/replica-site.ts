@@ -2,7 +2,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile }
 import { basename, join } from 'node:path';
 import { createVhd, createVhdx, openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
+import { removeIfExists, syncDir, tempPathFor, writeFileAtomic } from '../fsutil.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
@@ -220,8 +220,8 @@ export class LocalReplicaSite implements ReplicaSite {
       throw ioError(this.logsDir, e);
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
-    const tmp = `${target}.${process.pid}.tmp`;
-    const fh = await open(tmp, 'w').catch((e) => {
+    const tmp = tempPathFor(target);
+    const fh = await open(tmp, 'wx').catch((e) => {
       throw ioError(target, e);
     });
     let closed = false;

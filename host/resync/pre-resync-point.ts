@@ -1,4 +1,5 @@
-import { appendFile, mkdir, open, rename, rm } from 'node:fs/promises';
+import { appendFile, mkdir, rm } from 'node:fs/promises';
+import { replaceAtomic } from '../fsutil.js';
 import { dirname } from 'node:path';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, openDiskAlone } from '../disk/index.js';
@@ -30,22 +31,19 @@ async function record(disk: Disk, offset: number, length: number): Promise<Uint8
 export async function capturePreResyncPoint(replicaPath: string, overlayPath: string): Promise<void> {
   const path = preResyncUndoPathFor(replicaPath);
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp`;
   const overlay = (await openDiskAlone(overlayPath, { readOnly: true })) as unknown as OwnedSectors;
   const base = await openDisk(replicaPath, { readOnly: true });
-  const fh = await open(tmp, 'w');
   try {
-    for (let b = 0; b < overlay.blockCount; b++) {
-      if (!overlay.isAllocated(b)) continue;
-      for (const r of await overlay.ownedRanges(b)) await fh.write(await record(base, r.offset, r.length));
-    }
-    await fh.sync();
+    await replaceAtomic(path, async (fh) => {
+      for (let b = 0; b < overlay.blockCount; b++) {
+        if (!overlay.isAllocated(b)) continue;
+        for (const r of await overlay.ownedRanges(b)) await fh.write(await record(base, r.offset, r.length));
+      }
+    });
   } finally {
-    await fh.close();
     await base.close();
     await overlay.close();
   }
-  await rename(tmp, path);
 }
 
 /** Before a tracked write goes into the base after the merge: its before-image joins the point. */
@@ -56,5 +54,4 @@ export async function capturePreResyncWrite(replicaPath: string, base: Disk, off
 /** The point cannot be trusted (the run resumed past the merge): drop it rather than offer a wrong one. */
 export async function dropPreResyncPoint(replicaPath: string): Promise<void> {
   await rm(preResyncUndoPathFor(replicaPath), { force: true });
-  await rm(`${preResyncUndoPathFor(replicaPath)}.tmp`, { force: true });
 }

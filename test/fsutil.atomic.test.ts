@@ -1,0 +1,28 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../host/fsutil.js';
+import { tempDir } from './support/files.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-atomic-')));
+afterAll(() => cleanup());
+
+describe('atomic writes (one helper for all state)', () => {
+  it('fifty overlapping writes of one file from one process all succeed; the file is one of them, whole; no temp file is left', async () => {
+    const path = join(dir, 'state.json');
+    const contents = Array.from({ length: 50 }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(1000 + i) }));
+    await Promise.all(contents.map((c) => writeFileAtomic(path, c)));
+    expect(contents).toContain(await readFile(path, 'utf8'));
+    expect(await readdir(dir)).toEqual(['state.json']);
+  });
+
+  it('a write that fails removes its temp file and leaves the old content', async () => {
+    const sub = join(dir, 'fail');
+    await mkdir(join(sub, 'target'), { recursive: true });
+    await writeFile(join(sub, 'target', 'keep'), 'x'); // a non-empty folder: rename onto it fails
+    await expect(writeFileAtomic(join(sub, 'target'), 'new')).rejects.toThrow();
+    expect((await readdir(sub)).sort()).toEqual(['target']);
+  });
+});
