@@ -185,8 +185,8 @@ export async function cancelResync(replicaPath: string, network?: DialOptions): 
   }
 }
 
-/** Cancel with the replica's lock held: refused past the point of no return. */
-async function cancelLocked(replicaPath: string): Promise<{ cancelled: boolean }> {
+/** Cancel with the replica's lock held (by the caller): refused past the point of no return. */
+export async function cancelLocked(replicaPath: string): Promise<{ cancelled: boolean }> {
   const cpPath = checkpointPathFor(replicaPath);
   const cp = await readCheckpoint(cpPath).catch(() => undefined);
   const overlay = overlayPathFor(replicaPath);

@@ -7,7 +7,8 @@ import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
 import { describeLinkError, serverTlsOptions, type TlsMaterial } from '../transport/tls-config.js';
 import { TlsLink } from '../transport/tls-link.js';
 import type { TokenBucket } from '../transport/token-bucket.js';
-import { cancelResync } from '../resync/resync.js';
+import { cancelLocked, cancelResync } from '../resync/resync.js';
+import { lockFile, lockKey, type HeldLock } from '../writer-lock.js';
 import { confineTarget } from './replica-root.js';
 import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedSite } from './site-calls.js';
 
@@ -193,8 +194,10 @@ export class ReplicaServer {
     // Gate 4: the queue. Frames before 'opened' are a protocol violation.
     link.onFrame(() => link.destroy(new VhdsyncError('PROTOCOL', "protocol error: frame before 'opened'")));
     const name = site ? `${site.site.vmName} (${String(open.call)})` : open.call === 'cancel' ? `${String(open.target)} (cancel)` : String(open.target);
-    const keys = site ? site.keys : [target!];
-    const admitted = await this.admit(link, peer, name, keys);
+    // The queue is keyed by file identity: two names of one disk (a hard link) wait for each other.
+    // A cancel does not queue behind the resync it cancels: it asks that session to stop (writer-lock.ts).
+    const keys = open.call === 'cancel' ? [] : await identityKeys(site ? site.keys : [target!]);
+    const admitted = open.call === 'cancel' ? true : await this.admit(link, peer, name, keys);
     if (admitted !== true) {
       this.log({ event: 'refused', peer, target: name, reason: admitted === false ? 'gone while queued' : 'busy' });
       return;
@@ -203,6 +206,8 @@ export class ReplicaServer {
     const t0 = performance.now();
     let outcome = 'disconnected';
     let conn: ReplicaConnection | undefined;
+    let lock: HeldLock | undefined;
+    const served = { merging: false, cancelled: false };
     try {
       this.log({ event: 'started', peer, client, target: name, active: this.active });
       if (site) {
@@ -215,15 +220,31 @@ export class ReplicaServer {
         link.close();
         outcome = value.cancelled ? 'cancelled' : 'nothing to cancel';
       } else {
+        // One writer: this session holds the replica like a local resync would (a local `vhdsync resync`
+        // or another server on this host is refused, and asked to stop by `resync --cancel`).
+        lock = await lockFile(target!, { what: String(open.target) });
+        lock.onStop(() => {
+          if (served.merging) return { stopping: false, why: 'it is merging its overlay into the replica (the point of no return)' };
+          served.cancelled = true;
+          void link.send(encode({ t: 'control', op: 'error', body: { code: 'CANCELLED', message: `${String(open.target)}: the resync was cancelled on the replica server (resync --cancel); run it again to start over` } })).catch(() => {}).finally(() => link.close());
+          return { stopping: true };
+        });
         conn = await connectReplica(target!, { link: { rate: Infinity, latencyMs: 0 } });
-        outcome = await relay(link, conn);
+        outcome = await relay(link, conn, served);
       }
     } catch (e) {
       outcome = `error: ${(e as Error).message}`;
       await refuse(e);
     } finally {
       await conn?.close().catch(() => {});
-      this.release(keys);
+      let told: string | undefined;
+      if (lock && served.cancelled) {
+        // The endpoint has checkpointed and let go of its files: remove the overlay under our lock.
+        told = await cancelLocked(target!).then(() => 'cancelled', (e: Error) => ((outcome = `error: ${e.message}`), undefined));
+        if (told) outcome = 'cancelled';
+      }
+      await lock?.release(told);
+      if (open.call !== 'cancel') this.release(keys);
       this.log({ event: 'finished', peer, target: name, outcome, seconds: (performance.now() - t0) / 1000, bytesReceived: link.stats.bytesReceived, bytesSent: link.stats.bytesSent });
     }
   }
@@ -303,11 +324,19 @@ function readOpen(link: TlsLink, timeoutMs: number): Promise<Record<string, unkn
  * Relay frames between the client and the replica endpoint's thread until one side closes.
  * Resolves with how the session ended, as the endpoint said it (committed, paused, an error).
  */
-function relay(link: TlsLink, conn: ReplicaConnection): Promise<string> {
+function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolean; cancelled: boolean }): Promise<string> {
   return new Promise((resolve) => {
     let outcome = 'disconnected';
     link.maxFrameBytes = MAX_FRAME_BYTES;
-    link.onFrame((frame) => conn.link.send(frame));
+    link.onFrame((frame) => {
+      // Once cancelled, nothing more reaches the replica; once 'merge' passed, a cancel is refused.
+      if (served.cancelled) return;
+      if (frame[0] === CONTROL_TYPE) {
+        const m = decode(frame);
+        if (m.t === 'control' && m.op === 'merge') served.merging = true;
+      }
+      conn.link.send(frame);
+    });
     conn.link.onFrame((frame) => {
       if (frame[0] === CONTROL_TYPE) {
         const m = decode(frame);
@@ -329,6 +358,11 @@ function relay(link: TlsLink, conn: ReplicaConnection): Promise<string> {
     });
     void link.send(opened()).catch(() => {});
   });
+}
+
+/** Queue keys: a file's identity (dev:ino) where it exists, else its path. */
+async function identityKeys(paths: string[]): Promise<string[]> {
+  return Promise.all(paths.map((p) => lockKey(p).catch(() => `path:${p}`)));
 }
 
 function opened(): Uint8Array {
