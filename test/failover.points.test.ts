@@ -13,7 +13,9 @@ import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';
 import { acquireLock } from '../host/pid-lock.js';
-import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { qemuIdentical, randomBytes, ROOT, tempDir } from './support/files.js';
+import { spawn } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { FakeClock, MiB, rawDisk, replicatedVm, sameContents } from './replication.support.js';
 
 let dir: string;
@@ -154,6 +156,24 @@ describe('the replica site lock', () => {
     const cycle = replicateCycle(rep, 'vm');
     expect(await settled(cycle)).toBe(false);
     await release();
+    expect((await cycle).result).toBe('replicated');
+    await vm.close();
+  });
+});
+
+describe('one writer per replica disk', () => {
+  it('an apply waits while another process (a resync) holds a replica disk, and goes on the moment that process is killed', async () => {
+    const d = await sub();
+    const { rep, vm } = await history(d, [0, 61], 2);
+    const site = rep.localSite(await rep.get('vm'));
+    const lib = pathToFileURL(join(ROOT, 'dist', 'writer-lock.js')).href;
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `const { lockFile } = await import(${JSON.stringify(lib)}); await lockFile(process.argv[1]); process.stdout.write('held\\n'); setInterval(() => {}, 1000);`, site.diskPath(0)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res) => holder.stdout!.once('data', () => res()));
+    const settled = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), new Promise((r) => setTimeout(() => r(false), 300))]);
+    await vm.write(0, 0, randomBytes(4096, 9));
+    const cycle = replicateCycle(rep, 'vm');
+    expect(await settled(cycle)).toBe(false);
+    holder.kill('SIGKILL');
     expect((await cycle).result).toBe('replicated');
     await vm.close();
   });

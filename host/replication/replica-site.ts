@@ -2,7 +2,8 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile }
 import { basename, join } from 'node:path';
 import { createVhd, createVhdx, openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { removeIfExists, syncDir, tempPathFor, writeFileAtomic } from '../fsutil.js';
+import { pathExists, removeIfExists, syncDir, tempPathFor, writeFileAtomic } from '../fsutil.js';
+import { lockFile, type HeldLock } from '../writer-lock.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
 import type { ResyncReason } from './names.js';
@@ -356,7 +357,26 @@ export class LocalReplicaSite implements ReplicaSite {
       if (e.code === 'ENOENT') throw missingFolder(this.vmDir);
       throw ioError(this.vmDir, e);
     });
-    return withLock(join(this.vmDir, 'site.lock'), fn, { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
+    return withLock(join(this.vmDir, 'site.lock'), () => this.withDiskLocks(fn), { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
+  }
+
+  /**
+   * One writer per replica disk (DESIGN.md), keyed by its identity: a resync of a disk (local, served,
+   * or by another name) and an apply or a failover view of it never run at once. Taken after the site
+   * lock, always in the VM's disk order; a resync holds only its own disk, so none of them can deadlock.
+   */
+  private async withDiskLocks<T>(fn: () => Promise<T>): Promise<T> {
+    const held: HeldLock[] = [];
+    try {
+      for (const d of this.disks) {
+        const path = this.diskPath(d.index);
+        if (!(await pathExists(path))) continue; // not created yet (before the initial replication)
+        held.push(await lockFile(path, { what: `replica disk ${path}`, wait: 10 * 60_000 }));
+      }
+      return await fn();
+    } finally {
+      for (const l of held.reverse()) await l.release();
+    }
   }
 
   private async applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
