@@ -143,3 +143,20 @@ describe('one writer: what the lock does not trust', () => {
     expect(await askToStop(disk, 'cancel')).toBe('free');
   });
 });
+
+describe('one writer: a tracking log', () => {
+  it('two names of one primary disk (a hard link) share one tracking-log lock: their critical sections never overlap', async () => {
+    const { withLogLock } = await import('../host/tracking/log-files.js');
+    const disk = join(dir, 'primary.img');
+    await writeFile(disk, 'x');
+    await link(disk, join(dir, 'primary-hard.img'));
+    const order: string[] = [];
+    const section = (name: string) => async () => {
+      order.push(`${name} in`);
+      await new Promise((r) => setTimeout(r, 150));
+      order.push(`${name} out`);
+    };
+    await Promise.all([withLogLock(disk, section('a')), withLogLock(join(dir, 'primary-hard.img'), section('b'))]);
+    expect(order).toEqual(['a in', 'a out', 'b in', 'b out']);
+  });
+});

@@ -1,12 +1,13 @@
 import { readdir, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
-import { removeIfExists, syncDir } from '../fsutil.js';
+import { pathExists, removeIfExists, syncDir } from '../fsutil.js';
 import {
   createTrackingLog, readTrackingHeader, sealTrackingLog, writeTrackingHeader,
   type LogInit, type TrackHeader,
 } from './log.js';
 import { withLock } from '../pid-lock.js';
+import { withFileLock } from '../writer-lock.js';
 
 /**
  * The tracking-log files of one primary disk, all beside it (as Hyper-V keeps its .hrl files):
@@ -34,8 +35,15 @@ export interface SealedLog {
   size: number;
 }
 
-export function withLogLock<T>(primaryPath: string, fn: () => Promise<T>): Promise<T> {
-  return withLock(logLockPathFor(primaryPath), fn, { what: `the tracking log of ${primaryPath}` });
+/**
+ * The tracking log of a primary disk has one writer at a time (writers, sealing, a resync taking it),
+ * keyed by the disk's identity (writer-lock.ts), so two names of one disk share one log lock.
+ */
+export async function withLogLock<T>(primaryPath: string, fn: () => Promise<T>): Promise<T> {
+  const what = `the tracking log of ${primaryPath}`;
+  // A disk that is gone (its logs may still be cleaned up) is locked by name beside it.
+  if (!(await pathExists(primaryPath))) return withLock(logLockPathFor(primaryPath), fn, { what });
+  return withFileLock(primaryPath, () => fn(), { sub: 'tracking-log', what, wait: 30_000 });
 }
 
 /** Hold the logs of several disks at once (always in the order given), for a cut consistent across disks. */
