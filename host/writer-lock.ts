@@ -287,7 +287,7 @@ function socketLock(server: Server, key: string, what: string, since: string): H
 }
 
 /** One question to the holder: its answer, undefined when it does not answer in time, 'free' when nobody listens. */
-function ask(key: string, msg: Record<string, unknown>, timeoutMs = 3000): Promise<Record<string, any> | undefined | 'free'> {
+function ask(key: string, msg: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, any> | undefined | 'free'> {
   return new Promise((res) => {
     const sock = createConnection(socketName(key));
     let buf = '';
