@@ -30,6 +30,8 @@ export const ERROR_CODES = [
   'PROTOCOL',
   'CANCELLED',
   'CORE',
+  /** A bug in vhdsync itself (a TypeError, a failed assumption), not something the user can fix. */
+  'INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -51,13 +53,53 @@ export function isVhdsyncError(e: unknown): e is VhdsyncError {
   return e instanceof VhdsyncError;
 }
 
-/** Turn a Node fs error into a one-line VhdsyncError naming the path. */
+/** Turn a Node fs error into a one-line VhdsyncError naming the path and what to do. */
 export function ioError(path: string, e: unknown): VhdsyncError {
   if (e instanceof VhdsyncError) return e;
+  const { code, what } = systemErrorLine(e, path);
+  return new VhdsyncError(code, `${path}: ${what}`, { cause: e });
+}
+
+/** What a system error means for the user, and what to do next; `path` names the file when known. */
+function systemErrorLine(e: unknown, path?: string): { code: ErrorCode; what: string } {
   const err = e as NodeJS.ErrnoException;
-  if (err?.code === 'ENOENT') return new VhdsyncError('NOT_FOUND', `${path}: no such file`, { cause: e });
-  if (err?.code === 'EACCES' || err?.code === 'EPERM') return new VhdsyncError('IO', `${path}: permission denied`, { cause: e });
-  if (err?.code === 'ENOSPC') return new VhdsyncError('IO', `${path}: no space left on device`, { cause: e });
-  if (err?.code === 'EISDIR') return new VhdsyncError('IO', `${path}: is a directory, not a disk image`, { cause: e });
-  return new VhdsyncError('IO', `${path}: ${err?.message ?? String(e)}`, { cause: e });
+  switch (err?.code) {
+    case 'ENOENT':
+      return { code: 'NOT_FOUND', what: 'no such file' };
+    case 'EACCES':
+    case 'EPERM':
+      return { code: 'IO', what: 'permission denied' };
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return { code: 'IO', what: `no space left on ${path ? `the device holding ${path}` : 'the device'}; free space there (or grow it) and run the same command again` };
+    case 'EROFS':
+      return { code: 'READ_ONLY', what: 'the file system is read-only; remount it read-write and run the same command again' };
+    case 'EISDIR':
+      return { code: 'IO', what: 'is a directory, not a disk image' };
+    case 'EIO':
+      return { code: 'IO', what: 'input/output error from the device; check the disk (dmesg) before going on' };
+  }
+  return { code: 'IO', what: err?.message ?? String(e) };
+}
+
+/** A Node system error (it has an errno code such as ENOSPC), as opposed to a bug in our code. */
+export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && typeof (e as NodeJS.ErrnoException).syscall === 'string';
+}
+
+/**
+ * Any failure as a VhdsyncError: the one place where what escaped without a type gets one. A system
+ * error becomes one line naming its file (Node names it for most calls; `path` names it where Node
+ * cannot, as for a write on an open handle); anything else is a bug in vhdsync: INTERNAL, never IO.
+ */
+export function asVhdsyncError(e: unknown, path?: string): VhdsyncError {
+  if (e instanceof VhdsyncError) return e;
+  if (isSystemError(e)) {
+    const named = e.path ?? path;
+    if (named !== undefined) return ioError(named, e);
+    const { code, what } = systemErrorLine(e);
+    return new VhdsyncError(code, `${e.syscall}: ${what}`, { cause: e });
+  }
+  const name = e instanceof Error ? e.name : 'Error';
+  return new VhdsyncError('INTERNAL', `internal error (${name}: ${(e as Error)?.message ?? String(e)}); please report it — VHDSYNC_DEBUG=1 prints the stack`, { cause: e });
 }

@@ -14,6 +14,13 @@ export function tempPathFor(path: string): string {
  * is written (checkpoints, journals, VM records, counters, recovery points).
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  // Node leaves a failed write on a handle unnamed (`ENOSPC: no space left on device, write`).
+  await writeAtomic(path, data).catch((e) => {
+    throw ioError(path, e);
+  });
+}
+
+async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   await replaceAtomic(path, async (fh) => {

@@ -1,10 +1,8 @@
-import { VhdsyncError, isVhdsyncError } from '../errors.js';
+import { asVhdsyncError, isVhdsyncError } from '../errors.js';
 
 /** Print one clear line for an error (or a JSON object with --json) and exit non-zero. */
 export function exitWithError(e: unknown, json: boolean, exitCode = 2): never {
-  const err = isVhdsyncError(e)
-    ? e
-    : new VhdsyncError('IO', `internal error: ${(e as Error)?.message ?? String(e)}`);
+  const err = asVhdsyncError(e);
   if (json) process.stdout.write(JSON.stringify({ error: { code: err.code, message: err.message } }) + '\n');
   process.stderr.write(`vhdsync: ${err.message}\n`);
   if (!isVhdsyncError(e) && process.env.VHDSYNC_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);

@@ -2,8 +2,8 @@
  * Positioned, complete reads and writes on one open file. Reads land directly in the caller's buffer
  * (which may be a view over WASM memory); short reads past the end become a TRUNCATED error.
  */
-import { readSync, writeSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { constants, readSync, writeSync, type Stats } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { VhdsyncError, ioError } from '../errors.js';
 
 /** fs.read/write take at most 2^31-1 bytes per call; stay well under. */
@@ -51,10 +51,26 @@ export class DiskFile implements ImageFile {
     readonly readOnly: boolean,
   ) {}
 
+  /**
+   * Open an image file. Only a regular file is an image: a FIFO or a socket would block the read
+   * forever, a character device has no size, and a block device reports size 0 through stat (its size
+   * needs an ioctl this code does not make), so all of them are refused in one line before any read.
+   * O_NONBLOCK makes the open itself return at once on a FIFO (it is ignored for regular files), and
+   * the check is on the opened descriptor, so the file cannot be swapped between check and use.
+   */
   static async open(path: string, readOnly: boolean): Promise<DiskFile> {
+    let fh: FileHandle | undefined;
+    const refuse = (st: Stats) => new VhdsyncError('UNSUPPORTED', `${path}: ${fileKind(st)}, not a disk image file; name a regular image file (raw, VHD or VHDX)`);
     try {
-      return new DiskFile(path, await open(path, readOnly ? 'r' : 'r+'), readOnly);
+      // A socket cannot even be opened (ENXIO): look first, so every kind gets the same line.
+      const before = await stat(path);
+      if (!before.isFile()) throw refuse(before);
+      fh = await open(path, (readOnly ? constants.O_RDONLY : constants.O_RDWR) | constants.O_NONBLOCK);
+      const st = await fh.stat();
+      if (!st.isFile()) throw refuse(st);
+      return new DiskFile(path, fh, readOnly);
     } catch (e) {
+      await fh?.close().catch(() => undefined);
       throw ioError(path, e);
     }
   }
@@ -139,4 +155,13 @@ export class DiskFile implements ImageFile {
       throw ioError(this.path, e);
     }
   }
+}
+
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'is a directory';
+  if (st.isFIFO()) return 'is a FIFO (named pipe)';
+  if (st.isSocket()) return 'is a socket';
+  if (st.isCharacterDevice()) return 'is a character device';
+  if (st.isBlockDevice()) return 'is a block device (not supported: copy it into an image file first, e.g. qemu-img convert)';
+  return 'is not a regular file';
 }

@@ -1,4 +1,4 @@
-import { VhdsyncError, errorCode } from '../errors.js';
+import { VhdsyncError, asVhdsyncError, errorCode } from '../errors.js';
 import type { Link } from '../transport/link.js';
 import { decode, encode, messageType, type Message } from '../transport/protocol.js';
 
@@ -9,6 +9,10 @@ type Handler = (m: Message) => void | Promise<void>;
  * from the peer surfaced as VhdsyncErrors. Incoming messages are handled strictly in arrival order
  * (a handler's promise completes before the next message is handled), which the replica relies on to
  * apply data before the region's `end`.
+ *
+ * Any exception in a handler ends the conversation on both sides: the peer gets it as an error frame
+ * and the link closes (see `abort`). Failing only here would leave the peer waiting forever, its
+ * keepalives holding the link (and a replica server's transfer slot) open.
  */
 export class Channel {
   private handlers = new Map<string, Handler>();
@@ -21,10 +25,10 @@ export class Channel {
   constructor(readonly link: Link) {
     link.onFrame((frame) => {
       if (this.immediate.size > 0 && this.immediate.has(messageType(frame) ?? '')) {
-        this.dispatch(frame).catch((e) => this.fail(e));
+        this.dispatch(frame).catch((e) => this.abort(e));
         return;
       }
-      this.chain = this.chain.then(() => this.dispatch(frame)).catch((e) => this.fail(e));
+      this.chain = this.chain.then(() => this.dispatch(frame)).catch((e) => this.abort(e));
     });
     link.onClose((e) => {
       this.fail(e ?? new VhdsyncError('LINK', 'the connection to the peer was lost'));
@@ -80,12 +84,24 @@ export class Channel {
 
   /** Report an error to the peer (best effort) so it fails with the same line. */
   async sendError(e: unknown): Promise<void> {
-    const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', (e as Error)?.message ?? String(e));
+    const err = asVhdsyncError(e);
     try {
-      await this.link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } }));
+      await this.link.send(errorFrame(err));
     } catch {
       // The link is gone; the peer will notice on its own.
     }
+  }
+
+  /**
+   * A failure on this side: fail here, tell the peer in an error frame, and close the link (after
+   * what is queued), so both sides end within a round trip, whatever the state of the conversation.
+   */
+  abort(e: unknown): void {
+    if (this.failure) return;
+    const err = asVhdsyncError(e);
+    this.fail(err);
+    this.link.send(errorFrame(err)).catch(() => {});
+    this.link.close();
   }
 
   get failed(): Error | undefined {
@@ -97,10 +113,13 @@ export class Channel {
   }
 
   private async dispatch(frame: Uint8Array): Promise<void> {
+    if (this.failure) return; // ended: what was still queued must not act (write, reply) any more
     const m = decode(frame);
     if (m.t === 'control') {
       if (m.op === 'error') {
+        // The peer has ended: so do we, even if it does not close its side.
         this.fail(new VhdsyncError(errorCode(m.body.code, 'IO'), String(m.body.message ?? 'the peer failed')));
+        this.link.close();
         return;
       }
       const waiting = this.waiters.get(m.op);
@@ -127,3 +146,7 @@ export class Channel {
   }
 }
 
+
+function errorFrame(err: VhdsyncError): Uint8Array {
+  return encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } });
+}

@@ -1,6 +1,6 @@
 import { Worker, type MessagePort } from 'node:worker_threads';
 import { compiledModule, loadCoreSync } from '../core/index.js';
-import { VhdsyncError } from '../errors.js';
+import { VhdsyncError, asVhdsyncError } from '../errors.js';
 import type { Link } from '../transport/link.js';
 import { createMemoryLink, MemoryLink, type LinkShape } from '../transport/memory-link.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
@@ -61,7 +61,7 @@ export async function connectReplica(replica: string, opts: ConnectOptions): Pro
   });
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   const failed = new Promise<never>((_, reject) => {
-    worker.once('error', (e) => reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)));
+    worker.once('error', (e) => reject(asVhdsyncError(e)));
   });
   failed.catch(() => {});
   return {
@@ -82,7 +82,7 @@ function connectInThread(replica: string, opts: ConnectOptions, local: Link, rem
   const running = new ReplicaEndpoint(new MemoryLink(remotePort, opts.link), replica, loadCoreSync()).run();
   const failed = running.then(
     () => new Promise<never>(() => {}),
-    (e: Error) => Promise.reject(new VhdsyncError('IO', `replica endpoint failed: ${e.message}`)),
+    (e: unknown) => Promise.reject(asVhdsyncError(e)),
   );
   failed.catch(() => {});
   return {

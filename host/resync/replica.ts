@@ -61,6 +61,8 @@ export class ReplicaEndpoint {
     private readonly replicaPath: string,
     /** Its own core (own memory) when it shares a thread with the primary's side. */
     private readonly core: Core = getCore(),
+    /** How disks are opened (tests wrap them to inject faults). */
+    private readonly open: typeof openDisk = openDisk,
   ) {
     this.ch = new Channel(link);
     this.checkpointPath = checkpointPathFor(replicaPath);
@@ -93,8 +95,7 @@ export class ReplicaEndpoint {
     try {
       await work();
     } catch (e) {
-      await this.ch.sendError(e);
-      this.ch.close();
+      this.ch.abort(e);
     }
   }
 
@@ -104,7 +105,7 @@ export class ReplicaEndpoint {
         throw new VhdsyncError('PROTOCOL', `protocol version ${String(b.version)} is not supported by this replica (it speaks ${PROTOCOL_VERSION}); upgrade vhdsync on both sides`);
       }
       const checkpoint = await readCheckpoint(this.checkpointPath);
-      const probe = await openDisk(this.replicaPath, { readOnly: true });
+      const probe = await this.open(this.replicaPath, { readOnly: true });
       const info = { virtualSize: probe.virtualSize, sectorSize: probe.sectorSize, format: probe.format, type: probe.type, name: basename(this.replicaPath) };
       await probe.close();
       this.codecs = await localCodecs();
@@ -121,7 +122,7 @@ export class ReplicaEndpoint {
       let resumeFrom = 0;
       let phase: Checkpoint['phase'] = 'comparing';
       if (this.dryRun) {
-        this.disk = await openDisk(this.replicaPath, { readOnly: true });
+        this.disk = await this.open(this.replicaPath, { readOnly: true });
       } else {
         const existing = b.restart === true ? undefined : await readCheckpoint(this.checkpointPath);
         // Past the point of no return the overlay may already be merged (and gone): merge() knows.
@@ -148,7 +149,7 @@ export class ReplicaEndpoint {
           };
           await writeCheckpoint(this.checkpointPath, this.checkpoint);
         }
-        if (phase === 'comparing' || phase === 'compared') this.disk = await openDisk(this.overlayPath);
+        if (phase === 'comparing' || phase === 'compared') this.disk = await this.open(this.overlayPath);
       }
       this.nextRegion = resumeFrom;
       await this.ch.control('started', { resumeFrom, phase, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
@@ -171,10 +172,7 @@ export class ReplicaEndpoint {
         await this.ch.send({ t: 'roots', first: r, digests: tree.levels[tree.levels.length - 1] });
       }
     } catch (e) {
-      if (!this.finished) {
-        await this.ch.sendError(e);
-        this.ch.close();
-      }
+      if (!this.finished) this.ch.abort(e);
     } finally {
       scanner.free();
     }
@@ -324,7 +322,7 @@ export class ReplicaEndpoint {
 
   private async trackedWrite(offset: number, data: Uint8Array): Promise<void> {
     if (this.dryRun) throw new VhdsyncError('PROTOCOL', 'protocol error: tracked write during a dry run');
-    const base = (this.base ??= await openDisk(this.replicaPath));
+    const base = (this.base ??= await this.open(this.replicaPath));
     this.capturingWrites ??= this.keepPreResync && (await pathExists(preResyncUndoPathFor(this.replicaPath)));
     if (this.capturingWrites) await capturePreResyncWrite(this.replicaPath, base, offset, data.byteLength);
     await base.write(offset, data);

@@ -67,6 +67,8 @@ export interface ResyncOptions {
    * normal replication continues with once the tracked writes are applied (opened in the same instant).
    */
   tracking?: { log?: LogInit; next?: LogInit };
+  /** How the replica endpoint is reached (default connectReplica; tests serve it in-process to inject faults). */
+  connect?: typeof connectReplica;
 }
 
 export type ResyncPhase = 'preflight' | 'comparing' | 'merging' | 'applying' | 'done';
@@ -532,7 +534,7 @@ interface Session {
 }
 
 async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
-  const conn = await connectReplica(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: pd.virtualSize });
+  const conn = await (opts.connect ?? connectReplica)(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: pd.virtualSize });
   const session: Session = { conn, ch: new Channel(conn.link), welcome: {}, codecs: [] };
   try {
     const ours = await localCodecs();

@@ -142,16 +142,22 @@ export class RegionScanner {
       const c = chunks[k];
       reads[k] = this.disk.read(c.offset, this.buffers[k % ring].bytes().subarray(0, c.length));
     };
-    for (let k = 0; k < this.depth; k++) readInto(k);
-    for (let k = 0; k < chunks.length; k++) {
-      await reads[k];
-      readInto(k + this.depth);
-      const c = chunks[k];
-      fillZeros(c.leaf);
-      const digests = this.core.hashBlocksIn(this.buffers[k % ring], 0, c.length, s.leafSize);
-      leaves.set(digests, c.leaf * DIGEST_BYTES);
-      covered = c.leaf + digests.byteLength / DIGEST_BYTES;
-      bytesRead += c.length;
+    try {
+      for (let k = 0; k < this.depth; k++) readInto(k);
+      for (let k = 0; k < chunks.length; k++) {
+        await reads[k];
+        readInto(k + this.depth);
+        const c = chunks[k];
+        fillZeros(c.leaf);
+        const digests = this.core.hashBlocksIn(this.buffers[k % ring], 0, c.length, s.leafSize);
+        leaves.set(digests, c.leaf * DIGEST_BYTES);
+        covered = c.leaf + digests.byteLength / DIGEST_BYTES;
+        bytesRead += c.length;
+      }
+    } catch (e) {
+      // A failed read: the reads started ahead must finish before the caller frees their buffers.
+      await Promise.allSettled(reads);
+      throw e;
     }
     fillZeros(leafCount);
 

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { VhdsyncError } from '../errors.js';
+import { VhdsyncError, asVhdsyncError } from '../errors.js';
 import { connectReplica, type ReplicaConnection } from '../resync/connect.js';
 import { MAX_FRAME_BYTES } from '../transport/link.js';
 import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
@@ -158,7 +158,7 @@ export class ReplicaServer {
     let target: string | undefined;
     let site: ConfinedSite | undefined;
     const refuse = async (e: unknown) => {
-      const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', String((e as Error)?.message ?? e));
+      const err = asVhdsyncError(e);
       this.log({ event: 'refused', peer, reason: err.message, target });
       await link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
       link.close();

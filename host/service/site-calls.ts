@@ -1,6 +1,6 @@
 import { lstat, readdir, realpath } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
-import { VhdsyncError, ioError } from '../errors.js';
+import { VhdsyncError, asVhdsyncError, ioError } from '../errors.js';
 import { LocalReplicaSite, type FailoverRecord, type ReplicaDiskSpec } from '../replication/replica-site.js';
 import { SITE_CALLS, type SiteCall, type SiteSpec } from '../replication/remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
@@ -58,7 +58,7 @@ export async function serveSiteCall(link: TlsLink, site: LocalReplicaSite, call:
     await link.send(encode({ t: 'control', op: 'result', body: { value: value ?? null } }));
     return `${String(call)} done`;
   } catch (e) {
-    const err = e instanceof VhdsyncError ? e : new VhdsyncError('IO', (e as Error).message);
+    const err = asVhdsyncError(e);
     await link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
     return `${String(call)} failed: ${err.message}`;
   } finally {
