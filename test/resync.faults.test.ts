@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { resync } from '../host/index.js';
 import { openDisk } from '../host/disk/index.js';
+import { loadCoreSync } from '../host/core/index.js';
 import type { Disk } from '../host/disk/disk.js';
 import { Channel } from '../host/resync/channel.js';
 import { connectReplica, type ReplicaConnection } from '../host/resync/connect.js';
@@ -57,7 +58,7 @@ function inProcess(open: typeof openDisk): { connect: typeof connectReplica; end
   let ended: Promise<void> = Promise.resolve();
   const connect: typeof connectReplica = async (replica, o) => {
     const { local, remotePort } = createMemoryLink(o.link);
-    ended = new ReplicaEndpoint(new MemoryLink(remotePort, o.link), replica, open).run();
+    ended = new ReplicaEndpoint(new MemoryLink(remotePort, o.link), replica, loadCoreSync(), open).run();
     const conn: ReplicaConnection = {
       link: local,
       failed: new Promise<never>(() => {}),
