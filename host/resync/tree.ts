@@ -141,6 +141,7 @@ export class RegionScanner {
       if (k >= chunks.length) return;
       const c = chunks[k];
       reads[k] = this.disk.read(c.offset, this.buffers[k % ring].bytes().subarray(0, c.length));
+      reads[k].catch(() => {}); // a read ahead may fail before its turn: it is awaited (and thrown) then
     };
     try {
       for (let k = 0; k < this.depth; k++) readInto(k);

@@ -335,7 +335,8 @@ function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolea
         const m = decode(frame);
         if (m.t === 'control' && m.op === 'merge') served.merging = true;
       }
-      conn.link.send(frame);
+      // The endpoint may have ended (and closed its side) with an error the client is about to hear.
+      conn.link.send(frame).catch(() => {});
     });
     conn.link.onFrame((frame) => {
       if (frame[0] === CONTROL_TYPE) {
