@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, writeFile, rm } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { VhdsyncError } from '../../errors.js';
@@ -17,13 +16,14 @@ interface CertFlags {
 
 /**
  * `vhdsync cert`: a private CA, a server certificate and client certificates for mutual TLS, made with
- * the openssl CLI — the same recipe as README "Network (TLS)". An existing CA in --out is reused, so
- * more clients can be added later. Keys are EC P-256, written 0600.
+ * @peculiar/x509 on Node's WebCrypto (no openssl command needed: Windows has none) — the certificates
+ * README "Network (TLS)" makes with openssl. An existing CA in --out (ours or openssl's, EC P-256,
+ * PKCS#8 key) is reused, so more clients can be added later. Keys are EC P-256, written 0600.
  */
 export function register(program: Command): void {
   program
     .command('cert')
-    .description('Make a CA, a replica server certificate and client certificates for mutual TLS (uses openssl)')
+    .description('Make a CA, a replica server certificate and client certificates for mutual TLS (no openssl needed)')
     .requiredOption('--out <dir>', 'directory for ca.crt/ca.key, server.crt/server.key and <client>.crt/<client>.key')
     .option('--server-names <names>', 'names and IP addresses the replica server is reached by (comma-separated)', 'localhost,127.0.0.1')
     .option('--clients <names>', 'client certificates to make (comma-separated)', 'primary')
@@ -37,43 +37,27 @@ export function register(program: Command): void {
       for (const c of clients) if (!/^[A-Za-z0-9._-]+$/.test(c) || c === 'ca' || c === 'server') throw new VhdsyncError('USAGE', `--clients: '${c}' is not a usable name (letters, digits, . _ -; not ca or server)`);
       await mkdir(flags.out, { recursive: true });
       const at = (f: string) => join(flags.out, f);
+      // Loaded here, not at registration: only `cert` pays for the X.509 library.
+      const { makeCa, loadCa, issue, writeKey, serverExtensions, clientExtensions } = await import('../make-certs.js');
       const made: string[] = [];
+      let ca;
       if (!existsSync(at('ca.crt')) || !existsSync(at('ca.key'))) {
-        openssl(['req', '-x509', ...EC_KEY, '-keyout', at('ca.key'), '-out', at('ca.crt'), '-days', '3650', '-subj', '/CN=vhdsync CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-        await chmod(at('ca.key'), 0o600);
+        ca = await makeCa();
+        await writeFile(at('ca.crt'), ca.cert.toString('pem') + '\n');
+        await writeKey(at('ca.key'), ca.key);
         made.push(at('ca.crt'), at('ca.key'));
+      } else {
+        ca = await loadCa(at('ca.crt'), at('ca.key'));
       }
-      const san = names.map((n) => (isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
-      await issue(at, 'server', names[0], `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`, days);
+      await issue(at, ca, 'server', names[0], serverExtensions(names.map((n) => ({ type: isIP(n) ? ('ip' as const) : ('dns' as const), value: n }))), days);
       made.push(at('server.crt'), at('server.key'));
       for (const c of clients) {
-        await issue(at, c, c, 'extendedKeyUsage=clientAuth\n', days);
+        await issue(at, ca, c, c, clientExtensions(), days);
         made.push(at(`${c}.crt`), at(`${c}.key`));
       }
       if (flags.json) printJson({ files: made });
       else process.stdout.write(`Made ${made.join(', ')}\nReplica server: --cert ${at('server.crt')} --key ${at('server.key')} --ca ${at('ca.crt')}\nPrimary: --cert ${at(`${clients[0]}.crt`)} --key ${at(`${clients[0]}.key`)} --ca ${at('ca.crt')}\n`);
     });
-}
-
-const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-
-async function issue(at: (f: string) => string, name: string, cn: string, ext: string, days: number): Promise<void> {
-  const extFile = at(`${name}.ext`);
-  await writeFile(extFile, ext);
-  try {
-    openssl(['req', ...EC_KEY, '-keyout', at(`${name}.key`), '-out', at(`${name}.csr`), '-subj', `/CN=${cn}`]);
-    await chmod(at(`${name}.key`), 0o600);
-    openssl(['x509', '-req', '-in', at(`${name}.csr`), '-CA', at('ca.crt'), '-CAkey', at('ca.key'), '-CAcreateserial', '-days', String(days), '-extfile', extFile, '-out', at(`${name}.crt`)]);
-  } finally {
-    await rm(extFile, { force: true });
-    await rm(at(`${name}.csr`), { force: true });
-  }
-}
-
-function openssl(args: string[]): void {
-  const r = spawnSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  if (r.error) throw new VhdsyncError('NOT_FOUND', 'vhdsync cert needs the openssl command (apt-get install openssl)');
-  if (r.status !== 0) throw new VhdsyncError('IO', `openssl ${args[0]} failed: ${r.stderr.trim().split('\n').pop()}`);
 }
 
 function list(text: string, flag: string): string[] {
