@@ -51,6 +51,11 @@ export class DiskFile implements ImageFile {
     readonly readOnly: boolean,
   ) {}
 
+  /** An already open handle: tests pass memfs's (with injected faults) through the same read/write code. */
+  static fromHandle(path: string, fh: FileHandle, readOnly: boolean): DiskFile {
+    return new DiskFile(path, fh, readOnly);
+  }
+
   /**
    * Open an image file. Only a regular file is an image: a FIFO or a socket would block the read
    * forever, a character device has no size, and a block device reports size 0 through stat (its size
@@ -114,6 +119,8 @@ export class DiskFile implements ImageFile {
       while (done < data.length) {
         const len = Math.min(data.length - done, MAX_IO);
         const bytesWritten = syncIo ? writeSync(this.fh.fd, data, done, len, position + done) : (await this.fh.write(data, done, len, position + done)).bytesWritten;
+        // A short write continues where it stopped; a write of nothing would loop forever.
+        if (bytesWritten === 0) throw Object.assign(new Error(`short write: no bytes written at byte ${position + done}`), { code: 'EIO' });
         done += bytesWritten;
       }
     } catch (e) {

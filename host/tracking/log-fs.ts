@@ -20,26 +20,39 @@ export interface LogFs {
   open(path: string): Promise<LogFile>;
 }
 
-export const nodeLogFs: LogFs = {
-  async open(path) {
-    const fh = await open(path, 'r+');
-    return {
-      async read(into, position) {
-        return (await fh.read(into, 0, into.byteLength, position)).bytesRead;
-      },
-      async write(data, position) {
-        let done = 0;
-        while (done < data.byteLength) {
-          const { bytesWritten } = await fh.write(data, done, data.byteLength - done, position + done);
-          if (bytesWritten === 0) throw Object.assign(new Error(`short write to ${path}`), { code: 'EIO' });
-          done += bytesWritten;
-        }
-      },
-      async size() {
-        return (await fh.stat()).size;
-      },
-      sync: () => fh.datasync(),
-      close: () => fh.close(),
-    };
-  },
-};
+/** What a log file needs of an open file: a promises FileHandle (node's; memfs's in fault-injection tests). */
+export interface LogHandle {
+  read(into: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  write(data: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  stat(): Promise<{ size: number }>;
+  datasync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const nodeLogFs: LogFs = logFsOver((path, flags) => open(path, flags));
+
+/** A LogFs over any `open` that yields a FileHandle: short writes continue, a write of nothing is EIO. */
+export function logFsOver(openFile: (path: string, flags: string) => Promise<LogHandle>): LogFs {
+  return { open: async (path) => logFile(path, await openFile(path, 'r+')) };
+}
+
+function logFile(path: string, fh: LogHandle): LogFile {
+  return {
+    async read(into, position) {
+      return (await fh.read(into, 0, into.byteLength, position)).bytesRead;
+    },
+    async write(data, position) {
+      let done = 0;
+      while (done < data.byteLength) {
+        const { bytesWritten } = await fh.write(data, done, data.byteLength - done, position + done);
+        if (bytesWritten === 0) throw Object.assign(new Error(`short write to ${path}`), { code: 'EIO' });
+        done += bytesWritten;
+      }
+    },
+    async size() {
+      return (await fh.stat()).size;
+    },
+    sync: () => fh.datasync(),
+    close: () => fh.close(),
+  };
+}
