@@ -137,6 +137,29 @@ describe('the compare page in headless Chromium', () => {
     await page.close();
   });
 
+  it('at 400 px wide: one column, nothing wider than the screen, the map scaled with hover still exact; the text names VHDX', async () => {
+    const a = join(dir, 'primary.vhd');
+    const b = join(dir, 'replica.img');
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 400, height: 900 });
+    const run = await compareInPage(page, server.url, a, b);
+    expect(run.state).toBe('done');
+    expect(run.errors).toEqual([]);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(400);
+    await expect(page.textContent('header')).resolves.toMatch(/VHDX, VHD fixed or dynamic, or raw/);
+    const primary = (await page.locator('#primary').boundingBox())!;
+    const replica = (await page.locator('#replica').boundingBox())!;
+    expect(replica.y).toBeGreaterThan(primary.y + primary.height - 1); // stacked, not side by side
+    await page.locator('#map').scrollIntoViewIfNeeded();
+    const box = (await page.locator('#map').boundingBox())!;
+    expect(box.width).toBeLessThan(400);
+    const px = box.width / 128;
+    await page.mouse.move(box.x + 1 * px + px / 2, box.y + px / 2);
+    await expect(page.textContent('#cell-info')).resolves.toMatch(/^cell 1: bytes 4096–8192 /);
+    await page.screenshot({ path: join(OUTPUT, 'web-compare-400px.png'), fullPage: true });
+    await page.close();
+  });
+
   it('works with the SIMD build and with the scalar fallback (?core=scalar), and marks blocks absent on both', async () => {
     const a = join(dir, 'sparse-a.vhd');
     const b = join(dir, 'sparse-b.vhd');

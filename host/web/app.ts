@@ -307,8 +307,10 @@ ui.map.addEventListener('mousemove', (event) => {
   const rect = ui.map.getBoundingClientRect();
   const x = event.clientX - rect.left;
   const y = event.clientY - rect.top;
-  const index = Math.floor(y / CELL_PX) * COLUMNS + Math.floor(x / CELL_PX);
-  if (x < 0 || y < 0 || x >= COLUMNS * CELL_PX || index >= map.cells.length) {
+  // On a narrow screen the map is scaled down to fit (style.css): cells are `px` wide, not CELL_PX.
+  const px = (rect.width / (COLUMNS * CELL_PX)) * CELL_PX || CELL_PX;
+  const index = Math.floor(y / px) * COLUMNS + Math.floor(x / px);
+  if (x < 0 || y < 0 || x >= COLUMNS * px || index >= map.cells.length) {
     ui.tooltip.hidden = true;
     return;
   }
