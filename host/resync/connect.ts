@@ -26,7 +26,7 @@ export interface ConnectOptions {
   link: LinkShape;
   /** Certificates and limits for a `tls://` replica. */
   network?: DialOptions;
-  /** The disks' virtual size: a small local replica is served in this thread (see REPLICA_THREAD_MIN_BYTES). */
+  /** The disks' virtual size, to serve a small local replica in this thread (see REPLICA_THREAD_MIN_BYTES); absent: a thread. */
   virtualSize?: number;
 }
 

@@ -51,6 +51,12 @@ export interface ResyncOptions {
    * instead of deleting every recovery point; the replication layer makes it a protected point.
    */
   keepPreResyncPoint?: boolean;
+  /**
+   * Serve a local replica smaller than REPLICA_THREAD_MIN_BYTES in this thread instead of its own
+   * (the `vhdsync resync` command does: a thread costs more to start than it gains on a small disk).
+   * Off by default: the replication layer's timing (pause at region boundaries) is tuned with the thread.
+   */
+  smallReplicaInThread?: boolean;
   /** Name used in events and counters (default: the primary's file name). */
   vm?: string;
   /**
@@ -534,7 +540,7 @@ interface Session {
 }
 
 async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
-  const conn = await (opts.connect ?? connectReplica)(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: pd.virtualSize });
+  const conn = await (opts.connect ?? connectReplica)(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: opts.smallReplicaInThread ? pd.virtualSize : undefined });
   const session: Session = { conn, ch: new Channel(conn.link), welcome: {}, codecs: [] };
   try {
     const ours = await localCodecs();

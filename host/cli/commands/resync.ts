@@ -85,6 +85,7 @@ export function register(program: Command): void {
         vm: flags.vm,
         wait: flags.wait === true,
         onWait: (h) => process.stderr.write(`vhdsync: ${second} is in use${h ? ` by process ${h.pid} on ${h.host} (since ${h.since})` : ''}; waiting for process ${h?.pid ?? '?'} to finish…\n`),
+        smallReplicaInThread: true,
         events,
         counters: new CounterStore(join(home, 'counters.json')),
         onProgress: (p) => {
