@@ -7,13 +7,15 @@ import { VhdsyncError } from '../errors.js';
 import { pathExists } from '../fsutil.js';
 import type { Link } from '../transport/link.js';
 import { MAX_FRAME_BYTES } from '../transport/link.js';
-import { PROTOCOL_VERSION, type Codec, type PayloadCodec } from '../transport/protocol.js';
+import { checkName, checkShape, LIMITS, PROTOCOL_VERSION, type Codec, type PayloadCodec } from '../transport/protocol.js';
 import { decompressPayload, localCodecs } from '../transport/codec.js';
 import { Channel } from './channel.js';
 import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
 import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
 import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST_BYTES, type RegionTree, type TreeShape } from './tree.js';
+
+const protocolError = (what: string) => new VhdsyncError('PROTOCOL', `protocol error: ${what}`);
 
 /** The replica acknowledges written data this often, which lets the primary keep sending (see DATA_WINDOW_BYTES). */
 const DATA_ACK_BYTES = 4 << 20;
@@ -55,6 +57,9 @@ export class ReplicaEndpoint {
   private dataAckedAt = 0;
   /** Payload codecs this replica told the primary it accepts (in welcome). */
   private codecs: Codec[] = [];
+  /** The replica's virtual size, as told in 'welcome': the only size a 'start' may name. */
+  private replicaSize: number | undefined;
+  private broken = false;
 
   constructor(
     link: Link,
@@ -78,13 +83,14 @@ export class ReplicaEndpoint {
       });
       this.ch.onControl('hello', (b) => this.hello(b));
       this.ch.onControl('start', (b) => this.start(b));
-      this.ch.onImmediate('credit', (m) => this.grant(m.regions));
-      this.ch.onImmediate('want', (m) => this.want(m.req, m.region, m.level, m.nodes));
+      // A peer's mistake (or malice) in any of these ends the session with an error frame, not a hang.
+      this.ch.onImmediate('credit', (m) => this.guard(async () => this.grant(m.regions)));
+      this.ch.onImmediate('want', (m) => this.guard(() => this.want(m.req, m.region, m.level, m.nodes)));
       this.ch.on('data', (m) => this.guard(() => this.data(m.region, m.codec, m.rawLength, m.leaves, m.payload)));
-      this.ch.on('end', (m) => this.end(m.regions));
+      this.ch.on('end', (m) => this.guard(() => this.end(m.regions)));
       this.ch.onControl('compare-done', () => this.compareDone());
       this.ch.onControl('merge', () => this.merge());
-      this.ch.on('write', (m) => this.trackedWrite(m.offset, m.data));
+      this.ch.on('write', (m) => this.guard(() => this.trackedWrite(m.offset, m.data)));
       this.ch.onControl('commit', () => this.commit());
       this.ch.onControl('pause', () => this.pause());
     });
@@ -92,9 +98,11 @@ export class ReplicaEndpoint {
   }
 
   private async guard(work: () => Promise<void>): Promise<void> {
+    if (this.broken) return; // after an error, nothing more a peer sends is acted on
     try {
       await work();
     } catch (e) {
+      this.broken = true;
       this.ch.abort(e);
     }
   }
@@ -109,15 +117,20 @@ export class ReplicaEndpoint {
       const info = { virtualSize: probe.virtualSize, sectorSize: probe.sectorSize, format: probe.format, type: probe.type, name: basename(this.replicaPath) };
       await probe.close();
       this.codecs = await localCodecs();
+      this.replicaSize = info.virtualSize;
       await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null, codecs: this.codecs });
     });
   }
 
   private start(b: Record<string, unknown>): Promise<void> {
     return this.guard(async () => {
+      // Every field checked before anything is created or allocated from it.
+      if (this.replicaSize === undefined || this.shape) throw protocolError("'start' out of turn");
+      const shape: TreeShape = checkShape(b.shape);
+      if (shape.virtualSize !== this.replicaSize) throw protocolError(`start: virtual size ${shape.virtualSize} is not the replica's (${this.replicaSize})`);
+      const primaryName = checkName('start: primary', b.primary) ?? '';
       this.dryRun = b.dryRun === true;
       this.keepPreResync = b.keepPreResyncPoint === true;
-      const shape = b.shape as TreeShape;
       this.shape = shape;
       let resumeFrom = 0;
       let phase: Checkpoint['phase'] = 'comparing';
@@ -135,7 +148,7 @@ export class ReplicaEndpoint {
           await createOverlay(this.replicaPath, this.overlayPath);
           this.checkpoint = {
             version: 1,
-            primary: String(b.primary),
+            primary: primaryName,
             virtualSize: shape.virtualSize,
             leafSize: shape.leafSize,
             regionSize: shape.regionSize,
@@ -179,6 +192,8 @@ export class ReplicaEndpoint {
   }
 
   private grant(regions: number): void {
+    // The primary grants a region per region it ends: the credit plus the trees held stay bounded.
+    if (this.credit + regions + this.trees.size > LIMITS.maxCreditRegions) throw protocolError(`credit beyond ${LIMITS.maxCreditRegions} regions`);
     this.credit += regions;
     this.creditWaiter?.();
     this.creditWaiter = undefined;
@@ -188,6 +203,7 @@ export class ReplicaEndpoint {
     const tree = this.trees.get(region);
     if (!tree || level >= tree.levels.length) throw new VhdsyncError('PROTOCOL', `protocol error: digests asked for unknown region ${region} level ${level}`);
     const lv = tree.levels[level];
+    if (nodes.length > lv.byteLength / DIGEST_BYTES) throw protocolError(`want of ${nodes.length} nodes from a level of ${lv.byteLength / DIGEST_BYTES}`);
     const out = new Uint8Array(nodes.length * DIGEST_BYTES);
     for (let i = 0; i < nodes.length; i++) {
       if (nodes[i] * DIGEST_BYTES >= lv.byteLength) throw new VhdsyncError('PROTOCOL', `protocol error: node ${nodes[i]} out of range`);
@@ -202,10 +218,18 @@ export class ReplicaEndpoint {
     if (codec !== 'none' && !this.codecs.includes(codec)) throw new VhdsyncError('PROTOCOL', `protocol error: data compressed with ${codec}, which this replica did not accept`);
     // The legal maximum of a payload: its leaves, and a frame. Nothing a peer claims allocates past it.
     if (rawLength > leaves.length * shape.leafSize || rawLength > MAX_FRAME_BYTES) throw new VhdsyncError('PROTOCOL', 'protocol error: data length larger than its leaves');
-    const raw = await decompressPayload(codec, payload, rawLength);
-    if (raw.byteLength !== rawLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data length does not match its header');
+    if (region >= regionCount(shape)) throw protocolError(`data for region ${region} of ${regionCount(shape)}`);
     const start = regionStart(shape, region);
     const length = regionLength(shape, region);
+    // The leaves say how many bytes there are; the header must agree before a byte is inflated.
+    let expected = 0;
+    for (let k = 0; k < leaves.length; k++) {
+      if (leaves[k] * shape.leafSize >= length || (k > 0 && leaves[k] <= leaves[k - 1])) throw protocolError('data leaves out of range or not ascending');
+      expected += Math.min(shape.leafSize, length - leaves[k] * shape.leafSize);
+    }
+    if (rawLength !== expected) throw protocolError(`data of ${rawLength} bytes for ${leaves.length} leaves of ${expected}`);
+    const raw = await decompressPayload(codec, payload, expected);
+    if (raw.byteLength !== rawLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data length does not match its header');
     // Coalesce consecutive leaves into one write each.
     let pos = 0;
     let i = 0;
@@ -230,6 +254,8 @@ export class ReplicaEndpoint {
   }
 
   private async end(regions: Uint32Array): Promise<void> {
+    const total = this.shape ? regionCount(this.shape) : 0;
+    for (const r of regions) if (r >= total) throw protocolError(`end of region ${r} of ${total}`);
     for (const r of regions) {
       this.done.add(r);
       this.trees.delete(r);
@@ -381,4 +407,5 @@ export class ReplicaEndpoint {
     await dropPreResyncPoint(this.replicaPath);
   }
 }
+
 

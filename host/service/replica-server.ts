@@ -16,8 +16,13 @@ import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedS
  * `vhdsync replica serve`: the replica site's end of the network (DESIGN.md "Network").
  *
  * A connection goes through gates in order, and none of them touches a disk until the last:
+ *   0. admission — until it has sent 'open', a connection is "pending": pending connections are capped
+ *      (MAX_PENDING, and MAX_PENDING_PER_ADDRESS from one address; past a cap the oldest one is
+ *      dropped, so a flood only ever evicts itself and a fresh handshake gets through), and each has
+ *      `openTimeoutMs` from its TCP accept — an absolute deadline that dribbled bytes do not extend.
+ *      Pending connections never take the slots of sessions past 'open';
  *   1. mutual TLS — a client without a certificate signed by our CA is dropped in the handshake;
- *   2. 'open' within `openTimeoutMs` — one small frame (at most 64 KiB) with the protocol version and
+ *   2. 'open' within that deadline — one small frame (at most 64 KiB) with the protocol version and
  *      what the session is for; a wrong version, a malformed frame or silence ends the connection:
  *        {target: 'NAME/disk.vhd'}              a resync of that disk
  *        {target: 'NAME/disk.vhd', call: 'cancel'}  drop that disk's unfinished resync
@@ -49,6 +54,8 @@ export interface ReplicaServerOptions {
 export type ServerEvent =
   | { event: 'listening'; host: string; port: number; root: string }
   | { event: 'refused'; peer: string; reason: string; target?: string }
+  /** Connections dropped before 'open' (deadline, caps), summed over a few seconds: one line, not a flood. */
+  | { event: 'dropped'; connections: number; addresses: number; reason: string }
   | { event: 'queued'; peer: string; target: string; position: number }
   | { event: 'started'; peer: string; client: string; target: string; active: number }
   | { event: 'finished'; peer: string; target: string; outcome: string; seconds: number; bytesReceived: number; bytesSent: number };
@@ -57,6 +64,20 @@ export type ServerEvent =
 const OPEN_FRAME_LIMIT = 64 * 1024;
 /** Clients allowed to wait in the queue; more are refused as busy. */
 const MAX_QUEUED = 64;
+/** Connections not yet past 'open' (TCP accepted, TLS handshake, waiting for 'open'): overall, per address. */
+const MAX_PENDING = 128;
+const MAX_PENDING_PER_ADDRESS = 16;
+/** Sessions past 'open' beyond the active and queued ones (refused ones saying goodbye, cancels, calls). */
+const SESSION_MARGIN = 64;
+/** Dropped pending connections are logged as one summed line at most this often. */
+const DROP_LOG_MS = 5000;
+
+interface Pending {
+  raw: Socket;
+  address: string;
+  timer: ReturnType<typeof setTimeout>;
+  deadline: number;
+}
 
 interface Waiting {
   keys: string[];
@@ -76,26 +97,34 @@ export class ReplicaServer {
   private active = 0;
   /** Most transfers that ran at once (for tests and logs). */
   peakActive = 0;
+  /** Connections before 'open', oldest first (a Map keeps insertion order). */
+  private readonly pending = new Map<Socket, Pending>();
+  private readonly pendingByAddress = new Map<string, number>();
+  private dropped = { connections: 0, addresses: new Set<string>(), reasons: new Set<string>(), timer: undefined as ReturnType<typeof setTimeout> | undefined };
 
   private constructor(private readonly opts: ReplicaServerOptions) {
     this.maxActive = opts.maxActiveTransfers ?? 3;
     if (!Number.isInteger(this.maxActive) || this.maxActive < 1) throw new VhdsyncError('USAGE', `--max-active-transfers: '${opts.maxActiveTransfers}' must be a whole number of at least 1`);
     const openTimeoutMs = opts.openTimeoutMs ?? 10_000;
     this.server = createServer({ ...serverTlsOptions(opts.tls), handshakeTimeout: openTimeoutMs });
-    this.server.maxConnections = this.maxActive + MAX_QUEUED + 32;
+    // A backstop only: pending connections are capped below it (admit), sessions by the queue.
+    this.server.maxConnections = MAX_PENDING + this.maxActive + MAX_QUEUED + SESSION_MARGIN;
     // The TLS socket of a refused client is gone before we hear of it: note its address on arrival.
     const peers = new WeakMap<object, string>();
     this.server.on('connection', (raw: Socket) => {
       peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
       raw.setNoDelay(true); // digest requests and replies are small and latency-bound
+      this.admitConnection(raw, openTimeoutMs);
     });
-    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket & { _parent?: object }) => {
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket & { _parent?: Socket }) => {
       // Node drops a client whose certificate fails verification; the reason is on the socket.
+      // One we dropped ourselves (deadline, caps) is already counted.
+      if (socket._parent && !this.pending.has(socket._parent)) return void socket.destroy();
       const peer = (socket._parent && peers.get(socket._parent)) ?? 'unknown peer';
       this.log({ event: 'refused', peer, reason: socket.authorizationError ? String(socket.authorizationError) : (err.code ?? err.message) });
       socket.destroy(); // with a listener here, Node leaves that to us
     });
-    this.server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, openTimeoutMs));
+    this.server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
   }
 
   static async start(opts: ReplicaServerOptions): Promise<ReplicaServer> {
@@ -120,6 +149,8 @@ export class ReplicaServer {
   /** Stop accepting, drop every client (their replicas keep their checkpoints), wait for the endpoints. */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const p of [...this.pending.values()]) this.dropPending(p, 'the replica server is shutting down');
+    if (this.dropped.timer) clearTimeout(this.dropped.timer);
     for (const link of this.links) link.destroy(new VhdsyncError('LINK', 'the replica server is shutting down'));
     await Promise.all(this.sessions);
     await closed;
@@ -129,7 +160,63 @@ export class ReplicaServer {
     this.opts.log?.(e);
   }
 
-  private accept(socket: TLSSocket, openTimeoutMs: number): void {
+  /** Gate 0: a new TCP connection is pending until 'open'; make room under the caps by dropping the oldest. */
+  private admitConnection(raw: Socket, openTimeoutMs: number): void {
+    const address = raw.remoteAddress ?? '?';
+    if ((this.pendingByAddress.get(address) ?? 0) >= MAX_PENDING_PER_ADDRESS) {
+      for (const p of this.pending.values()) {
+        if (p.address !== address) continue;
+        this.dropPending(p, `more than ${MAX_PENDING_PER_ADDRESS} connections from one address before 'open'`);
+        break;
+      }
+    }
+    if (this.pending.size >= MAX_PENDING) {
+      this.dropPending(this.pending.values().next().value!, `more than ${MAX_PENDING} connections before 'open'`);
+    }
+    const p: Pending = {
+      raw,
+      address,
+      deadline: performance.now() + openTimeoutMs,
+      timer: setTimeout(() => this.dropPending(p, `no 'open' within ${openTimeoutMs / 1000} s of connecting`), openTimeoutMs),
+    };
+    this.pending.set(raw, p);
+    this.pendingByAddress.set(address, (this.pendingByAddress.get(address) ?? 0) + 1);
+    raw.once('close', () => this.forgetPending(raw));
+  }
+
+  /** The connection sent 'open': it is a session now, out of the pending caps and deadline. */
+  private forgetPending(raw: Socket | undefined): void {
+    const p = raw && this.pending.get(raw);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.pending.delete(raw);
+    const n = (this.pendingByAddress.get(p.address) ?? 1) - 1;
+    if (n > 0) this.pendingByAddress.set(p.address, n);
+    else this.pendingByAddress.delete(p.address);
+  }
+
+  private dropPending(p: Pending, reason: string): void {
+    this.forgetPending(p.raw);
+    p.raw.destroy();
+    const d = this.dropped;
+    d.connections++;
+    d.addresses.add(p.address);
+    d.reasons.add(reason);
+    d.timer ??= setTimeout(() => {
+      this.log({ event: 'dropped', connections: d.connections, addresses: d.addresses.size, reason: [...d.reasons].join('; ') });
+      this.dropped = { connections: 0, addresses: new Set(), reasons: new Set(), timer: undefined };
+    }, DROP_LOG_MS);
+    d.timer.unref();
+  }
+
+  private accept(socket: TLSSocket & { _parent?: Socket }): void {
+    const raw = socket._parent;
+    const pending = raw && this.pending.get(raw);
+    if (!pending) {
+      socket.destroy(); // dropped while its handshake finished
+      return;
+    }
+    const openTimeoutMs = Math.max(1, pending.deadline - performance.now());
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (!socket.authorized) {
       // rejectUnauthorized already does this; never rely on one check for the door.
@@ -145,7 +232,7 @@ export class ReplicaServer {
       describeError: (e) => describeLinkError(e, `client ${peer}`),
     });
     this.links.add(link);
-    const session = this.serve(link, peer, client, openTimeoutMs)
+    const session = this.serve(link, peer, client, openTimeoutMs, () => this.forgetPending(raw))
       .catch(() => {})
       .finally(() => {
         this.links.delete(link);
@@ -154,7 +241,7 @@ export class ReplicaServer {
     this.sessions.add(session);
   }
 
-  private async serve(link: TlsLink, peer: string, client: string, openTimeoutMs: number): Promise<void> {
+  private async serve(link: TlsLink, peer: string, client: string, openTimeoutMs: number, spokeOpen: () => void): Promise<void> {
     let target: string | undefined;
     let site: ConfinedSite | undefined;
     const refuse = async (e: unknown) => {
@@ -167,6 +254,7 @@ export class ReplicaServer {
     let open: Record<string, unknown>;
     try {
       open = await readOpen(link, openTimeoutMs);
+      spokeOpen();
     } catch (e) {
       // A peer that says nothing or breaks the framing gets no answer; one that speaks badly gets a line.
       if (e instanceof VhdsyncError && e.code === 'LINK') {
@@ -328,15 +416,25 @@ function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolea
   return new Promise((resolve) => {
     let outcome = 'disconnected';
     link.maxFrameBytes = MAX_FRAME_BYTES;
+    // Every frame is checked against the protocol's bounds (protocol.ts LIMITS) at the door: a
+    // malformed one ends the session with an error frame, and never reaches the replica endpoint.
     link.onFrame((frame) => {
       // Once cancelled, nothing more reaches the replica; once 'merge' passed, a cancel is refused.
       if (served.cancelled) return;
-      if (frame[0] === CONTROL_TYPE) {
-        const m = decode(frame);
-        if (m.t === 'control' && m.op === 'merge') served.merging = true;
+      let m;
+      try {
+        m = decode(frame);
+      } catch (e) {
+        const err = e instanceof VhdsyncError ? e : new VhdsyncError('PROTOCOL', `protocol error: ${(e as Error).message}`);
+        outcome = `error: ${err.message}`;
+        link.onFrame(() => {});
+        link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
+        link.close();
+        return;
       }
+      if (m.t === 'control' && m.op === 'merge') served.merging = true;
       // The endpoint may have ended (and closed its side) with an error the client is about to hear.
-      conn.link.send(frame).catch(() => {});
+      return conn.link.send(frame).catch(() => {});
     });
     conn.link.onFrame((frame) => {
       if (frame[0] === CONTROL_TYPE) {

@@ -40,6 +40,76 @@ export type PayloadCodec = 'none' | Codec;
 export const CODEC_IDS: Record<PayloadCodec, number> = { none: 0, deflate: 1, zstd: 2 };
 const CODEC_BY_ID = new Map(Object.entries(CODEC_IDS).map(([k, v]) => [v, k as PayloadCodec]));
 
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/**
+ * Bounds on every field a peer sends, checked before anything is allocated or computed from it: a peer
+ * holding a valid certificate still cannot make us allocate more than a frame's worth, loop, or write
+ * past a disk. An honest primary stays far inside them (resync/tree.ts shapes, resync/primary.ts windows).
+ */
+export const LIMITS = {
+  /** Leaf size: a power of two in [min, max] (the range `--leaf` offers). */
+  minLeafBytes: 512,
+  maxLeafBytes: 4 * MiB,
+  /** Region size: a power of two, at least one leaf, at most this; at most maxLeavesPerRegion leaves. */
+  maxRegionBytes: 64 * MiB,
+  maxLeavesPerRegion: 32 * KiB,
+  /** Children per tree node. */
+  minFanout: 2,
+  maxFanout: 256,
+  /** Largest virtual disk (VHDX's own limit, [MS-VHDX] 2.6.2.2: 64 TiB). */
+  maxVirtualBytes: 64 * 1024 * 1024 * MiB,
+  /** Raw bytes of one data frame (after inflating): at most one region's worth. */
+  maxDataRawBytes: 16 * MiB,
+  /** Regions the replica may hold digests for ahead of the primary (credit granted, trees kept). */
+  maxCreditRegions: 256,
+  /** Nodes asked for in one 'want', regions in one 'end'. */
+  maxNodesPerWant: 32 * KiB,
+  maxRegionsPerEnd: 1024,
+  /** Strings in control bodies (names, paths): characters. */
+  maxNameChars: 1024,
+} as const;
+
+/** The shape of a resync's hash tree, as a peer states it in 'start' (resync/tree.ts TreeShape). */
+export interface WireShape {
+  virtualSize: number;
+  leafSize: number;
+  regionSize: number;
+  fanout: number;
+}
+
+/** A peer's tree shape, every field within LIMITS, or a PROTOCOL error naming the first that is not. */
+export function checkShape(shape: unknown): WireShape {
+  if (typeof shape !== 'object' || shape === null) throw bad('start: no tree shape');
+  const { virtualSize, leafSize, regionSize, fanout } = shape as Record<string, unknown>;
+  const pow2 = (n: number) => (n & (n - 1)) === 0;
+  if (!isInt(virtualSize, 1, LIMITS.maxVirtualBytes)) throw bad(`start: virtual size ${show(virtualSize)} is out of bounds`);
+  if (!isInt(leafSize, LIMITS.minLeafBytes, LIMITS.maxLeafBytes) || !pow2(leafSize)) {
+    throw bad(`start: leaf size ${show(leafSize)} is not a power of two from ${LIMITS.minLeafBytes} to ${LIMITS.maxLeafBytes} bytes`);
+  }
+  if (!isInt(regionSize, leafSize, LIMITS.maxRegionBytes) || !pow2(regionSize) || regionSize / leafSize > LIMITS.maxLeavesPerRegion) {
+    throw bad(`start: region size ${show(regionSize)} is out of bounds for leaf size ${leafSize}`);
+  }
+  if (!isInt(fanout, LIMITS.minFanout, LIMITS.maxFanout)) throw bad(`start: fanout ${show(fanout)} is out of bounds`);
+  return { virtualSize, leafSize, regionSize, fanout };
+}
+
+/** A string field of a control body, bounded (undefined stays undefined). */
+export function checkName(what: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length > LIMITS.maxNameChars) throw bad(`${what} is not a string of at most ${LIMITS.maxNameChars} characters`);
+  return value;
+}
+
+function isInt(n: unknown, min: number, max: number): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= min && n <= max;
+}
+
+function show(v: unknown): string {
+  return String(typeof v === 'string' ? JSON.stringify(v.slice(0, 20)) : v).slice(0, 40);
+}
+
 export type Message =
   | { t: 'roots'; first: number; digests: Uint8Array }
   | { t: 'credit'; regions: number }
@@ -108,11 +178,15 @@ export function decode(frame: Uint8Array): Message {
       if (digests.byteLength % 16 !== 0) throw bad('roots: digest bytes not a multiple of 16');
       return { t: 'roots', first: v.getUint32(1, true), digests };
     }
-    case T.credit:
+    case T.credit: {
       need(5);
-      return { t: 'credit', regions: v.getUint32(1, true) };
+      const regions = v.getUint32(1, true);
+      if (regions > LIMITS.maxCreditRegions) throw bad(`credit of ${regions} regions exceeds ${LIMITS.maxCreditRegions}`);
+      return { t: 'credit', regions };
+    }
     case T.want: {
       need(11);
+      if ((frame.byteLength - 11) / 4 > LIMITS.maxNodesPerWant) throw bad(`want of more than ${LIMITS.maxNodesPerWant} nodes`);
       return { t: 'want', req: v.getUint32(1, true), region: v.getUint32(5, true), level: v.getUint8(9), nodes: readU32s(frame, 11) };
     }
     case T.digests: {
@@ -124,6 +198,10 @@ export function decode(frame: Uint8Array): Message {
     case T.data: {
       need(14);
       const count = v.getUint32(10, true);
+      const rawLength = v.getUint32(6, true);
+      // Before anything is inflated or allocated: [count] leaves of at least minLeafBytes each.
+      if (rawLength > LIMITS.maxDataRawBytes) throw bad(`data of ${rawLength} bytes exceeds ${LIMITS.maxDataRawBytes}`);
+      if (count > LIMITS.maxLeavesPerRegion) throw bad(`data of ${count} leaves exceeds ${LIMITS.maxLeavesPerRegion}`);
       const leavesEnd = 14 + count * 4;
       if (leavesEnd > frame.byteLength) throw bad('data: leaf list past end of frame');
       const leaves = readU32s(frame.subarray(0, leavesEnd), 14);
@@ -133,12 +211,13 @@ export function decode(frame: Uint8Array): Message {
         t: 'data',
         region: v.getUint32(1, true),
         codec,
-        rawLength: v.getUint32(6, true),
+        rawLength,
         leaves,
         payload: frame.subarray(leavesEnd),
       };
     }
     case T.end:
+      if ((frame.byteLength - 1) / 4 > LIMITS.maxRegionsPerEnd) throw bad(`end of more than ${LIMITS.maxRegionsPerEnd} regions`);
       return { t: 'end', regions: readU32s(frame, 1) };
     case T.write:
       need(9);

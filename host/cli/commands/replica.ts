@@ -63,6 +63,8 @@ function describe(e: ServerEvent): string {
       return `replica server listening on ${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}, root ${e.root}`;
     case 'refused':
       return `refused ${e.peer}${e.target ? ` (${e.target})` : ''}: ${e.reason}`;
+    case 'dropped':
+      return `dropped ${e.connections} connection(s) from ${e.addresses} address(es) before 'open': ${e.reason}`;
     case 'queued':
       return `queued ${e.peer} for ${e.target} at position ${e.position}`;
     case 'started':
