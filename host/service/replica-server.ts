@@ -89,6 +89,7 @@ interface Waiting {
 
 export class ReplicaServer {
   readonly maxActive: number;
+  private readonly openTimeoutMs: number;
   private readonly server: Server;
   private readonly queue: Waiting[] = [];
   private readonly busyTargets = new Set<string>();
@@ -100,12 +101,13 @@ export class ReplicaServer {
   /** Connections before 'open', oldest first (a Map keeps insertion order). */
   private readonly pending = new Map<Socket, Pending>();
   private readonly pendingByAddress = new Map<string, number>();
+  private readonly droppedByUs = new WeakSet<Socket>();
   private dropped = { connections: 0, addresses: new Set<string>(), reasons: new Set<string>(), timer: undefined as ReturnType<typeof setTimeout> | undefined };
 
   private constructor(private readonly opts: ReplicaServerOptions) {
     this.maxActive = opts.maxActiveTransfers ?? 3;
     if (!Number.isInteger(this.maxActive) || this.maxActive < 1) throw new VhdsyncError('USAGE', `--max-active-transfers: '${opts.maxActiveTransfers}' must be a whole number of at least 1`);
-    const openTimeoutMs = opts.openTimeoutMs ?? 10_000;
+    const openTimeoutMs = (this.openTimeoutMs = opts.openTimeoutMs ?? 10_000);
     this.server = createServer({ ...serverTlsOptions(opts.tls), handshakeTimeout: openTimeoutMs });
     // A backstop only: pending connections are capped below it (admit), sessions by the queue.
     this.server.maxConnections = MAX_PENDING + this.maxActive + MAX_QUEUED + SESSION_MARGIN;
@@ -119,7 +121,7 @@ export class ReplicaServer {
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket & { _parent?: Socket }) => {
       // Node drops a client whose certificate fails verification; the reason is on the socket.
       // One we dropped ourselves (deadline, caps) is already counted.
-      if (socket._parent && !this.pending.has(socket._parent)) return void socket.destroy();
+      if (socket._parent && this.droppedByUs.has(socket._parent)) return void socket.destroy();
       const peer = (socket._parent && peers.get(socket._parent)) ?? 'unknown peer';
       this.log({ event: 'refused', peer, reason: socket.authorizationError ? String(socket.authorizationError) : (err.code ?? err.message) });
       socket.destroy(); // with a listener here, Node leaves that to us
@@ -197,6 +199,7 @@ export class ReplicaServer {
 
   private dropPending(p: Pending, reason: string): void {
     this.forgetPending(p.raw);
+    this.droppedByUs.add(p.raw);
     p.raw.destroy();
     const d = this.dropped;
     d.connections++;
@@ -216,7 +219,7 @@ export class ReplicaServer {
       socket.destroy(); // dropped while its handshake finished
       return;
     }
-    const openTimeoutMs = Math.max(1, pending.deadline - performance.now());
+    const left = Math.max(1, pending.deadline - performance.now());
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (!socket.authorized) {
       // rejectUnauthorized already does this; never rely on one check for the door.
@@ -232,7 +235,7 @@ export class ReplicaServer {
       describeError: (e) => describeLinkError(e, `client ${peer}`),
     });
     this.links.add(link);
-    const session = this.serve(link, peer, client, openTimeoutMs, () => this.forgetPending(raw))
+    const session = this.serve(link, peer, client, { left, total: this.openTimeoutMs }, () => this.forgetPending(raw))
       .catch(() => {})
       .finally(() => {
         this.links.delete(link);
@@ -241,7 +244,7 @@ export class ReplicaServer {
     this.sessions.add(session);
   }
 
-  private async serve(link: TlsLink, peer: string, client: string, openTimeoutMs: number, spokeOpen: () => void): Promise<void> {
+  private async serve(link: TlsLink, peer: string, client: string, openTimeout: { left: number; total: number }, spokeOpen: () => void): Promise<void> {
     let target: string | undefined;
     let site: ConfinedSite | undefined;
     const refuse = async (e: unknown) => {
@@ -253,7 +256,7 @@ export class ReplicaServer {
     // Gate 2: 'open', in time.
     let open: Record<string, unknown>;
     try {
-      open = await readOpen(link, openTimeoutMs);
+      open = await readOpen(link, openTimeout);
       spokeOpen();
     } catch (e) {
       // A peer that says nothing or breaks the framing gets no answer; one that speaks badly gets a line.
@@ -388,9 +391,9 @@ export class ReplicaServer {
 }
 
 /** The first frame, which must be control 'open', within the time allowed. */
-function readOpen(link: TlsLink, timeoutMs: number): Promise<Record<string, unknown>> {
+function readOpen(link: TlsLink, timeout: { left: number; total: number }): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new VhdsyncError('LINK', `no 'open' within ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(() => reject(new VhdsyncError('LINK', `no 'open' within ${timeout.total / 1000} s`)), timeout.left);
     link.onClose((e) => {
       clearTimeout(timer);
       reject(e ?? new VhdsyncError('LINK', "closed before 'open'"));
