@@ -220,6 +220,7 @@ export class ReplicaServer {
       return;
     }
     const left = Math.max(1, pending.deadline - performance.now());
+    clearTimeout(pending.timer); // readOpen keeps the same deadline from here, and says so
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (!socket.authorized) {
       // rejectUnauthorized already does this; never rely on one check for the door.
