@@ -15,7 +15,7 @@ import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaD
  * fails the operation (the replication cycle retries it, the replica only takes whole logs).
  */
 export const SITE_CALLS = [
-  'createEmptyDisks', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive',
+  'createEmptyDisks', 'requireReplica', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive',
   'points', 'failoverRecord', 'setFailoverRecord', 'createTestViews', 'removeTestViews', 'revertTo', 'resyncPhase',
 ] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
@@ -45,6 +45,10 @@ export class RemoteReplicaSite implements ReplicaSite {
 
   async createEmptyDisks(): Promise<void> {
     await this.call('createEmptyDisks');
+  }
+
+  async requireReplica(): Promise<void> {
+    await this.call('requireReplica');
   }
 
   async lastApplied(): Promise<number> {

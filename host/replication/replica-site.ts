@@ -78,6 +78,11 @@ export interface ReplicaSite extends FailoverSite {
   readonly where: string;
   /** Initial replication: an empty replica of the same format and size for every disk that has none. */
   createEmptyDisks(): Promise<void>;
+  /**
+   * Before a resync: the folder and every disk must be there. A resync never re-seeds a missing replica
+   * (an unmounted volume would hide the outage behind a full copy); only an explicit initial replication does.
+   */
+  requireReplica(): Promise<void>;
   /** Ship one sealed log (the file `from` on this machine). */
   receive(sequence: number, diskIndex: number, from: string): Promise<void>;
   lastApplied(): Promise<number>;
@@ -181,6 +186,15 @@ export class LocalReplicaSite implements ReplicaSite {
     }
   }
 
+  async requireReplica(): Promise<void> {
+    const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: vhdsync start-initial-replication ${this.vmName} --again`);
+    if (!(await stat(this.vmDir).then((st) => st.isDirectory(), () => false))) throw missing(this.vmDir);
+    for (const d of this.disks) {
+      const path = this.diskPath(d.index);
+      if (!(await fileIdentity(path).then(() => true, () => false))) throw missing(path);
+    }
+  }
+
   /** Ship one sealed log: copied in whole under a temporary name, then renamed into place. */
   async receive(sequence: number, diskIndex: number, from: string): Promise<void> {
     const writer = await this.logWriter(sequence, diskIndex);
@@ -217,7 +231,7 @@ export class LocalReplicaSite implements ReplicaSite {
           if (!st.isDirectory()) throw new VhdsyncError('IO', `${this.logsDir}: the replica's log folder is not a folder`);
         });
       }
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.vmName);
       throw ioError(this.logsDir, e);
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
@@ -354,7 +368,7 @@ export class LocalReplicaSite implements ReplicaSite {
    */
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     await stat(this.vmDir).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.vmName);
       throw ioError(this.vmDir, e);
     });
     return withLock(join(this.vmDir, 'site.lock'), () => this.withDiskLocks(fn), { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
@@ -532,8 +546,8 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 }
 
-function missingFolder(dir: string): VhdsyncError {
-  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); resume replication with --resynchronize to rebuild it`);
+function missingFolder(dir: string, vm: string): VhdsyncError {
+  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); restore it, or run the initial replication again (vhdsync start-initial-replication ${vm} --again)`);
 }
 
 /** Logs are copied in pieces of this size. */

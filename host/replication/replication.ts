@@ -425,11 +425,24 @@ export class Replication {
 
   // ---- Initial replication and resynchronization (the engine is host/resync) ----
 
-  /** Start-VMInitialReplication: the replica disks are created empty and filled by the resync engine. */
-  async startInitialReplication(name: string, opts: ResyncRunOptions = {}): Promise<ResyncRunOutcome> {
+  /**
+   * Start-VMInitialReplication: the replica disks are created empty and filled by the resync engine.
+   * `again`: the replica was lost (a resync refuses to re-seed it, replica-site.ts requireReplica); the
+   * user asks explicitly for a new one, from any state of a replicating VM.
+   */
+  async startInitialReplication(name: string, opts: ResyncRunOptions & { again?: boolean } = {}): Promise<ResyncRunOutcome> {
     const owner = await this.resyncPid(name);
-    await this.store.update(name, (vm) => {
+    const againFrom: ReplicationState[] = ['Replicating', 'Suspended', 'Error', 'WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing'];
+    const again = opts.again === true;
+    await this.store.update(name, async (vm) => {
       if (vm.state === 'InitialReplicationInProgress' && owner === undefined) return; // its process died: continue
+      if (again && againFrom.includes(vm.state)) {
+        if (owner !== undefined) throw new VhdsyncError('BUSY', `a resynchronization of '${name}' is already running (process ${owner})`);
+        await stopTracking(vm); // the replica starts from nothing: no log of the old one is of use
+        vm.state = 'InitialReplicationInProgress';
+        vm.resync = null;
+        return;
+      }
       if (vm.state !== 'ReadyForInitialReplication') {
         throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; initial replication ${vm.state === 'InitialReplicationInProgress' ? `is already running (process ${owner})` : 'is done'}`);
       }
@@ -499,7 +512,8 @@ export class Replication {
     let stopped: 'pause' | 'cancel' | undefined;
     let wanted: 'pause' | 'cancel' | undefined;
     try {
-      await site.createEmptyDisks();
+      if (initial) await site.createEmptyDisks();
+      else await site.requireReplica();
       for (const d of started.disks) {
         if (started.resync!.disksDone.includes(d.index)) continue;
         // A request that came while the previous disk ran stops the run before the next disk starts.

@@ -75,6 +75,8 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
   switch (call) {
     case 'createEmptyDisks':
       return site.createEmptyDisks();
+    case 'requireReplica':
+      return site.requireReplica();
     case 'lastApplied':
       return site.lastApplied();
     case 'rebase': {

@@ -7,10 +7,11 @@ export function register(program: Command): void {
   const cmd = program
     .command('start-initial-replication')
     .description('Create the replica disks of a VM and copy what the primaries hold (writes made meanwhile are tracked and follow)')
-    .argument('<vm>', 'VM name');
-  withLink(withHome(cmd)).action(async (name: string, flags: HomeFlags & { link?: string }) => {
+    .argument('<vm>', 'VM name')
+    .option('--again', 'the replica was lost: build a new one from nothing (a resync never re-seeds a missing replica)');
+  withLink(withHome(cmd)).action(async (name: string, flags: HomeFlags & { link?: string; again?: boolean }) => {
     const rep = replicationFor(flags);
-    const outcome = await runInForeground((opts) => rep.startInitialReplication(name, opts), flags.link);
+    const outcome = await runInForeground((opts) => rep.startInitialReplication(name, { ...opts, again: flags.again }), flags.link);
     if (flags.json) printJson(outcomeJson(rep, outcome));
     else process.stdout.write(outcomeText(rep, outcome, 'Initial replication'));
     process.exitCode = outcome.result === 'completed' ? 0 : outcome.result === 'paused' ? 3 : 1;
