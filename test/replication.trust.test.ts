@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { homeCli, qemuIdentical, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
@@ -50,5 +50,22 @@ describe('a missing replica is never silently re-seeded', () => {
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/p\.img: the replica is missing/);
     expect(existsSync(join(s.replica, 'vm', 'p.img'))).toBe(false);
+  });
+});
+
+describe('a resized disk', () => {
+  it('the VM record follows a disk grown on both sides, so writes past the old end replicate', async () => {
+    const s = await site();
+    const p = await rawDisk(join(s.d, 'p.img'), 8 * MiB, 7);
+    s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
+    s.ok('start-initial-replication', 'vm');
+    await truncate(p, 16 * MiB);
+    await truncate(join(s.replica, 'vm', 'p.img'), 16 * MiB);
+    expect(s.json('resume-replication', 'vm', '--resynchronize').State).toBe('Replicating');
+    expect(s.json('get-replication', 'vm').ReplicatedDisks[0].VirtualSize).toBe(16 * MiB);
+    // The guest writes all over the grown disk; the logs apply (no Resynchronization Required).
+    const w = s.json('workload', 'vm', '--pattern', 'random', '--bytes', '2M', '--rate', 'unlimited', '--duration', '10s');
+    expect(w.Triggers ?? []).toEqual([]);
+    expect(s.json('get-replication', 'vm').State).toBe('Replicating');
   });
 });

@@ -9,11 +9,11 @@ import { formatSize } from '../units.js';
 import type { ImageFile } from './file-io.js';
 import { batLayout, ENTRY_SIZE, validateBat, type BatLayout } from './vhdx-bat.js';
 import {
-  FILE_ID_SIZE, HEADER_OFFSETS, HEADER_SIZE, buildHeader, parseFileIdentifier, pickHeader, type PickedHeader, type VhdxHeader,
+  FILE_ID_SIZE, HEADER_OFFSETS, HEADER_SECTION_SIZE, HEADER_SIZE, buildHeader, parseFileIdentifier, pickHeader, type PickedHeader, type VhdxHeader,
 } from './vhdx-header.js';
 import { guidText, isZeroGuid, randomGuid, roundUp } from './vhdx-le.js';
 import {
-  MAX_LOG_LENGTH, ReplayedView, applyPlan, findActiveSequence, replayPlan, type LogTarget, type ReplayPlan,
+  MAX_LOG_LENGTH, ReplayedView, applyPlan, checkReplayBound, findActiveSequence, replayPlan, type LogTarget, type ReplayPlan,
 } from './vhdx-log.js';
 import { METADATA_TABLE_SIZE, interpretMetadata, parseMetadataTable, type ItemKind, type VhdxParams } from './vhdx-metadata.js';
 import {
@@ -96,6 +96,11 @@ export async function readVhdxImage(file: ImageFile, fileSize: number, readOnly:
   if (!isZeroGuid(picked.header.logGuid) && log.length > 0) {
     const plan = await readLog(file, fileSize, picked.header, log);
     if (plan) {
+      // Bound the replay by the image it yields: its structures, read through the replayed bytes, say
+      // how large the file can be; a log that writes or extends past that is refused before any write.
+      const preview = new ReplayedView(plan, fileSize);
+      const shape = await readLayout(new ImageReader(file, preview), preview.size, log, path, []);
+      checkReplayBound(plan, Math.max(fileSize, largestFile(shape.regions, log, shape.layout)), path);
       replayedEntries = plan.entries;
       if (readOnly) {
         view = new ReplayedView(plan, fileSize);
@@ -113,37 +118,7 @@ export async function readVhdxImage(file: ImageFile, fileSize: number, readOnly:
   }
   const reader = new ImageReader(file, view);
 
-  const t1 = new Uint8Array(REGION_TABLE_SIZE);
-  const t2 = new Uint8Array(REGION_TABLE_SIZE);
-  await reader.readAt(t1, REGION_TABLE1_OFFSET, 'region table 1');
-  await reader.readAt(t2, REGION_TABLE2_OFFSET, 'region table 2');
-  const table = pickRegionTable(t1, t2, path);
-  warnings.push(...table.warnings);
-  const regions = validateRegions(table.entries, log, path);
-
-  const meta = regions.metadata;
-  if (meta.offset + METADATA_TABLE_SIZE > size) {
-    throw new VhdsyncError('TRUNCATED', `${path}: the VHDX metadata region at ${formatSize(meta.offset)} lies past the end of the ${formatSize(size)} file; the image is truncated`);
-  }
-  const mt = new Uint8Array(METADATA_TABLE_SIZE);
-  await reader.readAt(mt, meta.offset, 'the metadata table');
-  const where = parseMetadataTable(mt, meta.length, path);
-  const items: Partial<Record<ItemKind, Uint8Array>> = {};
-  for (const [kind, loc] of Object.entries(where) as Array<[ItemKind, { offset: number; length: number }]>) {
-    if (meta.offset + loc.offset + loc.length > size) {
-      throw new VhdsyncError('TRUNCATED', `${path}: VHDX metadata ${kind} lies past the end of the file; the image is truncated`);
-    }
-    const b = new Uint8Array(loc.length);
-    await reader.readAt(b, meta.offset + loc.offset, `metadata ${kind}`);
-    items[kind] = b;
-  }
-  const params = interpretMetadata(items, path);
-  const layout = batLayout({
-    blockSize: params.blockSize,
-    logicalSectorSize: params.logicalSectorSize,
-    virtualSize: params.virtualSize,
-    differencing: params.hasParent,
-  });
+  const { regions, params, layout } = await readLayout(reader, size, log, path, warnings);
   const batBytes = layout.entryCount * ENTRY_SIZE;
   if (batBytes > regions.bat.length) {
     throw new VhdsyncError(
@@ -242,4 +217,47 @@ export function logTarget(file: ImageFile, log: Extent, headers: HeaderWriter, f
     fileSize,
     nextSequence: () => ++seq,
   };
+}
+
+/** Region table, metadata and BAT layout, read through `reader` (the file, or the file with a replay over it). */
+async function readLayout(reader: ImageReader, size: number, log: Extent, path: string, warnings: string[]): Promise<{ regions: Regions; params: VhdxParams; layout: BatLayout }> {
+  const t1 = new Uint8Array(REGION_TABLE_SIZE);
+  const t2 = new Uint8Array(REGION_TABLE_SIZE);
+  await reader.readAt(t1, REGION_TABLE1_OFFSET, 'region table 1');
+  await reader.readAt(t2, REGION_TABLE2_OFFSET, 'region table 2');
+  const table = pickRegionTable(t1, t2, path);
+  warnings.push(...table.warnings);
+  const regions = validateRegions(table.entries, log, path);
+
+  const meta = regions.metadata;
+  if (meta.offset + METADATA_TABLE_SIZE > size) {
+    throw new VhdsyncError('TRUNCATED', `${path}: the VHDX metadata region at ${formatSize(meta.offset)} lies past the end of the ${formatSize(size)} file; the image is truncated`);
+  }
+  const mt = new Uint8Array(METADATA_TABLE_SIZE);
+  await reader.readAt(mt, meta.offset, 'the metadata table');
+  const where = parseMetadataTable(mt, meta.length, path);
+  const items: Partial<Record<ItemKind, Uint8Array>> = {};
+  for (const [kind, loc] of Object.entries(where) as Array<[ItemKind, { offset: number; length: number }]>) {
+    if (meta.offset + loc.offset + loc.length > size) {
+      throw new VhdsyncError('TRUNCATED', `${path}: VHDX metadata ${kind} lies past the end of the file; the image is truncated`);
+    }
+    const b = new Uint8Array(loc.length);
+    await reader.readAt(b, meta.offset + loc.offset, `metadata ${kind}`);
+    items[kind] = b;
+  }
+  const params = interpretMetadata(items, path);
+  const layout = batLayout({
+    blockSize: params.blockSize,
+    logicalSectorSize: params.logicalSectorSize,
+    virtualSize: params.virtualSize,
+    differencing: params.hasParent,
+  });
+  return { regions, params, layout };
+}
+
+/** The largest file these structures can describe: every region, every block and sector bitmap allocated. */
+function largestFile(regions: Regions, log: Extent, layout: BatLayout): number {
+  const structures = Math.max(...[regions.bat, regions.metadata, log].map((r) => r.offset + r.length), HEADER_SECTION_SIZE);
+  const bitmapBlocks = layout.differencing ? Math.ceil(layout.blockCount / layout.chunkRatio) : 0;
+  return structures + layout.blockCount * layout.blockSize + bitmapBlocks * 1024 * 1024;
 }

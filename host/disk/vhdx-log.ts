@@ -200,6 +200,19 @@ export function replayPlan(entries: LogEntry[], fileSize: number, log: Extent, p
   return { writes, flushedFileOffset: head.flushedFileOffset, lastFileOffset: Math.max(...entries.map((e) => e.lastFileOffset)), entries: entries.length };
 }
 
+/**
+ * A replay never writes or extends the file past `maxFileSize`, the largest file the image's own
+ * structures describe (vhdx-image.ts): an entry with a valid CRC but a 1 TiB zero descriptor or a
+ * LastFileOffset of 2 TiB would otherwise write until the disk is full.
+ */
+export function checkReplayBound(plan: ReplayPlan, maxFileSize: number, path: string): void {
+  let end = plan.lastFileOffset;
+  for (const w of plan.writes) end = Math.max(end, w.offset + (w.kind === 'data' ? LOG_SECTOR : w.length));
+  if (end > maxFileSize) {
+    throw new VhdsyncError('BAD_SIZE', `${path}: the VHDX log would grow the file to ${formatSize(end)}, past the ${formatSize(maxFileSize)} its structures can hold; the log is corrupt`);
+  }
+}
+
 /** Apply a replay plan to the file and make it durable. */
 export async function applyPlan(file: ImageFile, plan: ReplayPlan, fileSize: number): Promise<number> {
   const zeros = new Uint8Array(1024 * 1024);

@@ -188,9 +188,18 @@ export class LocalReplicaSite implements ReplicaSite {
 
   async requireReplica(): Promise<void> {
     const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: vhdsync start-initial-replication ${this.vmName} --again`);
-    if (!(await stat(this.vmDir).then((st) => st.isDirectory(), () => false))) throw missing(this.vmDir);
+    let folder = await stat(this.vmDir).then((st) => st.isDirectory(), () => false);
+    if (!folder && this.disks.every((d) => d.path)) {
+      // Every disk is kept elsewhere (reverse replication: the old primary): the folder holds only bookkeeping.
+      await mkdir(this.vmDir, { recursive: true }).catch((e) => {
+        throw ioError(this.vmDir, e);
+      });
+      folder = true;
+    }
     for (const d of this.disks) {
       const path = this.diskPath(d.index);
+      // A disk kept elsewhere (reverse replication: the old primary) needs only itself.
+      if (!d.path && !folder) throw missing(this.vmDir);
       if (!(await fileIdentity(path).then(() => true, () => false))) throw missing(path);
     }
   }

@@ -474,6 +474,7 @@ export class Replication {
       const ok: ReplicationState[] = ['WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing', 'InitialReplicationInProgress'];
       if (!ok.includes(vm.state)) throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; there is no resynchronization to run`);
       let restart = opts.restart === true || vm.state === 'WaitingForStartResynchronize' || vm.resync?.restart === true;
+      if (await followResize(vm)) restart = true;
       if (vmOff) {
         // The compare sees the disks as they are now. A disk changed while a resync was suspended may
         // have changed behind its checkpoint: that one starts over.
@@ -716,4 +717,25 @@ export function replicationView(vm: VmRecord, health: { health: ReplicationHealt
     LastError: vm.lastError,
     ReplicatedDisks: vm.disks.map((d) => ({ Index: d.index, Path: d.path, ReplicaPath: d.replicaPath, VirtualSize: d.virtualSize, Format: d.format, Type: d.type })),
   };
+}
+
+/**
+ * A disk resized since the record was written (on both sides, by another tool): the record follows the
+ * primary, else every write past the old end would invalidate a log and the VM would loop in
+ * Resynchronization Required. The resync's preflight still refuses a replica of another size. The
+ * fingerprint samples the new size. True when a size changed (the resync then starts over).
+ */
+async function followResize(vm: VmRecord): Promise<boolean> {
+  let changed = false;
+  for (const d of vm.disks) {
+    const disk = await openDisk(d.path, { readOnly: true });
+    const size = disk.virtualSize;
+    await disk.close();
+    if (size === d.virtualSize) continue;
+    d.virtualSize = size;
+    // New sample points; their digests are taken by refreshFingerprints below (an empty one never matches).
+    if (d.fingerprint) d.fingerprint.probes = sampleRanges(size).map((r) => ({ ...r, kind: 'sample' as const, digest: '' }));
+    changed = true;
+  }
+  return changed;
 }
