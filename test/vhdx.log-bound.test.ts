@@ -24,7 +24,7 @@ describe('a VHDX log replay is bounded by the image', () => {
   };
 
   it.each([
-    ['a 1 TiB zero descriptor', [{ kind: 'zero', offset: 4 * MiB, length: TiB }] as LogWrite[], 8 * MiB, /grow the file to 1 TiB/],
+    ['a 1 TiB zero descriptor (LastFileOffset 2 TiB)', [{ kind: 'zero', offset: 4 * MiB, length: TiB }] as LogWrite[], 2 * TiB, /grow the file to 2 TiB/],
     ['LastFileOffset 2 TiB', [{ kind: 'data', offset: 4 * MiB, data: new Uint8Array(LOG_SECTOR) }] as LogWrite[], 2 * TiB, /grow the file to 2 TiB/],
   ])('refuses %s in one line (BAD_SIZE)', (_name, writes, last, message) => {
     const p = plan(writes, last);
