@@ -199,7 +199,7 @@ export async function writeTrackingHeader(path: string, header: TrackHeader): Pr
 export async function appendRecords(
   path: string,
   records: readonly TrackRecord[],
-  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array } } = {},
+  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void> } = {},
 ): Promise<number> {
   const fs = opts.fs ?? nodeLogFs;
   const bytes = encodeRecords(records);
@@ -215,6 +215,8 @@ export async function appendRecords(
         await f.write(buildHeader({ ...h, writerPid: opts.adopt.pid, dataWriteId: opts.adopt.dataWriteId }), 0);
       }
     }
+    // The log exists (tracking is on): the activity log records the extents first.
+    await opts.beforeAppend?.();
     await f.write(bytes, size);
     await f.sync();
     return size + bytes.byteLength;

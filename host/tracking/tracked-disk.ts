@@ -1,5 +1,8 @@
 import type { Disk } from '../disk/disk.js';
 import { openDisk } from '../disk/index.js';
+import { ActivityLog } from './activity-log.js';
+import { markDirty } from './dirty-map.js';
+import { DEFAULT_AL_EXTENTS, DEFAULT_EXTENT_SIZE, extentsOf } from './extents.js';
 import { appendRecords, type TrackRecord } from './log.js';
 import type { LogFs } from './log-fs.js';
 import { releaseCurrentLog, trackingLogPathFor, withLogLock } from './log-files.js';
@@ -20,6 +23,9 @@ export interface TrackedDiskOptions {
   onAppended?: (logSize: number, bytes: number) => void;
   /** A write went to the disk with no log beside it (tracking off — or the log is gone). */
   onUntracked?: () => void;
+  /** The activity log's extent size and capacity (defaults: extents.ts). */
+  extentSize?: number;
+  activityLogExtents?: number;
 }
 
 export interface TrackedDisk extends Disk {
@@ -32,6 +38,10 @@ export interface TrackedDisk extends Disk {
  * (replication or a resync is tracking it), every write is appended to the log — durably, before the
  * disk sees it — so it can be replayed on the replica afterwards. Append and disk write happen under
  * the log's lock, so a seal or a switch never separates them.
+ *
+ * Beside the log, the activity log (activity-log.ts) records a write's extents durably before the first
+ * write into them; with no log but a dirty map (dirty-map.ts: bitmap mode), the write's extents are
+ * marked there durably instead. So a crash never leaves a difference outside what scope.ts collects.
  */
 export async function openTrackedDisk(path: string, opts: TrackedDiskOptions = {}): Promise<TrackedDisk> {
   return new TrackedDiskImpl(await openDisk(path), trackingLogPathFor(path), opts);
@@ -41,6 +51,9 @@ class TrackedDiskImpl implements TrackedDisk {
   private readonly dataWriteId: Uint8Array;
   private wrote = false;
   private logBroken = false;
+  private al: ActivityLog | undefined;
+  private readonly extentSize: number;
+  private readonly alCapacity: number;
 
   constructor(
     private readonly inner: Disk,
@@ -48,6 +61,13 @@ class TrackedDiskImpl implements TrackedDisk {
     private readonly opts: TrackedDiskOptions,
   ) {
     this.dataWriteId = opts.dataWriteId ?? crypto.getRandomValues(new Uint8Array(16));
+    this.extentSize = opts.extentSize ?? DEFAULT_EXTENT_SIZE;
+    this.alCapacity = opts.activityLogExtents ?? DEFAULT_AL_EXTENTS;
+  }
+
+  /** Activity-log transactions this tracker wrote (its cost in the write path). */
+  get activityLogTransactions(): number {
+    return this.al?.transactions ?? 0;
   }
   get path() { return this.inner.path; }
   get format() { return this.inner.format; }
@@ -66,21 +86,73 @@ class TrackedDiskImpl implements TrackedDisk {
   }
 
   async writeMany(writes: readonly TrackRecord[]): Promise<void> {
+    // A burst over more extents than the activity log holds goes in parts (each part's extents fit).
+    let part: TrackRecord[] = [];
+    const extents = new Set<number>();
+    for (const w of this.pieces(writes)) {
+      const mine = extentsOf(w.offset, w.data.byteLength, this.extentSize);
+      if (part.length > 0 && extents.size + mine.length > this.alCapacity) {
+        await this.writePart(part);
+        part = [];
+        extents.clear();
+      }
+      part.push(w);
+      for (const e of mine) extents.add(e);
+    }
+    await this.writePart(part);
+  }
+
+  /** A single write over more extents than the activity log holds is cut at extent boundaries. */
+  private *pieces(writes: readonly TrackRecord[]): Generator<TrackRecord> {
+    for (const w of writes) {
+      if (extentsOf(w.offset, w.data.byteLength, this.extentSize).length <= this.alCapacity) {
+        yield w;
+        continue;
+      }
+      let at = 0;
+      while (at < w.data.byteLength) {
+        const offset = w.offset + at;
+        const end = Math.min(w.offset + w.data.byteLength, (Math.floor(offset / this.extentSize) + this.alCapacity) * this.extentSize);
+        yield { offset, data: w.data.subarray(at, end - w.offset) };
+        at = end - w.offset;
+      }
+    }
+  }
+
+  private async admitExtents(writes: readonly TrackRecord[]): Promise<void> {
+    const extents = new Set<number>();
+    for (const w of writes) for (const e of extentsOf(w.offset, w.data.byteLength, this.extentSize)) extents.add(e);
+    this.al ??= await ActivityLog.open(this.inner.path, { extentSize: this.extentSize, capacity: this.alCapacity });
+    await this.al.admit([...extents]);
+  }
+
+  private async writePart(writes: readonly TrackRecord[]): Promise<void> {
     if (writes.length === 0) return;
     let failure: Error | undefined;
     let appended: { size: number; bytes: number } | undefined;
     let untracked = false;
     await withLogLock(this.inner.path, async () => {
       try {
-        const size = await appendRecords(this.log, writes, { fs: this.opts.fs, adopt: { pid: process.pid, dataWriteId: this.dataWriteId } });
+        const size = await appendRecords(this.log, writes, {
+          fs: this.opts.fs,
+          adopt: { pid: process.pid, dataWriteId: this.dataWriteId },
+          beforeAppend: () => this.admitExtents(writes),
+        });
         appended = { size, bytes: writes.reduce((n, w) => n + w.data.byteLength, 0) };
         this.wrote = true;
         this.logBroken = false;
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        // No log: tracking is off. Anything else: the log could not take the write.
+        // No log: bitmap mode (a dirty map takes the extents), or tracking is off. Anything else: the
+        // log could not take the write.
         if (err.code !== 'ENOENT') failure = err;
-        else untracked = true;
+        else {
+          try {
+            untracked = !(await markDirty(this.inner.path, writes.map((w) => ({ offset: w.offset, length: w.data.byteLength }))));
+          } catch (m) {
+            failure = m as Error;
+          }
+        }
         // Without someone to decide, keep log and disk in agreement: the write does not happen.
         if (failure && !this.opts.onLogError) throw failure;
       }
@@ -97,6 +169,7 @@ class TrackedDiskImpl implements TrackedDisk {
   flush() { return this.inner.flush(); }
 
   async close(): Promise<void> {
+    await this.al?.close().catch(() => undefined);
     await this.inner.close();
     // A graceful close: the log stays open for whoever tracks next, but no longer names us as its writer.
     if (this.wrote) await withLogLock(this.inner.path, () => releaseCurrentLog(this.inner.path, process.pid)).catch(() => undefined);

@@ -1,0 +1,66 @@
+import { readActivityLog } from './activity-log.js';
+import { dirtyExtents, emptyDirtyMap, readDirtyMap, setBit, writeDirtyMap, type DirtyMap } from './dirty-map.js';
+import { DEFAULT_EXTENT_SIZE, extentRanges, extentsOf, rangeBytes } from './extents.js';
+import { currentLog, listSealedLogs, listTakenLogs, trackingLogPathFor } from './log-files.js';
+import { scanTrackingLog } from './log.js';
+
+/**
+ * A resync's scope on one disk: where primary and replica may differ. Everything else is known equal
+ * and is not compared. `undefined` ranges mean the whole disk (a full compare).
+ */
+export interface DiskScope {
+  extentSize: number;
+  /** Sorted, disjoint byte ranges [start, end). */
+  ranges: [number, number][];
+  bytes: number;
+}
+
+/**
+ * Replication stops logging data (a crash, or logs past the size limit): every extent that may differ
+ * from the replica goes into the disk's dirty map — the activity log's extents, the extents of every
+ * unshipped log (open, sealed, taken by a resync), and what the map already held — before the logs go.
+ * From then on the tracker marks writes there (bitmap mode). Call under the disk's log lock.
+ * Returns the map; throws when a log cannot be read (the caller falls back to a full compare).
+ */
+export async function absorbIntoDirtyMap(
+  primaryPath: string,
+  disk: { virtualSize: number; replica: string },
+  extentSize = DEFAULT_EXTENT_SIZE,
+): Promise<DirtyMap> {
+  const old = await readDirtyMap(primaryPath).catch(() => undefined);
+  const map = emptyDirtyMap(disk.virtualSize, extentSize, disk.replica);
+  const total = Math.ceil(disk.virtualSize / extentSize);
+  const mark = (offset: number, length: number) => {
+    for (const e of extentsOf(offset, length, extentSize)) if (e < total) setBit(map.bits, e);
+  };
+  if (old && old.replica === disk.replica) {
+    for (const e of dirtyExtents(old)) mark(e * old.extentSize, old.extentSize);
+  } else if (old) {
+    // A map relative to another replica says nothing about this one: everything it held may differ.
+    for (const e of dirtyExtents(old)) mark(e * old.extentSize, old.extentSize);
+  }
+  const al = await readActivityLog(primaryPath);
+  for (const e of al?.extents ?? []) mark(e * al!.extentSize, al!.extentSize);
+  const logs: string[] = [];
+  if (await currentLog(primaryPath)) logs.push(trackingLogPathFor(primaryPath));
+  for (const s of await listSealedLogs(primaryPath)) logs.push(s.path);
+  logs.push(...(await listTakenLogs(primaryPath)));
+  for (const log of logs) {
+    // A torn tail ends the log: its records never reached the disk (appends are synced first).
+    await scanTrackingLog(log, (r) => mark(r.offset, r.data.byteLength));
+  }
+  await writeDirtyMap(primaryPath, map);
+  return map;
+}
+
+/** The scope a disk's dirty map gives (undefined: no map, so no known scope). */
+export async function dirtyScope(primaryPath: string, virtualSize: number): Promise<DiskScope | undefined> {
+  const map = await readDirtyMap(primaryPath);
+  if (!map) return undefined;
+  return scopeOfMap(map, virtualSize);
+}
+
+export function scopeOfMap(map: DirtyMap, virtualSize: number): DiskScope {
+  const ranges = extentRanges(dirtyExtents(map), map.extentSize, virtualSize);
+  return { extentSize: map.extentSize, ranges, bytes: rangeBytes(ranges) };
+}
