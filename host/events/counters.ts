@@ -11,6 +11,8 @@ export interface VmCounters {
   'Resynchronized Bytes': number;
   'Network Bytes Sent': number;
   'Network Bytes Received': number;
+  /** Bytes a resync read from the primary disk (a scoped resync reads only its dirty extents). */
+  'Resynchronization Bytes Read'?: number;
   /** Replication cycles applied on the replica (host/replication). */
   'Replication Count'?: number;
 }

@@ -17,6 +17,9 @@ export type EventRecord =
       disks: string[];
       startBlock: number;
       endBlock: number;
+      /** What the compare covers: every block, or the dirty extents (scopeBytes of them). */
+      scope?: 'Full' | 'DirtyExtents';
+      scopeBytes?: number;
     }
   | {
       id: 29244;
@@ -28,6 +31,9 @@ export type EventRecord =
       blocksSent: number;
       seconds: number;
       result: 'completed' | 'paused' | 'cancelled' | 'failed';
+      scope?: 'Full' | 'DirtyExtents';
+      /** Bytes read from the primary disk. */
+      bytesRead?: number;
     }
   | {
       id: 29174;
@@ -99,12 +105,16 @@ export class EventLog {
   }
 }
 
+function scopeText(scope: string, bytes: number | undefined): string {
+  return bytes === undefined ? scope : `${scope} (${bytes} bytes)`;
+}
+
 function describe(e: EventInput): string {
   switch (e.id) {
     case 29242:
-      return `Resynchronization started for virtual machine '${e.vm}' (disks: ${e.disks.join(', ')}), starting block ${e.startBlock}, ending block ${e.endBlock}.`;
+      return `Resynchronization started for virtual machine '${e.vm}' (disks: ${e.disks.join(', ')}), starting block ${e.startBlock}, ending block ${e.endBlock}${e.scope ? `, scope ${scopeText(e.scope, e.scopeBytes)}` : ''}.`;
     case 29244:
-      return `Resynchronization of '${e.disk}' for virtual machine '${e.vm}' ${e.result}: ${e.blocksSent} blocks sent in ${e.seconds.toFixed(1)} s.`;
+      return `Resynchronization of '${e.disk}' for virtual machine '${e.vm}' ${e.result}: ${e.blocksSent} blocks sent in ${e.seconds.toFixed(1)} s${e.scope ? ` (scope ${e.scope}${e.bytesRead !== undefined ? `, ${e.bytesRead} bytes read` : ''})` : ''}.`;
     case 29174:
       return (
         `Replication statistics for virtual machine '${e.vm}' from ${e.monitoringStartTime} to ${e.monitoringEndTime}: ` +

@@ -48,6 +48,13 @@ export const RESYNC_REASONS = [
 ] as const;
 export type ResyncReason = (typeof RESYNC_REASONS)[number];
 
+/**
+ * Triggers after which the differences are known to lie in the activity log's extents and the
+ * unshipped logs' (beyond Hyper-V: the resync compares only those). Every other trigger can hide a
+ * change anywhere, so its resync compares everything.
+ */
+export const DIRTY_EXTENT_REASONS: readonly ResyncReason[] = ['TrackingLogNotClosed', 'TrackingLogTooLarge'];
+
 /** The states in which the primary keeps tracking logs (and so in which triggers are evaluated). */
 export const TRACKING_STATES: readonly ReplicationState[] = [
   'InitialReplicationInProgress',

@@ -11,7 +11,7 @@ import type { LinkShape } from '../transport/memory-link.js';
 import { idHex } from '../tracking/log.js';
 import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';
 import { replicationHealth } from './health.js';
-import { RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
+import { DIRTY_EXTENT_REASONS, RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
 import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from './replica-site.js';
 import { RemoteReplicaSite } from './remote-site.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
@@ -22,7 +22,7 @@ import { applySettings, defaultSettings, parseStartTime, type SettingsChange } f
 import { averageLatencyMs, averageSize } from './statistics.js';
 import { checkVmName, newRecord, VmStore, type ResyncInfo, type UpdateContext, type VmDisk, type VmRecord } from './store.js';
 import { detectPrimaryTriggers, type Trigger } from './triggers.js';
-import { logInit, pendingBytes, stopTracking } from './vm-logs.js';
+import { dropDirtyMaps, logInit, pendingBytes, scopeBytesNow, stopTracking } from './vm-logs.js';
 
 export interface EnableInput {
   name: string;
@@ -48,6 +48,8 @@ export interface ResyncRunOptions {
   restart?: boolean;
   /** Keep the replica as it was before the resync as one protected recovery point (default: as `resume` said). */
   keepPreResyncPoint?: boolean;
+  /** Compare every block even when the requirement's scope is DirtyExtents (`--full`). */
+  full?: boolean;
   onProgress?: (disk: VmDisk, p: ResyncProgress) => void;
   /** Polled during the run: true pauses it at the next region boundary (SIGINT in the CLI). */
   shouldPause?: () => boolean;
@@ -198,6 +200,7 @@ export class Replication {
       });
     }
     await stopTracking(vm);
+    await dropDirtyMaps(vm, { activityLogs: true });
     await this.store.remove(name);
     await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled', ...(warnings.length ? { warnings } : {}) });
     return { warnings };
@@ -259,6 +262,13 @@ export class Replication {
     const resyncOwner = await this.resyncPid(name);
     const now = this.clock.now();
     const { vm } = await this.store.update(name, async (vm, ctx) => {
+      if (vm.state === 'WaitingForStartResynchronize' && vm.resync?.scope === 'DirtyExtents' && !DIRTY_EXTENT_REASONS.includes(trigger.reason)) {
+        // In bitmap mode, a trigger that can hide a change anywhere (a failed dirty-map write) widens the scope.
+        vm.resync.scope = 'Full';
+        vm.resync.evidence = `${vm.resync.evidence}; then ${trigger.reason}: ${trigger.evidence}`;
+        await stopTracking(vm);
+        return;
+      }
       if (!TRACKING_STATES.includes(vm.state)) return;
       if (RESYNC_STATES.includes(vm.state)) {
         if (resyncOwner !== undefined) vm.control = 'cancel';
@@ -272,8 +282,14 @@ export class Replication {
   }
 
   private enterRequired(vm: VmRecord, trigger: Trigger, now: Date, ctx: UpdateContext): void {
+    // Beyond Hyper-V: after a crash or a log overflow only the dirty extents are compared — unless an
+    // unfinished requirement (or the initial replication) already needs everything compared.
+    const dirty =
+      DIRTY_EXTENT_REASONS.includes(trigger.reason) &&
+      vm.state !== 'InitialReplicationInProgress' &&
+      (vm.resync === null || vm.resync.scope === 'DirtyExtents');
     vm.state = 'WaitingForStartResynchronize';
-    vm.resync = { reason: trigger.reason, evidence: trigger.evidence, requiredAt: now.toISOString(), disksDone: [], restart: true };
+    vm.resync = { reason: trigger.reason, evidence: trigger.evidence, requiredAt: now.toISOString(), disksDone: [], restart: true, scope: dirty ? 'DirtyExtents' : 'Full' };
     vm.retry = null;
     ctx.emit({ id: 90002, level: 'Error', vm: vm.name, reason: trigger.reason, evidence: trigger.evidence });
   }
@@ -490,8 +506,14 @@ export class Replication {
           requiredAt: vm.resync?.requiredAt ?? now.toISOString(),
           disksDone: [],
           keepPreResyncPoint: vm.resync?.keepPreResyncPoint,
+          scope: !initial && opts.full !== true && vm.resync?.scope === 'DirtyExtents' ? 'DirtyExtents' : 'Full',
+          scopeBytes: vm.resync?.scopeBytes,
         };
         if (restart) await stopTracking(vm);
+      }
+      if (opts.full === true && vm.resync.scope === 'DirtyExtents') {
+        vm.resync.scope = 'Full';
+        await dropDirtyMaps(vm);
       }
       vm.resync.restart = false;
       if (opts.keepPreResyncPoint !== undefined) vm.resync.keepPreResyncPoint = opts.keepPreResyncPoint;
@@ -535,6 +557,7 @@ export class Replication {
           events: initial ? new EventLog() : this.events,
           counters: initial ? undefined : this.store.counters,
           tracking: { log: logInit(started, d, 0), next: logInit(started, d, seq) },
+          scope: !initial && started.resync!.scope === 'DirtyExtents' ? 'auto' : 'full',
           onProgress: (p) => {
             opts.onProgress?.(d, p);
             checkControl(); // at every region boundary, besides the timer
@@ -597,6 +620,7 @@ export class Replication {
         vm.lastReplicationTime = end.toISOString();
         vm.lastCycleAt = end.toISOString();
         if (!running) await this.refreshFingerprints(vm, end);
+        await dropDirtyMaps(vm);
         return 'completed';
       }
       if (cancelled) {
@@ -627,6 +651,12 @@ export class Replication {
     });
   }
 
+  /** ResynchronizationScope (Full | DirtyExtents) and its bytes now, while a resync is required or running. */
+  async scopeView(vm: VmRecord): Promise<{ ResynchronizationScope: 'Full' | 'DirtyExtents' | null; ResynchronizationScopeBytes: number | null }> {
+    if (!vm.resync || vm.state === 'InitialReplicationInProgress') return { ResynchronizationScope: null, ResynchronizationScopeBytes: null };
+    return { ResynchronizationScope: vm.resync.scope ?? 'Full', ResynchronizationScopeBytes: await scopeBytesNow(vm) };
+  }
+
   // ---- Measure-VMReplication ----
 
   async measure(name: string): Promise<Measurement> {
@@ -639,6 +669,7 @@ export class Replication {
       VMName: vm.name,
       State: vm.state,
       Health: health,
+      ...(await this.scopeView(vm)),
       LastReplicationTime: vm.lastReplicationTime,
       PendingReplicationSize: pending,
       AverageReplicationLatency: averageLatencyMs(s) / 1000,
@@ -670,6 +701,8 @@ export interface Measurement {
   VMName: string;
   State: ReplicationState;
   Health: ReplicationHealth;
+  ResynchronizationScope: 'Full' | 'DirtyExtents' | null;
+  ResynchronizationScopeBytes: number | null;
   LastReplicationTime: string | null;
   PendingReplicationSize: number;
   /** Seconds. */
@@ -713,6 +746,8 @@ export function replicationView(vm: VmRecord, health: { health: ReplicationHealt
     LastReplicationTime: vm.lastReplicationTime,
     ReplicationHealthDetails: health.details,
     ResynchronizationReason: vm.resync?.reason ?? null,
+    ResynchronizationScope: vm.resync && vm.state !== 'InitialReplicationInProgress' ? (vm.resync.scope ?? 'Full') : null,
+    ResynchronizationScopeBytes: vm.resync && vm.state !== 'InitialReplicationInProgress' ? (vm.resync.scopeBytes ?? null) : null,
     ResynchronizationEvidence: vm.resync?.evidence ?? null,
     LastError: vm.lastError,
     ReplicatedDisks: vm.disks.map((d) => ({ Index: d.index, Path: d.path, ReplicaPath: d.replicaPath, VirtualSize: d.virtualSize, Format: d.format, Type: d.type })),

@@ -45,6 +45,12 @@ export interface ResyncInfo {
   startedAt?: string;
   /** `--keep-pre-resync-point`: the replica before this resync stays as one protected recovery point. */
   keepPreResyncPoint?: boolean;
+  /**
+   * What the resync compares: every block (absent: Full), or only the extents of the disks' dirty maps
+   * (a crash or a log overflow; host/tracking/scope.ts). `scopeBytes`: their size when last collected.
+   */
+  scope?: 'Full' | 'DirtyExtents';
+  scopeBytes?: number;
 }
 
 /** Everything persisted about one VM's replication, in `<home>/vms/<name>/vm.json`. */

@@ -3,6 +3,12 @@ import { idFromHex } from '../tracking/log.js';
 import {
   createCurrentLog, currentLog, listSealedLogs, logBytes, removeLogs, sealCurrentLog, withLogLocks, type SealedLog,
 } from '../tracking/log-files.js';
+import { readDirtyMap, removeDirtyMap } from '../tracking/dirty-map.js';
+import { removeIfExists } from '../fsutil.js';
+import { activityLogPathFor } from '../tracking/activity-log.js';
+import { absorbIntoDirtyMap } from '../tracking/scope.js';
+import { rangeBytes } from '../tracking/extents.js';
+import { scopeOfMap } from '../tracking/scope.js';
 import type { VmDisk, VmRecord } from './store.js';
 
 /**
@@ -51,11 +57,52 @@ export async function ensureLogs(vm: VmRecord): Promise<void> {
   });
 }
 
-/** Tracking stops (Resynchronization Required): every log of the VM goes, open and sealed. */
+/**
+ * Tracking stops (Resynchronization Required): every log of the VM goes, open and sealed. With a
+ * DirtyExtents scope their extents (and the activity log's) go into each disk's dirty map first, and
+ * the disks stay in bitmap mode; a log that cannot be read makes the scope Full. A Full scope drops
+ * the dirty maps.
+ */
 export async function stopTracking(vm: VmRecord): Promise<void> {
   await withLogLocks(paths(vm), async () => {
+    if (vm.resync?.scope === 'DirtyExtents') {
+      let bytes = 0;
+      try {
+        for (const d of vm.disks) bytes += scopeOfMap(await absorbIntoDirtyMap(d.path, { virtualSize: d.virtualSize, replica: d.replicaPath }), d.virtualSize).bytes;
+        vm.resync.scopeBytes = bytes;
+      } catch {
+        vm.resync.scope = 'Full';
+      }
+    }
+    if (vm.resync?.scope !== 'DirtyExtents') {
+      for (const d of vm.disks) await removeDirtyMap(d.path);
+      if (vm.resync) vm.resync.scopeBytes = vm.disks.reduce((n, d) => n + d.virtualSize, 0);
+    }
     for (const d of vm.disks) await removeLogs(d.path, { sealed: true });
   });
+}
+
+/** A resync completed (or replication is removed): the dirty maps are done with. */
+export async function dropDirtyMaps(vm: VmRecord, opts: { activityLogs?: boolean } = {}): Promise<void> {
+  await withLogLocks(paths(vm), async () => {
+    for (const d of vm.disks) {
+      await removeDirtyMap(d.path);
+      if (opts.activityLogs) await removeIfExists(activityLogPathFor(d.path));
+    }
+  });
+}
+
+/** Bytes a resync of the VM would compare now: the dirty maps' extents, or every disk whole. */
+export async function scopeBytesNow(vm: VmRecord): Promise<number> {
+  const total = vm.disks.reduce((n, d) => n + d.virtualSize, 0);
+  if (vm.resync?.scope !== 'DirtyExtents') return total;
+  let bytes = 0;
+  for (const d of vm.disks) {
+    const map = await readDirtyMap(d.path).catch(() => undefined);
+    if (!map) return total;
+    bytes += rangeBytes(scopeOfMap(map, d.virtualSize).ranges);
+  }
+  return bytes;
 }
 
 /** Bytes of all the VM's tracking logs: Pending Replication Size, and the 50 % trigger's measure. */

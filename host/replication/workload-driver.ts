@@ -28,6 +28,7 @@ export interface WorkloadResult {
 const TICK_MS = 50;
 /** At most this many bytes are planned and held per tick, so an unlimited rate stays bounded in memory. */
 const MAX_BURST_BYTES = 16 * MiB;
+const FLUSH_MS = 1000;
 
 /**
  * Drive a running VM with a realistic, seeded write mix (host/tracking/workload.ts), spread over its
@@ -47,6 +48,7 @@ export async function driveWorkload(vm: RunningVm, o: WorkloadOptions): Promise<
   let writes = 0;
   let turn = 0;
   let stoppedEarly = false;
+  let flushedAt = t0;
   for (;;) {
     const elapsed = performance.now() - t0;
     if (o.shouldStop?.()) {
@@ -79,6 +81,11 @@ export async function driveWorkload(vm: RunningVm, o: WorkloadOptions): Promise<
       burstWrites += burst.length;
     }
     if (burstWrites > 0) o.onBurst?.(burstBytes, burstWrites);
+    // A guest's file system commits about once a second (a FLUSH): what came before is on the disk.
+    if (performance.now() - flushedAt >= FLUSH_MS) {
+      for (const d of vm.disks) await d.flush();
+      flushedAt = performance.now();
+    }
     const wait = Number.isFinite(o.rate) ? t0 + elapsed + TICK_MS - performance.now() : 0;
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }

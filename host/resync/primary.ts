@@ -56,6 +56,8 @@ export interface CompareOptions {
   /** Checked between regions: when it returns true, no new region starts and the compare stops cleanly. */
   shouldStop: () => boolean;
   onRegion?: (c: CompareCounters) => void;
+  /** A scoped resync: the byte ranges compared (resync/scope.ts); undefined = the whole disk. */
+  scope?: readonly [number, number][];
 }
 
 /**
@@ -118,7 +120,7 @@ export class PrimaryCompare {
 
   async run(from: number): Promise<number> {
     const total = regionCount(this.shape);
-    const scanner = new RegionScanner(this.core, this.disk, this.shape);
+    const scanner = new RegionScanner(this.core, this.disk, this.shape, undefined, this.opts.scope);
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     let next = from;

@@ -13,6 +13,7 @@ import { Channel } from './channel.js';
 import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
 import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
+import { scopeFromWire } from './scope.js';
 import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST_BYTES, type RegionTree, type TreeShape } from './tree.js';
 
 const protocolError = (what: string) => new VhdsyncError('PROTOCOL', `protocol error: ${what}`);
@@ -38,6 +39,8 @@ export class ReplicaEndpoint {
   private readonly overlayPath: string;
   private disk: Disk | undefined;
   private shape: TreeShape | undefined;
+  /** A scoped resync's ranges (undefined: the whole disk). */
+  private scope: [number, number][] | undefined;
   private checkpoint: Checkpoint | undefined;
   private dryRun = false;
   /** `--keep-pre-resync-point`: keep the replica as it was before this resync as one undo log. */
@@ -132,6 +135,7 @@ export class ReplicaEndpoint {
       this.dryRun = b.dryRun === true;
       this.keepPreResync = b.keepPreResyncPoint === true;
       this.shape = shape;
+      this.scope = scopeFromWire(b.scope, shape.virtualSize);
       let resumeFrom = 0;
       let phase: Checkpoint['phase'] = 'comparing';
       if (this.dryRun) {
@@ -173,7 +177,7 @@ export class ReplicaEndpoint {
   /** Hash regions in order and stream their roots, staying within the credit the primary granted. */
   private async scan(from: number): Promise<void> {
     const shape = this.shape!;
-    const scanner = new RegionScanner(this.core, this.disk!, shape);
+    const scanner = new RegionScanner(this.core, this.disk!, shape, undefined, this.scope);
     try {
       const total = regionCount(shape);
       for (let r = from; r < total; r++) {

@@ -15,6 +15,8 @@ import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-addr
 import { scanTrackingLog, type LogInit } from '../tracking/log.js';
 import { dropTakenLogs, startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
+import { readDirtyMap, type DirtyMap } from '../tracking/dirty-map.js';
+import { rangesOfMap, replicaKey, scopeBytes, scopeWire, type ResyncScopeKind } from './scope.js';
 import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
@@ -75,6 +77,11 @@ export interface ResyncOptions {
   tracking?: { log?: LogInit; next?: LogInit };
   /** How the replica endpoint is reached (default connectReplica; tests serve it in-process to inject faults). */
   connect?: typeof connectReplica;
+  /**
+   * `auto`: when the primary has a dirty map for this replica (tracking/dirty-map.ts: a crash or an
+   * overflow of replication's logs), compare only its extents; `full` (default): every block.
+   */
+  scope?: 'auto' | 'full';
 }
 
 export type ResyncPhase = 'preflight' | 'comparing' | 'merging' | 'applying' | 'done';
@@ -115,6 +122,11 @@ export interface ResyncResult {
   wireBytesSent: number;
   wireBytesReceived: number;
   bytesReadPrimary: number;
+  /** Bytes read from the primary: the compare's scan, plus the differing leaves read again to send. */
+  bytesRead: number;
+  /** What was compared: every block, or the dirty extents (scopeBytes of them). */
+  scope: ResyncScopeKind;
+  scopeBytes: number;
   seconds: number;
   resumedFrom: number;
   /** Links lost during the compare and re-established: where the replica resumed, and why the link dropped. */
@@ -300,13 +312,32 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const shape: TreeShape = makeShape(pd.virtualSize, leafSize);
     phases.preflight = secs();
 
-    // 2–3. Start tracking, create (or reopen) the overlay on the replica.
-    const start = { shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true };
+    // 2–3. Start tracking, create (or reopen) the overlay on the replica. A scoped resync starts
+    //    tracking first and reads the dirty map after: a write before went into the map, one after
+    //    goes into the log (applied after the merge), so none falls between the two.
+    const trackInit = { sequence: 0, ...opts.tracking?.log };
+    let tracking = false;
+    let scopeMap: DirtyMap | undefined;
+    if (opts.scope === 'auto') {
+      if (!dryRun) {
+        await startTrackingLog(opts.primary, trackInit, { fresh: !resuming || (cp!.nextRegion === 0 && cp!.phase === 'comparing') });
+        tracking = true;
+      }
+      const map = await readDirtyMap(opts.primary).catch(() => undefined);
+      if (map && map.replica === replicaKey(opts.replica) && map.virtualSize === pd.virtualSize) scopeMap = map;
+    }
+    const scope = scopeMap ? rangesOfMap(scopeMap, pd.virtualSize) : undefined;
+    const scopeKind: ResyncScopeKind = scope ? 'DirtyExtents' : 'Full';
+    const scopeSize = scopeBytes(scope, pd.virtualSize);
+    const start = {
+      shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true,
+      ...(scopeMap ? { scope: scopeWire(scopeMap) } : {}),
+    };
     const started = await c.request('start', start, 'started');
     let resumeRegion = Number(started.resumeFrom);
     let phase = String(started.phase) as Checkpoint['phase'];
-    if (!dryRun) {
-      await startTrackingLog(opts.primary, { sequence: 0, ...opts.tracking?.log }, { fresh: resumeRegion === 0 && phase === 'comparing' });
+    if (!dryRun && !tracking) {
+      await startTrackingLog(opts.primary, trackInit, { fresh: resumeRegion === 0 && phase === 'comparing' });
     }
     const resumedFrom = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
     const blocks = pd.blockCount;
@@ -317,6 +348,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       disks: [opts.primary],
       startBlock: Math.min(Math.floor(resumedFrom / pd.blockSize), blocks - 1),
       endBlock: blocks - 1,
+      scope: scopeKind,
+      scopeBytes: scopeSize,
     });
 
     /** A lost link: count what crossed it, connect again with backoff, restart the session there. */
@@ -368,6 +401,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         codecs: session.codecs,
         linkRate: knownRate(opts),
         shouldStop,
+        scope,
         onRegion: (now) => reportCompare(from, now),
       });
       // Also between regions: a region of differing data can take minutes to cross a slow link.
@@ -400,6 +434,9 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       bytesSent: k.bytesSent,
       payloadWireBytes: k.payloadWireBytes,
       bytesReadPrimary: k.bytesRead,
+      bytesRead: k.bytesRead + k.bytesSent,
+      scope: scopeKind,
+      scopeBytes: scopeSize,
       resumedFrom,
       reconnects,
     };
@@ -427,12 +464,12 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       // (or, cancelled, the caller removes the overlay and the checkpoint once the replica let go).
       await c.request('pause', {}, 'paused');
       phases.compare = (performance.now() - tCompare) / 1000;
-      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: cancelled ? 'cancelled' : 'paused' });
+      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: cancelled ? 'cancelled' : 'paused', scope: scopeKind, bytesRead: base.bytesRead });
       return finish('paused');
     }
     phases.compare = (performance.now() - tCompare) / 1000;
     const totalLeaves = dryRun ? k.leavesSent : Number(compared!.leavesReceived);
-    await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed' });
+    await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed', scope: scopeKind, bytesRead: base.bytesRead });
     if (dryRun) {
       c.close();
       return finish('completed', { identical: k.leavesSent === 0 });
@@ -480,6 +517,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       'Resynchronized Bytes': k.bytesSent + done.tracked.bytes,
       'Network Bytes Sent': wireSent(),
       'Network Bytes Received': wireReceived(),
+      'Resynchronization Bytes Read': base.bytesRead,
     });
     progress('done');
     return finish('completed', {

@@ -93,6 +93,11 @@ export class RegionScanner {
     private readonly shape: TreeShape,
     /** Reads kept in flight ahead of the hashing. */
     private readonly depth = 2,
+    /**
+     * A scoped resync (resync/scope.ts): only leaves meeting these sorted byte ranges are read; the
+     * rest are known equal on both sides and take the zero digest, as absent blocks do.
+     */
+    private readonly scope?: readonly [number, number][],
   ) {
     this.buffers = Array.from({ length: depth + 1 }, () => core.alloc(CHUNK_BYTES));
     this.zeros = new ZeroDigests(core);
@@ -177,6 +182,11 @@ export class RegionScanner {
    * call per disk block (not per leaf), since a 16 MiB region has thousands of leaves and few blocks.
    */
   private presentRuns(start: number, length: number): [number, number][] {
+    const runs = this.blockRuns(start, length);
+    return this.scope ? clipRuns(runs, this.scope, start, this.shape.leafSize) : runs;
+  }
+
+  private blockRuns(start: number, length: number): [number, number][] {
     const s = this.shape;
     const bs = this.disk.blockSize;
     const runs: [number, number][] = [];
@@ -195,6 +205,32 @@ export class RegionScanner {
   free(): void {
     for (const b of this.buffers) b.free();
   }
+}
+
+/** Region-relative leaf runs cut to the leaves that meet the (sorted, absolute) byte ranges. */
+export function clipRuns(runs: [number, number][], ranges: readonly [number, number][], start: number, leafSize: number): [number, number][] {
+  const out: [number, number][] = [];
+  if (runs.length === 0) return out;
+  const lo = start + runs[0][0] * leafSize;
+  // First range ending past the first run (binary search), then walk both lists.
+  let a = 0;
+  let b = ranges.length;
+  while (a < b) {
+    const m = (a + b) >> 1;
+    if (ranges[m][1] <= lo) a = m + 1;
+    else b = m;
+  }
+  for (const [f, e] of runs) {
+    for (let k = a; k < ranges.length; k++) {
+      const [rs, re] = ranges[k];
+      if (re <= start + f * leafSize) continue;
+      if (rs >= start + e * leafSize) break;
+      const lf = Math.max(f, Math.floor((rs - start) / leafSize));
+      const le = Math.min(e, Math.ceil((re - start) / leafSize));
+      if (lf < le) out.push([lf, le]);
+    }
+  }
+  return out;
 }
 
 /** Leaf indices at `level - 1` that are children of the given nodes at `level`. */

@@ -3,9 +3,11 @@
  * - fileserver: whole files written sequentially (64 KiB – 4 MiB), a mix of text-like documents
  *   (compressible) and media/archives (incompressible), placed with locality;
  * - sql: 8 KiB pages of rows, scattered over a data file with a hot spot, plus sequential log appends;
- * - random: 4 KiB writes anywhere.
+ * - random: 4 KiB writes anywhere;
+ * - hot: writes of 512 B to 1 MiB (sector-aligned) into four hot spots of 1/256 of the disk each (at
+ *   most 16 MiB), placed by the seed — what a crash's activity log and dirty map are made for.
  */
-export type WorkloadPattern = 'fileserver' | 'sql' | 'random';
+export type WorkloadPattern = 'fileserver' | 'sql' | 'random' | 'hot';
 
 export interface PlannedWrite {
   offset: number;
@@ -114,6 +116,17 @@ export function* planWrites(pattern: WorkloadPattern, o: PlanOptions): Generator
       fillSqlPage(data, rand, page);
       yield { offset: start + page * 8192, data };
       written += 8192;
+    }
+  } else if (pattern === 'hot') {
+    const spot = Math.max(64 * 1024, Math.min(16 * 1024 * 1024, Math.floor(span / 256 / 512) * 512));
+    const spots = [0, 1, 2, 3].map(() => start + Math.floor((rand() * Math.max(0, span - spot)) / 512) * 512);
+    while (written < o.bytes) {
+      const len = Math.min(512 * 2 ** Math.floor(rand() * 12), spot);
+      const at = spots[Math.floor(rand() * spots.length)] + Math.floor((rand() * (spot - len)) / 512) * 512;
+      const data = new Uint8Array(len);
+      fillRandom(data, rand);
+      yield { offset: at, data };
+      written += len;
     }
   } else {
     while (written < o.bytes) {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
 
@@ -12,8 +13,13 @@ export function register(program: Command): void {
   ).action(async (name: string | undefined, flags: HomeFlags) => {
     const rep = replicationFor(flags);
     const vms = name === undefined ? await rep.list() : [await rep.get(name)];
-    if (flags.json) printJson(name === undefined ? vms.map((vm) => viewOf(rep, vm)) : viewOf(rep, vms[0]));
+    // The scope's bytes as they are now (a disk in bitmap mode keeps adding extents).
+    const views = await Promise.all(vms.map(async (vm) => ({ ...viewOf(rep, vm), ...(await rep.scopeView(vm)) })));
+    if (flags.json) printJson(name === undefined ? views : views[0]);
     else if (vms.length === 0) process.stdout.write('No virtual machine is enabled for replication.\n');
-    else process.stdout.write(replicationTable(rep, vms) + healthNotes(rep, vms));
+    else {
+      const scopes = views.filter((v) => v.ResynchronizationScope).map((v) => `${v.VMName}: ResynchronizationScope ${v.ResynchronizationScope} (${formatSize(v.ResynchronizationScopeBytes ?? 0)})\n`);
+      process.stdout.write(replicationTable(rep, vms) + healthNotes(rep, vms) + (scopes.length ? '\n' + scopes.join('') : ''));
+    }
   });
 }

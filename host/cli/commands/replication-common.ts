@@ -102,6 +102,9 @@ export function outcomeJson(rep: Replication, o: ResyncRunOutcome) {
       Result: d.result.result,
       ResumedFrom: d.result.resumedFrom,
       BytesCompared: d.result.bytesCompared,
+      ResynchronizationScope: d.result.scope,
+      ScopeBytes: d.result.scopeBytes,
+      BytesRead: d.result.bytesRead,
       BlocksSent: d.result.blocksSent,
       BytesSent: d.result.bytesSent,
       TrackedWritesApplied: d.result.trackedWritesApplied,
@@ -116,7 +119,7 @@ export function outcomeText(rep: Replication, o: ResyncRunOutcome, what: string)
   for (const d of o.disks) {
     const r = d.result;
     lines.push(
-      `  disk ${d.index} ${d.path}: ${r.result}${r.resumedFrom > 0 ? `, resumed from ${formatSize(r.resumedFrom)}` : ''}, compared ${formatSize(r.bytesCompared)}, sent ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks, ${r.trackedWritesApplied} tracked writes applied, ${r.seconds.toFixed(2)} s`,
+      `  disk ${d.index} ${d.path}: ${r.result}${r.resumedFrom > 0 ? `, resumed from ${formatSize(r.resumedFrom)}` : ''}, scope ${r.scope}${r.scope === 'DirtyExtents' ? ` (${formatSize(r.scopeBytes)})` : ''}, read ${formatSize(r.bytesRead)}, compared ${formatSize(r.bytesCompared)}, sent ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks, ${r.trackedWritesApplied} tracked writes applied, ${r.seconds.toFixed(2)} s`,
     );
   }
   return lines.join('\n') + '\n' + replicationTable(rep, [o.vm]) + healthNotes(rep, [o.vm]);

@@ -9,6 +9,7 @@ interface Flags extends HomeFlags {
   resynchronizeStartTime?: string;
   continue?: boolean;
   keepPreResyncPoint?: boolean;
+  full?: boolean;
   link?: string;
 }
 
@@ -25,6 +26,7 @@ export function register(program: Command): void {
     .option('--resynchronize', 'start a resynchronization (Resume-VMReplication -Resynchronize)')
     .option('--resynchronize-start-time <time>', 'schedule it instead, at most 7 days ahead (e.g. "2024-08-01 05:00")')
     .option('--continue', 'continue a suspended resynchronization from where it stopped')
+    .option('--full', 'with --resynchronize or --continue: compare every block, even when only dirty extents need it (after a crash or a log overflow)')
     .option('--keep-pre-resync-point', 'with --resynchronize: keep the replica as it was before as one protected recovery point, until the first new one exists');
   withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
@@ -39,7 +41,7 @@ export function register(program: Command): void {
       else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
       return;
     }
-    const outcome = await runInForeground((opts) => rep.runResync(name, { ...opts, restart: run.restart, origin: 'manual' }), flags.link);
+    const outcome = await runInForeground((opts) => rep.runResync(name, { ...opts, restart: run.restart, full: flags.full, origin: 'manual' }), flags.link);
     if (flags.json) printJson(outcomeJson(rep, outcome));
     else process.stdout.write(outcomeText(rep, outcome, 'Resynchronization'));
     process.exitCode = outcome.result === 'completed' ? 0 : outcome.result === 'paused' ? 3 : 1;

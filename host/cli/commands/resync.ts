@@ -29,6 +29,7 @@ interface ResyncFlags extends NetworkSettings {
   wait?: boolean;
   json?: boolean;
   vm?: string;
+  full?: boolean;
 }
 
 export function register(program: Command): void {
@@ -45,6 +46,7 @@ export function register(program: Command): void {
     .option('--restart', 'discard an unfinished resync of this replica and start from the beginning')
     .option('--cancel', 'cancel the unfinished resync of <replica>: delete its overlay and checkpoint, leave the replica untouched (a running resync is asked to stop)')
     .option('--wait', 'when another process is writing the replica, wait for it instead of refusing')
+    .option('--full', "compare every block, even when the primary's dirty map (a crash or log overflow of its replication) names the extents that may differ")
     .option('--vm <name>', 'virtual machine name for events and counters (default: the primary file name)')
     .option('--json', 'print the result as one JSON object')
     .addOption(new Option('--no-progress', 'no progress bar').hideHelp());
@@ -82,6 +84,7 @@ export function register(program: Command): void {
         compress: flags.compress,
         dryRun: flags.dryRun,
         restart: flags.restart,
+        scope: flags.full ? 'full' : 'auto',
         vm: flags.vm,
         wait: flags.wait === true,
         onWait: (h) => process.stderr.write(`vhdsync: ${second} is in use${h ? ` by process ${h.pid} on ${h.host} (since ${h.since})` : ''}; waiting for process ${h?.pid ?? '?'} to finish…\n`),
@@ -131,6 +134,7 @@ function printReport(primary: string, replica: string, r: ResyncResult, link: st
     `  virtual size     ${formatSize(r.virtualSize)} (${r.virtualSize} bytes), leaf ${formatSize(r.leafSize)}`,
     r.resumedFrom > 0 ? `  resumed from     ${formatSize(r.resumedFrom)}` : undefined,
     `  compared         ${formatSize(r.bytesCompared)} in ${r.phases.compare.toFixed(2)} s`,
+    `  scope            ${r.scope}${r.scope === 'DirtyExtents' ? ` (${formatSize(r.scopeBytes)})` : ''}, ${formatSize(r.bytesRead)} read from the primary`,
     `  ${r.dryRun ? 'would send      ' : 'sent            '} ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks`,
     `  on the wire      ${formatSize(r.wireBytes)} (${link})`,
     r.reconnects.length > 0 ? `  reconnected      ${r.reconnects.length}× (last resumed from ${formatSize(r.reconnects[r.reconnects.length - 1].resumedFrom)})` : undefined,

@@ -34,13 +34,13 @@ export function register(program: Command): void {
       .command('workload')
       .description('Run a VM: write a realistic mix (fileserver, sql, random) to its disks through the tracker at a given rate')
       .argument('<vm>', 'VM name')
-      .option('--pattern <name>', 'fileserver | sql | random', 'fileserver')
+      .option('--pattern <name>', 'fileserver | sql | random | hot', 'fileserver')
       .option('--rate <rate>', 'bytes per second over all disks (10MB/s, 80mbps, unlimited)', '10MB/s')
       .option('--duration <time>', 'how long to run (60s, 2m, 500ms)', '60s')
       .option('--seed <n>', 'seed of the write mix (same seed, same writes)', '1')
       .option('--bytes <size>', 'stop after this many bytes (default: rate × duration)'),
   ).action(async (name: string, flags: Flags) => {
-    if (!['fileserver', 'sql', 'random'].includes(flags.pattern)) throw new VhdsyncError('USAGE', `--pattern: '${flags.pattern}' is not a pattern; use fileserver, sql or random`);
+    if (!['fileserver', 'sql', 'random', 'hot'].includes(flags.pattern)) throw new VhdsyncError('USAGE', `--pattern: '${flags.pattern}' is not a pattern; use fileserver, sql, random or hot`);
     const rate = parseRate(flags.rate, '--rate');
     const durationMs = parseDuration(flags.duration);
     const seed = Number(flags.seed);
