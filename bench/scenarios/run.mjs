@@ -20,6 +20,7 @@
 //   --no-verify           skip checking each replica against its primary after each of our runs
 //   --dir DIR             where to put the images (default: a new directory under os.tmpdir())
 //   --rerender FILE       no run: rebuild the report (ratios, Markdown, SVG) from an earlier --json
+//   --no-dirty-extents    skip the host crash / network outage rows (dirty-extents.mjs)
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -38,9 +39,10 @@ const { runRow, fixedCosts } = await import('./scenarios.mjs');
 const { RealLink } = await import('./real-link.mjs');
 const { summarize, markdown, svgChart, rerender } = await import('./report.mjs');
 const { FULL_SIZE_BYTES, LINKS, ROWS, WRITE_RATE } = await import('./seed.mjs');
+const { dirtyExtentRows, dirtyMarkdown } = await import('./dirty-extents.mjs');
 
 function parseArgs(argv) {
-  const o = { scale: 1 / 100, maxLinkSeconds: 90, rsyncZ: true, verify: true, compute: [], realLink: true };
+  const o = { scale: 1 / 100, maxLinkSeconds: 90, rsyncZ: true, verify: true, compute: [], realLink: true, dirtyExtents: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -63,6 +65,7 @@ function parseArgs(argv) {
     else if (a === '--no-rsync-z') o.rsyncZ = false;
     else if (a === '--no-real-link') o.realLink = false;
     else if (a === '--no-verify') o.verify = false;
+    else if (a === '--no-dirty-extents') o.dirtyExtents = false;
     else if (a === '--help' || a === '-h') {
       console.log('usage: node bench/scenarios/run.mjs [--scale 1/100] [--json FILE] [--markdown FILE] [--svg FILE] [--max-link-seconds 90] [--compute link,...] [--rows id,...] [--no-rsync-z] [--no-verify] [--dir DIR] [--rerender FILE]');
       process.exit(0);
@@ -79,7 +82,7 @@ try {
   process.exit(2);
 }
 function emit(report) {
-  const md = markdown(report);
+  const md = markdown(report) + (report.dirtyExtents ? '\n' + dirtyMarkdown(report.dirtyExtents) : '');
   console.log(md);
   if (opts.json) writeFileSync(opts.json, JSON.stringify(report, null, 2) + '\n');
   if (opts.markdown) writeFileSync(opts.markdown, md + '\n');
@@ -87,7 +90,8 @@ function emit(report) {
 }
 
 if (opts.rerender) {
-  emit(rerender(JSON.parse(readFileSync(opts.rerender, 'utf8'))));
+  const old = JSON.parse(readFileSync(opts.rerender, "utf8"));
+  emit(Object.assign(rerender(old), old.dirtyExtents ? { dirtyExtents: old.dirtyExtents } : {}));
   process.exit(0);
 }
 
@@ -152,6 +156,7 @@ try {
   log(`  fixed cost per run: ours ${Object.entries(fixed.ours).map(([l, t]) => `${t.toFixed(3)} s at ${l} ms`).join(', ')}; rsync ${fixed.rsync.toFixed(3)} s; rsync -z ${fixed.rsyncZ.toFixed(3)} s`);
   const raw = [];
   for (const row of rows) raw.push(await runRow(ctx, row));
+  const dirty = opts.dirtyExtents ? await dirtyExtentRows(ctx, { fixed, readRate }) : undefined;
   memory.stop();
 
   const report = summarize({
@@ -159,6 +164,7 @@ try {
     verify: opts.verify, realLink: realLink ? { kind: 'netns + veth + tbf, delay by a userspace relay' } : { skipped: realLinkSkipped }, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemory: totalmem(), node: process.version },
     wallSeconds: (performance.now() - t0) / 1000,
   });
+  if (dirty) report.dirtyExtents = dirty;
   emit(report);
 } finally {
   await realLink?.close();
