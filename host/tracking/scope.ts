@@ -33,12 +33,8 @@ export async function absorbIntoDirtyMap(
   const mark = (offset: number, length: number) => {
     for (const e of extentsOf(offset, length, extentSize)) if (e < total) setBit(map.bits, e);
   };
-  if (old && old.replica === disk.replica) {
-    for (const e of dirtyExtents(old)) mark(e * old.extentSize, old.extentSize);
-  } else if (old) {
-    // A map relative to another replica says nothing about this one: everything it held may differ.
-    for (const e of dirtyExtents(old)) mark(e * old.extentSize, old.extentSize);
-  }
+  // What the map held stays (a map kept for another replica is kept too: more scope, never less).
+  for (const e of old ? dirtyExtents(old) : []) mark(e * old!.extentSize, old!.extentSize);
   const al = await readActivityLog(primaryPath);
   for (const e of al?.extents ?? []) mark(e * al!.extentSize, al!.extentSize);
   const logs: string[] = [];
