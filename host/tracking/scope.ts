@@ -27,7 +27,8 @@ export async function absorbIntoDirtyMap(
   disk: { virtualSize: number; replica: string },
   extentSize = DEFAULT_EXTENT_SIZE,
 ): Promise<DirtyMap> {
-  const old = await readDirtyMap(primaryPath).catch(() => undefined);
+  // A damaged map throws: the caller falls back to a full compare rather than lose its extents.
+  const old = await readDirtyMap(primaryPath);
   const map = emptyDirtyMap(disk.virtualSize, extentSize, disk.replica);
   const total = Math.ceil(disk.virtualSize / extentSize);
   const mark = (offset: number, length: number) => {
