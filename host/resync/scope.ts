@@ -43,9 +43,12 @@ export function scopeFromWire(w: unknown, virtualSize: number): [number, number]
     typeof o === 'object' &&
     Number.isSafeInteger(o.extentSize) &&
     o.extentSize! >= 4096 &&
+    o.extentSize! <= 2 ** 30 &&
     (o.extentSize! & (o.extentSize! - 1)) === 0 &&
     typeof o.bits === 'string';
   if (!ok) throw new VhdsyncError('PROTOCOL', 'protocol error: a resync scope that is not {extentSize, bits}');
+  // Bounded before decoding: the bitmap a disk of this size has, in base64.
+  if (o.bits!.length > Math.ceil(bitmapBytes(virtualSize, o.extentSize!) / 3) * 4) throw new VhdsyncError('PROTOCOL', 'protocol error: the resync scope does not fit the disk');
   const bits = new Uint8Array(Buffer.from(o.bits!, 'base64'));
   if (bits.byteLength !== bitmapBytes(virtualSize, o.extentSize!)) throw new VhdsyncError('PROTOCOL', 'protocol error: the resync scope does not fit the disk');
   return rangesOfMap({ extentSize: o.extentSize!, bits }, virtualSize);
