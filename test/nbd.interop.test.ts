@@ -4,7 +4,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { MiB, rawDisk, vhdDisk } from './replication.support.js';
-import { startRun } from './nbd.support.js';
+import { killLeftoverRuns, startRun } from './nbd.support.js';
 
 /**
  * A running VM's disks written by real NBD clients (qemu-io, qemu-img, nbdcopy from Debian's
@@ -14,7 +14,10 @@ let dir: string;
 let cleanup: () => Promise<void>;
 let n = 0;
 beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-nbd-io-')));
-afterAll(() => cleanup());
+afterAll(async () => {
+  killLeftoverRuns();
+  await cleanup();
+});
 
 async function site() {
   const d = join(dir, `s${++n}`);

@@ -94,9 +94,18 @@ export class RawClient {
 
 export const REQ_BYTES = REQUEST_BYTES;
 
+const started = new Set<import('node:child_process').ChildProcess>();
+
+/** Every `vhdsync run` a test started and left running (a failed test) is killed: call in afterAll. */
+export function killLeftoverRuns(): void {
+  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  started.clear();
+}
+
 /** `vhdsync run` in the background; resolves once it serves, with its output and a way to stop or kill it. */
 export async function startRun(home: string, args: string[]) {
   const child = spawn(process.execPath, [CLI, 'run', ...args, '--home', home], { stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (x) => (stdout += x));

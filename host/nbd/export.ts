@@ -16,7 +16,12 @@ export interface ExportTarget {
   disk: Disk;
   /** Append the writes to the tracking log and write them to the disk (several at once). */
   writeMany?: (writes: readonly TrackRecord[]) => Promise<void>;
+  /** Hold the log's lock around a run of batches (TrackedDisk.holdLog). */
+  holdLog?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
+
+/** Batches written under one hold of the log's lock stop after this long, so a seal never waits long. */
+const HOLD_MS = 50;
 
 export interface Extent {
   length: number;
@@ -113,33 +118,46 @@ export class DiskExport {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        let bytes = 0;
-        let take = 0;
-        for (const p of this.queue) {
-          const n = p.write?.data.byteLength ?? 0;
-          if (take > 0 && bytes + n > MAX_BATCH_BYTES) break;
-          bytes += n;
-          take++;
-        }
-        const batch = this.queue.splice(0, take);
-        let open!: () => void;
-        this.writeGate = new Promise((r) => (open = r));
-        try {
-          if (this.reads > 0) await new Promise<void>((r) => (this.readsDrained = r));
-          this.readsDrained = undefined;
-          const writes = batch.flatMap((p) => (p.write ? [p.write] : []));
-          if (writes.length > 0) await this.target.writeMany!(writes);
-          if (batch.some((p) => p.flush)) await this.target.disk.flush();
-          for (const p of batch) p.resolve();
-        } catch (e) {
-          for (const p of batch) p.reject(e);
-        } finally {
-          this.writeGate = undefined;
-          open();
-        }
+        const hold = this.target.holdLog ?? ((fn) => fn());
+        await hold(async () => {
+          const until = performance.now() + HOLD_MS;
+          while (this.queue.length > 0 && performance.now() < until) await this.writeBatch();
+        });
       }
+    } catch (e) {
+      // The log's lock could not be taken: every waiting request fails with the reason.
+      for (const p of this.queue.splice(0)) p.reject(e);
     } finally {
       this.running = false;
+      if (this.queue.length > 0) this.kick();
+    }
+  }
+
+  /** The writes (and flushes) waiting now, up to MAX_BATCH_BYTES: one log append, one disk pass. */
+  private async writeBatch(): Promise<void> {
+    let bytes = 0;
+    let take = 0;
+    for (const p of this.queue) {
+      const n = p.write?.data.byteLength ?? 0;
+      if (take > 0 && bytes + n > MAX_BATCH_BYTES) break;
+      bytes += n;
+      take++;
+    }
+    const batch = this.queue.splice(0, take);
+    let open!: () => void;
+    this.writeGate = new Promise((r) => (open = r));
+    try {
+      if (this.reads > 0) await new Promise<void>((r) => (this.readsDrained = r));
+      this.readsDrained = undefined;
+      const writes = batch.flatMap((p) => (p.write ? [p.write] : []));
+      if (writes.length > 0) await this.target.writeMany!(writes);
+      if (batch.some((p) => p.flush)) await this.target.disk.flush();
+      for (const p of batch) p.resolve();
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+    } finally {
+      this.writeGate = undefined;
+      open();
     }
   }
 

@@ -5,6 +5,7 @@ import { readFailover } from '../replication/failover.js';
 import { testViewPathFor } from '../replication/recovery-points.js';
 import type { Replication } from '../replication/replication.js';
 import { RunningVm, type RunOptions } from '../replication/running-vm.js';
+import { syncLogFs } from '../tracking/log-fs.js';
 import { isReplicaAddress } from '../transport/replica-address.js';
 import type { ExportTable } from './connection.js';
 import { DiskExport } from './export.js';
@@ -20,6 +21,8 @@ export function exportTable(exports: DiskExport[]): ExportTable {
 
 export interface ServeOptions extends RunOptions {
   readOnly?: boolean;
+  /** Log appends by synchronous calls (with useSyncIo: a process whose one job is the guest's I/O). */
+  syncLogIo?: boolean;
   log?: (line: string) => void;
 }
 
@@ -39,11 +42,12 @@ export interface ServedVm {
  * runs (so its disks cannot change under the export) but clients may only read.
  */
 export async function serveVm(rep: Replication, name: string, at: ListenAt, opts: ServeOptions = {}): Promise<ServedVm> {
-  const vm = await RunningVm.start(rep, name, { logFs: opts.logFs });
+  // NBD semantics: a write is durable after FLUSH or with FUA; the log is made durable then, first.
+  const vm = await RunningVm.start(rep, name, { logFs: opts.logFs ?? (opts.syncLogIo ? syncLogFs : undefined), logSyncOnFlush: true });
   try {
     const exports = vm.disks.map(
       (d, i) =>
-        new DiskExport([String(i), basename(d.path)], `disk ${i} of virtual machine ${name}`, { disk: d, writeMany: (w) => vm.writeMany(i, w) }, opts.readOnly ?? false),
+        new DiskExport([String(i), basename(d.path)], `disk ${i} of virtual machine ${name}`, { disk: d, writeMany: (w) => vm.writeMany(i, w), holdLog: (fn) => d.holdLog(fn) }, opts.readOnly ?? false),
     );
     const server = await NbdServer.listen(exportTable(exports), at, opts.log);
     return {

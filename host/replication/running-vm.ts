@@ -14,6 +14,8 @@ import { ensureLogs, pendingBytes, switchLogs } from './vm-logs.js';
 export interface RunOptions {
   /** The file layer under the tracking logs (tests inject a failing one). */
   logFs?: LogFs;
+  /** Log appends made durable by each disk's flush() rather than one by one (see TrackedDiskOptions). */
+  logSyncOnFlush?: boolean;
 }
 
 /**
@@ -70,6 +72,7 @@ export class RunningVm {
         opened.push(
           await openTrackedDisk(d.path, {
             fs: opts.logFs,
+            logSyncOnFlush: opts.logSyncOnFlush,
             dataWriteId,
             onLogError: (e) => self?.logFailed(d.index, e),
             onAppended: (_size, bytes) => self?.appended(bytes),

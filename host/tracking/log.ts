@@ -194,12 +194,13 @@ export async function writeTrackingHeader(path: string, header: TrackHeader): Pr
 /**
  * Append records durably, before the writes reach the disk. The writer stamps the header with its pid
  * and session (data-write id) the first time it appends to a log file (`adopt`), so that a log left
- * open by a dead writer is recognisable. Returns the log's size after the append.
+ * open by a dead writer is recognisable. Returns the log's size after the append. With `sync: false`
+ * the caller makes the log durable later (syncTrackingLog), before it makes the disk's data durable.
  */
 export async function appendRecords(
   path: string,
   records: readonly TrackRecord[],
-  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void> } = {},
+  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void>; sync?: boolean } = {},
 ): Promise<number> {
   const fs = opts.fs ?? nodeLogFs;
   const bytes = encodeRecords(records);
@@ -218,8 +219,25 @@ export async function appendRecords(
     // The log exists (tracking is on): the activity log records the extents first.
     await opts.beforeAppend?.();
     await f.write(bytes, size);
-    await f.sync();
+    if (opts.sync !== false) await f.sync();
     return size + bytes.byteLength;
+  } finally {
+    await f.close();
+  }
+}
+
+/** Make a log's appended records durable (fdatasync); false when there is no log (tracking off). */
+export async function syncTrackingLog(path: string, fs: LogFs = nodeLogFs): Promise<boolean> {
+  let f;
+  try {
+    f = await fs.open(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  try {
+    await f.sync();
+    return true;
   } finally {
     await f.close();
   }

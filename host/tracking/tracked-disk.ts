@@ -3,7 +3,7 @@ import { openDisk } from '../disk/index.js';
 import { ActivityLog } from './activity-log.js';
 import { markDirty } from './dirty-map.js';
 import { DEFAULT_AL_EXTENTS, DEFAULT_EXTENT_SIZE, extentsOf } from './extents.js';
-import { appendRecords, type TrackRecord } from './log.js';
+import { appendRecords, syncTrackingLog, type TrackRecord } from './log.js';
 import type { LogFs } from './log-fs.js';
 import { releaseCurrentLog, trackingLogPathFor, withLogLock } from './log-files.js';
 
@@ -32,11 +32,22 @@ export interface TrackedDiskOptions {
    * crash's scope rests on the logs alone.
    */
   activityLog?: boolean;
+  /**
+   * Appends are not fsynced one by one; `flush()` makes the log durable, then the disk (an NBD
+   * client's FLUSH or FUA). A write is still in the log before the disk sees it, and a crash before
+   * the flush leaves the log open, which requires a resync: the replica cannot miss the write.
+   */
+  logSyncOnFlush?: boolean;
 }
 
 export interface TrackedDisk extends Disk {
   /** Several writes under one lock and one log sync (a workload's burst). */
   writeMany(writes: readonly TrackRecord[]): Promise<void>;
+  /**
+   * Run `fn` holding the log's lock, so that the writeMany/flush calls it makes do not take it again
+   * each (an NBD client's stream of batches). Keep it short: a seal or a switch waits meanwhile.
+   */
+  holdLog<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -60,6 +71,7 @@ class TrackedDiskImpl implements TrackedDisk {
   private al: ActivityLog | undefined;
   private readonly extentSize: number;
   private readonly alCapacity: number;
+  private held = false;
 
   constructor(
     private readonly inner: Disk,
@@ -138,12 +150,13 @@ class TrackedDiskImpl implements TrackedDisk {
     let failure: Error | undefined;
     let appended: { size: number; bytes: number } | undefined;
     let untracked = false;
-    await withLogLock(this.inner.path, async () => {
+    await this.locked(async () => {
       try {
         const size = await appendRecords(this.log, writes, {
           fs: this.opts.fs,
           adopt: { pid: process.pid, dataWriteId: this.dataWriteId },
           beforeAppend: () => this.admitExtents(writes),
+          sync: !this.opts.logSyncOnFlush,
         });
         appended = { size, bytes: writes.reduce((n, w) => n + w.data.byteLength, 0) };
         this.wrote = true;
@@ -173,7 +186,26 @@ class TrackedDiskImpl implements TrackedDisk {
     }
   }
 
-  flush() { return this.inner.flush(); }
+  async flush(): Promise<void> {
+    // The log first: a disk write made durable is never missing from a durable log.
+    if (this.opts.logSyncOnFlush && this.wrote) await this.locked(() => syncTrackingLog(this.log, this.opts.fs));
+    await this.inner.flush();
+  }
+
+  async holdLog<T>(fn: () => Promise<T>): Promise<T> {
+    return withLogLock(this.inner.path, async () => {
+      this.held = true;
+      try {
+        return await fn();
+      } finally {
+        this.held = false;
+      }
+    });
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.held ? fn() : withLogLock(this.inner.path, fn);
+  }
 
   async close(): Promise<void> {
     await this.al?.close().catch(() => undefined);
