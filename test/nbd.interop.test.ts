@@ -67,8 +67,9 @@ function interactiveQemuIo(s: Site, name: string) {
       const at = (sent * 192 * 1024) % (12 * MiB);
       child.stdin.write(`write -P ${0x20 + (sent % 200)} ${at} 16k\n`);
       sent++;
-      // About 1.6 MB/s: a guest that keeps writing, slowly enough that a resync's log stays under 50 %.
-      await new Promise((r) => setTimeout(r, 10));
+      // About 0.8 MB/s: a guest that keeps writing, slowly enough that a resync's log stays under 50 %
+      // even on a loaded machine.
+      await new Promise((r) => setTimeout(r, 20));
     }
   };
   const pumping = pump();
@@ -167,7 +168,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
 
   it('a resync while qemu-io keeps writing: the replica equals the primary once the VM stops', async () => {
     const s = await site();
-    const a = await rawDisk(join(s.d, 'a.img'), 32 * MiB, 6);
+    const a = await rawDisk(join(s.d, 'a.img'), 64 * MiB, 6);
     s.ok('enable-replication', 'vm', '--disk', a, '--replica', s.replica);
     s.ok('start-initial-replication', 'vm');
     execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 2M 4M', a]); // changed while off

@@ -113,10 +113,15 @@ export async function startRun(home: string, args: string[]) {
     child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   await new Promise<void>((res, rej) => {
+    // Both streams: the exports (stdout) and "is running" (stderr) may arrive in either order.
+    const check = () => {
+      if (/is running \(process/.test(stderr) && /export |"Exports"/.test(stdout)) res();
+    };
     child.stderr.on('data', (x) => {
       stderr += x;
-      if (/is running \(process/.test(stderr)) res();
+      check();
     });
+    child.stdout.on('data', check);
     void exited.then((r) => rej(new Error(`vhdsync run exited ${r.code}: ${r.stderr}`)));
   });
   return { child, exited, output: () => ({ stdout, stderr }) };
