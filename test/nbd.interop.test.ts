@@ -105,7 +105,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     expect(s.json('stop-vm', 'vm')).toMatchObject({ State: 'Replicating' });
     expect((await run.exited).code).toBe(0);
     const [pass] = s.json('service', '--once');
-    expect(pass.cycle.result).toBe('replicated');
+    expect(pass.Cycle.Result).toBe('replicated');
     expect(qemuIdentical(a, join(s.replica, 'vm', 'a.img'))).toBe(true);
     expect(qemuIdentical(b, join(s.replica, 'vm', 'b.vhd'))).toBe(true);
   });
@@ -187,7 +187,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     s.ok('stop-vm', 'vm');
     await run.exited;
     const [pass] = s.json('service', '--once');
-    expect(pass.cycle.result).toBe('replicated');
+    expect(pass.Cycle.Result).toBe('replicated');
     expect(qemuIdentical(a, join(s.replica, 'vm', 'a.img'))).toBe(true);
   });
 
