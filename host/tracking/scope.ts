@@ -1,3 +1,4 @@
+import type { VhdsyncError } from '../errors.js';
 import { readActivityLog } from './activity-log.js';
 import { dirtyExtents, emptyDirtyMap, readDirtyMap, setBit, writeDirtyMap, type DirtyMap } from './dirty-map.js';
 import { DEFAULT_EXTENT_SIZE, extentRanges, extentsOf, rangeBytes } from './extents.js';
@@ -39,7 +40,13 @@ export async function absorbIntoDirtyMap(
   const al = await readActivityLog(primaryPath);
   for (const e of al?.extents ?? []) mark(e * al!.extentSize, al!.extentSize);
   const logs: string[] = [];
-  if (await currentLog(primaryPath)) logs.push(trackingLogPathFor(primaryPath));
+  // A log killed while it was being created (shorter than its header) never took a record: appends
+  // read the header first. Any other damage throws (the caller falls back to a full compare).
+  const open = await currentLog(primaryPath).catch((e: VhdsyncError) => {
+    if (e.code === 'TRUNCATED') return undefined;
+    throw e;
+  });
+  if (open) logs.push(trackingLogPathFor(primaryPath));
   for (const s of await listSealedLogs(primaryPath)) logs.push(s.path);
   logs.push(...(await listTakenLogs(primaryPath)));
   for (const log of logs) {
