@@ -16,7 +16,7 @@ describe('the CLI loads only the command it runs', () => {
     for (const args of [[], ['--help'], ['resyn']]) {
       const program = new Command();
       await registerCommands(program, args);
-      expect(program.commands.map((c) => c.name())).toEqual(COMMAND_NAMES);
+      expect([...program.commands.map((c) => c.name())].sort()).toEqual([...COMMAND_NAMES].sort()); // help groups them by purpose
     }
     const typo = cli(['resyn']);
     expect(typo.status).toBe(2);
