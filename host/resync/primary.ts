@@ -21,8 +21,10 @@ import {
 export const CREDIT_WINDOW = 64;
 /** Regions whose digests are being walked down at the same time: hides round trips on slow links. */
 const MAX_DESCENTS = 32;
-/** Payload per data frame. */
+/** Payload per data frame at most (on slow links frames follow the window: see flowFor). */
 const DATA_FRAME_BYTES = 1 << 20;
+/** While waiting for acknowledgements, check this often whether a pause was asked for. */
+const STOP_POLL_MS = 100;
 /** Differing leaves at most this far apart are read in one call, up to this span (see readLeaves). */
 const MAX_READ_GAP = 256 << 10;
 const SPAN_READ_BYTES = 4 << 20;
@@ -31,6 +33,40 @@ const SPAN_READ_BYTES = 4 << 20;
  * acknowledgements, so a replica slower than the link never queues an unbounded amount of data.
  */
 export const DATA_WINDOW_BYTES = 32 << 20;
+/** The smallest window, whatever the link's rate. */
+export const MIN_DATA_WINDOW_BYTES = 256 << 10;
+/** How often a replica acknowledges data unless the primary asks for less (`ackBytes` in start); old replicas always. */
+export const DEFAULT_ACK_BYTES = 4 << 20;
+/** The smallest acknowledgement interval a replica agrees to. */
+export const MIN_ACK_BYTES = 16 << 10;
+
+/** How much data is in flight, in frames of what size, acknowledged how often. */
+export interface DataFlow {
+  windowBytes: number;
+  frameBytes: number;
+  ackBytes: number;
+}
+
+/**
+ * The data flow for a link of `rate` bytes/s (Infinity when unknown): about one second of transfer in
+ * flight (MIN_DATA_WINDOW_BYTES to DATA_WINDOW_BYTES), frames of a quarter of that (at most 1 MiB),
+ * acknowledged every quarter window (at most DEFAULT_ACK_BYTES). So a pause waits for about a second
+ * of data to cross the link, not minutes, and acks (every ≤ window/4) always free the window.
+ */
+export function flowFor(rate: number): DataFlow {
+  const windowBytes = Number.isFinite(rate) && rate > 0 ? Math.round(Math.min(DATA_WINDOW_BYTES, Math.max(MIN_DATA_WINDOW_BYTES, rate))) : DATA_WINDOW_BYTES;
+  const quarter = Math.floor(windowBytes / 4);
+  return { windowBytes, frameBytes: Math.min(DATA_FRAME_BYTES, quarter), ackBytes: Math.max(MIN_ACK_BYTES, Math.min(DEFAULT_ACK_BYTES, quarter)) };
+}
+
+/**
+ * The flow once the replica has answered `start`: a replica that agreed to `ackBytes` gets the window;
+ * one that did not (older, acks every DEFAULT_ACK_BYTES) keeps the full window, which its acks free.
+ */
+export function agreedFlow(asked: DataFlow, replicaAckBytes: unknown): DataFlow {
+  if (replicaAckBytes === asked.ackBytes) return asked;
+  return { windowBytes: DATA_WINDOW_BYTES, frameBytes: asked.frameBytes, ackBytes: DEFAULT_ACK_BYTES };
+}
 
 interface Waiter {
   resolve: (d: Uint8Array) => void;
@@ -53,8 +89,14 @@ export interface CompareOptions {
   codecs: Codec[];
   /** Bytes per second of the link (Infinity when unlimited): compression is used only where it pays. */
   linkRate: number;
-  /** Checked between regions: when it returns true, no new region starts and the compare stops cleanly. */
+  /**
+   * Checked between regions and between data frames: when it returns true, no new region starts, a
+   * region being sent stops where it is (unfinished, it is not ended, so a resumed run redoes it) and
+   * the compare stops cleanly.
+   */
   shouldStop: () => boolean;
+  /** Window, frame size and ack interval agreed with the replica (default: flowFor(Infinity)). */
+  flow?: DataFlow;
   onRegion?: (c: CompareCounters) => void;
   /** A scoped resync: the byte ranges compared (resync/scope.ts); undefined = the whole disk. */
   scope?: readonly [number, number][];
@@ -196,20 +238,24 @@ export class PrimaryCompare {
       // Pausing abandons regions whose data has not started: they are not ended, so a resumed run redoes them.
       if (this.opts.shouldStop()) return;
     }
-    await this.sendLeaves(r, differing);
-    this.regionDone(r);
+    if (await this.sendLeaves(r, differing)) this.regionDone(r);
   }
 
-  /** Read the differing leaves again (they are few) and send them in frames of about 1 MiB. */
-  private async sendLeaves(r: number, leaves: number[]): Promise<void> {
+  /**
+   * Read the differing leaves again (they are few) and send them in frames of the flow's size. False
+   * when a pause stopped it before the last frame: the region is not complete.
+   */
+  private async sendLeaves(r: number, leaves: number[]): Promise<boolean> {
     const { leafSize } = this.shape;
+    const { windowBytes, frameBytes } = this.opts.flow ?? flowFor(Infinity);
     const start = regionStart(this.shape, r);
     const length = regionLength(this.shape, r);
     let i = 0;
     while (i < leaves.length) {
+      if (this.opts.shouldStop()) return false;
       const batch: number[] = [];
       let bytes = 0;
-      while (i < leaves.length && (batch.length === 0 || bytes + leafSize <= DATA_FRAME_BYTES)) {
+      while (i < leaves.length && (batch.length === 0 || bytes + leafSize <= frameBytes)) {
         const leafLen = Math.min(leafSize, length - leaves[i] * leafSize);
         batch.push(leaves[i]);
         bytes += leafLen;
@@ -222,12 +268,22 @@ export class PrimaryCompare {
       if (this.opts.dryRun) continue;
       const { payload, codec } = await this.compression.pack(raw);
       this.counters.payloadWireBytes += payload.byteLength;
-      while (this.dataSent - this.dataAcked > DATA_WINDOW_BYTES && !this.ch.failed) {
-        await new Promise<void>((resolve) => this.ackWaiters.push(resolve));
+      while (this.dataSent - this.dataAcked > windowBytes && !this.ch.failed) {
+        // A pause must not wait for the window to free (on a slow link that is the window's time).
+        if (this.opts.shouldStop()) return false;
+        await new Promise<void>((resolve) => {
+          const poll = setTimeout(resolve, STOP_POLL_MS);
+          this.ackWaiters.push(() => {
+            clearTimeout(poll);
+            resolve();
+          });
+        });
       }
+      if (this.opts.shouldStop()) return false;
       this.dataSent += bytes;
       await this.ch.send({ t: 'data', region: r, codec, rawLength: bytes, leaves: Uint32Array.from(batch), payload });
     }
+    return true;
   }
 
   /**

@@ -10,6 +10,7 @@ import { MAX_FRAME_BYTES } from '../transport/link.js';
 import { checkName, checkShape, LIMITS, PROTOCOL_VERSION, type Codec, type PayloadCodec } from '../transport/protocol.js';
 import { decompressPayload, localCodecs } from '../transport/codec.js';
 import { Channel } from './channel.js';
+import { DEFAULT_ACK_BYTES, MIN_ACK_BYTES } from './primary.js';
 import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
 import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
@@ -18,8 +19,14 @@ import { RegionScanner, regionCount, regionStart, regionLength, digestAt, DIGEST
 
 const protocolError = (what: string) => new VhdsyncError('PROTOCOL', `protocol error: ${what}`);
 
-/** The replica acknowledges written data this often, which lets the primary keep sending (see DATA_WINDOW_BYTES). */
-const DATA_ACK_BYTES = 4 << 20;
+/**
+ * The replica acknowledges written data this often, which lets the primary keep sending (see
+ * DATA_WINDOW_BYTES): DEFAULT_ACK_BYTES, or less when the primary asks (`ackBytes` in start, from
+ * MIN_ACK_BYTES; the reply `started` says what was agreed). A small window on a slow link needs it.
+ */
+function ackInterval(asked: unknown): number {
+  return typeof asked === 'number' && Number.isInteger(asked) && asked >= MIN_ACK_BYTES && asked <= DEFAULT_ACK_BYTES ? asked : DEFAULT_ACK_BYTES;
+}
 
 /**
  * A checkpoint (a flush of the overlay, then an atomic write of the checkpoint file) follows a
@@ -58,6 +65,7 @@ export class ReplicaEndpoint {
   private base: Disk | undefined;
   private dataWritten = 0;
   private dataAckedAt = 0;
+  private ackBytes = DEFAULT_ACK_BYTES;
   /** Payload codecs this replica told the primary it accepts (in welcome). */
   private codecs: Codec[] = [];
   /** The replica's virtual size, as told in 'welcome': the only size a 'start' may name. */
@@ -134,6 +142,7 @@ export class ReplicaEndpoint {
       const primaryName = checkName('start: primary', b.primary) ?? '';
       this.dryRun = b.dryRun === true;
       this.keepPreResync = b.keepPreResyncPoint === true;
+      this.ackBytes = ackInterval(b.ackBytes);
       this.shape = shape;
       this.scope = scopeFromWire(b.scope, shape.virtualSize);
       let resumeFrom = 0;
@@ -169,7 +178,7 @@ export class ReplicaEndpoint {
         if (phase === 'comparing' || phase === 'compared') this.disk = await this.open(this.overlayPath);
       }
       this.nextRegion = resumeFrom;
-      await this.ch.control('started', { resumeFrom, phase, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
+      await this.ch.control('started', { resumeFrom, phase, ackBytes: this.ackBytes, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
       if (phase === 'comparing') this.scanning = this.scan(resumeFrom);
     });
   }
@@ -249,7 +258,7 @@ export class ReplicaEndpoint {
     }
     if (pos !== raw.byteLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data payload longer than its leaves');
     this.dataWritten += rawLength;
-    if (this.dataWritten - this.dataAckedAt >= DATA_ACK_BYTES) {
+    if (this.dataWritten - this.dataAckedAt >= this.ackBytes) {
       this.dataAckedAt = this.dataWritten;
       await this.ch.control('data-ack', { bytes: this.dataWritten });
     }

@@ -24,7 +24,7 @@ import { mergeJournalPath } from '../disk/index.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { dropPreResyncPoint } from './pre-resync-point.js';
 import type { CompressionStats } from './compression.js';
-import { PrimaryCompare, type CompareCounters } from './primary.js';
+import { PrimaryCompare, agreedFlow, flowFor, type CompareCounters } from './primary.js';
 import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
 
 export interface ResyncOptions {
@@ -140,7 +140,10 @@ export interface ResyncResult {
 }
 
 export interface ResyncHandle {
-  /** Stop at the next region boundary; the run resolves with result 'paused' and can be resumed. */
+  /**
+   * Stop within ~2 s whatever the link's rate (PauseDeadline): the checkpoint holds the finished regions;
+   * the run resolves with result 'paused' and can be resumed.
+   */
   pause(): void;
   readonly done: Promise<ResyncResult>;
 }
@@ -291,6 +294,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
 
   let primary: Disk | undefined;
   let session: Session | undefined;
+  let pauseDeadline: PauseDeadline | undefined;
   // Wire bytes of sessions whose link was lost, plus the current one's.
   const lostWire = { sent: 0, received: 0 };
   const wireSent = () => lostWire.sent + (session?.conn.link.stats.bytesSent ?? 0);
@@ -329,11 +333,16 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const scope = scopeMap ? rangesOfMap(scopeMap, pd.virtualSize) : undefined;
     const scopeKind: ResyncScopeKind = scope ? 'DirtyExtents' : 'Full';
     const scopeSize = scopeBytes(scope, pd.virtualSize);
+    // About a second of data in flight at the link's rate: what a pause waits for (issue 13 item 13).
+    const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
+    const askedFlow = flowFor(linkRate);
     const start = {
       shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true,
+      ackBytes: askedFlow.ackBytes,
       ...(scopeMap ? { scope: scopeWire(scopeMap) } : {}),
     };
     const started = await c.request('start', start, 'started');
+    let flow = agreedFlow(askedFlow, started.ackBytes);
     let resumeRegion = Number(started.resumeFrom);
     let phase = String(started.phase) as Checkpoint['phase'];
     if (!dryRun && !tracking) {
@@ -370,7 +379,6 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const compression: CompressionStats = { codec: 'none', framesCompressed: 0, framesRaw: 0, levels: {}, compressorBytes: 0, compressorMs: 0 };
     const reconnects: ResyncResult['reconnects'] = [];
     const tCompare = performance.now();
-    const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
     const sending = new SendEstimate(linkRate);
     const reportCompare = (from: number, now: CompareCounters) => {
       const elapsed = secs() - phases.preflight;
@@ -391,6 +399,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         etaSeconds: compareLeft === undefined && sendLeft === 0 ? undefined : Math.max(compareLeft ?? 0, sendLeft),
       });
     };
+    const pausing = (pauseDeadline = new PauseDeadline(shouldStop, () => session?.conn.link.abort()));
     let next: number;
     let compared: Record<string, unknown> | undefined;
     for (;;) {
@@ -400,8 +409,9 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         compress: opts.compress === true,
         codecs: session.codecs,
         linkRate: knownRate(opts),
-        shouldStop,
+        shouldStop: pausing.check,
         scope,
+        flow,
         onRegion: (now) => reportCompare(from, now),
       });
       // Also between regions: a region of differing data can take minutes to cross a slow link.
@@ -413,10 +423,16 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         if (next === regionCount(shape)) compared = await c.request('compare-done', {}, 'compared');
         break;
       } catch (e) {
+        if (pausing.dropped && isLinkLost(e)) {
+          // The pause dropped the link: the replica keeps its checkpoint (finished regions only).
+          next = resumeRegion;
+          break;
+        }
         if (!isLinkLost(e) || dryRun || shouldStop()) throw e;
         const started = await reestablish(e as Error, 'the compare');
         resumeRegion = Number(started.resumeFrom);
         phase = String(started.phase) as Checkpoint['phase'];
+        flow = agreedFlow(askedFlow, started.ackBytes);
         reconnects.push({ resumedFrom: Math.min(resumeRegion * shape.regionSize, shape.virtualSize), error: (e as Error).message });
       } finally {
         clearInterval(ticker);
@@ -462,11 +478,20 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     if (next < regionCount(shape) || cancelled) {
       // Paused at a region boundary: the replica checkpoints; the next run continues from there
       // (or, cancelled, the caller removes the overlay and the checkpoint once the replica let go).
-      await c.request('pause', {}, 'paused');
+      // Not confirmed in time (a slow link still delivering), the link is dropped: same checkpoint.
+      if (!pausing.dropped) {
+        try {
+          await c.request('pause', {}, 'paused');
+        } catch (e) {
+          if (!(pausing.dropped && isLinkLost(e))) throw e;
+        }
+      }
+      pausing.end();
       phases.compare = (performance.now() - tCompare) / 1000;
       await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: cancelled ? 'cancelled' : 'paused', scope: scopeKind, bytesRead: base.bytesRead });
       return finish('paused');
     }
+    pausing.end();
     phases.compare = (performance.now() - tCompare) / 1000;
     const totalLeaves = dryRun ? k.leavesSent : Number(compared!.leavesReceived);
     await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed', scope: scopeKind, bytesRead: base.bytesRead });
@@ -529,8 +554,57 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     if (session && !session.ch.failed) await session.ch.sendError(e);
     throw e;
   } finally {
+    pauseDeadline?.end();
     await closeSession(session);
     await primary?.close().catch(() => {});
+  }
+}
+
+/** A pause not confirmed by the replica this long after it was asked for drops the link. */
+export const PAUSE_DROP_MS = 1500;
+/** How often the compare checks for a pause besides at its own checkpoints (regions, frames). */
+const PAUSE_POLL_MS = 100;
+
+/**
+ * Pausing within ~2 s at any link rate (issue 13 item 13). The compare stops sending at once (even
+ * mid-region: unfinished regions are redone on resume), then asks the replica to checkpoint behind
+ * the data still on the link — about a second of it (flowFor). If the replica has not confirmed
+ * PAUSE_DROP_MS after the pause was asked for, the link is dropped without delivering what is queued:
+ * the replica keeps its checkpoint (finished regions only) as for any lost connection.
+ */
+class PauseDeadline {
+  dropped = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly poll: ReturnType<typeof setInterval>;
+  private ended = false;
+
+  constructor(
+    private readonly shouldStop: () => boolean,
+    private readonly drop: () => void,
+  ) {
+    this.poll = setInterval(() => this.check(), PAUSE_POLL_MS);
+    this.poll.unref();
+  }
+
+  /** Whether a pause was asked for; the first time it is seen, the deadline starts. */
+  readonly check = (): boolean => {
+    if (!this.shouldStop()) return false;
+    if (this.timer === undefined && !this.ended) {
+      this.timer = setTimeout(() => {
+        if (this.ended) return;
+        this.dropped = true;
+        if (process.env.VHDSYNC_DEBUG_PAUSE) process.stderr.write(`DEBUG pause: dropping the link\n`);
+        this.drop();
+      }, PAUSE_DROP_MS);
+    }
+    return true;
+  };
+
+  /** Past the compare (and its pause): nothing is dropped any more. */
+  end(): void {
+    this.ended = true;
+    clearInterval(this.poll);
+    if (this.timer) clearTimeout(this.timer);
   }
 }
 

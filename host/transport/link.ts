@@ -18,6 +18,11 @@ export interface Link {
   /** Called once when the link closes; with an error when it broke. */
   onClose(handler: (error?: Error) => void): void;
   close(): void;
+  /**
+   * Close at once, delivering nothing that is still queued (a pause that must not wait for a slow
+   * link to drain). The peer sees a lost connection. Frames already delivered stay delivered, in order.
+   */
+  abort(): void;
   readonly stats: LinkStats;
 }
 

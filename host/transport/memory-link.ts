@@ -91,6 +91,15 @@ export class MemoryLink implements Link {
     flushAndClose();
   }
 
+  abort(): void {
+    if (this.closed) return;
+    this.queue = [];
+    this.queuedBytes = 0;
+    this.port.postMessage(null);
+    this.port.close();
+    this.finish(new VhdsyncError('LINK', 'the link to the peer was dropped'));
+  }
+
   private schedule(): void {
     if (this.timer || this.queue.length === 0) return;
     const wait = Math.max(0, this.queue[0].deliverAt - performance.now());

@@ -15,6 +15,9 @@ import { MAX_FRAME_BYTES } from './link.js';
  *   P→R end        these regions are complete: R may checkpoint past them
  *   P→R write      one tracked write, applied after the merge
  *   both control   JSON: compare-done, merge, commit, pause, stats, progress, error ...
+ *   Data flow: P says in start {ackBytes} how often R acknowledges written data (data-ack); R answers
+ *   in started {ackBytes} with what it agreed to. A replica without the field acks every 4 MiB, and P
+ *   then keeps its full 32 MiB window (a smaller one would wait forever for an ack).
  *
  * Over the network (tls-link.ts: u32 little-endian length, then the frame; a zero length is a
  * keepalive) a session opens before hello, so that a replica server can check the version and the

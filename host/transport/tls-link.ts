@@ -115,6 +115,10 @@ export class TlsLink implements Link {
     });
   }
 
+  abort(): void {
+    this.finish(new VhdsyncError('LINK', 'the link to the peer was dropped'));
+  }
+
   /** Break the link at once (a protocol violation, a refusal): nothing queued is sent. */
   destroy(error?: Error): void {
     this.finish(error);

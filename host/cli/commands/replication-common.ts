@@ -71,7 +71,7 @@ export async function runInForeground(
   const onSignal = () => {
     if (++signals > 1) process.exit(130);
     bar.done();
-    process.stderr.write('vhdsync: pausing the resynchronization at the next region boundary (again to stop now)…\n');
+    process.stderr.write('vhdsync: pausing the resynchronization (again to stop now)…\n');
     pause = true;
   };
   process.on('SIGINT', onSignal);

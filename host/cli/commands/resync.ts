@@ -99,12 +99,12 @@ export function register(program: Command): void {
           }
         },
       });
-      // SIGINT/SIGTERM pause at the next region boundary; a second signal stops at once (the checkpoint still holds).
+      // SIGINT/SIGTERM pause within ~2 s at the last finished region; a second signal stops at once (the checkpoint still holds).
       let signals = 0;
       const onSignal = () => {
         if (++signals > 1) process.exit(130);
         bar.done();
-        process.stderr.write('vhdsync: pausing at the next region boundary (again to stop now)…\n');
+        process.stderr.write('vhdsync: pausing (again to stop now)…\n');
         handle.pause();
       };
       process.on('SIGINT', onSignal);
