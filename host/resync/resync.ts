@@ -593,7 +593,6 @@ class PauseDeadline {
       this.timer = setTimeout(() => {
         if (this.ended) return;
         this.dropped = true;
-        if (process.env.VHDSYNC_DEBUG_PAUSE) process.stderr.write(`DEBUG pause: dropping the link\n`);
         this.drop();
       }, PAUSE_DROP_MS);
     }
