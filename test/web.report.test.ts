@@ -4,13 +4,16 @@ import {
   CELL_ABSENT,
   CELL_DIFFERENT,
   CELL_IDENTICAL,
+  CellMapBuilder,
   MAX_CELLS,
+  ROWS_PER_LABEL,
   buildCellMap,
   cellBytesFor,
   cellRange,
   differingIn,
   formatDuration,
   formatRate,
+  mapAxes,
   resyncBytes,
   transferSeconds,
 } from '../host/web/report.js';
@@ -111,5 +114,57 @@ describe('block map cells', () => {
     ]);
     expect(differingIn([{ start: 4 * KiB + 512, end: 5 * KiB }, { start: 8 * KiB - 512, end: 12 * KiB + 512 }], 4 * KiB, 8 * KiB)).toBe(1024);
     expect(differingIn([{ start: 0, end: 512 }], 512, 4096)).toBe(0);
+  });
+});
+
+describe('the block map as the compare goes', () => {
+  it('cells settled chunk by chunk, with the ranges found so far, end exactly as the whole map', () => {
+    const size = 10 * MiB + 3 * KiB; // 2563 cells of 4 KiB, the last one short
+    const cellBytes = 4 * KiB;
+    const all = [
+      { start: 512, end: 1024 },
+      { start: 4 * MiB - 512, end: 4 * MiB + 8 * KiB }, // across the first chunk's end
+      { start: 6 * MiB, end: 6 * MiB + 512 },
+      { start: 10 * MiB + 2 * KiB, end: 10 * MiB + 3 * KiB },
+    ];
+    const absent = (start: number) => start >= 7 * MiB && start < 9 * MiB;
+    const whole = buildCellMap(all, size, cellBytes, absent);
+    const builder = new CellMapBuilder(size, cellBytes, absent);
+    const settledAt: number[] = [];
+    for (let done = 4 * MiB; ; done = Math.min(size, done + 4 * MiB)) {
+      // What diffDisks has found when it reports `done`: ranges cut at done (the one across it grows later).
+      const found = all.filter((r) => r.start < done).map((r) => ({ start: r.start, end: Math.min(r.end, done) }));
+      const { from, to } = builder.advance(done, found);
+      expect(from).toBe(settledAt.at(-1) ?? 0);
+      settledAt.push(to);
+      expect(Array.from(builder.cells.subarray(0, to))).toEqual(Array.from(whole.subarray(0, to)));
+      if (done === size) break;
+    }
+    expect(settledAt).toEqual([1024, 2048, whole.length]);
+    expect(Array.from(builder.cells)).toEqual(Array.from(whole));
+    expect(whole[0]).toBe(CELL_DIFFERENT);
+    expect(whole[1023]).toBe(CELL_DIFFERENT);
+    expect(whole[1024 + 1]).toBe(CELL_DIFFERENT); // the range ends at 4 MiB + 8 KiB: cells 1024 and 1025
+    expect(whole[1024 + 2]).toBe(CELL_IDENTICAL);
+    expect(whole[(7 * MiB) / cellBytes]).toBe(CELL_ABSENT);
+    expect(whole.at(-1)).toBe(CELL_DIFFERENT);
+    expect(builder.advance(size, all)).toEqual({ from: whole.length, to: whole.length }); // nothing twice
+  });
+
+  it('offset labels: a row start every ROWS_PER_LABEL rows on the left, quarters of a row on top, in binary units', () => {
+    // 32 MiB in 4 KiB cells, 128 a row: a row is 512 KiB, a left label every 4 MiB.
+    const axes = mapAxes(8192, 4 * KiB, 128);
+    expect(ROWS_PER_LABEL).toBe(8);
+    expect(axes.rows.map((l) => l.text)).toEqual(['0 B', '4 MiB', '8 MiB', '12 MiB', '16 MiB', '20 MiB', '24 MiB', '28 MiB']);
+    expect(axes.rows.map((l) => l.at)).toEqual([0, 8, 16, 24, 32, 40, 48, 56]);
+    expect(axes.rows[3].offset).toBe(12 * MiB);
+    expect(axes.columns.map((l) => l.text)).toEqual(['+0 B', '+128 KiB', '+256 KiB', '+384 KiB']);
+    expect(axes.columns.map((l) => l.at)).toEqual([0, 32, 64, 96]);
+    // 2 TiB in 256 MiB cells: rows of 32 GiB, a label every 256 GiB.
+    const big = mapAxes(8192, 256 * MiB, 128);
+    expect(big.rows.slice(0, 3).map((l) => l.text)).toEqual(['0 B', '256 GiB', '512 GiB']);
+    expect(big.rows.at(-1)!.text).toBe('1.75 TiB');
+    // One short row: one label.
+    expect(mapAxes(5, 4 * KiB, 128).rows).toEqual([{ at: 0, offset: 0, text: '0 B' }]);
   });
 });

@@ -1,4 +1,5 @@
 import { asVhdsyncError, isVhdsyncError } from '../errors.js';
+import { jsonText } from '../json-text.js';
 
 /** Print one clear line for an error (or a JSON object with --json) and exit non-zero. */
 export function exitWithError(e: unknown, json: boolean, exitCode = 2): never {
@@ -10,5 +11,5 @@ export function exitWithError(e: unknown, json: boolean, exitCode = 2): never {
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(jsonText(value));
 }

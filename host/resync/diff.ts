@@ -16,12 +16,31 @@ export interface DiffResult {
   bytesRead: number;
 }
 
+/** What `vhdsync compare --json` prints and the page downloads: the result without `bytesRead`. */
+export interface CompareReport {
+  identical: boolean;
+  differingBytes: number;
+  ranges: { start: number; end: number }[];
+  sizeA: number;
+  sizeB: number;
+}
+
+export function compareReport(r: DiffResult): CompareReport {
+  return { identical: r.identical, differingBytes: r.differingBytes, ranges: r.ranges, sizeA: r.sizeA, sizeB: r.sizeB };
+}
+
 /**
  * Compare the virtual contents of two disks sector by sector and report every differing range (unlike
  * `qemu-img compare`, it does not stop at the first). Where one disk is shorter, its missing tail
- * counts as zeros, as qemu-img does. Blocks absent on both sides are not read.
+ * counts as zeros, as qemu-img does. Blocks absent on both sides are not read. `onProgress` also gets the
+ * ranges found so far, final below `done` (the page draws its block map from them as the compare goes).
  */
-export async function diffDisks(core: Core, a: Disk, b: Disk, onProgress?: (done: number, total: number) => void): Promise<DiffResult> {
+export async function diffDisks(
+  core: Core,
+  a: Disk,
+  b: Disk,
+  onProgress?: (done: number, total: number, ranges: readonly { start: number; end: number }[]) => void,
+): Promise<DiffResult> {
   const size = Math.max(a.virtualSize, b.virtualSize);
   const bufA = core.alloc(CHUNK);
   const bufB = core.alloc(CHUNK);
@@ -40,7 +59,7 @@ export async function diffDisks(core: Core, a: Disk, b: Disk, onProgress?: (done
       const zeroA = isZeroRange(a, off, len);
       const zeroB = isZeroRange(b, off, len);
       if (zeroA && zeroB) {
-        onProgress?.(off + len, size);
+        onProgress?.(off + len, size, ranges);
         continue;
       }
       await Promise.all([fill(a, off, len, bufA.bytes(), zeroA), fill(b, off, len, bufB.bytes(), zeroB)]);
@@ -54,7 +73,7 @@ export async function diffDisks(core: Core, a: Disk, b: Disk, onProgress?: (done
         }
         if (bitmap[s >> 3] & (1 << (s & 7))) add(off + s * SECTOR, Math.min(off + (s + 1) * SECTOR, size));
       }
-      onProgress?.(off + len, size);
+      onProgress?.(off + len, size, ranges);
     }
   } finally {
     bufA.free();

@@ -1,8 +1,13 @@
 /**
- * The page: two file inputs, what each image is, a progress bar with throughput, the resync estimate
- * and the block map. Every byte of work happens in worker.ts; this thread only draws, so the page
- * stays responsive during a multi-GiB compare. `?core=scalar` forces the scalar build of the core.
+ * The page: two file inputs (or files dropped on it), what each image is, a progress bar with
+ * throughput, the block map drawn as the compare goes, the resync estimate and the differing ranges
+ * with their JSON. Every byte of work happens in worker.ts; this thread only draws, so the page stays
+ * responsive during a multi-GiB compare. `?core=scalar` forces the scalar build of the core.
+ *
+ * The map reports what it has drawn: `data-drawn` / `data-cells` on the canvas and a `vhdsync:map`
+ * event on the document with the same numbers after every batch of cells.
  */
+import { jsonText } from '../json-text.js';
 import { formatSize } from '../units.js';
 import type { CompareJson, Side, WorkerMessage } from './messages.js';
 import type { ImageInfo } from './open-image.js';
@@ -14,6 +19,7 @@ import {
   LINKS,
   cellRange,
   differingIn,
+  mapAxes,
   formatDuration,
   formatRate,
   resyncBytes,
@@ -21,6 +27,8 @@ import {
 } from './report.js';
 
 const COLUMNS = 128;
+/** Rows the differing-ranges table shows; the JSON download always has them all. */
+const MAX_RANGE_ROWS = 1000;
 const CELL_PX = 6; // 5 px of colour and a 1 px gap
 const SIDES: Side[] = ['primary', 'replica'];
 
@@ -49,6 +57,14 @@ const ui = {
   tooltip: $('#tooltip'),
   cellInfo: $('#cell-info'),
   json: $('#result-json'),
+  mapSection: $('#map-section'),
+  mapRows: $('#map-section .map-rows'),
+  mapColumns: $('#map-section .map-columns'),
+  rangesSection: $('#ranges-section'),
+  rangesCount: $('#ranges-count'),
+  ranges: $('#ranges tbody'),
+  rangesMore: $('#ranges-more'),
+  download: $<HTMLButtonElement>('#download-json'),
 };
 
 function setState(state: 'idle' | 'running' | 'done' | 'error'): void {
@@ -70,7 +86,12 @@ function bytesText(n: number): string {
 let worker: Worker | undefined;
 let infos: Partial<Record<Side, ImageInfo>> = {};
 let broken: string[] = [];
-let map: { cells: Uint8Array; cellBytes: number; size: number; ranges: CompareJson['ranges'] } | undefined;
+/** The block map being drawn: cells [0, drawn) are final; `ranges` once the compare is done. */
+let map:
+  | { cells: Uint8Array; cellBytes: number; size: number; drawn: number; counts: number[]; ranges?: CompareJson['ranges'] }
+  | undefined;
+/** The finished compare, for the JSON download. */
+let finished: { result: CompareJson; primary: string; replica: string } | undefined;
 
 function start(): void {
   const primary = ui.input('primary').files?.[0];
@@ -127,6 +148,7 @@ function reset(): void {
   infos = {};
   broken = [];
   map = undefined;
+  finished = undefined;
   for (const side of SIDES) {
     ui.info(side).replaceChildren();
     ui.imageError(side).hidden = true;
@@ -134,6 +156,8 @@ function reset(): void {
   ui.message.hidden = true;
   ui.run.hidden = true;
   ui.result.hidden = true;
+  ui.mapSection.hidden = true;
+  ui.rangesSection.hidden = true;
   ui.progress.value = 0;
   ui.tooltip.hidden = true;
   setState('idle');
@@ -173,9 +197,14 @@ function handle(m: WorkerMessage): void {
     case 'progress':
       showProgress(m.done, m.total, m.bytesRead, m.elapsedMs);
       break;
+    case 'map':
+      if (!map) startMap(m.cellCount, m.cellBytes, m.size);
+      drawCells(m.from, m.cells);
+      break;
     case 'result':
       showProgress(Math.max(m.result.sizeA, m.result.sizeB), Math.max(m.result.sizeA, m.result.sizeB), m.bytesRead, m.elapsedMs);
       showResult(m.result, m.cells, m.cellBytes);
+      finished = { result: m.result, primary: infos.primary?.name ?? 'primary', replica: infos.replica?.name ?? 'replica' };
       worker?.terminate();
       worker = undefined;
       setState('done');
@@ -253,10 +282,51 @@ function showResult(r: CompareJson, cells: Uint8Array, cellBytes: number): void 
     ui.estimate.append(tr);
   }
 
-  map = { cells, cellBytes, size, ranges: r.ranges };
-  ui.mapScale.textContent = `(${cells.length.toLocaleString('en-US')} cells of ${formatSize(cellBytes)})`;
-  drawMap(cells);
+  if (!map || map.cells.length !== cells.length) startMap(cells.length, cellBytes, size);
+  drawCells(0, cells); // every cell again, from the final map: the drawing is exactly the result
+  map!.ranges = r.ranges;
+  showRanges(r);
 }
+
+// --- differing ranges and their JSON --------------------------------------------------------------
+
+function offsetText(n: number): string {
+  return `${n.toLocaleString('en-US')} (0x${n.toString(16)})`;
+}
+
+function showRanges(r: CompareJson): void {
+  ui.rangesSection.hidden = false;
+  ui.rangesCount.textContent = `(${r.ranges.length.toLocaleString('en-US')}, ${bytesText(r.differingBytes)})`;
+  const rows = r.ranges.slice(0, MAX_RANGE_ROWS).map((range, i) => {
+    const tr = document.createElement('tr');
+    tr.dataset.start = String(range.start);
+    tr.dataset.end = String(range.end);
+    for (const text of [String(i + 1), offsetText(range.start), offsetText(range.end), bytesText(range.end - range.start)]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  ui.ranges.replaceChildren(...rows);
+  const more = r.ranges.length - rows.length;
+  ui.rangesMore.hidden = more <= 0;
+  ui.rangesMore.textContent = more > 0 ? `… and ${more.toLocaleString('en-US')} more: the JSON download lists them all.` : '';
+}
+
+function stem(name: string): string {
+  return name.replace(/\.[^.]*$/, '') || name;
+}
+
+ui.download.addEventListener('click', () => {
+  if (!finished) return;
+  const blob = new Blob([jsonText(finished.result)], { type: 'application/json' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = `${stem(finished.primary)}-vs-${stem(finished.replica)}.compare.json`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+});
 
 // --- block map ------------------------------------------------------------------------------------
 
@@ -264,38 +334,75 @@ function cssColor(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
 
-function drawMap(cells: Uint8Array): void {
-  const rows = Math.max(1, Math.ceil(cells.length / COLUMNS));
+/** Size the canvas for `cellCount` cells, clear it, and label its axes with byte offsets. */
+function startMap(cellCount: number, cellBytes: number, size: number): void {
+  map = { cells: new Uint8Array(cellCount), cellBytes, size, drawn: 0, counts: [0, 0, 0] };
+  ui.mapSection.hidden = false;
+  ui.mapScale.textContent = `(${cellCount.toLocaleString('en-US')} cells of ${formatSize(cellBytes)}, ${formatSize(COLUMNS * cellBytes)} a row)`;
+  const rows = Math.max(1, Math.ceil(cellCount / COLUMNS));
   const canvas = ui.map;
   const dpr = window.devicePixelRatio || 1;
   canvas.style.width = `${COLUMNS * CELL_PX}px`;
   canvas.style.height = `${rows * CELL_PX}px`;
   canvas.width = COLUMNS * CELL_PX * dpr;
-  canvas.height = rows * CELL_PX * dpr;
-  const ctx = canvas.getContext('2d');
+  canvas.height = rows * CELL_PX * dpr; // also clears it
+  const axes = mapAxes(cellCount, cellBytes, COLUMNS);
+  const label = (l: { offset: number; text: string }, side: 'top' | 'left', fraction: number) => {
+    const span = document.createElement('span');
+    span.textContent = l.text;
+    span.title = `byte ${offsetText(l.offset)}`;
+    span.dataset.offset = String(l.offset);
+    span.style[side] = `${fraction * 100}%`;
+    return span;
+  };
+  ui.mapRows.replaceChildren(...axes.rows.map((l) => label(l, 'top', l.at / rows)));
+  ui.mapColumns.replaceChildren(...axes.columns.map((l) => label(l, 'left', l.at / COLUMNS)));
+  reportDrawn();
+}
+
+/** Draw cells [from, from + cells.length); a cell drawn before is drawn over. */
+function drawCells(from: number, cells: Uint8Array): void {
+  if (!map) return;
+  const ctx = ui.map.getContext('2d');
   if (!ctx) return;
-  ctx.scale(dpr, dpr);
+  const dpr = window.devicePixelRatio || 1;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const colors = [cssColor('--identical'), cssColor('--different'), cssColor('--absent')];
-  const counts = [0, 0, 0];
-  for (let i = 0; i < cells.length; i++) {
-    counts[cells[i]]++;
-    ctx.fillStyle = colors[cells[i]];
+  for (let k = 0; k < cells.length; k++) {
+    const i = from + k;
+    if (i < map.drawn) map.counts[map.cells[i]]--;
+    map.cells[i] = cells[k];
+    map.counts[cells[k]]++;
+    ctx.fillStyle = colors[cells[k]];
     ctx.fillRect((i % COLUMNS) * CELL_PX, Math.floor(i / COLUMNS) * CELL_PX, CELL_PX - 1, CELL_PX - 1);
   }
-  // What the canvas shows, in a form a script (or the browser test) can read.
-  canvas.dataset.identical = String(counts[CELL_IDENTICAL]);
-  canvas.dataset.different = String(counts[CELL_DIFFERENT]);
-  canvas.dataset.absent = String(counts[CELL_ABSENT]);
+  map.drawn = Math.max(map.drawn, from + cells.length);
+  reportDrawn();
+}
+
+/** What the canvas shows, in a form a script (or the browser test) can read. */
+function reportDrawn(): void {
+  if (!map) return;
+  const canvas = ui.map;
+  canvas.dataset.identical = String(map.counts[CELL_IDENTICAL]);
+  canvas.dataset.different = String(map.counts[CELL_DIFFERENT]);
+  canvas.dataset.absent = String(map.counts[CELL_ABSENT]);
+  canvas.dataset.drawn = String(map.drawn);
+  canvas.dataset.cells = String(map.cells.length);
+  document.dispatchEvent(new CustomEvent('vhdsync:map', { detail: { drawn: map.drawn, cells: map.cells.length } }));
 }
 
 function cellText(index: number): string {
   if (!map) return '';
   const { start, end } = cellRange(index, map.cellBytes, map.size);
   const hex = (n: number) => `0x${n.toString(16)}`;
+  if (index >= map.drawn) return `cell ${index}: bytes ${start}–${end} (${hex(start)}–${hex(end)}), ${formatSize(end - start)} · not compared yet`;
   const status = map.cells[index];
   const what =
     status === CELL_DIFFERENT
-      ? `different: ${bytesText(differingIn(map.ranges, start, end))} differ`
+      ? map.ranges
+        ? `different: ${bytesText(differingIn(map.ranges, start, end))} differ`
+        : 'different'
       : status === CELL_ABSENT
         ? 'absent on both'
         : 'identical';
@@ -325,6 +432,59 @@ ui.map.addEventListener('mousemove', (event) => {
 ui.map.addEventListener('mouseleave', () => {
   ui.tooltip.hidden = true;
 });
+
+// --- picking: the inputs, or files dropped on the page ---------------------------------------------
+
+/** Put `file` in `side`'s input, as if picked there (a FileList can only come from a DataTransfer). */
+function setFile(side: Side, file: File): void {
+  const dt = new DataTransfer();
+  dt.items.add(file);
+  ui.input(side).files = dt.files;
+}
+
+function dropTarget(event: DragEvent): Side | undefined {
+  const box = (event.target as Element | null)?.closest?.('.image');
+  const id = box?.id;
+  return id === 'primary' || id === 'replica' ? id : undefined;
+}
+
+function clearDragOver(): void {
+  for (const side of SIDES) document.getElementById(side)?.classList.remove('drag-over');
+}
+
+/**
+ * Two files dropped anywhere: the first is the primary, the second the replica. One file dropped on a
+ * box goes there; elsewhere, to the first box without a file (the primary when both have one).
+ */
+function onDrop(event: DragEvent): void {
+  event.preventDefault(); // never let the browser navigate away to the dropped file
+  clearDragOver();
+  const files = Array.from(event.dataTransfer?.files ?? []);
+  if (files.length === 0) return;
+  if (files.length > 2) {
+    showMessage('error', `Drop one or two image files (${files.length} were dropped).`);
+    return;
+  }
+  if (files.length === 2) {
+    setFile('primary', files[0]);
+    setFile('replica', files[1]);
+  } else {
+    const side = dropTarget(event) ?? SIDES.find((s) => !ui.input(s).files?.length) ?? 'primary';
+    setFile(side, files[0]);
+  }
+  start();
+}
+
+document.addEventListener('dragover', (event) => {
+  event.preventDefault();
+  if (event.dataTransfer) event.dataTransfer.dropEffect = 'copy';
+  const side = dropTarget(event);
+  for (const s of SIDES) document.getElementById(s)?.classList.toggle('drag-over', s === side);
+});
+document.addEventListener('dragleave', (event) => {
+  if (!event.relatedTarget) clearDragOver();
+});
+document.addEventListener('drop', onDrop);
 
 for (const side of SIDES) ui.input(side).addEventListener('change', start);
 reset();

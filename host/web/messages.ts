@@ -1,6 +1,6 @@
 /** The messages between the page (app.ts) and the compare worker (worker.ts). Types only. */
 import type { ImageInfo } from './open-image.js';
-import type { ByteRange } from './report.js';
+import type { CompareReport } from '../resync/diff.js';
 
 export type Side = 'primary' | 'replica';
 
@@ -13,19 +13,15 @@ export interface CompareRequest {
 }
 
 /** The fields of `vhdsync compare --json`, in the same shape. */
-export interface CompareJson {
-  identical: boolean;
-  differingBytes: number;
-  ranges: ByteRange[];
-  sizeA: number;
-  sizeB: number;
-}
+export type CompareJson = CompareReport;
 
 export type WorkerMessage =
   | { type: 'core'; simd: boolean }
   | { type: 'opened'; side: Side; info: ImageInfo }
   | { type: 'image-error'; side: Side; code: string; message: string }
   | { type: 'progress'; done: number; total: number; bytesRead: number; elapsedMs: number }
+  /** Block map cells settled since the last one: cells [from, from + cells.length) of cellCount. */
+  | { type: 'map'; size: number; cellBytes: number; cellCount: number; from: number; cells: Uint8Array }
   | {
       type: 'result';
       result: CompareJson;

@@ -3,7 +3,7 @@
  * given transfer granularity, how long that takes on a link, and the block map's cells.
  * Browser-safe and DOM-free, so Node tests check the arithmetic.
  */
-import { KiB, MiB } from '../units.js';
+import { KiB, MiB, formatSize } from '../units.js';
 
 export interface ByteRange {
   start: number;
@@ -86,25 +86,79 @@ export function cellRange(index: number, cellBytes: number, size: number): ByteR
 }
 
 /**
- * One status byte per cell. `absentOnBoth(start, end)` says whether neither disk stores data in the
- * range; a cell with a differing byte is different whatever else holds.
+ * Settles the block map's cells as a compare goes: `advance(done, ranges)` fixes every cell wholly
+ * below `done` (all of them once `done` reaches the size) from the ranges found so far, which are final
+ * below `done`. A cell with a differing byte is different whatever else holds; otherwise it is absent
+ * when `absentOnBoth(start, end)` says neither disk stores data there, else identical.
  */
+export class CellMapBuilder {
+  readonly cells: Uint8Array;
+  /** Cells [0, settled) are final. */
+  settled = 0;
+  private range = 0; // first range that may reach a cell not yet settled
+
+  constructor(
+    readonly size: number,
+    readonly cellBytes: number,
+    private readonly absentOnBoth: (start: number, end: number) => boolean,
+  ) {
+    this.cells = new Uint8Array(Math.ceil(size / cellBytes));
+  }
+
+  /** Settle the cells `done` completes; returns the first and the end of the cells settled now. */
+  advance(done: number, ranges: readonly ByteRange[]): { from: number; to: number } {
+    const from = this.settled;
+    const to = done >= this.size ? this.cells.length : Math.max(from, Math.floor(done / this.cellBytes));
+    for (let i = from; i < to; i++) {
+      const { start, end } = cellRange(i, this.cellBytes, this.size);
+      while (this.range < ranges.length && ranges[this.range].end <= start) this.range++;
+      const r = ranges[this.range];
+      this.cells[i] = r && r.start < end ? CELL_DIFFERENT : this.absentOnBoth(start, end) ? CELL_ABSENT : CELL_IDENTICAL;
+    }
+    this.settled = to;
+    return { from, to };
+  }
+}
+
+/** The whole map at once: one status byte per cell (see CellMapBuilder). */
 export function buildCellMap(
   ranges: readonly ByteRange[],
   size: number,
   cellBytes: number,
   absentOnBoth: (start: number, end: number) => boolean,
 ): Uint8Array {
-  const cells = new Uint8Array(Math.ceil(size / cellBytes));
-  for (let i = 0; i < cells.length; i++) {
-    const { start, end } = cellRange(i, cellBytes, size);
-    if (absentOnBoth(start, end)) cells[i] = CELL_ABSENT;
+  const builder = new CellMapBuilder(size, cellBytes, absentOnBoth);
+  builder.advance(size, ranges);
+  return builder.cells;
+}
+
+/** A label on the block map's axes: `at` is a row (left axis) or a column (top axis). */
+export interface AxisLabel {
+  at: number;
+  offset: number;
+  text: string;
+}
+
+/** Rows between two offset labels on the map's left axis (a row is `columns` cells). */
+export const ROWS_PER_LABEL = 8;
+
+/**
+ * The block map's offset labels: on the left, the disk offset where every ROWS_PER_LABEL-th row
+ * starts ("0 B", "4 MiB", ...); on top, the offset within a row at each quarter ("+0 B", "+128 KiB", ...).
+ */
+export function mapAxes(cellCount: number, cellBytes: number, columns: number): { rows: AxisLabel[]; columns: AxisLabel[] } {
+  const rows: AxisLabel[] = [];
+  const rowCount = Math.ceil(cellCount / columns);
+  for (let r = 0; r < rowCount; r += ROWS_PER_LABEL) {
+    const offset = r * columns * cellBytes;
+    rows.push({ at: r, offset, text: formatSize(offset) });
   }
-  for (const r of ranges) {
-    const last = Math.min(Math.floor((r.end - 1) / cellBytes), cells.length - 1);
-    for (let i = Math.floor(r.start / cellBytes); i <= last; i++) cells[i] = CELL_DIFFERENT;
+  const cols: AxisLabel[] = [];
+  for (let c = 0; c < columns; c += columns / 4) {
+    const offset = c * cellBytes;
+    cols.push({ at: c, offset, text: `+${formatSize(offset)}` });
   }
-  return cells;
+  return { rows, columns: cols };
 }
 
 /** Differing bytes inside [start, end) (binary search over sorted, disjoint ranges). */

@@ -7,10 +7,10 @@ import { loadCore } from '../core/index.js';
 import type { Core } from '../core/types.js';
 import type { Disk } from '../disk/disk.js';
 import { isVhdsyncError } from '../errors.js';
-import { diffDisks } from '../resync/diff.js';
+import { compareReport, diffDisks } from '../resync/diff.js';
 import type { CompareRequest, Side, WorkerMessage } from './messages.js';
 import { openImage, type OpenedImage } from './open-image.js';
-import { buildCellMap, cellBytesFor } from './report.js';
+import { CellMapBuilder, cellBytesFor } from './report.js';
 
 /** The parts of DedicatedWorkerGlobalScope used here (the host tsconfig has DOM types, not WebWorker). */
 interface WorkerScope {
@@ -71,22 +71,35 @@ async function compare(request: CompareRequest): Promise<void> {
   const [a, b] = images;
   const started = performance.now();
   const bytesRead = () => a.file.bytesRead + b.file.bytesRead;
-  let lastPost = 0;
+  // The block map is settled as the compare goes and sent with each progress report, so the page
+  // draws it while the compare runs. The first report goes out at once, the others every 100 ms.
+  const size = Math.max(a.disk.virtualSize, b.disk.virtualSize);
+  const cellBytes = cellBytesFor(size);
+  const map = new CellMapBuilder(size, cellBytes, (s, e) => storesNothing(a.disk, s, e) && storesNothing(b.disk, s, e));
+  let sent = 0; // cells [0, sent) are on the page
+  let lastPost = -Infinity;
+  const sendMap = () => {
+    if (map.settled === sent) return;
+    post({ type: 'map', size, cellBytes, cellCount: map.cells.length, from: sent, cells: map.cells.slice(sent, map.settled) });
+    sent = map.settled;
+  };
   try {
-    const r = await diffDisks(core, a.disk, b.disk, (done, total) => {
+    const r = await diffDisks(core, a.disk, b.disk, (done, total, ranges) => {
+      map.advance(done, ranges);
       const now = performance.now();
       if (now - lastPost < PROGRESS_EVERY_MS && done < total) return;
       lastPost = now;
+      sendMap();
       post({ type: 'progress', done, total, bytesRead: bytesRead(), elapsedMs: now - started });
     });
     const elapsedMs = performance.now() - started;
-    const size = Math.max(r.sizeA, r.sizeB);
-    const cellBytes = cellBytesFor(size);
-    const cells = buildCellMap(r.ranges, size, cellBytes, (s, e) => storesNothing(a.disk, s, e) && storesNothing(b.disk, s, e));
+    map.advance(size, r.ranges); // a disk of size 0 reports no progress
+    sendMap();
+    const cells = map.cells;
     post(
       {
         type: 'result',
-        result: { identical: r.identical, differingBytes: r.differingBytes, ranges: r.ranges, sizeA: r.sizeA, sizeB: r.sizeB },
+        result: compareReport(r),
         bytesRead: bytesRead(),
         elapsedMs,
         cells,

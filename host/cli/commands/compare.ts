@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { getCore } from '../../core/index.js';
 import { openDisk, useSyncIo } from '../../disk/index.js';
-import { diffDisks } from '../../resync/diff.js';
+import { compareReport, diffDisks } from '../../resync/diff.js';
 import { formatSize } from '../../units.js';
 import { ProgressBar } from '../progress.js';
 import { printJson } from '../output.js';
@@ -27,7 +27,7 @@ export function register(program: Command): void {
           const r = await diffDisks(getCore(), a, b, (d, t) => bar.update(d, t, 'compared'));
           bar.done();
           if (flags.json) {
-            printJson({ identical: r.identical, differingBytes: r.differingBytes, ranges: r.ranges, sizeA: r.sizeA, sizeB: r.sizeB });
+            printJson(compareReport(r));
           } else if (r.identical) {
             process.stdout.write('Images are identical.\n');
           } else {
