@@ -51,6 +51,9 @@ describe('failover commands through the CLI', () => {
     expect(ok('get-recovery-points', 'vm').stdout).toMatch(/Standard \(pre-resync\)/);
 
     ok('start-failover', 'vm', '--unplanned', '--point', after[1].Time);
+    // An unplanned failover waits for completion (Hyper-V's FailedOverWaitingCompletion); completing it
+    // makes the replica disk itself the point.
+    ok('complete-failover', 'vm');
     expect(Buffer.compare(await readFile(replicaDisk), await readFile(join(dir, 'a.before.img')))).toBe(0);
   });
 
@@ -66,6 +69,7 @@ describe('failover commands through the CLI', () => {
     expect(early.status).not.toBe(0);
     expect(early.stderr.trim().split('\n')).toEqual([expect.stringMatching(/reverse-replication needs 'vm' failed over with start-failover vm --planned or --unplanned; it is Replicating/)]);
     ok('start-failover', 'vm', '--planned');
+    ok('complete-failover', 'vm');
     const newPrimary = join(d, 'replica', 'vm', 'a.img');
     const fh = await open(newPrimary, 'r+');
     await fh.write(randomBytes(128 * 1024, 98), 0, 128 * 1024, 2 * MiB);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
-import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
+import { completeFailover, getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
 import { testViewPathFor } from '../host/replication/recovery-points.js';
 import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
@@ -187,29 +187,40 @@ describe('planned failover', () => {
     await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/needs the primary VM off, and process \d+ is running 'vm'/);
     await vm.write(1, MiB, randomBytes(50_000, 32));
     await vm.close();
+    // --planned is prepare + failover: the running copy is a view over each replica disk, not yet committed.
     const out = await startFailover(rep, 'vm', 'planned');
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(out.point.sequence).toBe(3);
-    expect(qemuIdentical(a, out.disks[0]) && qemuIdentical(b, out.disks[1])).toBe(true);
-    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'planned', sequence: 3 });
+    expect(await sameContents(out.disks, [a, b])).toBe(true);
+    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'planned', sequence: 3, phase: 'waiting' });
     await expect(startFailover(rep, 'vm', 'planned')).rejects.toThrow(/needs 'vm' Replicating/);
+    const done = await completeFailover(rep, 'vm');
+    expect(done.vm.state).toBe('FailedOver');
+    expect(qemuIdentical(a, done.disks[0]) && qemuIdentical(b, done.disks[1])).toBe(true);
+    expect(await readFailover(rep, done.vm)).toEqual(expect.not.objectContaining({ phase: expect.anything() }));
   });
 });
 
 describe('unplanned failover', () => {
   for (const which of [1, 2]) {
-    it(`the replica becomes the point ${which === 1 ? 'three' : 'two'} hours back; older points stay usable, newer ones go`, async () => {
+    it(`the replica becomes the point ${which === 1 ? 'three' : 'two'} hours back; completing it deletes the other points`, async () => {
       const d = await sub();
       const { rep, vm, copies } = await history(d, [0, 61, 122, 183], 3);
       await vm.close();
       const pts = await getRecoveryPoints(rep, 'vm');
       const target = pts.find((p) => p.sequence === which + 1)!;
       const out = await startFailover(rep, 'vm', 'unplanned', { point: target.time });
-      expect(out.vm.state).toBe('FailedOver');
+      expect(out.vm.state).toBe('FailedOverWaitingCompletion');
       expect(await sameContents(out.disks, copies.get(which + 1)!)).toBe(true);
-      expect((await readFailover(rep, out.vm))).toMatchObject({ kind: 'unplanned', sequence: which + 1 });
-      const after = await getRecoveryPoints(rep, 'vm');
-      expect(after.map((p) => p.sequence)).toEqual(which === 1 ? [2, 1] : [3, 2, 1]);
+      expect((await readFailover(rep, out.vm))).toMatchObject({ kind: 'unplanned', sequence: which + 1, phase: 'waiting' });
+      // Until it is completed nothing of the replica changed: every point is still there.
+      expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.sequence)).toEqual([4, 3, 2, 1]);
+      expect((await replicateCycle(rep, 'vm')).result).toBe('skipped');
+      // Complete-VMFailover: the replica disks become the point, the other points are deleted.
+      const done = await completeFailover(rep, 'vm');
+      expect(done.vm.state).toBe('FailedOver');
+      expect(await sameContents(done.disks, copies.get(which + 1)!)).toBe(true);
+      expect((await getRecoveryPoints(rep, 'vm')).map((p) => [p.kind, p.sequence])).toEqual([['Latest', which + 1]]);
       expect((await replicateCycle(rep, 'vm')).result).toBe('skipped');
     });
   }
@@ -290,8 +301,9 @@ describe('failover and resync', () => {
     const pts = await getRecoveryPoints(rep, 'vm');
     expect(pts[1].protected).toBe(true);
     const out = await startFailover(rep, 'vm', 'unplanned', { point: pts[1].time });
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(await sameContents(out.disks, copies.get(before)!)).toBe(true);
+    expect(await sameContents((await completeFailover(rep, 'vm')).disks, copies.get(before)!)).toBe(true);
   });
 
   it('--keep-pre-resync-point with the VM running: writes tracked during the resync are undone too', async () => {
@@ -350,13 +362,18 @@ describe('failover and resync', () => {
 
     const out = await startFailover(rep, 'vm', 'unplanned', { point: new Date(T0.getTime() + 61 * 60_000).toISOString() });
     expect(out.resync).toBe('cancelled');
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(existsSync(`${site.diskPath(0)}.resync.vhd`)).toBe(false);
     expect(existsSync(`${site.diskPath(0)}.resync.json`)).toBe(false);
     // The pre-resync replica at the chosen point, not the diverged primary.
     expect(await sameContents(out.disks, copies.get(2)!)).toBe(true);
     expect(qemuIdentical(a, site.diskPath(0))).toBe(false);
-    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.sequence)).toEqual([2, 1]);
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.sequence)).toEqual([3, 2, 1]);
+    // Rolled back: the view goes, and the VM is back where the cancelled resync left it.
+    const stopped = await stopFailover(rep, 'vm');
+    expect(stopped.removed).toEqual(out.disks);
+    expect(stopped.vm.state).toBe('WaitingForStartResynchronize');
+    expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.sequence)).toEqual([3, 2, 1]);
 
   });
 
@@ -379,7 +396,7 @@ describe('failover and resync', () => {
     expect((await rep.get('vm')).state).toBe('ResynchronizeSuspended');
     const out = await startFailover(rep, 'vm', 'unplanned');
     expect(out.resync).toBe('merge-finished');
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     // The resync's end is the only point left: the old ones were built on the old baseline.
     expect(out.point.kind).toBe('Latest');
     expect(qemuIdentical(a, site.diskPath(0)) && qemuIdentical(b, site.diskPath(1))).toBe(true);
@@ -408,7 +425,7 @@ describe('failover and resync', () => {
     expect(cp?.phase).toBe('compared');
     await writeCheckpoint(cpPath, { ...cp!, phase: 'merging' });
     const out = await startFailover(rep, 'vm', 'unplanned');
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(out.resync).toBe('merge-finished');
     expect(qemuIdentical(a, site.diskPath(0)) && qemuIdentical(b, site.diskPath(1))).toBe(true);
     expect(existsSync(cpPath)).toBe(false);
@@ -423,11 +440,17 @@ describe('reverse replication', () => {
     const { rep, vm, a, b } = await history(d, [0], 0);
     await vm.close();
     const out = await startFailover(rep, 'vm', 'planned');
-    // The new primary (the old replica) is written to, and the old primary diverged too.
-    await writeRaw(out.disks[0], 2 * MiB, randomBytes(100_000, 71));
+    const site = rep.localSite(await rep.get('vm'));
+    const replicas = [site.diskPath(0), site.diskPath(1)];
+    // The failed-over VM writes to its running copy (the view), and the old primary diverged too.
+    const view = await openDisk(out.disks[0]);
+    await view.write(2 * MiB, randomBytes(100_000, 71));
+    await view.close();
     await writeRaw(a, 5 * MiB, randomBytes(50_000, 72));
+    // Reverse commits the failover first (the view is merged into the replica disk).
     const rev = await reverseReplication(rep, 'vm');
-    expect(rev.disks.map((x) => [x.path, x.replicaPath])).toEqual([[out.disks[0], a], [out.disks[1], b]]);
+    expect(existsSync(out.disks[0])).toBe(false);
+    expect(rev.disks.map((x) => [x.path, x.replicaPath])).toEqual([[replicas[0], a], [replicas[1], b]]);
     const run = await rep.runResync('vm');
     expect(run.result).toBe('completed');
     // A resync, not a full copy: only the differing leaves travelled.
@@ -437,8 +460,13 @@ describe('reverse replication', () => {
     await vm2.write(1, MiB, randomBytes(4096, 74));
     expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
     await vm2.close();
-    expect(qemuIdentical(out.disks[0], a)).toBe(true);
-    expect(qemuIdentical(out.disks[1], b)).toBe(true);
+    expect(qemuIdentical(replicas[0], a)).toBe(true);
+    expect(qemuIdentical(replicas[1], b)).toBe(true);
+    const got = new Uint8Array(100_000);
+    const fh = await open(a, 'r');
+    await fh.read(got, 0, got.byteLength, 2 * MiB);
+    await fh.close();
+    expect(Buffer.compare(got, randomBytes(100_000, 71))).toBe(0);
   });
 
   it('after an unplanned failover to an older point, reverse makes the old primary (with its lost writes) the replica of that point', async () => {
@@ -455,8 +483,8 @@ describe('reverse replication', () => {
     expect(rev.resync?.evidence).toMatch(/^replication reversed after an unplanned failover: /);
     const run = await rep.runResync('vm');
     expect(run.result).toBe('completed');
-    expect(qemuIdentical(out.disks[0], a)).toBe(true);
-    expect(qemuIdentical(out.disks[1], b)).toBe(true);
+    expect(qemuIdentical(rev.disks[0].path, a)).toBe(true);
+    expect(qemuIdentical(rev.disks[1].path, b)).toBe(true);
     expect(await sameContents([a, b], copies.get(pts[1].sequence)!)).toBe(true);
   });
 

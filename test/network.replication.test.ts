@@ -5,7 +5,7 @@ import { copyFile, mkdir, open, readdir, readFile, symlink } from 'node:fs/promi
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import { replicateCycle } from '../host/replication/cycle.js';
-import { getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
+import { completeFailover, getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
 import { reverseReplication } from '../host/replication/reverse.js';
 import { Replication } from '../host/replication/replication.js';
 import { RunningVm } from '../host/replication/running-vm.js';
@@ -293,11 +293,17 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect((await stopFailover(rep, 'vm7', 'test')).removed).toEqual(test.disks);
     expect(existsSync(join(root, 'vm7', 'a.img.test-failover.vhd'))).toBe(false);
 
+    // The running copy is a view on the server until complete-failover merges it into the replica disks.
     const out = await startFailover(rep, 'vm7', 'unplanned', { point: pts[1].time });
-    expect(out.disks).toEqual([`${url}/a.img`, `${url}/b.img`]);
-    expect(out.vm.state).toBe('FailedOver');
+    expect(out.disks).toEqual([`${url}/a.img.failover.vhd`, `${url}/b.img.failover.vhd`]);
+    expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(await sameContents(out.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
-    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'unplanned', sequence: 2 });
+    expect(await readFailover(rep, out.vm)).toMatchObject({ kind: 'unplanned', sequence: 2, phase: 'waiting' });
+    const done = await completeFailover(rep, 'vm7');
+    expect(done.disks).toEqual([`${url}/a.img`, `${url}/b.img`]);
+    expect(done.vm.state).toBe('FailedOver');
+    expect(await sameContents(done.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
+    expect((await getRecoveryPoints(rep, 'vm7')).map((p) => p.kind)).toEqual(['Latest']);
     await expect(reverseReplication(rep, 'vm7')).rejects.toThrow(/replica server .*: reverse replication works on a replica directory on this machine/);
   });
 

@@ -34,6 +34,12 @@ export function replicationHealth(vm: VmRecord, now: Date): { health: Replicatio
         health: 'Warning',
         details: [`Resynchronization is suspended for virtual machine ${name}${vm.resync?.pausedByWindow ? ' until its start window opens' : ''}. Resume replication to continue it.`],
       };
+    case 'PreparedForFailover':
+      return { health: 'Warning', details: [`Virtual machine ${name} is prepared for a planned failover: fail over (start-failover ${name}) or cancel it (stop-failover ${name}).`] };
+    case 'FailedOverWaitingCompletion':
+      return { health: 'Warning', details: [`Virtual machine ${name} is failed over, waiting for completion: complete-failover ${name} commits it, stop-failover ${name} rolls it back.`] };
+    case 'FailedOver':
+      return { health: 'Warning', details: [`Virtual machine ${name} is failed over and not reverse-replicated (reverse-replication ${name}).`] };
     case 'Replicating': {
       if (vm.retry) {
         return { health: 'Critical', details: [`Replication of virtual machine ${name} is failing (${vm.retry.error}); the next attempt is at ${vm.retry.nextAt}.`] };

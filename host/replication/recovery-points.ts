@@ -253,3 +253,8 @@ export async function dropHistory(replica: string): Promise<void> {
 export function testViewPathFor(replica: string): string {
   return `${replica}.test-failover.${/\.vhdx$/i.test(replica) ? 'vhdx' : 'vhd'}`;
 }
+
+/** A planned or unplanned failover's view of a replica disk (the running copy until complete-failover). */
+export function failoverViewPathFor(replica: string): string {
+  return `${replica}.failover.${/\.vhdx$/i.test(replica) ? 'vhdx' : 'vhd'}`;
+}

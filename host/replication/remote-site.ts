@@ -17,6 +17,7 @@ import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaD
 export const SITE_CALLS = [
   'createEmptyDisks', 'requireReplica', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive',
   'points', 'failoverRecord', 'setFailoverRecord', 'createTestViews', 'removeTestViews', 'revertTo', 'resyncPhase',
+  'createFailoverViews', 'removeFailoverViews', 'commitFailover',
 ] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
 
@@ -127,6 +128,18 @@ export class RemoteReplicaSite implements ReplicaSite {
   async resyncPhase(index: number): Promise<string | null> {
     const r = await this.call('resyncPhase', { disk: index });
     return typeof r === 'string' ? r : null;
+  }
+
+  async createFailoverViews(sequence: number): Promise<string[]> {
+    return this.locations(await this.call('createFailoverViews', { sequence }), 'createFailoverViews');
+  }
+
+  async removeFailoverViews(): Promise<string[]> {
+    return this.locations(await this.call('removeFailoverViews'), 'removeFailoverViews');
+  }
+
+  async commitFailover(sequence: number): Promise<void> {
+    await this.call('commitFailover', { sequence });
   }
 
   /** The server answers with file names in the VM's folder; the user sees them as addresses. */

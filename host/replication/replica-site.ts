@@ -11,8 +11,9 @@ import { cancelResync } from '../resync/resync.js';
 import { withLock } from '../pid-lock.js';
 import { readCheckpoint } from '../resync/checkpoint.js';
 import { checkpointPathFor } from '../resync/paths.js';
+import { mergeJournalPath, mergeOverlay } from '../disk/merge.js';
 import {
-  UndoCapture, adoptPreResyncPoint, createPointView, dropHistory, listPoints, recordApplied, revertReplicaTo, testViewPathFor,
+  UndoCapture, adoptPreResyncPoint, createPointView, deleteRecoveryPoints, dropHistory, failoverViewPathFor, listPoints, recordApplied, revertReplicaTo, testViewPathFor,
   type RecoveryPoint,
 } from './recovery-points.js';
 
@@ -96,14 +97,27 @@ export interface ReplicaSite extends FailoverSite {
 
 
 
+export const FAILOVER_PHASES = ['waiting', 'completing', 'stopping'] as const;
+export type FailoverPhase = (typeof FAILOVER_PHASES)[number];
+
 /** What failover is in effect on a replica site (`<site>/failover.json`; failover.ts). */
 export interface FailoverRecord {
   version: 1;
   kind: 'test' | 'planned' | 'unplanned';
   sequence: number;
   time: string;
-  /** Set while the replica is being reverted in place (done again after a crash). */
+  /** Set while the replica is being reverted in place (done again after a crash). Records of vhdsync before the failover lifecycle only. */
   reverting?: boolean;
+  /**
+   * A planned or unplanned failover not yet completed: `waiting` (Hyper-V's FailedOverWaitingCompletion:
+   * the running copy is a view over each replica disk, `<replica disk>.failover.vhd`, the replica itself
+   * is as it was); `completing` (complete-failover merges the views into the replica: the point of no
+   * return, done again after a crash); `stopping` (stop-failover removes the views, done again after a
+   * crash). Absent: completed, or a test failover.
+   */
+  phase?: FailoverPhase;
+  /** The primary's state to go back to when the failover is stopped. */
+  resumeState?: string;
   startedAt: string;
 }
 
@@ -126,6 +140,15 @@ export interface FailoverSite {
   revertTo(sequence: number): Promise<void>;
   /** The phase of an unfinished resync of disk `index` ('comparing', 'compared', 'merging'), or null. */
   resyncPhase(index: number): Promise<string | null>;
+  /** A planned or unplanned failover: writable views of every disk at `sequence` (`<disk>.failover.vhd`); returns their locations. */
+  createFailoverViews(sequence: number): Promise<string[]>;
+  /** Stop-VMFailover: remove the failover views (those that exist); the replica disks were never touched. Returns the locations removed. */
+  removeFailoverViews(): Promise<string[]>;
+  /**
+   * Complete-VMFailover: merge each failover view into its replica disk (journalled, resumed after a
+   * crash), delete every recovery point, drop unapplied logs and rebase at `sequence`.
+   */
+  commitFailover(sequence: number): Promise<void>;
 }
 
 export interface ApplyOptions {
@@ -356,6 +379,47 @@ export class LocalReplicaSite implements ReplicaSite {
       const latest = await this.lastApplied();
       for (const d of this.disks) await revertReplicaTo(this.diskPath(d.index), sequence, latest);
       // Shipped logs not applied are the data an unplanned failover loses.
+      await this.rebaseLocked(sequence, {});
+    });
+  }
+
+  createFailoverViews(sequence: number): Promise<string[]> {
+    return this.exclusive(async () => {
+      const latest = await this.lastApplied();
+      const views: string[] = [];
+      for (const d of this.disks) {
+        const view = failoverViewPathFor(this.diskPath(d.index));
+        // overwrite: a view left half-made by a crash is made again from the start.
+        await createPointView(this.diskPath(d.index), view, sequence, latest);
+        views.push(view);
+      }
+      return views;
+    });
+  }
+
+  removeFailoverViews(): Promise<string[]> {
+    return this.exclusive(async () => {
+      const removed: string[] = [];
+      for (const d of this.disks) {
+        const view = failoverViewPathFor(this.diskPath(d.index));
+        if (await pathExists(mergeJournalPath(view))) {
+          throw new VhdsyncError('STATE', `${view}: complete-failover has started merging it into the replica (the point of no return); run complete-failover ${this.vmName} again to finish`);
+        }
+        if (await removeIfExists(view)) removed.push(view);
+      }
+      return removed;
+    });
+  }
+
+  commitFailover(sequence: number): Promise<void> {
+    return this.exclusive(async () => {
+      for (const d of this.disks) {
+        const view = failoverViewPathFor(this.diskPath(d.index));
+        // Gone with no journal: merged and deleted by an earlier run that stopped before the rebase.
+        if ((await pathExists(view)) || (await pathExists(mergeJournalPath(view)))) await mergeOverlay(view);
+      }
+      // Complete-VMFailover deletes the other recovery points: they describe the replica before the failover.
+      for (const d of this.disks) await deleteRecoveryPoints(this.diskPath(d.index));
       await this.rebaseLocked(sequence, {});
     });
   }

@@ -1,11 +1,12 @@
 import { dirname, join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
+import { completeFailover } from './failover.js';
 import { deleteRecoveryPoints } from './recovery-points.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 
 /**
- * Set-VMReplication -Reverse after a planned or unplanned failover (reference §1.2): the failed-over replica becomes
+ * Set-VMReplication -Reverse after a planned or unplanned failover (reference §1.2; one not yet completed is completed first): the failed-over replica becomes
  * the primary and the old primary its replica. The old primary may have diverged (written to after the
  * failover, or the new primary written to since), so the new baseline is always made by our resync —
  * it compares both and ships only the differences, never a full copy. The caller runs it
@@ -16,9 +17,18 @@ import type { VmRecord } from './store.js';
  * primary disks are.
  */
 export async function reverseReplication(rep: Replication, name: string, opts: { replica?: string } = {}): Promise<VmRecord> {
-  const vm = await rep.get(name);
+  let vm = await rep.get(name);
   const oldSite = rep.localSite(vm, 'reverse replication');
-  const failover = await oldSite.failoverRecord();
+  let failover = await oldSite.failoverRecord();
+  // Set-VMReplication -Reverse after a failover that is not completed yet commits it first (as
+  // complete-failover: the failed-over disks become the replica disks, the other points go).
+  if (vm.state === 'FailedOverWaitingCompletion' || failover?.phase === 'completing') {
+    if ((await rep.runningPid(name)) === undefined) {
+      await completeFailover(rep, name);
+      vm = await rep.get(name);
+      failover = await oldSite.failoverRecord();
+    }
+  }
   // After a planned failover the old primary equals the replica; after an unplanned one it may hold
   // writes that never reached the replica (the loss the failover accepted): either way the resync
   // that follows makes it the replica of the failed-over disks.

@@ -1,11 +1,12 @@
 import { lstat, readdir, realpath } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
 import { VhdsyncError, asVhdsyncError, ioError } from '../errors.js';
-import { LocalReplicaSite, type FailoverRecord, type ReplicaDiskSpec } from '../replication/replica-site.js';
+import { FAILOVER_PHASES, LocalReplicaSite, type FailoverPhase, type FailoverRecord, type ReplicaDiskSpec } from '../replication/replica-site.js';
 import { SITE_CALLS, type SiteCall, type SiteSpec } from '../replication/remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import { SITE_NAME } from '../transport/replica-address.js';
+import { REPLICATION_STATES } from '../replication/names.js';
 
 /**
  * The replica server's side of a VM's replica site (`enable-replication --replica tls://HOST:PORT/NAME`):
@@ -108,6 +109,12 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
       return site.revertTo(wholeNumber(a.sequence, 'revertTo: sequence'));
     case 'resyncPhase':
       return site.resyncPhase(diskIndex(site, a.disk));
+    case 'createFailoverViews':
+      return names(await site.createFailoverViews(wholeNumber(a.sequence, 'createFailoverViews: sequence')));
+    case 'removeFailoverViews':
+      return names(await site.removeFailoverViews());
+    case 'commitFailover':
+      return site.commitFailover(wholeNumber(a.sequence, 'commitFailover: sequence'));
   }
 }
 
@@ -119,11 +126,18 @@ function names(paths: string[]): string[] {
 function checkFailoverRecord(raw: unknown): FailoverRecord {
   const r = (raw ?? {}) as Record<string, unknown>;
   const time = (v: unknown) => typeof v === 'string' && v.length < 64 && !Number.isNaN(Date.parse(v));
-  if (r.version !== 1 || !['test', 'planned', 'unplanned'].includes(String(r.kind)) || !time(r.time) || !time(r.startedAt) || (r.reverting !== undefined && typeof r.reverting !== 'boolean')) {
+  const flag = (v: unknown) => v === undefined || typeof v === 'boolean';
+  if (
+    r.version !== 1 || !['test', 'planned', 'unplanned'].includes(String(r.kind)) || !time(r.time) || !time(r.startedAt) ||
+    !flag(r.reverting) || (r.phase !== undefined && !(FAILOVER_PHASES as readonly unknown[]).includes(r.phase)) ||
+    (r.resumeState !== undefined && !(REPLICATION_STATES as readonly unknown[]).includes(r.resumeState))
+  ) {
     throw bad('setFailoverRecord: not a failover record');
   }
   const out: FailoverRecord = { version: 1, kind: r.kind as FailoverRecord['kind'], sequence: wholeNumber(r.sequence, 'setFailoverRecord: sequence'), time: r.time as string, startedAt: r.startedAt as string };
   if (r.reverting) out.reverting = true;
+  if (r.phase !== undefined) out.phase = r.phase as FailoverPhase;
+  if (r.resumeState !== undefined) out.resumeState = r.resumeState as string;
   return out;
 }
 
@@ -181,7 +195,7 @@ function checkSiteSpec(raw: unknown): SiteSpec {
   const disks = s.disks.map((d: unknown, index): ReplicaDiskSpec => {
     const x = (d ?? {}) as Record<string, unknown>;
     const name = x.name;
-    if (typeof name !== 'string' || !SITE_NAME.test(name) || RESERVED.has(name) || names.has(name) || /\.(tmp|resync\.(vhdx?|json))$/.test(name)) {
+    if (typeof name !== 'string' || !SITE_NAME.test(name) || RESERVED.has(name) || names.has(name) || /\.(tmp|resync\.(vhdx?|json)|failover\.vhdx?)$/.test(name)) {
       throw refuse(`${s.vm}/${String(name).slice(0, 80)}`, 'not a usable disk file name');
     }
     names.add(name);

@@ -34,6 +34,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   'get-recovery-points': () => import('./get-recovery-points.js'),
   'start-failover': () => import('./start-failover.js'),
   'stop-failover': () => import('./stop-failover.js'),
+  'complete-failover': () => import('./complete-failover.js'),
   'reverse-replication': () => import('./reverse-replication.js'),
   web: () => import('./web.js'),
   replica: () => import('./replica.js'),
@@ -52,7 +53,7 @@ const GROUPS: [string, string[]][] = [
     'resume-replication', 'stop-replication', 'measure-replication', 'remove-replication', 'events', 'service',
   ]],
   ['Running VMs:', ['run', 'stop-vm', 'workload', 'write']],
-  ['Failover:', ['get-recovery-points', 'start-failover', 'stop-failover', 'reverse-replication']],
+  ['Failover:', ['get-recovery-points', 'start-failover', 'complete-failover', 'stop-failover', 'reverse-replication']],
   ['Sites:', ['replica', 'cert']],
   ['Shell:', ['completion']],
 ];

@@ -1,21 +1,27 @@
 import type { Command } from 'commander';
-import { VhdsyncError } from '../../errors.js';
 import { stopFailover } from '../../replication/failover.js';
 import { printJson } from '../output.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
 
-/** Stop-VMFailover: ends a test failover (its disks are removed; replication was never disturbed). */
+/**
+ * Stop-VMFailover: ends a test failover (its disks are removed; replication was never disturbed), rolls
+ * back a planned or unplanned failover not yet completed (the replica is as it was; replication
+ * resumes), or cancels a prepare.
+ */
 export function register(program: Command): void {
   withHome(
     program
       .command('stop-failover')
-      .description('End a test failover: remove its disks')
+      .description('Roll back a failover not yet completed (test, planned, unplanned) or a prepare; the replica is as it was')
       .argument('<vm>', 'VM name')
-      .option('--test', 'the test failover (the only kind that can be stopped)'),
+      .option('--test', 'only a test failover (refused if the failover in effect is another kind)'),
   ).action(async (name: string, flags: HomeFlags & { test?: boolean }) => {
-    if (!flags.test) throw new VhdsyncError('USAGE', `stop-failover ${name}: only a test failover can be stopped; add --test`);
-    const out = await stopFailover(replicationFor(flags), name, 'test');
-    if (flags.json) printJson({ Removed: out.removed });
-    else process.stdout.write(`test failover of ${name} stopped; removed:\n${out.removed.map((r) => `  ${r}\n`).join('')}`);
+    const out = await stopFailover(replicationFor(flags), name, flags.test ? 'test' : undefined);
+    if (flags.json) {
+      printJson(flags.test ? { Removed: out.removed } : { Kind: out.kind, Removed: out.removed, State: out.vm.state });
+      return;
+    }
+    const head = out.kind === 'test' ? `test failover of ${name} stopped` : out.kind === 'prepared' ? `the planned failover of ${name} is cancelled; ${name} is ${out.vm.state}` : `${out.kind} failover of ${name} stopped: the replica is as it was; ${name} is ${out.vm.state}`;
+    process.stdout.write(`${head}${out.removed.length ? `; removed:\n${out.removed.map((r) => `  ${r}\n`).join('')}` : '\n'}`);
   });
 }

@@ -1,0 +1,268 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { openDisk } from '../host/disk/index.js';
+import { mergeJournalPath } from '../host/disk/merge.js';
+import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { MiB, rawDisk } from './replication.support.js';
+
+// Hyper-V's failover lifecycle through the built CLI (dist/): prepare → fail over → complete or stop,
+// with a local replica directory and through a replica server (mutual TLS), and killed between steps.
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir('vhdsync-failover-life-'));
+});
+afterAll(() => cleanup());
+
+/** Write into a failed-over VM's running copy (a view), as the VM would. */
+async function writeView(view: string, offset: number, data: Uint8Array): Promise<void> {
+  const d = await openDisk(view);
+  await d.write(offset, data);
+  await d.close();
+}
+
+const sum = (p: string) => JSON.parse(cli(['checksum', p, '--json']).stdout).checksum as string;
+
+function oneLine(r: { status: number | null; stderr: string }, re: RegExp): void {
+  expect(r.status).toBe(2);
+  expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(re)]);
+}
+
+describe('failover lifecycle (local replica directory)', () => {
+  it('prepare → stop returns to Replicating; prepare → fail over → stop rolls back (the replica as it was, cycles resume); --planned → complete commits the running copy', async () => {
+    const d = join(dir, 'local');
+    await mkdir(d, { recursive: true });
+    const { run, ok, json } = homeCli(join(d, 'home'));
+    const a = await rawDisk(join(d, 'a.img'), 8 * MiB, 3);
+    ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    ok('start-initial-replication', 'vm');
+    const replica = join(d, 'replica', 'vm', 'a.img');
+    const view = `${replica}.failover.vhd`;
+    ok('workload', 'vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '11');
+
+    // The failover step needs a prepared primary (or --unplanned): said in one line, nothing changes.
+    oneLine(run('start-failover', 'vm'), /'vm' is Replicating, not PreparedForFailover: prepare the planned failover first \(start-failover vm --prepare/);
+    expect(json('start-failover', 'vm', '--prepare')).toMatchObject({ VMName: 'vm', State: 'PreparedForFailover' });
+    // Prepare shipped what was left: the replica equals the primary.
+    expect(qemuIdentical(a, replica)).toBe(true);
+    expect(json('get-replication', 'vm')).toMatchObject({ State: 'PreparedForFailover', Health: 'Warning' });
+    expect(json('stop-failover', 'vm')).toMatchObject({ Kind: 'prepared', State: 'Replicating' });
+
+    // Prepare, then the failover itself: the running copy is a view over the replica.
+    ok('start-failover', 'vm', '--prepare');
+    const fo = json('start-failover', 'vm');
+    expect(fo).toMatchObject({ Kind: 'planned', State: 'FailedOverWaitingCompletion', Point: { Kind: 'Latest' }, Disks: [view] });
+    expect(sum(view)).toBe(sum(a));
+    await writeView(view, 3 * MiB, randomBytes(200_000, 12));
+    expect(sum(view)).not.toBe(sum(a));
+    expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOverWaitingCompletion' });
+    oneLine(run('start-failover', 'vm', '--test'), /already has a planned failover in effect, waiting for completion: complete-failover vm commits it, stop-failover vm rolls it back/);
+    // Stop-VMFailover: the failed-over writes go, the replica is as it was, replication resumes.
+    const stopped = json('stop-failover', 'vm');
+    expect(stopped).toMatchObject({ Kind: 'planned', Removed: [view], State: 'Replicating' });
+    expect(existsSync(view)).toBe(false);
+    expect(qemuIdentical(a, replica)).toBe(true);
+    ok('workload', 'vm', '--bytes', '512K', '--rate', 'unlimited', '--seed', '13');
+    expect(json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    expect(qemuIdentical(a, replica)).toBe(true);
+    oneLine(run('stop-failover', 'vm'), /has no failover to stop: it is Replicating/);
+
+    // --planned is prepare + failover in one; complete-failover makes the running copy the replica disk.
+    const planned = json('start-failover', 'vm', '--planned');
+    expect(planned).toMatchObject({ Kind: 'planned', State: 'FailedOverWaitingCompletion', Disks: [view] });
+    await writeView(view, 5 * MiB, randomBytes(100_000, 14));
+    const running = sum(view);
+    const done = json('complete-failover', 'vm');
+    expect(done).toMatchObject({ Kind: 'planned', State: 'FailedOver', Disks: [replica] });
+    expect(existsSync(view)).toBe(false);
+    expect(sum(replica)).toBe(running);
+    expect(json('get-recovery-points', 'vm').map((p: { Kind: string }) => p.Kind)).toEqual(['Latest']);
+    oneLine(run('stop-failover', 'vm'), /has no failover to stop: its planned failover is complete \(reverse-replication vm replicates back\)/);
+    oneLine(run('complete-failover', 'vm'), /complete-failover needs 'vm' failed over and waiting for completion .*its failover is already complete/);
+    expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOver', Health: 'Warning' });
+
+    // And back: the old primary becomes the replica of the failed-over disk.
+    ok('reverse-replication', 'vm');
+    expect(qemuIdentical(replica, a)).toBe(true);
+    expect(json('get-replication', 'vm')).toMatchObject({ State: 'Replicating' });
+  });
+
+  it('an unplanned failover is rolled back by stop-failover: unapplied shipped logs are still applied after it', async () => {
+    const d = join(dir, 'unplanned');
+    await mkdir(d, { recursive: true });
+    const { ok, json } = homeCli(join(d, 'home'));
+    const a = await rawDisk(join(d, 'a.img'), 8 * MiB, 4);
+    ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    ok('start-initial-replication', 'vm');
+    const replica = join(d, 'replica', 'vm', 'a.img');
+    const before = await readFile(replica);
+    // Writes tracked on the primary and not shipped: the loss an unplanned failover accepts.
+    ok('workload', 'vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '21');
+    const fo = json('start-failover', 'vm', '--unplanned');
+    expect(fo).toMatchObject({ Kind: 'unplanned', State: 'FailedOverWaitingCompletion', Disks: [`${replica}.failover.vhd`] });
+    expect(Buffer.compare(await readFile(replica), before)).toBe(0);
+    expect(json('service', '--once')[0].Cycle?.Result ?? 'skipped').not.toBe('replicated');
+    await writeView(fo.Disks[0], 0, randomBytes(65536, 22));
+    expect(json('stop-failover', 'vm')).toMatchObject({ Kind: 'unplanned', State: 'Replicating' });
+    expect(Buffer.compare(await readFile(replica), before)).toBe(0);
+    // What the primary tracked meanwhile is shipped now: nothing was lost by failing over and back.
+    expect(json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    expect(qemuIdentical(a, replica)).toBe(true);
+  });
+});
+
+describe('failover lifecycle killed between and inside steps', () => {
+  it('complete-failover killed in its merge: stop-failover is refused (point of no return) and complete-failover again finishes', async () => {
+    const d = join(dir, 'kill-complete');
+    await mkdir(d, { recursive: true });
+    const { run, ok, json } = homeCli(join(d, 'home'));
+    const a = await rawDisk(join(d, 'a.img'), 96 * MiB, 5);
+    ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    ok('start-initial-replication', 'vm');
+    const replica = join(d, 'replica', 'vm', 'a.img');
+    const { Disks: [view] } = json('start-failover', 'vm', '--planned');
+    // Enough data in the running copy that the merge takes a while.
+    const v = await openDisk(view);
+    for (let off = 0; off < 96 * MiB; off += 4 * MiB) await v.write(off, randomBytes(2 * MiB, 100 + off / MiB));
+    await v.close();
+    const want = sum(view);
+
+    const child = spawn(process.execPath, [CLI, 'complete-failover', 'vm', '--home', join(d, 'home')], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const journal = mergeJournalPath(view);
+    let killed = false;
+    for (let i = 0; i < 2000 && child.exitCode === null; i++) {
+      if (existsSync(journal)) {
+        child.kill('SIGKILL');
+        killed = true;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await exited;
+    // On this machine the kill lands in the merge (96 MiB to copy); a much faster one may finish first.
+    console.log(`complete-failover ${killed ? 'killed in its merge' : 'finished before the kill'}`);
+    if (killed) {
+      // Killed inside the merge: rolling back is no longer possible, said in one line.
+      oneLine(run('stop-failover', 'vm'), /complete-failover vm has started merging .* run complete-failover vm again to finish/);
+      expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOverWaitingCompletion' });
+    }
+    // Whether the kill landed in the merge or after it, running it again finishes.
+    const again = run('complete-failover', 'vm', '--json');
+    if (killed) expect(again.status, again.stderr).toBe(0);
+    expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOver' });
+    expect(existsSync(view) || existsSync(journal)).toBe(false);
+    expect(sum(replica)).toBe(want);
+  });
+
+  it('start-failover killed after recording itself: stop-failover rolls it back, or start-failover again finishes it', async () => {
+    const d = join(dir, 'kill-start');
+    await mkdir(d, { recursive: true });
+    const home = join(d, 'home');
+    const { ok, json } = homeCli(home);
+    const a = await rawDisk(join(d, 'a.img'), 8 * MiB, 6);
+    ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    ok('start-initial-replication', 'vm');
+    const replica = join(d, 'replica', 'vm', 'a.img');
+    const record = join(d, 'replica', 'vm', 'failover.json');
+    for (const next of ['stop-failover', 'start-failover'] as const) {
+      // As a kill right after the record was written leaves it: the record, no views, the state unchanged.
+      ok('start-failover', 'vm', '--unplanned');
+      const rec = JSON.parse(await readFile(record, 'utf8'));
+      ok('stop-failover', 'vm');
+      await writeFile(record, JSON.stringify(rec));
+      expect(json('get-replication', 'vm')).toMatchObject({ State: 'Replicating' });
+      if (next === 'stop-failover') {
+        expect(json('stop-failover', 'vm')).toMatchObject({ Kind: 'unplanned', State: 'Replicating' });
+        expect(existsSync(record)).toBe(false);
+      } else {
+        expect(json('start-failover', 'vm', '--unplanned')).toMatchObject({ Kind: 'unplanned', State: 'FailedOverWaitingCompletion' });
+        expect(json('complete-failover', 'vm')).toMatchObject({ State: 'FailedOver' });
+      }
+      expect(qemuIdentical(a, replica)).toBe(true);
+    }
+  });
+});
+
+// ---- Through a replica server ----
+
+let certs: string;
+let root: string;
+let server: ChildProcess | undefined;
+let port: number;
+const clientFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+
+function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buffered = '';
+    child.stdout!.on('data', (x) => {
+      buffered += x;
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const e = JSON.parse(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        if (e.event === 'listening') resolve({ child, port: e.port });
+      }
+    });
+    let stderr = '';
+    child.stderr!.on('data', (x) => (stderr += x));
+    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
+  });
+}
+
+describe('failover lifecycle through a replica server (mutual TLS)', () => {
+  beforeAll(async () => {
+    certs = join(dir, 'certs');
+    const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
+    expect(made.status, made.stderr).toBe(0);
+    root = join(dir, 'root');
+    await mkdir(root, { recursive: true });
+    ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')]));
+  });
+  afterAll(async () => {
+    if (server && server.exitCode === null) {
+      const exited = new Promise((r) => server!.once('exit', r));
+      server.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('prepare, fail over, stop, unplanned, complete: every step runs on the server', async () => {
+    const d = join(dir, 'net');
+    await mkdir(d, { recursive: true });
+    const { run, ok, json } = homeCli(join(d, 'home'));
+    const a = await rawDisk(join(d, 'srv.img'), 8 * MiB, 7);
+    const url = `tls://127.0.0.1:${port}/fo-vm`;
+    ok('enable-replication', 'fo-vm', '--disk', a, '--replica', url, ...clientFlags());
+    ok('start-initial-replication', 'fo-vm');
+    const replica = join(root, 'fo-vm', 'srv.img');
+    const view = join(root, 'fo-vm', 'srv.img.failover.vhd');
+    ok('workload', 'fo-vm', '--bytes', '1M', '--rate', 'unlimited', '--seed', '31');
+
+    expect(json('start-failover', 'fo-vm', '--prepare')).toMatchObject({ State: 'PreparedForFailover' });
+    expect(qemuIdentical(a, replica)).toBe(true);
+    expect(json('start-failover', 'fo-vm')).toMatchObject({ Kind: 'planned', State: 'FailedOverWaitingCompletion', Disks: [`${url}/srv.img.failover.vhd`] });
+    expect(existsSync(view)).toBe(true);
+    await writeView(view, MiB, randomBytes(100_000, 32));
+    expect(json('stop-failover', 'fo-vm')).toMatchObject({ Kind: 'planned', Removed: [`${url}/srv.img.failover.vhd`], State: 'Replicating' });
+    expect(existsSync(view)).toBe(false);
+    expect(qemuIdentical(a, replica)).toBe(true);
+
+    ok('workload', 'fo-vm', '--bytes', '512K', '--rate', 'unlimited', '--seed', '33');
+    expect(json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    expect(qemuIdentical(a, replica)).toBe(true);
+
+    expect(json('start-failover', 'fo-vm', '--unplanned')).toMatchObject({ Kind: 'unplanned', State: 'FailedOverWaitingCompletion' });
+    await writeView(view, 2 * MiB, randomBytes(100_000, 34));
+    const running = sum(view);
+    oneLine(run('reverse-replication', 'fo-vm'), /replica server/);
+    expect(json('complete-failover', 'fo-vm')).toMatchObject({ Kind: 'unplanned', State: 'FailedOver', Disks: [`${url}/srv.img`] });
+    expect(existsSync(view)).toBe(false);
+    expect(sum(replica)).toBe(running);
+    expect(qemuIdentical(a, replica)).toBe(false);
+  });
+});
