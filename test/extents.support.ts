@@ -3,7 +3,8 @@
  * writes (512 B – 1 MiB, hot spots) through the tracker into a raw primary, seals and "ships" its log
  * to a replica every few writes as replication does, and dies by SIGKILL — at a random moment, or by
  * its own hand right after the activity-log record (inside the log append) or right after the append
- * (before the data write). The test then collects the scope and checks every differing sector is in it.
+ * (before the data write; with a disk write beside the append — odd seeds — the data write may be under way
+ * or done). The test then collects the scope and checks every differing sector is in it.
  */
 import { copyFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
@@ -38,13 +39,24 @@ const fs = { async open(path) {
       if (position > 0 && mode === 'in-append' && appends === killAt) process.kill(process.pid, 'SIGKILL');
       await f.write(data, position);
     },
+    async writev(parts, position) {
+      if (mode === 'in-append' && appends === killAt) {
+        // Half of the records' bytes reach the log first: a torn append.
+        await f.write(parts[0].subarray(0, Math.ceil(parts[0].byteLength / 2)), position);
+        process.kill(process.pid, 'SIGKILL');
+      }
+      await f.writev(parts, position);
+    },
     async sync() {
       await f.sync();
       if (mode === 'after-append' && appends === killAt) process.kill(process.pid, 'SIGKILL');
     },
   };
 } };
-const disk = await openTrackedDisk(primary, { fs, extentSize: Number(extentText), activityLogExtents: Number(capText) });
+// Odd seeds: a tracker with someone to decide on a failed log (as a running VM has), whose disk write
+// runs beside the log's append; even seeds: the log's append first.
+const beside = (Number(seedText) & 1) === 1;
+const disk = await openTrackedDisk(primary, { fs, extentSize: Number(extentText), activityLogExtents: Number(capText), onLogError: beside ? () => undefined : undefined });
 const size = disk.virtualSize;
 const hot = [0, 1, 2].map(() => Math.floor(rand() * size));
 let seq = 1;

@@ -27,6 +27,11 @@ function faulty(vol: InstanceType<typeof Volume>, fault: () => Fault) {
           if (f === 'short') return (b: Uint8Array, off: number, len: number, pos: number) => target.write(b, off, Math.min(len, 1000), pos);
           if (f === 'nothing') return async () => ({ bytesWritten: 0 });
         }
+        if (prop === 'writev') {
+          if (f === 'ENOSPC' || f === 'EIO') return async () => Promise.reject(err(f));
+          if (f === 'short') return (parts: Uint8Array[], pos: number) => target.write(parts[0], 0, Math.min(parts[0].byteLength, 1000), pos);
+          if (f === 'nothing') return async () => ({ bytesWritten: 0 });
+        }
         if ((prop === 'datasync' || prop === 'sync') && f === 'sync-EIO') return async () => Promise.reject(err('EIO'));
         if (prop === 'read' && f === 'read-EIO') return async () => Promise.reject(err('EIO'));
         const v = Reflect.get(target, prop, receiver);

@@ -106,23 +106,37 @@ function recordCrc(offset: number, data: Uint8Array): number {
   return core.crc32c(data, core.crc32c(head));
 }
 
-/** Pure: the bytes of a run of records, ready to append. */
-export function encodeRecords(records: readonly TrackRecord[]): Uint8Array {
-  let total = 0;
-  for (const r of records) {
+/**
+ * Pure: a run of records as the pieces written one after another — each record's 20-byte head, then
+ * its data itself (not copied: a log append writes them with one writev).
+ */
+export function recordParts(records: readonly TrackRecord[]): Uint8Array[] {
+  const heads = new Uint8Array(records.length * RECORD_HEAD);
+  const v = new DataView(heads.buffer);
+  const parts: Uint8Array[] = [];
+  records.forEach((r, i) => {
     if (r.data.byteLength > MAX_RECORD_BYTES) throw new VhdsyncError('USAGE', `a single tracked write is limited to ${MAX_RECORD_BYTES} bytes`);
-    total += RECORD_HEAD + r.data.byteLength;
-  }
-  const out = new Uint8Array(total);
-  const v = new DataView(out.buffer);
-  let at = 0;
-  for (const r of records) {
+    const at = i * RECORD_HEAD;
     v.setUint32(at, REC_MAGIC, true);
     setU64(v, at + 4, r.offset);
     v.setUint32(at + 12, r.data.byteLength, true);
     v.setUint32(at + 16, recordCrc(r.offset, r.data), true);
-    out.set(r.data, at + RECORD_HEAD);
-    at += RECORD_HEAD + r.data.byteLength;
+    parts.push(heads.subarray(at, at + RECORD_HEAD), r.data);
+  });
+  return parts;
+}
+
+/** Pure: the bytes of a run of records, ready to append, in one buffer. */
+export function encodeRecords(records: readonly TrackRecord[]): Uint8Array {
+  return concatParts(recordParts(records));
+}
+
+export function concatParts(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
   }
   return out;
 }
@@ -196,14 +210,20 @@ export async function writeTrackingHeader(path: string, header: TrackHeader): Pr
  * and session (data-write id) the first time it appends to a log file (`adopt`), so that a log left
  * open by a dead writer is recognisable. Returns the log's size after the append. With `sync: false`
  * the caller makes the log durable later (syncTrackingLog), before it makes the disk's data durable.
+ *
+ * `alongside` runs while the records are being written, once the header is taken and `beforeAppend`
+ * (the activity log) is done: a caller whose crash between the two writes is covered otherwise (the
+ * activity log's extents, and a log left open requires a resync) writes the disk at the same time.
+ * It runs whether or not the log's write succeeds; its own failure is rethrown after the log's.
  */
 export async function appendRecords(
   path: string,
   records: readonly TrackRecord[],
-  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void>; sync?: boolean } = {},
+  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void>; alongside?: () => Promise<void>; sync?: boolean } = {},
 ): Promise<number> {
   const fs = opts.fs ?? nodeLogFs;
-  const bytes = encodeRecords(records);
+  const parts = recordParts(records);
+  const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
   const f = await fs.open(path);
   try {
     const size = await f.size();
@@ -218,9 +238,14 @@ export async function appendRecords(
     }
     // The log exists (tracking is on): the activity log records the extents first.
     await opts.beforeAppend?.();
-    await f.write(bytes, size);
+    const writing = f.writev ? f.writev(parts, size) : f.write(concatParts(parts), size);
+    if (opts.alongside) {
+      const [log, other] = await Promise.allSettled([writing, opts.alongside()]);
+      if (log.status === 'rejected') throw log.reason;
+      if (other.status === 'rejected') throw other.reason;
+    } else await writing;
     if (opts.sync !== false) await f.sync();
-    return size + bytes.byteLength;
+    return size + bytes;
   } finally {
     await f.close();
   }

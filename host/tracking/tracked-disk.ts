@@ -54,7 +54,9 @@ export interface TrackedDisk extends Disk {
  * Open a primary disk for writing through the tracker: while a tracking log exists beside the disk
  * (replication or a resync is tracking it), every write is appended to the log — durably, before the
  * disk sees it — so it can be replayed on the replica afterwards. Append and disk write happen under
- * the log's lock, so a seal or a switch never separates them.
+ * the log's lock, so a seal or a switch never separates them. A tracker with `onLogError` (a running
+ * VM) writes the disk beside the log's append instead of after it: a crash between the two is covered
+ * by the activity log (below) and the open log it leaves, a failed append by the resync it requires.
  *
  * Beside the log, the activity log (activity-log.ts) records a write's extents durably before the first
  * write into them; with no log but a dirty map (dirty-map.ts: bitmap mode), the write's extents are
@@ -137,8 +139,12 @@ class TrackedDiskImpl implements TrackedDisk {
     }
   }
 
+  private get activityLogOn(): boolean {
+    return !(this.opts.activityLog === false || (this.opts.activityLog === undefined && process.env.VHDSYNC_ACTIVITY_LOG === 'off'));
+  }
+
   private async admitExtents(writes: readonly TrackRecord[]): Promise<void> {
-    if (this.opts.activityLog === false || (this.opts.activityLog === undefined && process.env.VHDSYNC_ACTIVITY_LOG === 'off')) return;
+    if (!this.activityLogOn) return;
     const extents = new Set<number>();
     for (const w of writes) for (const e of extentsOf(w.offset, w.data.byteLength, this.extentSize)) extents.add(e);
     this.al ??= await ActivityLog.open(this.inner.path, { extentSize: this.extentSize, capacity: this.alCapacity });
@@ -151,11 +157,27 @@ class TrackedDiskImpl implements TrackedDisk {
     let appended: { size: number; bytes: number } | undefined;
     let untracked = false;
     await this.locked(async () => {
+      const toDisk = async () => {
+        for (const w of writes) await this.inner.write(w.offset, w.data);
+      };
+      let diskDone = false;
+      let diskFailure: { error: unknown } | undefined;
+      // The disk's write may run beside the log's (on two cores) only where a crash between the two is
+      // covered: the activity log holds the extents durably first, a log left open by a dead writer
+      // requires a resync (of those extents), and a failed log append has someone to decide
+      // (onLogError: the VM then requires a resync). Otherwise the log's append comes first.
+      const beside = this.activityLogOn && this.opts.onLogError !== undefined;
       try {
         const size = await appendRecords(this.log, writes, {
           fs: this.opts.fs,
           adopt: { pid: process.pid, dataWriteId: this.dataWriteId },
           beforeAppend: () => this.admitExtents(writes),
+          alongside: beside
+            ? async () => {
+                await toDisk().catch((error: unknown) => (diskFailure = { error }));
+                diskDone = true;
+              }
+            : undefined,
           sync: !this.opts.logSyncOnFlush,
         });
         appended = { size, bytes: writes.reduce((n, w) => n + w.data.byteLength, 0) };
@@ -176,7 +198,8 @@ class TrackedDiskImpl implements TrackedDisk {
         // Without someone to decide, keep log and disk in agreement: the write does not happen.
         if (failure && !this.opts.onLogError) throw failure;
       }
-      for (const w of writes) await this.inner.write(w.offset, w.data);
+      if (!diskDone) await toDisk();
+      if (diskFailure) throw diskFailure.error;
     });
     if (appended) this.opts.onAppended?.(appended.size, appended.bytes);
     if (untracked) this.opts.onUntracked?.();
