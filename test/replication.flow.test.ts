@@ -164,6 +164,10 @@ describe('resync triggers detected from evidence (in process)', () => {
             if (position >= HEADER_BYTES && budget-- <= 0) throw Object.assign(new Error(`EIO: i/o error, write '${path}'`), { code: 'EIO' });
             return f.write(data, position);
           },
+          async writev(parts, position) {
+            if (budget-- <= 0) throw Object.assign(new Error(`EIO: i/o error, write '${path}'`), { code: 'EIO' });
+            return f.writev!(parts, position);
+          },
         };
       },
     };
