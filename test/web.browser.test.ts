@@ -74,6 +74,11 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'big-a.img'), big);
   for (let at = 1 * MiB; at < 96 * MiB; at += 7 * MiB + 4608) big.set(randomBytes(3000, at), at);
   writeFileSync(join(dir, 'big-b.img'), big);
+  // 1500 one-sector changes 8 KiB apart: more ranges than the page lists.
+  const many = randomBytes(16 * MiB, 11);
+  writeFileSync(join(dir, 'many-a.img'), many);
+  for (let i = 0; i < 1500; i++) many[i * 8 * KiB + 100] ^= 0x5a;
+  writeFileSync(join(dir, 'many-b.img'), many);
   // A pair of dynamic VHDs with 512 KiB blocks, mostly unallocated on both sides.
   await makeVhd(join(dir, 'sparse-a.vhd'), 16 * MiB, 512 * KiB, [
     [0, randomBytes(300 * KiB, 6)],
@@ -262,6 +267,25 @@ describe('the compare page in headless Chromium', () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-json')]);
     expect(download.suggestedFilename()).toBe('primary-vs-replica.compare.json');
     const saved = join(dir, 'downloaded.json');
+    await download.saveAs(saved);
+    expect(readFileSync(saved, 'utf8')).toBe(printed.stdout);
+    await page.close();
+  });
+
+  it('with more ranges than it lists, the page says how many more and the download still has them all', async () => {
+    const a = join(dir, 'many-a.img');
+    const b = join(dir, 'many-b.img');
+    const printed = cli(['compare', '--json', a, b]);
+    expect(JSON.parse(printed.stdout).ranges).toHaveLength(1500);
+    const page = await context.newPage();
+    const run = await compareInPage(page, server.url, a, b);
+    expect(run.state).toBe('done');
+    expect(await page.$$eval('#ranges tbody tr', (trs) => trs.length)).toBe(1000);
+    expect(await page.getAttribute('#ranges tbody tr:last-child', 'data-start')).toBe(String(999 * 8 * KiB));
+    await expect(page.textContent('#ranges-more')).resolves.toBe('… and 500 more: the JSON download lists them all.');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-json')]);
+    expect(download.suggestedFilename()).toBe('many-a-vs-many-b.compare.json');
+    const saved = join(dir, 'many.json');
     await download.saveAs(saved);
     expect(readFileSync(saved, 'utf8')).toBe(printed.stdout);
     await page.close();
