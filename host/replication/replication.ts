@@ -21,7 +21,7 @@ import { systemClock, type Clock } from './schedule.js';
 import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
 import { averageLatencyMs, averageSize } from './statistics.js';
 import { checkVmName, newRecord, VmStore, type ResyncInfo, type UpdateContext, type VmDisk, type VmRecord } from './store.js';
-import { detectPrimaryTriggers, type Trigger } from './triggers.js';
+import { detectPrimaryTriggers, detectScopeBreach, type Trigger } from './triggers.js';
 import { dropDirtyMaps, logInit, pendingBytes, scopeBytesNow, stopTracking } from './vm-logs.js';
 
 export interface EnableInput {
@@ -245,11 +245,45 @@ export class Replication {
   /** Look at the evidence now; a trigger moves the VM to Resynchronization Required. */
   async evaluate(name: string): Promise<Trigger | undefined> {
     const vm = await this.store.load(name);
-    if (!TRACKING_STATES.includes(vm.state)) return undefined;
     const running = (await this.runningPid(name)) !== undefined;
-    const trigger = await detectPrimaryTriggers(vm, { running });
-    if (trigger) await this.requireResync(name, trigger);
-    return trigger;
+    if (TRACKING_STATES.includes(vm.state)) {
+      const trigger = await detectPrimaryTriggers(vm, { running });
+      if (trigger) {
+        await this.requireResync(name, trigger);
+        return trigger;
+      }
+    }
+    return this.checkScope(name, { running });
+  }
+
+  /**
+   * A DirtyExtents requirement (or suspended resync) whose disks changed behind the tracker since its
+   * extents were collected — modified while off, replaced, resized, a dirty map lost — compares every
+   * block from now on (triggers.ts detectScopeBreach). Checked under the state lock, when nobody runs
+   * the resync. `running`: the VM holds its disks (default: as its run lock says).
+   */
+  async checkScope(name: string, opts: { running?: boolean } = {}): Promise<Trigger | undefined> {
+    const running = opts.running ?? (await this.runningPid(name)) !== undefined;
+    const owner = await this.resyncPid(name);
+    const { result } = await this.store.update(name, async (vm, ctx) => {
+      const idle = vm.state === 'WaitingForStartResynchronize' || (owner === undefined && (vm.state === 'ResynchronizeSuspended' || vm.state === 'Resynchronizing'));
+      if (!idle || vm.resync?.scope !== 'DirtyExtents') return undefined;
+      const breach = await detectScopeBreach(vm, { running });
+      if (breach) await this.widenScope(vm, breach, ctx);
+      return breach;
+    });
+    return result;
+  }
+
+  /** The scope becomes Full (a trigger that can hide a change anywhere came on top of a DirtyExtents one). */
+  private async widenScope(vm: VmRecord, trigger: Trigger, ctx: UpdateContext): Promise<void> {
+    if (!vm.resync || vm.resync.scope !== 'DirtyExtents') return;
+    vm.resync.scope = 'Full';
+    vm.resync.evidence = `${vm.resync.evidence}; then ${trigger.reason}: ${trigger.evidence}`;
+    // A suspended resync compared only the dirty extents so far: it starts over.
+    vm.resync.restart = true;
+    await stopTracking(vm);
+    ctx.emit({ id: 90002, level: 'Error', vm: vm.name, reason: trigger.reason, evidence: `${trigger.evidence}; the resynchronization compares every block (scope Full)` });
   }
 
   /**
@@ -264,9 +298,7 @@ export class Replication {
     const { vm } = await this.store.update(name, async (vm, ctx) => {
       if (vm.state === 'WaitingForStartResynchronize' && vm.resync?.scope === 'DirtyExtents' && !DIRTY_EXTENT_REASONS.includes(trigger.reason)) {
         // In bitmap mode, a trigger that can hide a change anywhere (a failed dirty-map write) widens the scope.
-        vm.resync.scope = 'Full';
-        vm.resync.evidence = `${vm.resync.evidence}; then ${trigger.reason}: ${trigger.evidence}`;
-        await stopTracking(vm);
+        await this.widenScope(vm, trigger, ctx);
         return;
       }
       if (!TRACKING_STATES.includes(vm.state)) return;
@@ -289,7 +321,9 @@ export class Replication {
       vm.state !== 'InitialReplicationInProgress' &&
       (vm.resync === null || vm.resync.scope === 'DirtyExtents');
     vm.state = 'WaitingForStartResynchronize';
-    vm.resync = { reason: trigger.reason, evidence: trigger.evidence, requiredAt: now.toISOString(), disksDone: [], restart: true, scope: dirty ? 'DirtyExtents' : 'Full' };
+    // A DirtyExtents requirement on top of one whose maps are kept: a lost map is lost extents still.
+    const mapsKept = dirty && vm.resync?.mapsKept === true;
+    vm.resync = { reason: trigger.reason, evidence: trigger.evidence, requiredAt: now.toISOString(), disksDone: [], restart: true, scope: dirty ? 'DirtyExtents' : 'Full', ...(mapsKept ? { mapsKept } : {}) };
     vm.retry = null;
     ctx.emit({ id: 90002, level: 'Error', vm: vm.name, reason: trigger.reason, evidence: trigger.evidence });
   }
@@ -485,10 +519,16 @@ export class Replication {
   private async runResyncLocked(name: string, opts: ResyncRunOptions): Promise<ResyncRunOutcome> {
     const now = this.clock.now();
     const vmOff = (await this.runningPid(name)) === undefined;
-    const { vm: started, result: fresh } = await this.store.update(name, async (vm) => {
+    const { vm: started, result: fresh } = await this.store.update(name, async (vm, ctx) => {
       const initial = vm.state === 'InitialReplicationInProgress';
       const ok: ReplicationState[] = ['WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing', 'InitialReplicationInProgress'];
       if (!ok.includes(vm.state)) throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; there is no resynchronization to run`);
+      // The scope is decided now, on the disks as they are now: a change behind the tracker since the
+      // requirement (or the pause) was entered widens it to Full — before the fingerprints are retaken.
+      if (!initial && opts.full !== true) {
+        const breach = await detectScopeBreach(vm, { running: !vmOff });
+        if (breach) await this.widenScope(vm, breach, ctx);
+      }
       let restart = opts.restart === true || vm.state === 'WaitingForStartResynchronize' || vm.resync?.restart === true;
       if (await followResize(vm)) restart = true;
       if (vmOff) {
@@ -508,6 +548,7 @@ export class Replication {
           keepPreResyncPoint: vm.resync?.keepPreResyncPoint,
           scope: !initial && opts.full !== true && vm.resync?.scope === 'DirtyExtents' ? 'DirtyExtents' : 'Full',
           scopeBytes: vm.resync?.scopeBytes,
+          ...(vm.resync?.mapsKept ? { mapsKept: true } : {}),
         };
         if (restart) await stopTracking(vm);
       }

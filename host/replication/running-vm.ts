@@ -2,6 +2,7 @@ import { VhdsyncError } from '../errors.js';
 import { idHex, type TrackRecord } from '../tracking/log.js';
 import type { LogFs } from '../tracking/log-fs.js';
 import { currentLog, trackingLogPathFor } from '../tracking/log-files.js';
+import { dirtyMapPathFor } from '../tracking/dirty-map.js';
 import { tryLock, type Release } from '../pid-lock.js';
 import { openTrackedDisk, type TrackedDisk } from '../tracking/tracked-disk.js';
 import { MAX_PROBES, PROBE_BYTES, takeFingerprint, type Probe } from './fingerprint.js';
@@ -63,6 +64,9 @@ export class RunningVm {
           await rep.requireResync(name, t);
         }
       }
+      // A DirtyExtents scope whose disks changed while the VM was off (before bitmap mode marks anything).
+      const widened = await rep.checkScope(name, { running: false });
+      if (widened) triggers.push(widened);
       ({ vm } = await rep.store.update(name, async (v) => {
         if (TRACKING_STATES.includes(v.state) && !RESYNC_STATES.includes(v.state)) await ensureLogs(v);
       }));
@@ -151,12 +155,17 @@ export class RunningVm {
     this.queue(async () => {
       try {
         const vm = await this.rep.store.load(this.name);
-        if (!TRACKING_STATES.includes(vm.state) || RESYNC_STATES.includes(vm.state)) return;
+        // With a DirtyExtents scope, the disk's dirty map takes every write (bitmap mode) until its
+        // resync's log does: a write that found neither is missing from the scope.
+        const scoped = vm.resync?.scope === 'DirtyExtents' && (vm.state === 'WaitingForStartResynchronize' || RESYNC_STATES.includes(vm.state));
+        if (!scoped && (!TRACKING_STATES.includes(vm.state) || RESYNC_STATES.includes(vm.state))) return;
         if (await currentLog(disk.path)) return; // a switch opened the next one meanwhile
-        const trigger: Trigger = {
-          reason: 'TrackingLogWriteFailure',
-          evidence: `${trackingLogPathFor(disk.path)}: the tracking log is gone while the VM writes (${vm.state}); writes could not be appended to it`,
-        };
+        const trigger: Trigger = scoped
+          ? { reason: 'TrackingLogWriteFailure', evidence: `${dirtyMapPathFor(disk.path)}: a write found neither a tracking log nor the dirty map (${vm.state}, scope DirtyExtents); the write is missing from the scope` }
+          : {
+              reason: 'TrackingLogWriteFailure',
+              evidence: `${trackingLogPathFor(disk.path)}: the tracking log is gone while the VM writes (${vm.state}); writes could not be appended to it`,
+            };
         this.triggers.push(trigger);
         await this.rep.requireResync(this.name, trigger);
       } finally {

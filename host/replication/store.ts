@@ -51,6 +51,11 @@ export interface ResyncInfo {
    */
   scope?: 'Full' | 'DirtyExtents';
   scopeBytes?: number;
+  /**
+   * The disks' dirty maps hold this requirement's extents (collected once): from then on a map that is
+   * gone, damaged or foreign means extents were lost, and the scope becomes Full.
+   */
+  mapsKept?: boolean;
 }
 
 /** Everything persisted about one VM's replication, in `<home>/vms/<name>/vm.json`. */

@@ -1,7 +1,9 @@
+import { openDisk } from '../disk/index.js';
 import { currentLog, listSealedLogs, trackingLogPathFor } from '../tracking/log-files.js';
+import { checkDirtyMap } from '../tracking/scope.js';
 import { isProcessAlive } from '../pid-lock.js';
 import { formatSize } from '../units.js';
-import { checkFingerprint } from './fingerprint.js';
+import { checkFingerprint, fileIdentity, type FileIdentity } from './fingerprint.js';
 import { LOG_SIZE_LIMIT_RATIO, type ResyncReason } from './names.js';
 import type { VmRecord } from './store.js';
 import { pendingBytes } from './vm-logs.js';
@@ -32,6 +34,10 @@ export async function detectPrimaryTriggers(vm: VmRecord, opts: { running: boole
     }
     const h = cur?.header;
     if (h && h.endOfLog === 0 && h.writerPid !== 0 && h.writerPid !== process.pid && !isProcessAlive(h.writerPid)) {
+      // A crash's writes change the file's content, never which file it is: a disk replaced since is
+      // not what the activity log and the logs describe.
+      const replaced = !opts.running && d.fingerprint ? await replacedSince(d.path, d.fingerprint) : undefined;
+      if (replaced) return { reason: 'ModifiedWhileOff', evidence: replaced };
       return {
         reason: 'TrackingLogNotClosed',
         evidence: `${trackingLogPathFor(d.path)}: end-of-log is 0 and its writer (process ${h.writerPid}) is gone: the log was not closed gracefully`,
@@ -59,6 +65,49 @@ export async function detectPrimaryTriggers(vm: VmRecord, opts: { running: boole
     }
   }
   return checkLogSize(vm);
+}
+
+/**
+ * A DirtyExtents scope (a crash or a log overflow) holds only while every change to the disks since the
+ * extents were collected is in their dirty maps. Evidence that one is not, read now — the scope must
+ * then be Full:
+ * - the disk file changed while the VM was off (fingerprint.ts: modified, replaced, or put back);
+ * - its virtual size is not the one recorded (resized by another tool);
+ * - its dirty map is gone, damaged, or kept for another replica or size (extents lost).
+ * Checked when a resync starts or continues, when the VM starts, and by the service's passes — not
+ * only when the requirement was entered, since the disk can change at any time after.
+ */
+export async function detectScopeBreach(vm: VmRecord, opts: { running: boolean }): Promise<Trigger | undefined> {
+  if (vm.resync?.scope !== 'DirtyExtents') return undefined;
+  for (const d of vm.disks) {
+    if (!opts.running && d.fingerprint) {
+      const v = await checkFingerprint(d.path, d.fingerprint);
+      if (v.kind === 'modified') return { reason: 'ModifiedWhileOff', evidence: v.evidence };
+      if (v.kind === 'reverted') return { reason: 'RevertedToOlderPoint', evidence: v.evidence };
+    }
+    const disk = await openDisk(d.path, { readOnly: true });
+    const size = disk.virtualSize;
+    await disk.close();
+    if (size !== d.virtualSize) {
+      return { reason: 'ModifiedWhileOff', evidence: `${d.path}: its virtual size went from ${d.virtualSize} to ${size} bytes behind the tracker` };
+    }
+    if (vm.resync.mapsKept) {
+      try {
+        await checkDirtyMap(d.path, { virtualSize: d.virtualSize, replica: d.replicaPath });
+      } catch (e) {
+        // The map is the bitmap mode's log: losing it is losing writes from the log.
+        return { reason: 'TrackingLogWriteFailure', evidence: (e as Error).message };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The disk's file is another one than when the fingerprint was taken (another inode or device). */
+async function replacedSince(path: string, was: FileIdentity): Promise<string | undefined> {
+  const now = await fileIdentity(path);
+  if (now.ino === was.ino && now.dev === was.dev) return undefined;
+  return `${path}: the file was replaced (inode ${was.ino} became ${now.ino}) after the VM's writer stopped without closing its log; the crash's extents describe the old file`;
 }
 
 /** Hyper-V's 50 % rule: the logs of the VM, together, against the VM's total virtual size. */

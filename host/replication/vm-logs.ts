@@ -67,14 +67,20 @@ export async function stopTracking(vm: VmRecord): Promise<void> {
   await withLogLocks(paths(vm), async () => {
     if (vm.resync?.scope === 'DirtyExtents') {
       let bytes = 0;
+      const mapKept = vm.resync.mapsKept === true;
       try {
-        for (const d of vm.disks) bytes += scopeOfMap(await absorbIntoDirtyMap(d.path, { virtualSize: d.virtualSize, replica: d.replicaPath }), d.virtualSize).bytes;
+        for (const d of vm.disks) {
+          bytes += scopeOfMap(await absorbIntoDirtyMap(d.path, { virtualSize: d.virtualSize, replica: d.replicaPath }, undefined, { mapKept }), d.virtualSize).bytes;
+        }
         vm.resync.scopeBytes = bytes;
-      } catch {
+        vm.resync.mapsKept = true;
+      } catch (e) {
         vm.resync.scope = 'Full';
+        vm.resync.evidence = `${vm.resync.evidence}; scope Full: ${(e as Error).message}`;
       }
     }
     if (vm.resync?.scope !== 'DirtyExtents') {
+      if (vm.resync) delete vm.resync.mapsKept;
       for (const d of vm.disks) await removeDirtyMap(d.path);
       if (vm.resync) vm.resync.scopeBytes = vm.disks.reduce((n, d) => n + d.virtualSize, 0);
     }

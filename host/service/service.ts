@@ -58,7 +58,8 @@ export class ReplicationService {
     const now = rep.clock.now();
     try {
       let vm = await rep.store.load(name);
-      if (TRACKING_STATES.includes(vm.state) && !this.resyncs.has(name)) {
+      // Resynchronization Required is looked at too: a disk changed behind the tracker widens its scope.
+      if ((TRACKING_STATES.includes(vm.state) || vm.state === 'WaitingForStartResynchronize') && !this.resyncs.has(name)) {
         report.trigger = await rep.evaluate(name);
         if (report.trigger) this.log(`${name}: resynchronization required: ${report.trigger.reason}: ${report.trigger.evidence}`);
         vm = await rep.store.load(name);

@@ -1,6 +1,6 @@
-import type { VhdsyncError } from '../errors.js';
+import { VhdsyncError } from '../errors.js';
 import { readActivityLog } from './activity-log.js';
-import { dirtyExtents, emptyDirtyMap, readDirtyMap, setBit, writeDirtyMap, type DirtyMap } from './dirty-map.js';
+import { dirtyExtents, dirtyMapPathFor, emptyDirtyMap, readDirtyMap, setBit, writeDirtyMap, type DirtyMap } from './dirty-map.js';
 import { DEFAULT_EXTENT_SIZE, extentRanges, extentsOf, rangeBytes } from './extents.js';
 import { currentLog, listSealedLogs, listTakenLogs, trackingLogPathFor } from './log-files.js';
 import { scanTrackingLog } from './log.js';
@@ -21,21 +21,25 @@ export interface DiskScope {
  * from the replica goes into the disk's dirty map — the activity log's extents, the extents of every
  * unshipped log (open, sealed, taken by a resync), and what the map already held — before the logs go.
  * From then on the tracker marks writes there (bitmap mode). Call under the disk's log lock.
- * Returns the map; throws when a log cannot be read (the caller falls back to a full compare).
+ * Returns the map; throws when a log cannot be read, or the map already there is damaged, kept for
+ * another replica or size, or — `mapKept`: the requirement's extents were collected before — gone
+ * (the caller falls back to a full compare).
  */
 export async function absorbIntoDirtyMap(
   primaryPath: string,
   disk: { virtualSize: number; replica: string },
   extentSize = DEFAULT_EXTENT_SIZE,
+  opts: { mapKept?: boolean } = {},
 ): Promise<DirtyMap> {
-  // A damaged map throws: the caller falls back to a full compare rather than lose its extents.
-  const old = await readDirtyMap(primaryPath);
+  // A damaged, lost or foreign map throws: the caller falls back to a full compare rather than lose extents.
+  const old = opts.mapKept ? await checkDirtyMap(primaryPath, disk) : await readDirtyMap(primaryPath);
+  if (old) checkMapFits(old, primaryPath, disk);
   const map = emptyDirtyMap(disk.virtualSize, extentSize, disk.replica);
   const total = Math.ceil(disk.virtualSize / extentSize);
   const mark = (offset: number, length: number) => {
     for (const e of extentsOf(offset, length, extentSize)) if (e < total) setBit(map.bits, e);
   };
-  // What the map held stays (a map kept for another replica is kept too: more scope, never less).
+  // What the map held stays.
   for (const e of old ? dirtyExtents(old) : []) mark(e * old!.extentSize, old!.extentSize);
   const al = await readActivityLog(primaryPath);
   for (const e of al?.extents ?? []) mark(e * al!.extentSize, al!.extentSize);
@@ -55,6 +59,25 @@ export async function absorbIntoDirtyMap(
   }
   await writeDirtyMap(primaryPath, map);
   return map;
+}
+
+/**
+ * The dirty map a disk must have while its replication keeps one (a DirtyExtents requirement whose
+ * extents were collected): present, readable, and about this replica and this size. Anything else
+ * means extents may have been lost, and throws (the caller widens the scope to Full).
+ */
+export async function checkDirtyMap(primaryPath: string, disk: { virtualSize: number; replica: string }): Promise<DirtyMap> {
+  const map = await readDirtyMap(primaryPath);
+  if (!map) throw new VhdsyncError('NOT_FOUND', `${dirtyMapPathFor(primaryPath)}: the dirty map is gone; the extents it held are lost`);
+  checkMapFits(map, primaryPath, disk);
+  return map;
+}
+
+/** A map kept for another replica, or for another size of the disk, says nothing of where this replica differs. */
+function checkMapFits(map: DirtyMap, primaryPath: string, disk: { virtualSize: number; replica: string }): void {
+  const path = dirtyMapPathFor(primaryPath);
+  if (map.replica !== disk.replica) throw new VhdsyncError('STATE', `${path}: the dirty map is kept for the replica ${map.replica}, not ${disk.replica}`);
+  if (map.virtualSize !== disk.virtualSize) throw new VhdsyncError('SIZE_MISMATCH', `${path}: the dirty map is for a disk of ${map.virtualSize} bytes; the disk has ${disk.virtualSize}`);
 }
 
 /** The scope a disk's dirty map gives (undefined: no map, so no known scope). */
