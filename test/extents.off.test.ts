@@ -221,6 +221,27 @@ describe('a DirtyExtents scope widens to Full when a disk changed behind the tra
   });
 });
 
+describe('only evidence widens the scope', () => {
+  it('a crash seen by the VM\'s own next start keeps DirtyExtents: the crashed writer\'s changes are not taken for a change while off', async () => {
+    const sub = join(dir, 'restart');
+    const vhd = vhdsyncAt(join(sub, 'home'));
+    spawnSync('mkdir', ['-p', sub]);
+    const primary = await rawImage(join(sub, 'restart.raw'), SIZE, [[0, randomBytes(SIZE, 5)]]);
+    vhd.ok('enable-replication', 'restart', '--disk', primary, '--replica', join(sub, 'replica'));
+    vhd.ok('start-initial-replication', 'restart');
+    const c: Crashed = { name: 'restart', primary, replica: join(sub, 'replica', 'restart', 'restart.raw'), vhd };
+    await killedWorkload(c);
+    // The VM starts again before anything else looked: its start finds the crash, then writes in bitmap mode.
+    vhd.ok('write', 'restart', '--offset', String(SIZE - 4096), '--pattern', '0x12', '--length', '4096');
+    const view = vhd.json('get-replication', 'restart');
+    expect([view.ResynchronizationReason, view.ResynchronizationScope]).toEqual(['TrackingLogNotClosed', 'DirtyExtents']);
+    const out = vhd.json('resume-replication', 'restart', '--resynchronize');
+    expect([out.Result, out.Disks[0].ResynchronizationScope]).toEqual(['completed', 'DirtyExtents']);
+    expect(out.Disks[0].BytesRead).toBeLessThan(SIZE / 2);
+    expect(qemuIdentical(primary, c.replica)).toBe(true);
+  });
+});
+
 describe('a lost, damaged or foreign dirty map widens the scope to Full, never to less', () => {
   it('a dirty map deleted after bitmap mode marked a write: the resync compares everything', async () => {
     const c = await crashedVm('mapgone');

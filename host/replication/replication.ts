@@ -289,10 +289,11 @@ export class Replication {
   /**
    * Resynchronization Required: health Critical, tracking stops (every log goes), a running resync is
    * told to cancel. When the VM is off, its disks' fingerprints are taken again: the resync will make
-   * the replica equal to the disks as they are now.
+   * the replica equal to the disks as they are now. `running`: the VM holds its disks (default: as its
+   * run lock says; a VM that is starting holds the lock but has not written yet).
    */
-  async requireResync(name: string, trigger: Trigger): Promise<VmRecord> {
-    const running = (await this.runningPid(name)) !== undefined;
+  async requireResync(name: string, trigger: Trigger, opts: { running?: boolean } = {}): Promise<VmRecord> {
+    const running = opts.running ?? (await this.runningPid(name)) !== undefined;
     const resyncOwner = await this.resyncPid(name);
     const now = this.clock.now();
     const { vm } = await this.store.update(name, async (vm, ctx) => {

@@ -61,7 +61,8 @@ export class RunningVm {
         const t = await detectPrimaryTriggers(vm, { running: false });
         if (t) {
           triggers.push(t);
-          await rep.requireResync(name, t);
+          // Not written yet: the disks are as the last writer left them (their fingerprints are retaken).
+          await rep.requireResync(name, t, { running: false });
         }
       }
       // A DirtyExtents scope whose disks changed while the VM was off (before bitmap mode marks anything).
