@@ -190,7 +190,9 @@ export class ReplicaEndpoint {
     try {
       const total = regionCount(shape);
       for (let r = from; r < total; r++) {
-        while (this.credit <= 0 && !this.finished) await new Promise<void>((res) => (this.creditWaiter = res));
+        // Trees are held until their region's 'end' is handled, which queues behind the data writes while
+        // credit arrives at once: the scan also waits for the trees to drain, so they stay bounded.
+        while ((this.credit <= 0 || this.trees.size >= LIMITS.maxCreditRegions) && !this.finished) await new Promise<void>((res) => (this.creditWaiter = res));
         if (this.finished) return;
         this.credit--;
         const tree = await scanner.scan(r);
@@ -205,8 +207,9 @@ export class ReplicaEndpoint {
   }
 
   private grant(regions: number): void {
-    // The primary grants a region per region it ends: the credit plus the trees held stay bounded.
-    if (this.credit + regions + this.trees.size > LIMITS.maxCreditRegions) throw protocolError(`credit beyond ${LIMITS.maxCreditRegions} regions`);
+    // The primary grants a region per region it ends: the credit stays bounded (the trees held are bounded
+    // by the scan). Its 'end's may still be queued behind data here, so they are not counted against it.
+    if (this.credit + regions > LIMITS.maxCreditRegions) throw protocolError(`credit beyond ${LIMITS.maxCreditRegions} regions`);
     this.credit += regions;
     this.creditWaiter?.();
     this.creditWaiter = undefined;
@@ -273,6 +276,8 @@ export class ReplicaEndpoint {
       this.done.add(r);
       this.trees.delete(r);
     }
+    this.creditWaiter?.();
+    this.creditWaiter = undefined;
     let advanced = false;
     while (this.done.has(this.nextRegion)) {
       this.done.delete(this.nextRegion);
