@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
 import { mergeJournalPath } from '../host/disk/merge.js';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { killLeftoverRuns, startRun } from './nbd.support.js';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { MiB, rawDisk } from './replication.support.js';
 
 // Hyper-V's failover lifecycle through the built CLI (dist/): prepare → fail over → complete or stop,
@@ -15,7 +17,10 @@ let cleanup: () => Promise<void>;
 beforeAll(async () => {
   ({ dir, cleanup } = await tempDir('vhdsync-failover-life-'));
 });
-afterAll(() => cleanup());
+afterAll(async () => {
+  killLeftoverRuns();
+  await cleanup();
+});
 
 /** Write into a failed-over VM's running copy (a view), as the VM would. */
 async function writeView(view: string, offset: number, data: Uint8Array): Promise<void> {
@@ -111,6 +116,36 @@ describe('failover lifecycle (local replica directory)', () => {
     // What the primary tracked meanwhile is shipped now: nothing was lost by failing over and back.
     expect(json('service', '--once')[0].Cycle.Result).toBe('replicated');
     expect(qemuIdentical(a, replica)).toBe(true);
+  });
+});
+
+describe('the failed-over VM runs from its running copy', () => {
+  it('run --failover-view serves the views writable over NBD (qemu-io); complete and stop are refused while it runs; completing keeps what the VM wrote', async () => {
+    const d = join(dir, 'nbd');
+    await mkdir(d, { recursive: true });
+    const home = join(d, 'home');
+    const { run, ok, json } = homeCli(home);
+    const a = await rawDisk(join(d, 'a.img'), 8 * MiB, 9);
+    ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    ok('start-initial-replication', 'vm');
+    const replica = join(d, 'replica', 'vm', 'a.img');
+    const early = run('run', 'vm', '--failover-view', '--socket', join(d, 'early.sock'));
+    oneLine(early, /has no failover waiting for completion \(it is Replicating\)/);
+    ok('start-failover', 'vm', '--planned');
+    const sock = join(d, 'fo.sock');
+    const served = await startRun(home, ['vm', '--failover-view', '--socket', sock]);
+    const uri = `nbd+unix:///0?socket=${sock}`;
+    expect(spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri, a]).status).toBe(0);
+    expect(execFileSync('qemu-io', ['-f', 'raw', uri, '-c', 'write -P 0x5a 2M 256k', '-c', 'flush'], { encoding: 'utf8' })).toMatch(/wrote 262144\/262144/);
+    const busy = run('complete-failover', 'vm');
+    expect(busy.status).not.toBe(0);
+    expect(busy.stderr.trim().split('\n')).toEqual([expect.stringMatching(/failed-over disk .*a\.img\.failover\.vhd is in use by process \d+ .*; stop the failed-over VM first/)]);
+    expect(run('stop-failover', 'vm').stderr).toMatch(/in use by process \d+/);
+    served.child.kill('SIGTERM');
+    expect((await served.exited).code).toBe(0);
+    expect(json('complete-failover', 'vm')).toMatchObject({ State: 'FailedOver' });
+    expect(execFileSync('qemu-io', ['-r', '-f', 'raw', replica, '-c', 'read -P 0x5a 2M 256k'], { encoding: 'utf8' })).toMatch(/read 262144\/262144/);
+    expect(qemuIdentical(a, replica)).toBe(false);
   });
 });
 

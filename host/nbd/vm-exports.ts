@@ -2,7 +2,8 @@ import { basename } from 'node:path';
 import { openDisk, type Disk } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { readFailover } from '../replication/failover.js';
-import { testViewPathFor } from '../replication/recovery-points.js';
+import { failoverViewPathFor, testViewPathFor } from '../replication/recovery-points.js';
+import { lockFile, type HeldLock } from '../writer-lock.js';
 import type { Replication } from '../replication/replication.js';
 import { RunningVm, type RunOptions } from '../replication/running-vm.js';
 import { syncLogFs } from '../tracking/log-fs.js';
@@ -99,6 +100,57 @@ export async function serveTestView(rep: Replication, name: string, at: ListenAt
     };
   } catch (e) {
     for (const d of disks) await d.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * `vhdsync run --failover-view`: a planned or unplanned failover's running copy (start-failover, not
+ * yet completed) on this machine, exported writable: the failed-over VM runs from it. Each view's writer
+ * lock is held while it is served, so complete-failover and stop-failover are refused meanwhile.
+ */
+export async function serveFailoverView(rep: Replication, name: string, at: ListenAt, opts: ServeOptions = {}): Promise<ServedVm> {
+  const vm = await rep.get(name);
+  if (isReplicaAddress(vm.replica)) {
+    throw new VhdsyncError('UNSUPPORTED', `virtual machine '${name}' replicates to a replica server (${vm.replica}); run --failover-view on that machine`);
+  }
+  const failover = await readFailover(rep, vm);
+  if (vm.state !== 'FailedOverWaitingCompletion' || failover?.phase !== 'waiting') {
+    throw new VhdsyncError('STATE', `virtual machine '${name}' has no failover waiting for completion (it is ${vm.state}); fail over first (vhdsync start-failover ${name} --planned, or --unplanned)`);
+  }
+  const locks: HeldLock[] = [];
+  const disks: Disk[] = [];
+  const release = async () => {
+    for (const d of disks) await d.close().catch(() => undefined);
+    for (const l of locks.reverse()) await l.release().catch(() => undefined);
+  };
+  try {
+    for (const d of vm.disks) {
+      const view = failoverViewPathFor(d.replicaPath);
+      locks.push(await lockFile(view, { what: `failed-over disk ${view}` }));
+      disks.push(await openDisk(view, { readOnly: !!opts.readOnly }));
+    }
+    const exports = disks.map((d, i) => {
+      const writeMany = opts.readOnly ? undefined : async (ws: readonly { offset: number; data: Uint8Array }[]) => {
+        for (const w of ws) await d.write(w.offset, w.data);
+      };
+      return new DiskExport([String(i), basename(vm.disks[i].path)], `failed-over disk ${i} of ${name}`, { disk: d, writeMany }, !!opts.readOnly);
+    });
+    const server = await NbdServer.listen(exportTable(exports), at, opts.log);
+    return {
+      server,
+      exports,
+      async close() {
+        try {
+          await server.close();
+          for (const d of disks) await d.flush();
+        } finally {
+          await release();
+        }
+      },
+    };
+  } catch (e) {
+    await release();
     throw e;
   }
 }

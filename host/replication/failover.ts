@@ -254,7 +254,13 @@ export async function completeFailover(rep: Replication, name: string): Promise<
     throw new VhdsyncError('STATE', `complete-failover needs '${name}' failed over and waiting for completion (start-failover ${name}); ${what}`);
   }
   if (!resuming) await site.setFailoverRecord({ ...rec, phase: 'completing' });
-  await site.commitFailover(rec.sequence);
+  try {
+    await site.commitFailover(rec.sequence);
+  } catch (e) {
+    // Busy views are refused before anything is merged: the failover still waits, and can be stopped.
+    if (!resuming && e instanceof VhdsyncError && e.code === 'BUSY') await site.setFailoverRecord(rec);
+    throw e;
+  }
   const { vm: after } = await rep.store.update(name, async (v) => {
     await stopTracking(v);
     v.state = 'FailedOver';
@@ -303,7 +309,14 @@ export async function stopFailover(rep: Replication, name: string, only?: 'test'
     throw new VhdsyncError('STATE', `complete-failover ${name} has started merging the failed-over disks into the replica (the point of no return); run complete-failover ${name} again to finish`);
   }
   if (rec.phase !== 'stopping') await site.setFailoverRecord({ ...rec, phase: 'stopping' });
-  const removed = await site.removeFailoverViews();
+  let removed: string[];
+  try {
+    removed = await site.removeFailoverViews();
+  } catch (e) {
+    // Busy views are refused before any is removed: the failover still waits.
+    if (rec.phase !== 'stopping' && e instanceof VhdsyncError && e.code === 'BUSY') await site.setFailoverRecord(rec);
+    throw e;
+  }
   const back = (REPLICATION_STATES as readonly string[]).includes(rec.resumeState ?? '') ? (rec.resumeState as ReplicationState) : 'Replicating';
   const { vm: after } = await rep.store.update(name, async (v) => {
     v.state = back;

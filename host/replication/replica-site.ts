@@ -399,25 +399,31 @@ export class LocalReplicaSite implements ReplicaSite {
 
   removeFailoverViews(): Promise<string[]> {
     return this.exclusive(async () => {
-      const removed: string[] = [];
-      for (const d of this.disks) {
-        const view = failoverViewPathFor(this.diskPath(d.index));
+      const views = this.disks.map((d) => failoverViewPathFor(this.diskPath(d.index)));
+      for (const view of views) {
         if (await pathExists(mergeJournalPath(view))) {
           throw new VhdsyncError('STATE', `${view}: complete-failover has started merging it into the replica (the point of no return); run complete-failover ${this.vmName} again to finish`);
         }
-        if (await removeIfExists(view)) removed.push(view);
       }
-      return removed;
+      // Every view's lock first: a failed-over VM still running from one refuses before anything is removed.
+      return withViewLocks(views, async () => {
+        const removed: string[] = [];
+        for (const view of views) if (await removeIfExists(view)) removed.push(view);
+        return removed;
+      });
     });
   }
 
   commitFailover(sequence: number): Promise<void> {
     return this.exclusive(async () => {
-      for (const d of this.disks) {
-        const view = failoverViewPathFor(this.diskPath(d.index));
-        // Gone with no journal: merged and deleted by an earlier run that stopped before the rebase.
-        if ((await pathExists(view)) || (await pathExists(mergeJournalPath(view)))) await mergeOverlay(view);
-      }
+      // Every view's lock first: a failed-over VM still running from one refuses the whole commit before anything is merged.
+      const views = this.disks.map((d) => failoverViewPathFor(this.diskPath(d.index)));
+      await withViewLocks(views, async () => {
+        for (const view of views) {
+          // Gone with no journal: merged and deleted by an earlier run that stopped before the rebase.
+          if ((await pathExists(view)) || (await pathExists(mergeJournalPath(view)))) await mergeOverlay(view);
+        }
+      });
       // Complete-VMFailover deletes the other recovery points: they describe the replica before the failover.
       for (const d of this.disks) await deleteRecoveryPoints(this.diskPath(d.index));
       await this.rebaseLocked(sequence, {});
@@ -616,6 +622,25 @@ export class LocalReplicaSite implements ReplicaSite {
   private async writeState(s: Pick<ReplicaState, 'lastAppliedSequence' | 'applying' | 'disks'>): Promise<void> {
     const state: ReplicaState = { version: 1, vmId: this.vmId, ...s, updatedAt: new Date().toISOString() };
     await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
+  }
+}
+
+/** A failover view is written by the failed-over VM (`run --failover-view`) while it runs: never removed or merged under it. */
+async function withViewLocks<T>(views: string[], fn: () => Promise<T>): Promise<T> {
+  const held: HeldLock[] = [];
+  try {
+    for (const view of views) {
+      if (!(await pathExists(view))) continue;
+      held.push(
+        await lockFile(view, { what: `failed-over disk ${view}` }).catch((e: unknown) => {
+          if (e instanceof VhdsyncError && e.code === 'BUSY') throw new VhdsyncError('BUSY', `${e.message.replace(/; wait for it.*$/, '')}; stop the failed-over VM first`);
+          throw e;
+        }),
+      );
+    }
+    return await fn();
+  } finally {
+    for (const l of held.reverse()) await l.release();
   }
 }
 
