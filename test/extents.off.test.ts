@@ -13,6 +13,7 @@ import { readFile, rm as rmFile, stat, truncate, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCore } from '../host/core/index.js';
+import { ActivityLog, activityLogPathFor } from '../host/tracking/activity-log.js';
 import { dirtyExtents, dirtyMapPathFor, encodeDirtyMap, readDirtyMap } from '../host/tracking/dirty-map.js';
 import { trackingLogPathFor } from '../host/tracking/log-files.js';
 import { CLI, cli, qemuIdentical, rawImage, randomBytes, tempDir } from './support/files.js';
@@ -57,7 +58,7 @@ interface Crashed {
  * A replicated VM whose `vhdsync workload` was SIGKILLed: `service --once` sees the log not closed
  * gracefully, and the VM waits in Resynchronization Required with a DirtyExtents scope.
  */
-async function crashedVm(name: string): Promise<Crashed> {
+async function crashedVm(name: string, beforeSeen?: (c: Crashed) => Promise<void>): Promise<Crashed> {
   const sub = join(dir, name);
   const home = join(sub, 'home');
   const vhd = vhdsyncAt(home);
@@ -69,6 +70,10 @@ async function crashedVm(name: string): Promise<Crashed> {
   expect(qemuIdentical(primary, replica)).toBe(true);
   const c = { name, primary, replica, vhd };
   await killedWorkload(c);
+  if (beforeSeen) {
+    await beforeSeen(c);
+    return c;
+  }
 
   vhd.ok('service', '--once', '--quiet');
   const view = vhd.json('get-replication', name);
@@ -239,6 +244,30 @@ describe('only evidence widens the scope', () => {
     expect([out.Result, out.Disks[0].ResynchronizationScope]).toEqual(['completed', 'DirtyExtents']);
     expect(out.Disks[0].BytesRead).toBeLessThan(SIZE / 2);
     expect(qemuIdentical(primary, c.replica)).toBe(true);
+  });
+});
+
+describe('a crash scope needs the activity log of this very file', () => {
+  it('an activity log deleted after the crash, before it was seen: the scope is Full', async () => {
+    const c = await crashedVm('algone', async (x) => rmFile(activityLogPathFor(x.primary)));
+    c.vhd.ok('service', '--once', '--quiet');
+    const view = c.vhd.json('get-replication', c.name);
+    expect([view.ResynchronizationReason, view.ResynchronizationScope]).toEqual(['TrackingLogNotClosed', 'Full']);
+    expect(view.ResynchronizationEvidence).toMatch(/activity log is gone or unreadable/);
+    resyncFull(c);
+  });
+
+  it('an activity log copied from another disk over this one\'s: the scope is Full', async () => {
+    const other = await rawImage(join(dir, 'other.raw'), SIZE);
+    const al = await ActivityLog.open(other, { extentSize: MiB, capacity: 1024 });
+    await al.admit([0]);
+    await al.close();
+    const c = await crashedVm('alother', async (x) => copyFileSync(activityLogPathFor(other), activityLogPathFor(x.primary)));
+    c.vhd.ok('service', '--once', '--quiet');
+    const view = c.vhd.json('get-replication', c.name);
+    expect([view.ResynchronizationReason, view.ResynchronizationScope]).toEqual(['TrackingLogNotClosed', 'Full']);
+    expect(view.ResynchronizationEvidence).toMatch(/kept for another file/);
+    resyncFull(c);
   });
 });
 

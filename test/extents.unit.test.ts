@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
-import { ActivityLog, activityLogPathFor, decodeSlot, encodeSlot, parseActivityLog, readActivityLog, slotBytesFor } from '../host/tracking/activity-log.js';
+import { ActivityLog, activityLogPathFor, decodeSlot, diskFileId, encodeSlot, parseActivityLog, readActivityLog, slotBytesFor } from '../host/tracking/activity-log.js';
 import { dirtyExtents, emptyDirtyMap, encodeDirtyMap, markDirty, parseDirtyMap, readDirtyMap, setBit, writeDirtyMap } from '../host/tracking/dirty-map.js';
 import { extentRanges, extentsOf, touchesRanges } from '../host/tracking/extents.js';
 import { MiB, removeDir, syncError, tempDir } from './disk.support.js';
@@ -63,6 +63,25 @@ describe('activity log', () => {
     const again = await ActivityLog.open(disk, { extentSize: MiB, capacity: 3 });
     expect(new Set(again.extents)).toEqual(new Set([1, 3, 4]));
     await again.close();
+  });
+});
+
+describe('activity log of one file', () => {
+  it('records the disk file it is kept for; beside another file it is rewritten for that one, its extents kept', async () => {
+    const a = join(dir, 'a.raw');
+    const b = join(dir, 'b.raw');
+    await writeFile(a, new Uint8Array(4096));
+    await writeFile(b, new Uint8Array(4096));
+    const al = await ActivityLog.open(a, { extentSize: MiB, capacity: 8 });
+    await al.admit([5]);
+    await al.close();
+    const ofA = (await readActivityLog(a))!;
+    expect(ofA.disk).toEqual(await diskFileId(a));
+    await copyFile(activityLogPathFor(a), activityLogPathFor(b));
+    const onB = await ActivityLog.open(b, { extentSize: MiB, capacity: 8 });
+    await onB.close();
+    const ofB = (await readActivityLog(b))!;
+    expect([ofB.disk, ofB.extents]).toEqual([await diskFileId(b), [5]]);
   });
 });
 

@@ -1,4 +1,4 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
@@ -15,8 +15,11 @@ import { writeFileAtomic } from '../fsutil.js';
  * transaction — the full active set — so a torn slot leaves the other, older set (which still holds every
  * extent a write was issued into: the new extent's write waits for this one's fdatasync).
  *   slot (little-endian): magic "VHDSAL01", version u32 = 1, slot bytes u32, transaction u64,
- *     extent size u32 at 24, count u32 at 28, capacity u32 at 32, extents u32[count] at 64,
+ *     extent size u32 at 24, count u32 at 28, capacity u32 at 32, the disk file's inode u64 at 40 and
+ *     device u64 at 48 (0: not recorded), extents u32[count] at 64,
  *     CRC-32C u32 in the slot's last 4 bytes (over the slot with that field zero).
+ * The inode and device bind the log to the file it describes: an activity log beside another file (the
+ * disk replaced, or the log copied from another disk) says nothing of where that file was written.
  */
 export const AL_MAGIC = 'VHDSAL01';
 const AL_VERSION = 1;
@@ -37,6 +40,25 @@ export interface AlTransaction {
   capacity: number;
   /** Least recently used first. */
   extents: number[];
+  /** The disk file the log was kept for (absent: not recorded, a log from before it was). */
+  disk?: DiskFileId;
+}
+
+/** Which file a disk is: inode and device, as decimal strings (64-bit). */
+export interface DiskFileId {
+  ino: string;
+  dev: string;
+}
+
+export async function diskFileId(path: string): Promise<DiskFileId> {
+  const s = await stat(path, { bigint: true }).catch((e) => {
+    throw ioError(path, e);
+  });
+  return { ino: String(s.ino), dev: String(s.dev) };
+}
+
+export function sameFile(a: DiskFileId, b: DiskFileId): boolean {
+  return a.ino === b.ino && a.dev === b.dev;
 }
 
 /** Pure: one slot's bytes. */
@@ -53,6 +75,10 @@ export function encodeSlot(t: AlTransaction): Uint8Array {
   v.setUint32(24, t.extentSize, true);
   v.setUint32(28, t.extents.length, true);
   v.setUint32(32, t.capacity, true);
+  if (t.disk) {
+    v.setBigUint64(40, BigInt(t.disk.ino), true);
+    v.setBigUint64(48, BigInt(t.disk.dev), true);
+  }
   for (let i = 0; i < t.extents.length; i++) v.setUint32(SLOT_HEAD + 4 * i, t.extents[i], true);
   v.setUint32(size - 4, getCore().crc32c(b), true);
   return b;
@@ -74,7 +100,10 @@ export function decodeSlot(b: Uint8Array): AlTransaction | undefined {
   if (count > capacity || SLOT_HEAD + 4 * count > size - 4 || extentSize === 0) return undefined;
   const extents: number[] = [];
   for (let i = 0; i < count; i++) extents.push(v.getUint32(SLOT_HEAD + 4 * i, true));
-  return { transaction: v.getUint32(16, true) + v.getUint32(20, true) * 2 ** 32, extentSize, capacity, extents };
+  const ino = v.getBigUint64(40, true);
+  const dev = v.getBigUint64(48, true);
+  const disk = ino === 0n && dev === 0n ? undefined : { ino: String(ino), dev: String(dev) };
+  return { transaction: v.getUint32(16, true) + v.getUint32(20, true) * 2 ** 32, extentSize, capacity, extents, ...(disk ? { disk } : {}) };
 }
 
 /** Pure: the newest intact transaction of a whole activity-log file (two slots of half its length each). */
@@ -119,6 +148,7 @@ export class ActivityLog {
     readonly extentSize: number,
     readonly capacity: number,
     last: AlTransaction | undefined,
+    private readonly disk?: DiskFileId,
   ) {
     this.transaction = last?.transaction ?? 0;
     // A log kept with another extent size: its extents stay until rewritten with ours — translate them.
@@ -132,10 +162,14 @@ export class ActivityLog {
 
   static async open(primaryPath: string, opts: { extentSize: number; capacity: number }): Promise<ActivityLog> {
     const path = activityLogPathFor(primaryPath);
+    // Not recorded for a disk that is not a file yet (a log opened on its own, as tests do).
+    const disk = await diskFileId(primaryPath).catch(() => undefined);
     const last = await readActivityLog(primaryPath);
-    if (!last || last.extentSize !== opts.extentSize || last.capacity !== opts.capacity) {
-      // A new log, or one of another shape: written whole (both slots) and put in place atomically.
-      const t = { transaction: (last?.transaction ?? 0) + 1, extentSize: opts.extentSize, capacity: opts.capacity, extents: [] as number[] };
+    const otherFile = disk !== undefined && (!last?.disk || !sameFile(last.disk, disk));
+    if (!last || last.extentSize !== opts.extentSize || last.capacity !== opts.capacity || otherFile) {
+      // A new log, or one of another shape or file: written whole (both slots) and put in place
+      // atomically, for this file (the extents it held stay: more scope, never less).
+      const t = { transaction: (last?.transaction ?? 0) + 1, extentSize: opts.extentSize, capacity: opts.capacity, extents: [] as number[], disk };
       const carried = new ActivityLog(undefined, opts.extentSize, opts.capacity, last);
       t.extents = carried.extents;
       const slot = encodeSlot(t);
@@ -146,7 +180,7 @@ export class ActivityLog {
     const fh = await open(path, 'r+').catch((e) => {
       throw ioError(path, e);
     });
-    return new ActivityLog(fh, opts.extentSize, opts.capacity, await readActivityLog(primaryPath));
+    return new ActivityLog(fh, opts.extentSize, opts.capacity, await readActivityLog(primaryPath), disk);
   }
 
   has(extent: number): boolean {
@@ -179,7 +213,7 @@ export class ActivityLog {
 
   private async commit(): Promise<void> {
     this.transaction++;
-    const slot = encodeSlot({ transaction: this.transaction, extentSize: this.extentSize, capacity: this.capacity, extents: this.extents });
+    const slot = encodeSlot({ transaction: this.transaction, extentSize: this.extentSize, capacity: this.capacity, extents: this.extents, disk: this.disk });
     const at = (this.transaction % SLOTS) * slot.byteLength;
     let done = 0;
     const fh = this.fh!;

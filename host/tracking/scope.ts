@@ -1,9 +1,9 @@
 import { VhdsyncError } from '../errors.js';
-import { readActivityLog } from './activity-log.js';
+import { activityLogPathFor, diskFileId, readActivityLog, sameFile } from './activity-log.js';
 import { dirtyExtents, dirtyMapPathFor, emptyDirtyMap, readDirtyMap, setBit, writeDirtyMap, type DirtyMap } from './dirty-map.js';
 import { DEFAULT_EXTENT_SIZE, extentRanges, extentsOf, rangeBytes } from './extents.js';
 import { currentLog, listSealedLogs, listTakenLogs, trackingLogPathFor } from './log-files.js';
-import { scanTrackingLog } from './log.js';
+import { HEADER_BYTES, scanTrackingLog } from './log.js';
 
 /**
  * A resync's scope on one disk: where primary and replica may differ. Everything else is known equal
@@ -42,6 +42,12 @@ export async function absorbIntoDirtyMap(
   // What the map held stays.
   for (const e of old ? dirtyExtents(old) : []) mark(e * old!.extentSize, old!.extentSize);
   const al = await readActivityLog(primaryPath);
+  if (al?.disk) {
+    const now = await diskFileId(primaryPath);
+    if (!sameFile(al.disk, now)) {
+      throw new VhdsyncError('STATE', `${activityLogPathFor(primaryPath)}: the activity log was kept for another file (inode ${al.disk.ino}) than ${primaryPath} (inode ${now.ino}); where this disk was written is unknown`);
+    }
+  }
   for (const e of al?.extents ?? []) mark(e * al!.extentSize, al!.extentSize);
   const logs: string[] = [];
   // A log killed while it was being created (shorter than its header) never took a record: appends
@@ -50,6 +56,12 @@ export async function absorbIntoDirtyMap(
     if (e.code === 'TRUNCATED') return undefined;
     throw e;
   });
+  // A tracker makes its activity log durable before its first append (and a running VM's disk writes go
+  // beside its appends, covered by that log alone): a log appended to by a writer that did not close it
+  // and no readable activity log means the extents those writes reached are unknown.
+  if (!al && open && open.size > HEADER_BYTES && open.header.writerPid !== 0) {
+    throw new VhdsyncError('NOT_FOUND', `${activityLogPathFor(primaryPath)}: the activity log is gone or unreadable, while ${trackingLogPathFor(primaryPath)} was written by process ${open.header.writerPid} and not closed; where its writes reached is unknown`);
+  }
   if (open) logs.push(trackingLogPathFor(primaryPath));
   for (const s of await listSealedLogs(primaryPath)) logs.push(s.path);
   logs.push(...(await listTakenLogs(primaryPath)));
