@@ -5,6 +5,7 @@ import type { ReplicaAddress } from '../transport/replica-address.js';
 import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import type { RecoveryPoint } from './recovery-points.js';
+import type { ReplicaView } from './replica-view.js';
 import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './replica-site.js';
 
 /**
@@ -20,6 +21,13 @@ export const SITE_CALLS = [
   'createFailoverViews', 'removeFailoverViews', 'commitFailover',
 ] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
+
+/** Get-VMReplication on a replica server: the replica side's view of one folder (or all) under its root (replica-view.ts). */
+export async function describeRemoteReplicas(address: ReplicaAddress, dial: DialOptions, name?: string): Promise<ReplicaView[]> {
+  const r = await callReplicaServer(address, dial, { call: 'describe', target: name ?? null });
+  if (!Array.isArray(r)) throw new VhdsyncError('PROTOCOL', `protocol error: replica server ${address.display} answered describe with something else`);
+  return r as ReplicaView[];
+}
 
 /** What the server is told of the VM: the folder's name, the VM's id, and each disk. */
 export interface SiteSpec {

@@ -50,6 +50,16 @@ interface ReplicaState {
   updatedAt: string;
 }
 
+/** What `replica.json` says, for the replica side's own view. */
+export interface ReplicaFolderState {
+  vmId: string;
+  lastAppliedSequence: number;
+  applying: number | null;
+  /** When the last apply (or rebase) finished. */
+  updatedAt: string;
+  disks: string[];
+}
+
 export interface ApplyProblem {
   reason: Extract<ResyncReason, 'ReplicaLogOutOfSequence' | 'ReplicaLogInvalid'>;
   evidence: string;
@@ -181,6 +191,31 @@ export class LocalReplicaSite implements ReplicaSite {
 
   get where(): string {
     return this.vmDir;
+  }
+
+  /**
+   * The replica as its own folder describes it, without the primary's record (the replica side's view,
+   * replica-view.ts): its disks are named in `replica.json`. Undefined when there is none.
+   */
+  static async fromFolder(root: string, vmName: string): Promise<{ site: LocalReplicaSite; state: ReplicaFolderState } | undefined> {
+    const path = join(root, vmName, 'replica.json');
+    let s: ReplicaState;
+    try {
+      s = JSON.parse(await readFile(path, 'utf8')) as ReplicaState;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new VhdsyncError('STATE', `${path}: the replica state is damaged`);
+    }
+    if (s?.version !== 1 || !Number.isSafeInteger(s.lastAppliedSequence) || !Array.isArray(s.disks) || typeof s.vmId !== 'string') {
+      throw new VhdsyncError('STATE', `${path}: the replica state is damaged`);
+    }
+    // Only plain file names: a damaged or foreign state never leads out of the folder.
+    const disks = s.disks.filter((d) => typeof d?.name === 'string' && /^[A-Za-z0-9][A-Za-z0-9._ -]{0,254}$/.test(d.name));
+    const specs: ReplicaDiskSpec[] = disks.map((d, index) => ({ index, name: d.name, diskId: '', virtualSize: 0, format: 'raw', sectorSize: 512 }));
+    return {
+      site: new LocalReplicaSite(root, vmName, s.vmId, specs),
+      state: { vmId: s.vmId, lastAppliedSequence: s.lastAppliedSequence, applying: s.applying ?? null, updatedAt: s.updatedAt, disks: disks.map((d) => d.name) },
+    };
   }
 
   diskPath(index: number): string {

@@ -11,6 +11,9 @@ import { cancelLocked, cancelResync } from '../resync/resync.js';
 import { lockFile, lockKey, type HeldLock } from '../writer-lock.js';
 import { confineTarget } from './replica-root.js';
 import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedSite } from './site-calls.js';
+import { describeReplicas } from '../replication/replica-view.js';
+import { SITE_NAME } from '../transport/replica-address.js';
+import { realpath } from 'node:fs/promises';
 
 /**
  * `vhdsync replica serve`: the replica site's end of the network (DESIGN.md "Network").
@@ -27,6 +30,7 @@ import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedS
  *        {target: 'NAME/disk.vhd'}              a resync of that disk
  *        {target: 'NAME/disk.vhd', call: 'cancel'}  drop that disk's unfinished resync
  *        {site: {vm, vmId, disks}, call, args}  one operation of a VM's replica site (site-calls.ts)
+ *        {call: "describe", target: NAME | null}  the replica side's view of one folder or all (replica-view.ts)
  *   3. the disk or folder is confined to `--root` (replica-root.ts, site-calls.ts);
  *   4. the queue — at most `maxActiveTransfers` run at once, and one at a time per disk (a client that
  *      reconnects waits for its old session to checkpoint and let go; a site session holds its folder
@@ -275,6 +279,9 @@ export class ReplicaServer {
       if (open.site !== undefined) {
         checkCall(open.call);
         site = await confineSite(this.opts.root, open.site);
+      } else if (open.call === 'describe') {
+        // The replica side's view (get-replication --replica-server): read-only, one folder or all.
+        if (open.target !== null && (typeof open.target !== 'string' || !SITE_NAME.test(open.target))) throw new VhdsyncError('USAGE', `replica folder '${String(open.target).slice(0, 80)}' is refused: not a folder name`);
       } else {
         if (open.call !== undefined && open.call !== 'cancel') throw new VhdsyncError('PROTOCOL', `protocol error: '${String(open.call).slice(0, 40)}' is not a call on a disk`);
         target = await confineTarget(this.opts.root, open.target);
@@ -285,11 +292,12 @@ export class ReplicaServer {
     }
     // Gate 4: the queue. Frames before 'opened' are a protocol violation.
     link.onFrame(() => link.destroy(new VhdsyncError('PROTOCOL', "protocol error: frame before 'opened'")));
-    const name = site ? `${site.site.vmName} (${String(open.call)})` : open.call === 'cancel' ? `${String(open.target)} (cancel)` : String(open.target);
+    const name = site ? `${site.site.vmName} (${String(open.call)})` : open.call === 'cancel' || open.call === 'describe' ? `${String(open.target ?? '*')} (${open.call})` : String(open.target);
     // The queue is keyed by file identity: two names of one disk (a hard link) wait for each other.
     // A cancel does not queue behind the resync it cancels: it asks that session to stop (writer-lock.ts).
-    const keys = open.call === 'cancel' ? [] : await identityKeys(site ? site.keys : [target!]);
-    const admitted = open.call === 'cancel' ? true : await this.admit(link, peer, name, keys);
+    const unqueued = open.call === 'cancel' || open.call === 'describe';
+    const keys = unqueued ? [] : await identityKeys(site ? site.keys : [target!]);
+    const admitted = unqueued ? true : await this.admit(link, peer, name, keys);
     if (admitted !== true) {
       this.log({ event: 'refused', peer, target: name, reason: admitted === false ? 'gone while queued' : 'busy' });
       return;
@@ -305,6 +313,12 @@ export class ReplicaServer {
       if (site) {
         link.maxFrameBytes = SITE_FRAME_LIMIT;
         outcome = await serveSiteCall(link, site.site, open.call, open.args, () => link.send(opened()));
+      } else if (open.call === 'describe') {
+        await link.send(opened());
+        const value = await describeReplicas(await realpath(this.opts.root), (open.target as string | null) ?? undefined);
+        await link.send(encode({ t: 'control', op: 'result', body: { value } }));
+        link.close();
+        outcome = `described ${value.length}`;
       } else if (open.call === 'cancel') {
         await link.send(opened());
         const value = await cancelResync(target!);
