@@ -18,3 +18,4 @@ export { uuidText } from './endian.js';
 export { VhdxDisk } from './vhdx-disk.js';
 export { createVhdx, createVhdxDifferencing, DEFAULT_VHDX_BLOCK_SIZE, type CreateVhdxOptions, type CreateVhdxDifferencingOptions } from './vhdx-create.js';
 export type { LogState } from './vhdx-image.js';
+export { resizeImage, parseResizeTarget, type ResizeTarget, type ResizeOptions, type ResizeResult } from './resize.js';

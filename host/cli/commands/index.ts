@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   checksum: () => import('./checksum.js'),
   info: () => import('./info.js'),
   create: () => import('./create.js'),
+  resize: () => import('./resize.js'),
   'enable-replication': () => import('./enable-replication.js'),
   'start-initial-replication': () => import('./start-initial-replication.js'),
   'get-replication': () => import('./get-replication.js'),
@@ -46,7 +47,7 @@ export const COMMAND_NAMES = Object.keys(COMMANDS);
 
 /** `vhdsync --help` lists the commands by purpose, under these headings. */
 const GROUPS: [string, string[]][] = [
-  ['Images:', ['info', 'compare', 'checksum', 'create', 'web']],
+  ['Images:', ['info', 'compare', 'checksum', 'create', 'resize', 'web']],
   ['Resync:', ['resync']],
   ['Replication:', [
     'enable-replication', 'start-initial-replication', 'get-replication', 'set-replication', 'suspend-replication',

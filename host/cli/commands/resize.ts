@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { parseResizeTarget, resizeImage } from '../../disk/index.js';
+import type { ImageFormat } from '../../disk/detect.js';
+import { formatSize, parseSize } from '../../units.js';
+import { formatOption } from '../format-flag.js';
+import { printJson } from '../output.js';
+
+interface ResizeFlags {
+  shrink?: boolean;
+  format?: ImageFormat;
+  wait?: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('resize')
+    .description(
+      'Change the virtual size of a raw, VHD or VHDX image in place (qemu-img resize cannot grow a VHD). Growing is crash-safe: ' +
+        'a kill leaves the old size or the new one, the new part reads as zeros. Shrinking is refused unless --shrink (raw and fixed VHD ' +
+        'only; never a dynamic VHD or a VHDX). Differencing disks are refused, and do not resize a disk that is the parent of others. ' +
+        'A replicated VM\'s disk: resize the primary and its replica to the same size while the VM is off; the next resync follows the new size.',
+    )
+    .argument('<image>', 'the image to resize')
+    .argument('<size>', "new size: bytes or 10G, 512M, ... (a multiple of the sector size), or +N to grow by N (shrink by N: -- -N)")
+    .option('--shrink', 'allow a smaller size for a raw image or a fixed VHD: the data past the new end is lost')
+    .addOption(formatOption())
+    .option('--wait', 'when another process is writing the image, wait for it instead of refusing')
+    .option('--json', 'print the result as JSON')
+    .action(async (image: string, sizeText: string, flags: ResizeFlags) => {
+      const target = parseResizeTarget(sizeText, (t) => parseSize(t, 'size'));
+      const r = await resizeImage(image, target, {
+        shrink: flags.shrink === true,
+        format: flags.format,
+        wait: flags.wait === true,
+        onWait: (h) => process.stderr.write(`vhdsync: ${image} is in use${h ? ` by process ${h.pid} on ${h.host} (since ${h.since})` : ''}; waiting…\n`),
+      });
+      if (flags.json) {
+        printJson(r);
+        return;
+      }
+      for (const n of r.notes) process.stderr.write(`vhdsync: ${n}\n`);
+      const kind = `${r.type} ${r.format === 'raw' ? 'raw image' : r.format.toUpperCase()}`;
+      process.stdout.write(
+        r.changed
+          ? `resized ${image}: ${kind}, ${formatSize(r.oldSize)} (${r.oldSize} bytes) -> ${formatSize(r.newSize)} (${r.newSize} bytes)\n`
+          : `${image}: ${kind} is already ${formatSize(r.newSize)} (${r.newSize} bytes); nothing changed\n`,
+      );
+    });
+}
