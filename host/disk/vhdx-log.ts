@@ -330,6 +330,8 @@ export interface LogTarget {
   fileSize(): number;
   /** Next sequence number to use (increasing within the image's lifetime of this open). */
   nextSequence(): bigint;
+  /** Called between two durable steps of a commit (crash tests kill there). */
+  onStep?: (step: string) => Promise<void> | void;
 }
 
 const ZERO_GUID = new Uint8Array(16);
@@ -356,8 +358,10 @@ export async function commitThroughLog(t: LogTarget, pages: Array<{ offset: numb
     });
     await t.file.writeAt(entry, t.log.offset);
     await t.file.sync();
+    await t.onStep?.('log entry');
     for (const p of batch) await t.file.writeAt(p.data, p.offset);
     await t.file.sync();
+    await t.onStep?.('pages in place');
     await t.setLogGuid(ZERO_GUID);
   }
 }

@@ -82,11 +82,14 @@ export async function growVhdx(file: ImageFile, image: VhdxImage, size: number, 
     await zeroRange(file, start + (old - last * p.blockSize), blockEnd);
     if (blockEnd > fileSize) await file.truncate(blockEnd);
     fileSize = Math.max(fileSize, blockEnd);
+    await file.sync();
+    await step('last block completed');
   }
 
   // New entries: not present (zeros) in a dynamic disk; a fixed one stores every block.
   const headers = headerWriterFor(file, image);
   await headers.updateBoth({ dataWriteGuid: randomGuid() }); // [MS-VHDX] 2.2.2: the disk's content changes
+  await step('headers');
   const fresh: number[] = [];
   for (let b = 0; b < layout.blockCount; b++) {
     const i = payloadIndex(layout, b);
@@ -116,7 +119,7 @@ export async function growVhdx(file: ImageFile, image: VhdxImage, size: number, 
   const pages: Array<{ offset: number; data: Uint8Array }> = [];
   for (let k = 0; k < table.length; k += PAGE) pages.push({ offset: region.offset + pageFrom + k, data: table.slice(k, k + PAGE) });
   for (let k = 0; k < metaPage.length; k += PAGE) pages.push({ offset: pageAt + k, data: metaPage.slice(k, k + PAGE) });
-  await commitThroughLog(logTarget(file, image.log, headers, () => fileSize), pages);
+  await commitThroughLog({ ...logTarget(file, image.log, headers, () => fileSize), onStep: step }, pages);
   return { notes: [] };
 }
 
