@@ -1,8 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, truncate } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { homeCli, qemuIdentical, tempDir } from './support/files.js';
+import { cli, homeCli, qemuIdentical, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
 
 /** Issue 13, "Ordinary operations": what users do to a replicated VM that must not fool the replica. */
@@ -53,14 +53,21 @@ describe('a missing replica is never silently re-seeded', () => {
   });
 });
 
+/** An image command (no replication home): must exit 0. */
+function image(...args: string[]): string {
+  const r = cli(args);
+  if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
 describe('a resized disk', () => {
   it('the VM record follows a disk grown on both sides, so writes past the old end replicate', async () => {
     const s = await site();
     const p = await rawDisk(join(s.d, 'p.img'), 8 * MiB, 7);
     s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
     s.ok('start-initial-replication', 'vm');
-    await truncate(p, 16 * MiB);
-    await truncate(join(s.replica, 'vm', 'p.img'), 16 * MiB);
+    image('resize', p, '16M');
+    image('resize', join(s.replica, 'vm', 'p.img'), '+8M');
     expect(s.json('resume-replication', 'vm', '--resynchronize').State).toBe('Replicating');
     expect(s.json('get-replication', 'vm').ReplicatedDisks[0].VirtualSize).toBe(16 * MiB);
     // The guest writes all over the grown disk; the logs apply (no Resynchronization Required).
@@ -68,4 +75,43 @@ describe('a resized disk', () => {
     expect(w.Triggers ?? []).toEqual([]);
     expect(s.json('get-replication', 'vm').State).toBe('Replicating');
   });
+
+  for (const ext of ['vhd', 'vhdx']) {
+    it(`${ext.toUpperCase()} primary and replica grown with vhdsync resize: one resync (the disk changed while off), then writes past the old end replicate cycle after cycle`, async () => {
+      const s = await site();
+      const p = join(s.d, `p.${ext}`);
+      image('create', p, '--size', '8M', ...(ext === 'vhdx' ? ['--block-size', '1M'] : []));
+      s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
+      s.ok('write', 'vm', '--offset', '1M', '--length', '64K', '--pattern', '0xab');
+      s.ok('start-initial-replication', 'vm');
+      const r = join(s.replica, 'vm', `p.${ext}`);
+      expect(qemuIdentical(p, r)).toBe(true);
+
+      // Both sides grown while the VM is off, by the command the issue asked for.
+      expect(image('resize', p, '24M')).toMatch(/-> 24 MiB/);
+      expect(image('resize', r, '24M')).toMatch(/-> 24 MiB/);
+
+      // The first run of the VM sees a disk changed while it was off: Resynchronization Required, once.
+      const first = s.json('write', 'vm', '--offset', '20M', '--length', '64K', '--pattern', '0x5a');
+      expect(first.Triggers.map((t: { Reason: string }) => t.Reason)).toEqual(['ModifiedWhileOff']);
+      expect(s.json('resume-replication', 'vm', '--resynchronize').State).toBe('Replicating');
+      const vm = s.json('get-replication', 'vm');
+      expect(vm.ReplicatedDisks[0].VirtualSize).toBe(24 * MiB);
+      expect(qemuIdentical(p, r)).toBe(true);
+
+      // Then normal cycles: writes past the old end are tracked, shipped and applied, with no trigger.
+      for (let i = 0; i < 3; i++) {
+        const w = s.json('write', 'vm', '--offset', String((9 + 4 * i) * MiB), '--length', '128K', '--pattern', `0x${(0x61 + i).toString(16)}`);
+        expect(w.Triggers ?? []).toEqual([]);
+        const cycle = s.json('service', '--once');
+        expect(cycle[0]).toMatchObject({ VMName: 'vm', State: 'Replicating', Health: 'Normal' });
+        expect(qemuIdentical(p, r), `cycle ${i}`).toBe(true);
+      }
+      const w = s.json('workload', 'vm', '--pattern', 'random', '--bytes', '2M', '--rate', 'unlimited', '--duration', '10s');
+      expect(w.Triggers ?? []).toEqual([]);
+      s.ok('service', '--once');
+      expect(s.json('get-replication', 'vm')).toMatchObject({ State: 'Replicating', Health: 'Normal' });
+      expect(qemuIdentical(p, r)).toBe(true);
+    });
+  }
 });
