@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { registerCommands } from './commands/index.js';
 import { exitWithError } from './output.js';
 import { endQuietlyOnClosedPipe } from './pipe.js';
+import { powerShellArgs } from './powershell-args.js';
 import { VhdsyncError } from '../errors.js';
 import { VERSION } from './version.js';
 
@@ -21,9 +22,12 @@ export async function runCli(argv: readonly string[]): Promise<void> {
     .exitOverride();
 
   await registerCommands(program, argv.slice(2));
+  // PowerShell's parameter spellings after the verb (`-AutoResynchronizeEnabled 1`), for every command.
+  const verb = program.commands.find((c) => c.name() === argv[2]);
+  const args = verb ? [...argv.slice(0, 2), ...powerShellArgs(argv.slice(2), verb)] : argv;
 
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(args);
   } catch (e) {
     if (e instanceof CommanderError) {
       // commander already printed its one-line message (or the help / version text).

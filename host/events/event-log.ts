@@ -29,7 +29,10 @@ export type EventRecord =
       vm: string;
       disk: string;
       blocksSent: number;
+      /** Time taken by the compare, over every session of this resync (it may have been paused and continued). */
       seconds: number;
+      /** This session's part of `seconds` (absent in records written before it existed). */
+      sessionSeconds?: number;
       result: 'completed' | 'paused' | 'cancelled' | 'failed';
       scope?: 'Full' | 'DirtyExtents';
       /** Bytes read from the primary disk. */
@@ -114,7 +117,7 @@ function describe(e: EventInput): string {
     case 29242:
       return `Resynchronization started for virtual machine '${e.vm}' (disks: ${e.disks.join(', ')}), starting block ${e.startBlock}, ending block ${e.endBlock}${e.scope ? `, scope ${scopeText(e.scope, e.scopeBytes)}` : ''}.`;
     case 29244:
-      return `Resynchronization of '${e.disk}' for virtual machine '${e.vm}' ${e.result}: ${e.blocksSent} blocks sent in ${e.seconds.toFixed(1)} s${e.scope ? ` (scope ${e.scope}${e.bytesRead !== undefined ? `, ${e.bytesRead} bytes read` : ''})` : ''}.`;
+      return `Resynchronization of '${e.disk}' for virtual machine '${e.vm}' ${e.result}: ${e.blocksSent} blocks sent in ${e.seconds.toFixed(1)} s${e.sessionSeconds !== undefined && Math.abs(e.sessionSeconds - e.seconds) > 1e-9 ? ` in total (${e.sessionSeconds.toFixed(1)} s in this session)` : ''}${e.scope ? ` (scope ${e.scope}${e.bytesRead !== undefined ? `, ${e.bytesRead} bytes read` : ''})` : ''}.`;
     case 29174:
       return (
         `Replication statistics for virtual machine '${e.vm}' from ${e.monitoringStartTime} to ${e.monitoringEndTime}: ` +

@@ -67,6 +67,7 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
     await store.update(name, (v) => {
       recordCycle(v.statistics, bytes, latencyMs);
       v.lastReplicationTime = done.toISOString();
+      v.lastReplicationType = 'Regular';
       v.retry = null;
       v.lastError = null;
     });
@@ -79,7 +80,7 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
       v.statistics.replicationErrors++;
       v.retry = { attempt: Math.max(attempt, 1), nextAt: retryAt.toISOString(), error };
       v.lastError = error;
-      ctx.emit({ id: 32315, level: 'Warning', vm: name, error, attempt: Math.max(attempt, 1), retryTime: retryAt.toISOString() });
+      ctx.emit({ id: 32315, level: 'Warning', vm: v.name, error, attempt: Math.max(attempt, 1), retryTime: retryAt.toISOString() });
     });
     return { result: 'failed', error, attempt: Math.max(attempt, 1), retryAt };
   }

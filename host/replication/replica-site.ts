@@ -6,6 +6,7 @@ import { pathExists, removeIfExists, syncDir, tempPathFor, writeFileAtomic } fro
 import { lockFile, type HeldLock } from '../writer-lock.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
+import { shellWord } from './vm-name.js';
 import type { ResyncReason } from './names.js';
 import { cancelResync } from '../resync/resync.js';
 import { withLock } from '../pid-lock.js';
@@ -183,6 +184,8 @@ export class LocalReplicaSite implements ReplicaSite {
     readonly vmName: string,
     readonly vmId: string,
     readonly disks: readonly ReplicaDiskSpec[],
+    /** The VM's name for the commands messages suggest (vmName is its folder; vm-name.ts). */
+    private readonly label = vmName,
   ) {
     this.vmDir = join(root, vmName);
     this.logsDir = join(this.vmDir, 'logs');
@@ -245,7 +248,7 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 
   async requireReplica(): Promise<void> {
-    const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: vhdsync start-initial-replication ${this.vmName} --again`);
+    const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: vhdsync start-initial-replication ${shellWord(this.label)} --again`);
     let folder = await stat(this.vmDir).then((st) => st.isDirectory(), () => false);
     if (!folder && this.disks.every((d) => d.path)) {
       // Every disk is kept elsewhere (reverse replication: the old primary): the folder holds only bookkeeping.
@@ -298,7 +301,7 @@ export class LocalReplicaSite implements ReplicaSite {
           if (!st.isDirectory()) throw new VhdsyncError('IO', `${this.logsDir}: the replica's log folder is not a folder`);
         });
       }
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.vmName);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.label);
       throw ioError(this.logsDir, e);
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
@@ -482,7 +485,7 @@ export class LocalReplicaSite implements ReplicaSite {
    */
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     await stat(this.vmDir).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.vmName);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.label);
       throw ioError(this.vmDir, e);
     });
     return withLock(join(this.vmDir, 'site.lock'), () => this.withDiskLocks(fn), { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
@@ -680,7 +683,7 @@ async function withViewLocks<T>(views: string[], fn: () => Promise<T>): Promise<
 }
 
 function missingFolder(dir: string, vm: string): VhdsyncError {
-  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); restore it, or run the initial replication again (vhdsync start-initial-replication ${vm} --again)`);
+  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); restore it, or run the initial replication again (vhdsync start-initial-replication ${shellWord(vm)} --again)`);
 }
 
 /** Logs are copied in pieces of this size. */

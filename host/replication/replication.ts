@@ -19,7 +19,9 @@ import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } fr
 import type { DialOptions } from '../transport/tls-connect.js';
 import { systemClock, type Clock } from './schedule.js';
 import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
-import { averageLatencyMs, averageSize } from './statistics.js';
+import { averageLatencyMs, averageSize, emptyStatistics } from './statistics.js';
+import { shellWord, vmFolderName } from './vm-name.js';
+import { TaskProgress } from './task-progress.js';
 import { checkVmName, newRecord, VmStore, type ResyncInfo, type UpdateContext, type VmDisk, type VmRecord } from './store.js';
 import { detectPrimaryTriggers, detectScopeBreach, type Trigger } from './triggers.js';
 import { dropDirtyMaps, logInit, pendingBytes, scopeBytesNow, stopTracking } from './vm-logs.js';
@@ -95,7 +97,7 @@ export class Replication {
   /** Where the VM's replica is: a local directory, or a folder on a replica server. */
   site(vm: VmRecord): ReplicaSite {
     if (isReplicaAddress(vm.replica)) {
-      const address = parseSiteAddress(vm.replica, vm.name);
+      const address = parseSiteAddress(vm.replica, vmFolderName(vm.name));
       return new RemoteReplicaSite(address, { vm: address.target, vmId: vm.vmId, disks: replicaDisks(vm) }, () => this.dialOptions(vm));
     }
     return this.localSite(vm);
@@ -112,9 +114,9 @@ export class Replication {
     // A reversed relationship's replica disks stay where the old primary disks are.
     const disks = replicaDisks(vm).map((spec, i) => {
       const at = vm.disks[i].replicaPath;
-      return at !== LocalReplicaSite.diskPathFor(vm.replica, vm.name, vm.disks[i].path) ? { ...spec, path: at } : spec;
+      return at !== LocalReplicaSite.diskPathFor(vm.replica, vmFolderName(vm.name), vm.disks[i].path) ? { ...spec, path: at } : spec;
     });
-    return new LocalReplicaSite(vm.replica, vm.name, vm.vmId, disks);
+    return new LocalReplicaSite(vm.replica, vmFolderName(vm.name), vm.vmId, disks, vm.name);
   }
 
   /** How to reach the VM's replica server: its certificates (loaded now) and bandwidth limit. */
@@ -140,7 +142,7 @@ export class Replication {
     if (input.disks.length === 0) throw new VhdsyncError('USAGE', `enable-replication ${name}: give at least one --disk`);
     const settings = applySettings(defaultSettings(), input.settings ?? {});
     const remote = isReplicaAddress(input.replica);
-    const replica = remote ? parseSiteAddress(input.replica, name).url : resolve(input.replica);
+    const replica = remote ? parseSiteAddress(input.replica, vmFolderName(name)).url : resolve(input.replica);
     const given = givenNetwork(input.network ?? {});
     if (!remote && anyNetworkSetting(given)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(given)} applies to a replica server (--replica tls://HOST:PORT/NAME); ${input.replica} is a local directory`);
     const network = remote ? given : undefined;
@@ -159,7 +161,7 @@ export class Replication {
       const disk = await openDisk(path, { readOnly: true });
       const info = { format: disk.format, type: disk.type, virtualSize: disk.virtualSize, sectorSize: disk.sectorSize };
       await disk.close();
-      const replicaPath = remote ? `${replica}/${file}` : LocalReplicaSite.diskPathFor(replica, name, path);
+      const replicaPath = remote ? `${replica}/${file}` : LocalReplicaSite.diskPathFor(replica, vmFolderName(name), path);
       if (replicaPath === path) throw new VhdsyncError('USAGE', `${given}: the replica of this disk would be the disk itself; choose another --replica directory`);
       const dataWriteId = idHex(crypto.getRandomValues(new Uint8Array(16)));
       const fingerprint = await takeFingerprint(path, sampleRanges(info.virtualSize).map((r) => ({ ...r, kind: 'sample' as const })), dataWriteId, now);
@@ -202,7 +204,7 @@ export class Replication {
     await stopTracking(vm);
     await dropDirtyMaps(vm, { activityLogs: true });
     await this.store.remove(name);
-    await this.events.emit({ id: 90001, level: 'Information', vm: name, from: vm.state, to: 'Disabled', ...(warnings.length ? { warnings } : {}) });
+    await this.events.emit({ id: 90001, level: 'Information', vm: vm.name, from: vm.state, to: 'Disabled', ...(warnings.length ? { warnings } : {}) });
     return { warnings };
   }
 
@@ -393,7 +395,11 @@ export class Replication {
       if (state === 'Resynchronizing') throw new VhdsyncError('BUSY', `virtual machine '${name}' is already resynchronizing (process ${owner})`);
       if (input.continue) throw new VhdsyncError('STATE', `virtual machine '${name}' is ${state}; --continue only applies to a suspended resynchronization`);
       if (input.resynchronize) {
-        if (state === 'Replicating' || state === 'Suspended' || state === 'Error') {
+        if (state === 'Replicating') {
+          // Hyper-V refuses Resume-VMReplication -Resynchronize on a replicating VM: it is forced by suspending first.
+          throw new VhdsyncError('STATE', `virtual machine '${vm.name}' is Replicating; to force a resynchronization, suspend replication first (vhdsync suspend-replication ${shellWord(vm.name)}), then resume-replication ${shellWord(vm.name)} --resynchronize, as Hyper-V requires`);
+        }
+        if (state === 'Suspended' || state === 'Error') {
           // The Hyper-V team's idiom for forcing a resync: Suspend-, then Resume-VMReplication -Resynchronize.
           this.enterRequired(vm, { reason: 'Requested', evidence: `resynchronization requested while ${state}` }, now, ctx);
           await stopTracking(vm);
@@ -454,6 +460,7 @@ export class Replication {
       vm.resync.restart = true;
       vm.resync.pausedByWindow = false;
       delete vm.resync.continuationSequence;
+      delete vm.resync.compareSeconds;
     }
   }
 
@@ -491,6 +498,7 @@ export class Replication {
         if (owner !== undefined) throw new VhdsyncError('BUSY', `a resynchronization of '${name}' is already running (process ${owner})`);
         await stopTracking(vm); // the replica starts from nothing: no log of the old one is of use
         vm.state = 'InitialReplicationInProgress';
+        vm.initialReplicationSize = 0;
         vm.resync = null;
         return;
       }
@@ -498,6 +506,7 @@ export class Replication {
         throw new VhdsyncError('STATE', `virtual machine '${name}' is ${vm.state}; initial replication ${vm.state === 'InitialReplicationInProgress' ? `is already running (process ${owner})` : 'is done'}`);
       }
       vm.state = 'InitialReplicationInProgress';
+      vm.initialReplicationSize = 0;
       vm.resync = null;
     });
     return this.runResync(name, { ...opts, origin: 'manual' });
@@ -574,6 +583,7 @@ export class Replication {
     const network = isReplicaAddress(started.replica) ? await this.dialOptions(started) : undefined;
     const seq = started.resync!.continuationSequence!;
     const results: ResyncRunOutcome['disks'] = [];
+    const progress = new TaskProgress(this.store.vmDir(name), started.resync!.startedAt!);
     let stopped: 'pause' | 'cancel' | undefined;
     let wanted: 'pause' | 'cancel' | undefined;
     try {
@@ -591,7 +601,7 @@ export class Replication {
         const handle = startResync({
           primary: d.path,
           replica: d.replicaPath,
-          vm: name,
+          vm: started.name,
           restart: fresh,
           keepPreResyncPoint: !initial && started.resync!.keepPreResyncPoint === true,
           ...(network ? { network } : { link: opts.link ?? this.link }),
@@ -599,9 +609,11 @@ export class Replication {
           events: initial ? new EventLog() : this.events,
           counters: initial ? undefined : this.store.counters,
           tracking: { log: logInit(started, d, 0), next: logInit(started, d, seq) },
+          priorCompareSeconds: started.resync!.compareSeconds?.[d.index] ?? 0,
           scope: !initial && started.resync!.scope === 'DirtyExtents' ? 'auto' : 'full',
           onProgress: (p) => {
             opts.onProgress?.(d, p);
+            progress.note(d.index, p);
             checkControl(); // at every region boundary, besides the timer
           },
         });
@@ -615,7 +627,8 @@ export class Replication {
               const want = v?.control ?? (v && v.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
               if (want) {
                 wanted ??= want;
-                handle.pause();
+                if (want === 'cancel') handle.cancel();
+                else handle.pause();
               }
             }, () => undefined)
             .finally(() => (checking = false));
@@ -628,6 +641,13 @@ export class Replication {
           clearInterval(poll);
         }
         results.push({ index: d.index, path: d.path, result });
+        const prior = started.resync!.compareSeconds?.[d.index] ?? 0;
+        if (result.result === 'paused') {
+          // The next session's 29244 counts this one's time too (a cancel starts over: cancelInPlace drops it).
+          await this.store.update(name, (vm) => {
+            if (vm.resync) vm.resync.compareSeconds = { ...vm.resync.compareSeconds, [d.index]: prior + result.phases.compare };
+          });
+        }
         if (result.result !== 'completed') {
           // Only a run that really stopped counts: a request that came after the last region is moot.
           stopped = wanted ?? 'pause';
@@ -647,7 +667,9 @@ export class Replication {
     }
     const running = (await this.runningPid(name)) !== undefined;
     const end = this.clock.now();
+    await progress.flush();
     const { vm, result } = await this.store.update(name, async (vm): Promise<ResyncRunOutcome['result']> => {
+      if (initial) vm.initialReplicationSize = (vm.initialReplicationSize ?? 0) + results.reduce((t, r) => t + r.result.bytesSent, 0);
       // A trigger that fired meanwhile wins; a cancel or pause that came after the last merge does not.
       const required = vm.state === 'WaitingForStartResynchronize';
       const cancelled = required || (stopped !== undefined && vm.control === 'cancel');
@@ -699,18 +721,62 @@ export class Replication {
     return { ResynchronizationScope: vm.resync.scope ?? 'Full', ResynchronizationScopeBytes: await scopeBytesNow(vm) };
   }
 
+  // ---- Reset-VMReplicationStatistics ----
+
+  /** The statistics of the monitoring interval start again now (the cumulative counters stay, as Hyper-V's). */
+  async resetStatistics(name: string): Promise<VmRecord> {
+    const now = this.clock.now();
+    const { vm } = await this.store.update(name, (vm) => {
+      vm.statistics = emptyStatistics(now);
+    });
+    return vm;
+  }
+
+  /**
+   * Measure's CurrentTask: the resync or initial replication under way (running or suspended), how
+   * far it is (bytes compared over every disk, from the running process's progress file) and its scope.
+   */
+  async currentTask(vm: VmRecord): Promise<CurrentTask | null> {
+    if (!RESYNC_STATES.includes(vm.state) || !vm.resync) return null;
+    const initial = vm.state === 'InitialReplicationInProgress';
+    const p = await TaskProgress.read(this.store.vmDir(vm.name), vm.resync.startedAt);
+    const total = vm.disks.reduce((t, d) => t + d.virtualSize, 0);
+    let done = 0;
+    for (const d of vm.disks) {
+      if (vm.resync.disksDone.includes(d.index)) done += d.virtualSize;
+      else if (p?.disks[d.index] !== undefined) done += Math.min(p.disks[d.index], d.virtualSize);
+    }
+    const running = (await this.resyncPid(vm.name)) !== undefined;
+    return {
+      Task: initial ? 'InitialReplication' : 'Resynchronization',
+      State: vm.state === 'Resynchronizing' && !running ? 'ResynchronizeSuspended' : vm.state,
+      Running: running,
+      PercentComplete: total > 0 ? Math.floor((done * 100) / total) : 0,
+      BytesCompared: done,
+      BytesTotal: total,
+      Scope: initial ? 'Full' : (vm.resync.scope ?? 'Full'),
+      ScopeBytes: initial ? null : await scopeBytesNow(vm),
+      Disk: p?.current ?? null,
+      Phase: p?.phase ?? null,
+      StartedAt: vm.resync.startedAt ?? null,
+    };
+  }
+
   // ---- Measure-VMReplication ----
 
   async measure(name: string): Promise<Measurement> {
     const vm = await this.store.load(name);
     const { health, details } = this.health(vm);
     const pending = await pendingBytes(vm).catch(() => 0);
-    const counters = (await this.store.counters.read())[name];
+    const counters = (await this.store.counters.read())[vm.name];
     const s = vm.statistics;
     return {
       VMName: vm.name,
       State: vm.state,
       Health: health,
+      CurrentTask: await this.currentTask(vm),
+      LastReplicationType: vm.lastReplicationType ?? 'None',
+      InitialReplicationSize: vm.initialReplicationSize ?? 0,
       ...(await this.scopeView(vm)),
       LastReplicationTime: vm.lastReplicationTime,
       PendingReplicationSize: pending,
@@ -739,10 +805,32 @@ export class Replication {
   }
 }
 
+export interface CurrentTask {
+  Task: 'Resynchronization' | 'InitialReplication';
+  State: ReplicationState;
+  /** A process is running it now (else it is suspended, or its process died and the service continues it). */
+  Running: boolean;
+  PercentComplete: number;
+  BytesCompared: number;
+  BytesTotal: number;
+  Scope: 'Full' | 'DirtyExtents';
+  ScopeBytes: number | null;
+  /** The disk being compared (index), and its phase: comparing, merging, applying… */
+  Disk: number | null;
+  Phase: string | null;
+  StartedAt: string | null;
+}
+
 export interface Measurement {
   VMName: string;
   State: ReplicationState;
   Health: ReplicationHealth;
+  /** The resync or initial replication under way, with how far it is and its scope (null: none). */
+  CurrentTask: CurrentTask | null;
+  /** Regular after a replication cycle; None before the first. */
+  LastReplicationType: 'None' | 'Regular' | 'Planned';
+  /** Bytes the initial replication sent (0 before it ran). */
+  InitialReplicationSize: number;
   ResynchronizationScope: 'Full' | 'DirtyExtents' | null;
   ResynchronizationScopeBytes: number | null;
   LastReplicationTime: string | null;
@@ -770,6 +858,7 @@ function replicaDisks(vm: VmRecord): ReplicaDiskSpec[] {
 
 /** Get-VMReplication's object, with Hyper-V's property names (PascalCase, states and health as names). */
 export function replicationView(vm: VmRecord, health: { health: ReplicationHealth; details: string[] }) {
+  const server = isReplicaAddress(vm.replica) ? parseSiteAddress(vm.replica, vmFolderName(vm.name)) : undefined;
   return {
     VMName: vm.name,
     VMId: vm.vmId,
@@ -793,6 +882,20 @@ export function replicationView(vm: VmRecord, health: { health: ReplicationHealt
     ResynchronizationEvidence: vm.resync?.evidence ?? null,
     LastError: vm.lastError,
     ReplicatedDisks: vm.disks.map((d) => ({ Index: d.index, Path: d.path, ReplicaPath: d.replicaPath, VirtualSize: d.virtualSize, Format: d.format, Type: d.type })),
+    // Get-VMReplication's own property names (| fl *), besides the short ones above.
+    ReplicationState: vm.state,
+    ReplicationHealth: health.health,
+    ReplicationMode: 'Primary' as const,
+    ReplicationRelationshipType: 'Simple' as const,
+    ReplicationFrequencySec: vm.settings.ReplicationFrequencySec,
+    PrimaryServerName: hostname(),
+    ReplicaServerName: server ? server.host : hostname(),
+    ReplicaServerPort: server ? server.port : null,
+    /** Certificate: mutual TLS to a replica server; None: a directory on this machine. */
+    AuthenticationType: server ? ('Certificate' as const) : ('None' as const),
+    RecoveryHistory: vm.settings.RecoveryHistory ?? 0,
+    InitialReplicationStartTime: vm.initialReplicationStartTime ?? null,
+    BandwidthLimit: vm.network?.bandwidth ?? null,
   };
 }
 

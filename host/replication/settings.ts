@@ -49,21 +49,34 @@ export function timeSpanSeconds(span: string): number {
 }
 
 /**
- * `-ResynchronizeStartTime`: a date and time (ISO 8601, "2024-08-01 05:00", or what Date.parse takes),
- * local time unless a zone is given, in the future and at most 7 days ahead (Hyper-V's limit).
+ * `-ResynchronizeStartTime` / `-InitialReplicationStartTime`: a date and time, local time unless a zone
+ * is given — ISO 8601 ("2024-08-01 05:00"), or PowerShell's en-US form as the Hyper-V docs write it
+ * ("04/15/2013 12:00:00", "8/1/2012 05:00 AM") — in the future and at most 7 days ahead (Hyper-V's limit).
  */
-export function parseStartTime(text: string, now: Date): Date {
+export function parseStartTime(text: string, now: Date, what = '--resynchronize-start-time'): Date {
   const t = text.trim();
   const iso = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?$/.exec(t);
-  const date = iso ? new Date(+iso[1], +iso[2] - 1, +iso[3], +iso[4], +iso[5], +(iso[6] ?? 0)) : new Date(t);
+  const us = /^(\d{1,2})\/(\d{1,2})\/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([AaPp])[Mm])?)?$/.exec(t);
+  let date: Date;
+  if (iso) date = new Date(+iso[1], +iso[2] - 1, +iso[3], +iso[4], +iso[5], +(iso[6] ?? 0));
+  else if (us) {
+    let hour = +(us[4] ?? 0);
+    const ampm = us[7]?.toLowerCase();
+    if (ampm && (hour < 1 || hour > 12)) hour = NaN;
+    else if (ampm === 'p' && hour < 12) hour += 12;
+    else if (ampm === 'a' && hour === 12) hour = 0;
+    const [month, day] = [+us[1], +us[2]];
+    date = month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour <= 23 ? new Date(+us[3], month - 1, day, hour, +(us[5] ?? 0), +(us[6] ?? 0)) : new Date(NaN);
+    if (date.getDate() !== day) date = new Date(NaN); // 02/30 does not roll over into March
+  } else date = new Date(t);
   if (Number.isNaN(date.getTime())) {
-    throw new VhdsyncError('USAGE', `--resynchronize-start-time: '${text}' is not a date and time (example: 2024-08-01 05:00)`);
+    throw new VhdsyncError('USAGE', `${what}: '${text}' is not a date and time (examples: 2024-08-01 05:00, "08/01/2024 05:00:00")`);
   }
   if (date.getTime() < now.getTime() - 60_000) {
-    throw new VhdsyncError('USAGE', `--resynchronize-start-time: ${date.toISOString()} is in the past; give a time within the next 7 days, or leave it out to start now`);
+    throw new VhdsyncError('USAGE', `${what}: ${date.toISOString()} is in the past; give a time within the next 7 days, or leave it out to start now`);
   }
   if (date.getTime() > now.getTime() + MAX_SCHEDULE_AHEAD_MS) {
-    throw new VhdsyncError('USAGE', `--resynchronize-start-time: ${date.toISOString()} is more than 7 days ahead; Hyper-V allows at most 7 days`);
+    throw new VhdsyncError('USAGE', `${what}: ${date.toISOString()} is more than 7 days ahead; Hyper-V allows at most 7 days`);
   }
   return date;
 }

@@ -1,4 +1,5 @@
 import type { NetworkSettings } from '../transport/network-settings.js';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
@@ -10,6 +11,7 @@ import type { DiskFingerprint } from './fingerprint.js';
 import type { ReplicationState, ResyncReason } from './names.js';
 import type { ReplicationSettings } from './settings.js';
 import { emptyStatistics, type ReplicationStatistics } from './statistics.js';
+import { checkVmName, sameVmName, VM_FOLDER, vmFolderName } from './vm-name.js';
 
 export interface VmDisk {
   index: number;
@@ -56,6 +58,8 @@ export interface ResyncInfo {
    * gone, damaged or foreign means extents were lost, and the scope becomes Full.
    */
   mapsKept?: boolean;
+  /** Compare seconds of the sessions so far, per disk index (event 29244 reports the whole resync's time). */
+  compareSeconds?: Record<number, number>;
 }
 
 /** Everything persisted about one VM's replication, in `<home>/vms/<name>/vm.json`. */
@@ -84,16 +88,18 @@ export interface VmRecord {
   retry: { attempt: number; nextAt: string; error: string } | null;
   lastError: string | null;
   statistics: ReplicationStatistics;
+  /** `--initial-replication-start-time`: the initial replication starts then (the service starts it). */
+  initialReplicationStartTime?: string | null;
+  /** Bytes the initial replication sent (every session), once it has run: Measure's InitialReplicationSize. */
+  initialReplicationSize?: number;
+  /** The kind of the last replication: Regular (a cycle), Planned (a planned failover's last cycle). */
+  lastReplicationType?: 'Regular' | 'Planned';
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export { checkVmName } from './vm-name.js';
 
-export function checkVmName(name: string): string {
-  if (!NAME_RE.test(name)) {
-    throw new VhdsyncError('USAGE', `'${name}' is not a usable VM name; use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
-  }
-  return name;
-}
+/** Folders named as vhdsync named every VM before derived names (vm-name.ts PLAIN_NAME). */
+const PLAIN_FOLDER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export interface UpdateContext {
   /** Queue an event; it is written after the new state is saved. */
@@ -110,8 +116,51 @@ export class VmStore {
     this.counters = new CounterStore(join(home, 'counters.json'));
   }
 
+  /** The VM's folder: `vm-name.ts` derives it; a name in another case finds the VM's folder. */
   vmDir(name: string): string {
-    return join(this.home, 'vms', checkVmName(name));
+    return join(this.home, 'vms', this.folderOf(name));
+  }
+
+  private readonly folders = new Map<string, string>();
+
+  private folderOf(name: string): string {
+    const known = this.folders.get(name);
+    if (known) return known;
+    const direct = vmFolderName(checkVmName(name));
+    let found: string | undefined;
+    if (this.recordNameIn(direct) !== undefined) found = direct;
+    else {
+      const matches: [string, string][] = [];
+      for (const f of this.folderNames()) {
+        const n = this.recordNameIn(f);
+        if (n !== undefined && sameVmName(n, name)) matches.push([f, n]);
+      }
+      if (matches.length > 1) {
+        throw new VhdsyncError('USAGE', `'${name}' matches ${matches.map(([, n]) => `'${n}'`).join(' and ')} (names are compared without regard to case); give the exact name`);
+      }
+      found = matches[0]?.[0];
+    }
+    if (found === undefined) return direct;
+    this.folders.set(name, found);
+    return found;
+  }
+
+  private folderNames(): string[] {
+    try {
+      return readdirSync(join(this.home, 'vms')).filter((f) => VM_FOLDER.test(f));
+    } catch {
+      return [];
+    }
+  }
+
+  /** The name recorded in a folder's vm.json, if it has a readable one. */
+  private recordNameIn(folder: string): string | undefined {
+    try {
+      const name = (JSON.parse(readFileSync(join(this.home, 'vms', folder, 'vm.json'), 'utf8')) as { name?: unknown }).name;
+      return typeof name === 'string' ? name : undefined;
+    } catch {
+      return undefined;
+    }
   }
   private recordPath(name: string): string {
     return join(this.vmDir(name), 'vm.json');
@@ -131,14 +180,22 @@ export class VmStore {
     return join(this.home, 'service.lock');
   }
 
+  /** The VMs' names, as they were enabled (folders of other shapes, or without a record, are not VMs). */
   async names(): Promise<string[]> {
+    let folders: string[];
     try {
-      const names = await readdir(join(this.home, 'vms'));
-      return names.filter((n) => NAME_RE.test(n)).sort();
+      folders = (await readdir(join(this.home, 'vms'))).filter((f) => VM_FOLDER.test(f));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
+    const names: string[] = [];
+    for (const f of folders) {
+      const n = this.recordNameIn(f);
+      if (n !== undefined && vmFolderName(n) === f) names.push(n);
+      else if (n === undefined && PLAIN_FOLDER.test(f)) names.push(f); // a damaged record: load() says so
+    }
+    return names.sort((a, b) => a.localeCompare(b));
   }
 
   async list(): Promise<VmRecord[]> {
@@ -160,7 +217,7 @@ export class VmStore {
     }
     try {
       const vm = JSON.parse(text) as VmRecord;
-      if (vm.version !== 1 || vm.name !== name || !Array.isArray(vm.disks)) throw new Error('shape');
+      if (vm.version !== 1 || typeof vm.name !== 'string' || !sameVmName(vm.name, name) || !Array.isArray(vm.disks)) throw new Error('shape');
       return vm;
     } catch {
       throw new VhdsyncError('STATE', `${this.recordPath(name)}: the replication state of ${name} is damaged; remove the VM's folder and enable replication again`);
@@ -177,7 +234,11 @@ export class VmStore {
   async create(vm: VmRecord, check: (others: VmRecord[]) => void): Promise<void> {
     await mkdir(join(this.home, 'vms'), { recursive: true });
     await withLock(join(this.home, 'vms.lock'), async () => {
-      if (await this.tryLoad(vm.name)) throw new VhdsyncError('EXISTS', `a virtual machine named '${vm.name}' is already enabled for replication`);
+      this.folders.clear();
+      const existing = await this.tryLoad(vm.name);
+      if (existing) {
+        throw new VhdsyncError('EXISTS', `a virtual machine named '${existing.name}' is already enabled for replication${existing.name !== vm.name ? ' (names are compared without regard to case, as in Hyper-V)' : ''}`);
+      }
       check(await this.list());
       await mkdir(this.vmDir(vm.name), { recursive: true });
       await this.save(vm);
@@ -185,7 +246,9 @@ export class VmStore {
   }
 
   async remove(name: string): Promise<void> {
-    await withLock(join(this.home, 'vms.lock'), () => rm(this.vmDir(name), { recursive: true, force: true }), { what: 'the list of replicated VMs' });
+    const dir = this.vmDir(name);
+    await withLock(join(this.home, 'vms.lock'), () => rm(dir, { recursive: true, force: true }), { what: 'the list of replicated VMs' });
+    this.folders.clear();
   }
 
   private async save(vm: VmRecord): Promise<void> {

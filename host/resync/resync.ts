@@ -62,6 +62,11 @@ export interface ResyncOptions {
   /** Name used in events and counters (default: the primary's file name). */
   vm?: string;
   /**
+   * Compare seconds of the earlier sessions of this same resync (paused, then continued): 29244's time
+   * taken covers the whole resync (`seconds`), and says this session's apart (`sessionSeconds`).
+   */
+  priorCompareSeconds?: number;
+  /**
    * Another process writing this replica: refuse at once with one line naming it (default), or wait
    * for it (true: forever; a number: at most that many ms). `onWait` hears whom we wait for.
    */
@@ -145,15 +150,24 @@ export interface ResyncHandle {
    * the run resolves with result 'paused' and can be resumed.
    */
   pause(): void;
+  /**
+   * Stop as pause() does, for a cancel (Stop-VMReplication): 29244 says `cancelled`. The caller then
+   * discards the overlay and the checkpoint (cancelResync), as for any cancel.
+   */
+  cancel(): void;
   readonly done: Promise<ResyncResult>;
 }
 
 export function startResync(opts: ResyncOptions): ResyncHandle {
   let pauseRequested = false;
-  const done = runLocked(opts, () => pauseRequested);
+  let cancelRequested = false;
+  const done = runLocked(opts, () => pauseRequested, () => cancelRequested);
   return {
     pause: () => {
       pauseRequested = true;
+    },
+    cancel: () => {
+      cancelRequested = pauseRequested = true;
     },
     done,
   };
@@ -256,8 +270,13 @@ async function refuseReplicaInPrimary(opts: ResyncOptions, pd: Disk): Promise<vo
  * run stops at its next region boundary, removes its overlay and checkpoint, and ends as 'cancelled' —
  * unless the merge was already asked for, which is past the point of no return.
  */
-async function runLocked(opts: ResyncOptions, shouldPause: () => boolean): Promise<ResyncResult> {
-  if (isReplicaAddress(opts.replica) || opts.dryRun) return runResync(opts, shouldPause, { cancel: false, merging: false });
+/** 29244's time taken: the whole resync across pauses, and this session's part of it. */
+function timeTaken(session: number, prior = 0): { seconds: number; sessionSeconds: number } {
+  return { seconds: prior + session, sessionSeconds: session };
+}
+
+async function runLocked(opts: ResyncOptions, shouldPause: () => boolean, cancelAsked: () => boolean = () => false): Promise<ResyncResult> {
+  if (isReplicaAddress(opts.replica) || opts.dryRun) return runResync(opts, shouldPause, { cancel: false, merging: false }, cancelAsked);
   const lock = await lockFile(opts.replica, { what: opts.replica, wait: opts.wait, onWait: opts.onWait });
   const stop = { cancel: false, merging: false };
   lock.onStop((reason) => {
@@ -268,7 +287,7 @@ async function runLocked(opts: ResyncOptions, shouldPause: () => boolean): Promi
   });
   let outcome: string | undefined;
   try {
-    let r = await runResync(opts, () => shouldPause() || stop.cancel, stop);
+    let r = await runResync(opts, () => shouldPause() || stop.cancel, stop, cancelAsked);
     if (stop.cancel && r.result === 'paused') {
       await cancelLocked(opts.replica);
       r = { ...r, result: 'cancelled', identical: false };
@@ -281,7 +300,7 @@ async function runLocked(opts: ResyncOptions, shouldPause: () => boolean): Promi
   }
 }
 
-async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: { cancel: boolean; merging: boolean }): Promise<ResyncResult> {
+async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: { cancel: boolean; merging: boolean }, cancelAsked: () => boolean = () => false): Promise<ResyncResult> {
   const t0 = performance.now();
   const secs = () => (performance.now() - t0) / 1000;
   // A dry run writes nothing, events included: they stay in memory and come back marked dryRun.
@@ -488,13 +507,16 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       }
       pausing.end();
       phases.compare = (performance.now() - tCompare) / 1000;
-      await events.emit({ id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, seconds: phases.compare, result: cancelled ? 'cancelled' : 'paused', scope: scopeKind, bytesRead: base.bytesRead });
+      await events.emit({
+        id: 29244, level: 'Warning', vm, disk: opts.primary, blocksSent: k.leavesSent, ...timeTaken(phases.compare, opts.priorCompareSeconds),
+        result: cancelled || cancelAsked() ? 'cancelled' : 'paused', scope: scopeKind, bytesRead: base.bytesRead,
+      });
       return finish('paused');
     }
     pausing.end();
     phases.compare = (performance.now() - tCompare) / 1000;
     const totalLeaves = dryRun ? k.leavesSent : Number(compared!.leavesReceived);
-    await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, seconds: phases.compare, result: 'completed', scope: scopeKind, bytesRead: base.bytesRead });
+    await events.emit({ id: 29244, level: 'Information', vm, disk: opts.primary, blocksSent: totalLeaves, ...timeTaken(phases.compare, opts.priorCompareSeconds), result: 'completed', scope: scopeKind, bytesRead: base.bytesRead });
     if (dryRun) {
       c.close();
       return finish('completed', { identical: k.leavesSent === 0 });

@@ -42,8 +42,11 @@ export function parseSiteAddress(text: string, defaultName: string): ReplicaAddr
   return { host, port, target: name, display, url: `tls://${display}/${name}` };
 }
 
-/** A replica folder's name under a server's root: one path segment, never '.', '..' or hidden. */
-export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/**
+ * A replica folder's name under a server's root: one path segment, never '.', '..' or hidden. '+'
+ * comes in the folders derived from VM names with other characters (replication/vm-name.ts).
+ */
+export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 
 /** `--listen HOST:PORT` (port 0: any free port). */
 export function parseListen(text: string): { host: string; port: number } {

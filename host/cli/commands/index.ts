@@ -26,6 +26,8 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   'stop-replication': () => import('./stop-replication.js'),
   'measure-replication': () => import('./measure-replication.js'),
   'remove-replication': () => import('./remove-replication.js'),
+  'reset-replication-statistics': () => import('./reset-replication-statistics.js'),
+  'test-replication-connection': () => import('./test-replication-connection.js'),
   events: () => import('./events.js'),
   workload: () => import('./workload.js'),
   write: () => import('./write.js'),
@@ -51,7 +53,8 @@ const GROUPS: [string, string[]][] = [
   ['Resync:', ['resync']],
   ['Replication:', [
     'enable-replication', 'start-initial-replication', 'get-replication', 'set-replication', 'suspend-replication',
-    'resume-replication', 'stop-replication', 'measure-replication', 'remove-replication', 'events', 'service',
+    'resume-replication', 'stop-replication', 'measure-replication', 'reset-replication-statistics', 'test-replication-connection',
+    'remove-replication', 'events', 'service',
   ]],
   ['Running VMs:', ['run', 'stop-vm', 'workload', 'write']],
   ['Failover:', ['get-recovery-points', 'start-failover', 'complete-failover', 'stop-failover', 'reverse-replication']],

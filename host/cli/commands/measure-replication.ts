@@ -1,7 +1,18 @@
 import type { Command } from 'commander';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
-import { formatTable, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import type { CurrentTask } from '../../replication/replication.js';
+import { isNamePattern } from '../../replication/vm-name.js';
+import { formatTable, matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+
+/** CurrentTask in one line: "Resynchronization 42 % (scope Full, disk 1 comparing, suspended)". */
+function taskText(t: CurrentTask | null): string {
+  if (!t) return 'None';
+  const how = [`scope ${t.Scope}${t.ScopeBytes !== null && t.Scope === 'DirtyExtents' ? ` ${formatSize(t.ScopeBytes)}` : ''}`];
+  if (t.Disk !== null) how.push(`disk ${t.Disk}${t.Phase ? ` ${t.Phase}` : ''}`);
+  if (!t.Running) how.push('not running');
+  return `${t.Task} ${t.PercentComplete} % (${how.join(', ')})`;
+}
 
 /** Measure-VMReplication: statistics of the monitoring interval and the replication counters. */
 export function register(program: Command): void {
@@ -9,14 +20,13 @@ export function register(program: Command): void {
     program
       .command('measure-replication')
       .description('Replication statistics and counters of one VM or of all VMs')
-      .argument('[vm]', 'VM name (default: every VM)'),
+      .argument('[vm]', 'VM name (any case; wildcards * and ? as in Hyper-V; default: every VM)'),
   ).action(async (name: string | undefined, flags: HomeFlags) => {
     const rep = replicationFor(flags);
-    const names = name === undefined ? await rep.store.names() : [name];
     const all = [];
-    for (const n of names) all.push(await rep.measure(n));
+    for (const vm of await matchingVms(rep, name)) all.push(await rep.measure(vm.name));
     if (flags.json) {
-      printJson(name === undefined ? all : all[0]);
+      printJson(name === undefined || isNamePattern(name) ? all : all[0]);
       return;
     }
     const mb = (b: number) => (b / (1024 * 1024)).toFixed(2);
@@ -28,6 +38,9 @@ export function register(program: Command): void {
     );
     for (const m of all) {
       process.stdout.write(`\n${m.VMName}:\n`);
+      process.stdout.write(`  ${'CurrentTask'.padEnd(28)} ${taskText(m.CurrentTask)}\n`);
+      process.stdout.write(`  ${'LastReplicationType'.padEnd(28)} ${m.LastReplicationType}\n`);
+      process.stdout.write(`  ${'InitialReplicationSize'.padEnd(28)} ${formatSize(m.InitialReplicationSize)} (${m.InitialReplicationSize} bytes)\n`);
       for (const [k, v] of Object.entries(m.Counters)) process.stdout.write(`  ${k.padEnd(28)} ${k.includes('Latency') ? `${v.toFixed(3)} s` : k.includes('Count') ? v : `${formatSize(v)} (${v} bytes)`}\n`);
       for (const d of m.ReplicationHealthDetails) process.stdout.write(`  ${d}\n`);
     }

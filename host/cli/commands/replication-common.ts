@@ -6,6 +6,7 @@ import { formatSize } from '../../units.js';
 import { ProgressBar, compareDetail } from '../progress.js';
 import type { VmRecord } from '../../replication/store.js';
 import { vhdsyncHome } from './resync.js';
+import { isNamePattern, namePattern } from '../../replication/vm-name.js';
 
 /** Shared by the replication verbs: the home directory, and Get-VMReplication-like tables. */
 export interface HomeFlags {
@@ -30,6 +31,37 @@ export function viewOf(rep: Replication, vm: VmRecord) {
   return replicationView(vm, rep.health(vm));
 }
 
+/**
+ * The VMs a name names: one VM (any case; an unknown name is an error, as Hyper-V's), or with a
+ * wildcard (`*`, `?`, `[a-c]`) every VM it matches — none is not an error. Undefined: every VM.
+ */
+export async function matchingVms(rep: Replication, name: string | undefined): Promise<VmRecord[]> {
+  if (name === undefined) return rep.list();
+  if (!isNamePattern(name)) return [await rep.get(name)];
+  const match = namePattern(name);
+  return (await rep.list()).filter((vm) => match(vm.name));
+}
+
+/**
+ * A list like PowerShell's `Format-List *`: one `Name : Value` line per property, names padded to the
+ * longest, a blank line between objects; arrays as `{a, b}`, objects inside as `@{K=v; …}`.
+ */
+export function formatList(objects: Record<string, unknown>[]): string {
+  const value = (v: unknown): string => {
+    if (v === null || v === undefined) return '';
+    if (Array.isArray(v)) return `{${v.map(value).join(', ')}}`;
+    if (typeof v === 'object') return `@{${Object.entries(v as object).map(([k, x]) => `${k}=${value(x)}`).join('; ')}}`;
+    if (typeof v === 'boolean') return v ? 'True' : 'False';
+    return String(v);
+  };
+  return objects
+    .map((o) => {
+      const width = Math.max(...Object.keys(o).map((k) => k.length));
+      return Object.entries(o).map(([k, v]) => `${k.padEnd(width)} : ${value(v)}`.trimEnd()).join('\n') + '\n';
+    })
+    .join('\n');
+}
+
 /** A plain text table, columns padded to their widest cell (like `Format-Table`). */
 export function formatTable(headers: string[], rows: (string | number | null | undefined)[][]): string {
   const cells = rows.map((r) => r.map((c) => (c === null || c === undefined ? '' : String(c))));
@@ -40,10 +72,10 @@ export function formatTable(headers: string[], rows: (string | number | null | u
 
 export function replicationTable(rep: Replication, vms: VmRecord[]): string {
   return formatTable(
-    ['VMName', 'State', 'Health', 'Mode', 'FrequencySec', 'PrimaryServer', 'ReplicaServer', 'Relationship'],
+    ['VMName', 'State', 'Health', 'Mode', 'FrequencySec', 'PrimaryServer', 'ReplicaServer', 'ReplicaPort', 'AuthType', 'Relationship'],
     vms.map((vm) => {
       const v = viewOf(rep, vm);
-      return [v.VMName, v.State, v.Health, v.Mode, v.FrequencySec, v.PrimaryServer, v.ReplicaServer, v.Relationship];
+      return [v.VMName, v.State, v.Health, v.Mode, v.FrequencySec, v.PrimaryServer, v.ReplicaServer, v.ReplicaServerPort ?? '', v.AuthenticationType, v.Relationship];
     }),
   );
 }
