@@ -44,6 +44,7 @@ describe('failover commands through the CLI', () => {
     const fh = await open(a, 'r+');
     await fh.write(randomBytes(256 * 1024, 99), 0, 256 * 1024, MiB);
     await fh.close();
+    ok('suspend-replication', 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     ok('resume-replication', 'vm', '--resynchronize', '--keep-pre-resync-point');
     expect(await readFile(replicaDisk)).toEqual(await readFile(a));
     const after = JSON.parse(ok('get-recovery-points', 'vm', '--json').stdout) as { Kind: string; Time: string; PreResync?: boolean }[];

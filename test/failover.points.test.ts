@@ -296,6 +296,7 @@ describe('failover and resync', () => {
     const before = Math.max(...copies.keys());
     await divergeAndRequire(rep, a);
     clock.set(new Date(T0.getTime() + 75 * 60_000));
+    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
     expect((await rep.runResync('vm')).result).toBe('completed');
     const pts = await getRecoveryPoints(rep, 'vm');

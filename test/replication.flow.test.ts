@@ -343,6 +343,7 @@ describe('the resync state machine', () => {
     const size = 32 * MiB;
     const a = await rawDisk(join(d, 'a.img'), size, 7);
     const rep = await replicatedVm(d, 'vm', [a], { link: { rate: 30e6, latencyMs: 1 } });
+    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     await rep.resume('vm', { resynchronize: true });
     const vm = await RunningVm.start(rep, 'vm');
     let k = 0;

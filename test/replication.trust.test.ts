@@ -26,6 +26,7 @@ describe('a missing replica is never silently re-seeded', () => {
     s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
     s.ok('start-initial-replication', 'vm');
     await rm(join(s.replica, 'vm'), { recursive: true }); // the volume is not mounted
+    s.ok('suspend-replication', 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     const r = s.run('resume-replication', 'vm', '--resynchronize');
     expect(r.status).not.toBe(0);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -46,6 +47,7 @@ describe('a missing replica is never silently re-seeded', () => {
     s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
     s.ok('start-initial-replication', 'vm');
     await rm(join(s.replica, 'vm', 'p.img'));
+    s.ok('suspend-replication', 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     const r = s.run('resume-replication', 'vm', '--resynchronize');
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/p\.img: the replica is missing/);
@@ -68,6 +70,7 @@ describe('a resized disk', () => {
     s.ok('start-initial-replication', 'vm');
     image('resize', p, '16M');
     image('resize', join(s.replica, 'vm', 'p.img'), '+8M');
+    s.ok('suspend-replication', 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     expect(s.json('resume-replication', 'vm', '--resynchronize').State).toBe('Replicating');
     expect(s.json('get-replication', 'vm').ReplicatedDisks[0].VirtualSize).toBe(16 * MiB);
     // The guest writes all over the grown disk; the logs apply (no Resynchronization Required).
