@@ -37,7 +37,7 @@ describe('completion', () => {
   }
 
   it('bash: command names, each command\'s own options, file names for arguments', () => {
-    expect(complete('vhdsync', 're').sort()).toEqual(['remove-replication', 'replica', 'resize', 'resume-replication', 'resync', 'reverse-replication']);
+    expect(complete('vhdsync', 're').sort()).toEqual(['remove-replication', 'replica', 'reset-replication-statistics', 'resize', 'resume-replication', 'resync', 'reverse-replication']);
     expect(complete('vhdsync', 'resync', '--dr')).toEqual(['--dry-run']);
     expect(complete('vhdsync', 'resize', '--sh')).toEqual(['--shrink']);
     expect(complete('vhdsync', 'info', '--f')).toEqual(['--format']);

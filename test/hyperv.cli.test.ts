@@ -238,6 +238,18 @@ describe('get-replication and measure-replication as Get-/Measure-VMReplication'
   });
 });
 
+describe('the new commands in help and completion', () => {
+  it('help lists them under Replication; bash and zsh complete them and their options', () => {
+    const help = cli(['--help'], { VHDSYNC_NO_HELP_CACHE: '1' }).stdout;
+    const replication = help.slice(help.indexOf('Replication:'), help.indexOf('Running VMs:'));
+    for (const c of ['reset-replication-statistics', 'test-replication-connection']) expect(replication).toContain(c);
+    const bash = cli(['completion', 'bash']).stdout;
+    expect(bash).toMatch(/test-replication-connection\) opts='[^']*--vm[^']*--cert/);
+    expect(bash).toMatch(/get-replication\) opts='[^']*--list --replication-state --health/);
+    expect(cli(['completion', 'zsh']).stdout).toContain("'reset-replication-statistics:Reset the replication statistics of a VM'");
+  });
+});
+
 describe('forcing a resynchronization', () => {
   it('from Replicating is refused with the way Hyper-V does it: suspend first', async () => {
     const s = await site();

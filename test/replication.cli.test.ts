@@ -333,7 +333,7 @@ describe('vhdsync replication (CLI, real files)', () => {
       [['resume-replication', 'vm', '--resynchronize'], /start the initial replication first/],
       [['enable-replication', 'other', '--disk', p, q, '--replica', join(s.d, 'r2')], /p\.img: this disk is already replicated by virtual machine 'vm'/],
       [['enable-replication', 'vm', '--disk', q, '--replica', s.replica], /a virtual machine named 'vm' is already enabled/],
-      [['enable-replication', 'bad/name', '--disk', q, '--replica', s.replica], /not a usable VM name/],
+      [['enable-replication', 'bad*name', '--disk', q, '--replica', s.replica], /not a usable VM name/],
       [['enable-replication', 'x', '--disk', join(s.d, 'missing.img'), '--replica', s.replica], /missing\.img: no such file/],
       [['stop-replication', 'vm'], /no resynchronization to cancel/],
       [['write', 'vm', '--offset', '0'], /exactly one of --pattern 0xAB or --from FILE/],
