@@ -296,7 +296,6 @@ describe('failover and resync', () => {
     const before = Math.max(...copies.keys());
     await divergeAndRequire(rep, a);
     clock.set(new Date(T0.getTime() + 75 * 60_000));
-    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
     expect((await rep.runResync('vm')).result).toBe('completed');
     const pts = await getRecoveryPoints(rep, 'vm');
@@ -312,6 +311,7 @@ describe('failover and resync', () => {
     const { rep, vm, clock, copies } = await history(d, [0, 61], 2);
     const before = Math.max(...copies.keys());
     clock.set(new Date(T0.getTime() + 75 * 60_000));
+    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
     await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
     let wrote: Promise<void> | undefined;
     const out = await rep.runResync('vm', {
