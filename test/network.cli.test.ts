@@ -142,7 +142,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     expect(local.status).toBe(2);
     const reverse = cli(['reverse-replication', 'cli-vm', '--home', home]);
     expect(reverse.status).toBe(2);
-    expect(reverse.stderr).toMatch(/is replicated to the replica server .*: reverse replication works on a replica directory on this machine/);
+    expect(reverse.stderr).toMatch(/reverse-replication needs 'cli-vm' failed over/);
   });
 
   it('bad input: one clear line and exit 2', async () => {

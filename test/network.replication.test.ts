@@ -304,7 +304,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect(done.vm.state).toBe('FailedOver');
     expect(await sameContents(done.disks.map((x) => join(root, 'vm7', x.split('/').pop()!)), copies.get(2)!)).toBe(true);
     expect((await getRecoveryPoints(rep, 'vm7')).map((p) => p.kind)).toEqual(['Latest']);
-    await expect(reverseReplication(rep, 'vm7')).rejects.toThrow(/replica server .*: reverse replication works on a replica directory on this machine/);
+    await expect(reverseReplication(rep, 'vm7')).rejects.toThrow(/failed over to the replica server .*: reverse it on that server's machine \(vhdsync reverse-replication vm7 --replica-path/);
   });
 
   it('resync --cancel reaches the server', async () => {

@@ -468,6 +468,25 @@ export class LocalReplicaSite implements ReplicaSite {
     });
   }
 
+  /**
+   * Reverse replication from this side: the folder's disks are a primary now, not a replica. What made
+   * them a replica goes — `replica.json`, shipped logs, the failover record, views, recovery points —
+   * and the disks stay. Running it again is harmless.
+   */
+  retire(): Promise<void> {
+    return this.exclusive(async () => {
+      for (const d of this.disks) {
+        const path = this.diskPath(d.index);
+        await deleteRecoveryPoints(path);
+        await removeIfExists(testViewPathFor(path));
+        await removeIfExists(failoverViewPathFor(path));
+      }
+      await rm(this.logsDir, { recursive: true, force: true });
+      await removeIfExists(join(this.vmDir, 'failover.json'));
+      await removeIfExists(this.statePath);
+    });
+  }
+
   async resyncPhase(index: number): Promise<string | null> {
     const cp = await readCheckpoint(checkpointPathFor(this.diskPath(index))).catch(() => undefined);
     return cp?.phase ?? null;
