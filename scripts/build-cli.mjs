@@ -13,7 +13,7 @@
 
 import * as esbuild from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -51,6 +51,9 @@ async function main() {
   const help = spawnSync(process.execPath, [join(root, 'dist/cli/bin.js'), '--help'], { encoding: 'utf8', env: { ...process.env, VHDSYNC_NO_HELP_CACHE: '1' } });
   if (help.status !== 0 || !help.stdout.startsWith('Usage: vhdsync')) throw new Error(`vhdsync --help failed: ${help.stderr}`);
   await writeFile(join(root, 'dist/cli/bundle/help.txt'), help.stdout);
+  // The package's bin is executable in a clone too (npm sets the bit only when it installs a package):
+  // `./dist/cli/bin.js`, or a link to it on the PATH (test/readme.examples.test.ts), runs as is.
+  await chmod(join(root, 'dist/cli/bin.js'), 0o755);
   console.log(`build-cli: wrote dist/cli/bundle/ (${Math.round(performance.now() - started)} ms)`);
 }
 
