@@ -22,6 +22,10 @@ export function replicationHealth(vm: VmRecord, now: Date): { health: Replicatio
     case 'Error':
       return { health: 'Critical', details: [`Replication for virtual machine ${name} is in error${vm.lastError ? `: ${vm.lastError}` : ''}. Fix the error(s) and resume replication.`] };
     case 'ReadyForInitialReplication':
+      return {
+        health: 'Warning',
+        details: [`Initial replication is not complete for virtual machine ${name}.`, ...(vm.initialReplicationStartTime ? [`Initial replication is scheduled for ${vm.initialReplicationStartTime}.`] : [])],
+      };
     case 'InitialReplicationInProgress':
     case 'WaitingForInitialReplication':
       return { health: 'Warning', details: [`Initial replication is not complete for virtual machine ${name}.`] };

@@ -18,7 +18,7 @@ import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaD
 export const SITE_CALLS = [
   'createEmptyDisks', 'requireReplica', 'lastApplied', 'rebase', 'apply', 'cancelResync', 'receive',
   'points', 'failoverRecord', 'setFailoverRecord', 'createTestViews', 'removeTestViews', 'revertTo', 'resyncPhase',
-  'createFailoverViews', 'removeFailoverViews', 'commitFailover',
+  'createFailoverViews', 'removeFailoverViews', 'commitFailover', 'existingDisks',
 ] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
 
@@ -58,6 +58,10 @@ export class RemoteReplicaSite implements ReplicaSite {
 
   async requireReplica(): Promise<void> {
     await this.call('requireReplica');
+  }
+
+  async existingDisks(): Promise<string[]> {
+    return this.locations(await this.call('existingDisks'), 'existingDisks');
   }
 
   async lastApplied(): Promise<number> {

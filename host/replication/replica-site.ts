@@ -95,6 +95,8 @@ export interface ReplicaSite extends FailoverSite {
    * (an unmounted volume would hide the outage behind a full copy); only an explicit initial replication does.
    */
   requireReplica(): Promise<void>;
+  /** The replica disks already there (a seed placed by hand is used only when asked: --use-existing-replica). */
+  existingDisks(): Promise<string[]>;
   /** Ship one sealed log (the file `from` on this machine). */
   receive(sequence: number, diskIndex: number, from: string): Promise<void>;
   lastApplied(): Promise<number>;
@@ -245,6 +247,12 @@ export class LocalReplicaSite implements ReplicaSite {
         await truncate(path, d.virtualSize);
       }
     }
+  }
+
+  async existingDisks(): Promise<string[]> {
+    const out: string[] = [];
+    for (const d of this.disks) if (await pathExists(this.diskPath(d.index))) out.push(this.diskPath(d.index));
+    return out;
   }
 
   async requireReplica(): Promise<void> {

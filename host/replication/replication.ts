@@ -34,6 +34,8 @@ export interface EnableInput {
   /** Certificates and bandwidth limit for a replica server. */
   network?: NetworkSettings;
   settings?: SettingsChange;
+  /** `--initial-replication-start-time`: the service starts the initial replication then (≤ 7 days ahead). */
+  initialReplicationStartTime?: string;
 }
 
 export interface ResumeInput {
@@ -57,6 +59,13 @@ export interface ResyncRunOptions {
   shouldPause?: () => boolean;
   /** The link to a local replica directory, simulated (as `vhdsync resync --link`); default unlimited. */
   link?: LinkShape;
+}
+
+export interface InitialReplicationOptions {
+  /** The replica was lost: build a new one (from any state of a replicating VM). */
+  again?: boolean;
+  /** Replica disks already at the replica site are the initial copy, made equal by a resync. */
+  useExistingReplica?: boolean;
 }
 
 export interface ResyncRunOutcome {
@@ -140,6 +149,7 @@ export class Replication {
     const name = checkVmName(input.name);
     const now = this.clock.now();
     if (input.disks.length === 0) throw new VhdsyncError('USAGE', `enable-replication ${name}: give at least one --disk`);
+    const irTime = input.initialReplicationStartTime === undefined ? undefined : parseStartTime(input.initialReplicationStartTime, now, '--initial-replication-start-time').toISOString();
     const settings = applySettings(defaultSettings(), input.settings ?? {});
     const remote = isReplicaAddress(input.replica);
     const replica = remote ? parseSiteAddress(input.replica, vmFolderName(name)).url : resolve(input.replica);
@@ -168,6 +178,7 @@ export class Replication {
       disks.push({ index, path, diskId: randomUUID(), ...info, replicaPath, fingerprint });
     }
     const vm = newRecord({ name, vmId: randomUUID(), replica, disks, settings, ...(network ? { network } : {}) }, now);
+    if (irTime) vm.initialReplicationStartTime = irTime;
     // A replica server is asked now whether it takes this VM (Hyper-V's Enable-VMReplication checks
     // the connection too): a wrong address, certificate or a folder of another VM is one line here.
     if (remote) await this.site(vm).lastApplied();
@@ -488,10 +499,25 @@ export class Replication {
    * `again`: the replica was lost (a resync refuses to re-seed it, replica-site.ts requireReplica); the
    * user asks explicitly for a new one, from any state of a replicating VM.
    */
-  async startInitialReplication(name: string, opts: ResyncRunOptions & { again?: boolean } = {}): Promise<ResyncRunOutcome> {
+  async startInitialReplication(name: string, opts: ResyncRunOptions & InitialReplicationOptions = {}): Promise<ResyncRunOutcome> {
     const owner = await this.resyncPid(name);
     const againFrom: ReplicationState[] = ['Replicating', 'Suspended', 'Error', 'WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing'];
     const again = opts.again === true;
+    const current = await this.store.load(name);
+    const fresh = current.state === 'ReadyForInitialReplication' || (again && againFrom.includes(current.state));
+    if (fresh) {
+      // A replica disk already at the replica site is never taken silently as the initial copy.
+      const there = await this.site(current).existingDisks();
+      if (there.length > 0 && !opts.useExistingReplica) {
+        throw new VhdsyncError(
+          'EXISTS',
+          `${there[0]}: a replica disk is already there; to use ${there.length > 1 ? 'them' : 'it'} as the initial copy add --use-existing-replica (compared block by block: a resynchronization, only the differences are sent), or remove ${there.length > 1 ? 'them' : 'it'}`,
+        );
+      }
+      if (opts.useExistingReplica) return this.initialFromExisting(name, current, opts);
+    } else if (opts.useExistingReplica) {
+      throw new VhdsyncError('STATE', `virtual machine '${current.name}' is ${current.state}; --use-existing-replica starts an initial replication (ReadyForInitialReplication, or with --again)`);
+    }
     await this.store.update(name, async (vm) => {
       if (vm.state === 'InitialReplicationInProgress' && owner === undefined) return; // its process died: continue
       if (again && againFrom.includes(vm.state)) {
@@ -507,9 +533,45 @@ export class Replication {
       }
       vm.state = 'InitialReplicationInProgress';
       vm.initialReplicationSize = 0;
+      vm.initialReplicationStartTime = null;
       vm.resync = null;
     });
     return this.runResync(name, { ...opts, origin: 'manual' });
+  }
+
+  /**
+   * `--use-existing-replica`: the disks at the replica site (a copy placed by hand, a restored backup)
+   * are the initial copy, made equal to the primaries by a resynchronization — every block compared,
+   * only the differences sent, events 29242/29244 — never taken as they are.
+   */
+  private async initialFromExisting(name: string, vm: VmRecord, opts: ResyncRunOptions): Promise<ResyncRunOutcome> {
+    await this.site(vm).requireReplica();
+    const now = this.clock.now();
+    await this.store.update(name, async (v) => {
+      if (v.state !== vm.state) throw new VhdsyncError('STATE', `virtual machine '${v.name}' is ${v.state} now; nothing changed`);
+      await stopTracking(v);
+      v.state = 'Resynchronizing';
+      v.initialReplicationStartTime = null;
+      v.resync = {
+        reason: 'Requested',
+        evidence: 'initial replication from the replica disks already at the replica site (--use-existing-replica): they are compared block by block',
+        requiredAt: now.toISOString(),
+        disksDone: [],
+        restart: true,
+        scope: 'Full',
+      };
+    });
+    return this.runResync(name, { ...opts, restart: true, origin: 'manual' });
+  }
+
+  /** `--initial-replication-start-time`: the service starts the initial replication then (at most 7 days ahead). */
+  async scheduleInitialReplication(name: string, at: string): Promise<VmRecord> {
+    const when = parseStartTime(at, this.clock.now(), '--initial-replication-start-time');
+    const { vm } = await this.store.update(name, (v) => {
+      if (v.state !== 'ReadyForInitialReplication') throw new VhdsyncError('STATE', `virtual machine '${v.name}' is ${v.state}; only an initial replication not yet started can be scheduled`);
+      v.initialReplicationStartTime = when.toISOString();
+    });
+    return vm;
   }
 
   /**

@@ -29,6 +29,8 @@ export interface VmPass {
   trigger?: Trigger;
   cycle?: CycleOutcome;
   resync?: { started: 'start' | 'continue'; outcome?: ResyncRunOutcome['result']; error?: string };
+  /** The initial replication started at its --initial-replication-start-time. */
+  initialReplication?: { started: true; outcome?: ResyncRunOutcome['result']; error?: string };
   paused?: boolean;
   statisticsReported?: boolean;
   error?: string;
@@ -62,6 +64,25 @@ export class ReplicationService {
       if ((TRACKING_STATES.includes(vm.state) || vm.state === 'WaitingForStartResynchronize') && !this.resyncs.has(name)) {
         report.trigger = await rep.evaluate(name);
         if (report.trigger) this.log(`${name}: resynchronization required: ${report.trigger.reason}: ${report.trigger.evidence}`);
+        vm = await rep.store.load(name);
+      }
+      if (vm.state === 'ReadyForInitialReplication' && vm.initialReplicationStartTime && now.getTime() >= Date.parse(vm.initialReplicationStartTime) && !this.resyncs.has(name)) {
+        // --initial-replication-start-time has come.
+        report.initialReplication = { started: true };
+        this.log(`${name}: starting the scheduled initial replication`);
+        const run = rep
+          .startInitialReplication(name)
+          .then((o) => {
+            if (report.initialReplication) report.initialReplication.outcome = o.result;
+            this.log(`${name}: initial replication ${o.result}`);
+          })
+          .catch((e: Error) => {
+            if (report.initialReplication) report.initialReplication.error = e.message;
+            this.log(`${name}: initial replication failed: ${e.message}`);
+          })
+          .finally(() => this.resyncs.delete(name));
+        this.resyncs.set(name, run);
+        if (this.opts.once) await run;
         vm = await rep.store.load(name);
       }
       if (vm.state === 'Replicating') {

@@ -78,6 +78,8 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
       return site.createEmptyDisks();
     case 'requireReplica':
       return site.requireReplica();
+    case 'existingDisks':
+      return names(await site.existingDisks());
     case 'lastApplied':
       return site.lastApplied();
     case 'rebase': {

@@ -12,6 +12,7 @@ interface Flags extends HomeFlags, NetworkSettings {
   autoResynchronizeIntervalStart?: string;
   autoResynchronizeIntervalEnd?: string;
   pauseResynchronizeOutsideWindow?: string;
+  initialReplicationStartTime?: string;
 }
 
 /** Enable-VMReplication: a VM is a name, its primary disks and a replica directory. */
@@ -27,7 +28,8 @@ export function register(program: Command): void {
       .option('--auto-resynchronize-enabled <0|1>', 'AutoResynchronizeEnabled (default 0)')
       .option('--auto-resynchronize-interval-start <HH:MM:SS>', 'AutoResynchronizeIntervalStart (default 18:30:00)')
       .option('--auto-resynchronize-interval-end <HH:MM:SS>', 'AutoResynchronizeIntervalEnd (default 06:00:00)')
-      .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes (default 0)'),
+      .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes (default 0)')
+      .option('--initial-replication-start-time <time>', 'InitialReplicationStartTime: the service starts the initial replication then, at most 7 days ahead (e.g. "2024-08-01 05:00" or "08/01/2024 05:00:00")'),
   );
   addNetworkFlags(cmd, 'cap what this VM sends to its replica server (logs and resyncs)').action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
@@ -36,6 +38,7 @@ export function register(program: Command): void {
       disks: flags.disk,
       replica: flags.replica,
       network: flags,
+      initialReplicationStartTime: flags.initialReplicationStartTime,
       settings: {
         frequency: flags.frequency,
         autoResynchronizeEnabled: flags.autoResynchronizeEnabled,

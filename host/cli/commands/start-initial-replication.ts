@@ -1,19 +1,40 @@
 import type { Command } from 'commander';
 import { printJson } from '../output.js';
-import { outcomeJson, outcomeText, replicationFor, runInForeground, withHome, withLink, type HomeFlags } from './replication-common.js';
+import {
+  healthNotes, outcomeJson, outcomeText, replicationFor, replicationTable, runInForeground, viewOf, withHome, withLink, type HomeFlags,
+} from './replication-common.js';
 
-/** Start-VMInitialReplication: the replica disks are created and filled; then the VM is Replicating. */
+interface Flags extends HomeFlags {
+  link?: string;
+  again?: boolean;
+  useExistingReplica?: boolean;
+  initialReplicationStartTime?: string;
+}
+
+/**
+ * Start-VMInitialReplication: the replica disks are created and filled; then the VM is Replicating.
+ * With --initial-replication-start-time it is only scheduled (the service starts it); with
+ * --use-existing-replica the disks already at the replica site are made equal by a resync.
+ */
 export function register(program: Command): void {
   const cmd = program
     .command('start-initial-replication')
     .description('Create the replica disks of a VM and copy what the primaries hold (writes made meanwhile are tracked and follow)')
     .argument('<vm>', 'VM name')
-    .option('--again', 'the replica was lost: build a new one from nothing (a resync never re-seeds a missing replica)');
-  withLink(withHome(cmd)).action(async (name: string, flags: HomeFlags & { link?: string; again?: boolean }) => {
+    .option('--again', 'the replica was lost: build a new one from nothing (a resync never re-seeds a missing replica)')
+    .option('--use-existing-replica', 'replica disks already at the replica site (a copy, a restored backup) are the initial copy: a resynchronization compares them and sends only the differences')
+    .option('--initial-replication-start-time <time>', 'do not start now: the service starts it then, at most 7 days ahead (e.g. "2024-08-01 05:00" or "08/01/2024 05:00:00")');
+  withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
-    const outcome = await runInForeground((opts) => rep.startInitialReplication(name, { ...opts, again: flags.again }), flags.link);
+    if (flags.initialReplicationStartTime !== undefined) {
+      const vm = await rep.scheduleInitialReplication(name, flags.initialReplicationStartTime);
+      if (flags.json) printJson(viewOf(rep, vm));
+      else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
+      return;
+    }
+    const outcome = await runInForeground((opts) => rep.startInitialReplication(name, { ...opts, again: flags.again, useExistingReplica: flags.useExistingReplica }), flags.link);
     if (flags.json) printJson(outcomeJson(rep, outcome));
-    else process.stdout.write(outcomeText(rep, outcome, 'Initial replication'));
+    else process.stdout.write(outcomeText(rep, outcome, flags.useExistingReplica ? 'Initial replication (resynchronized from the existing replica)' : 'Initial replication'));
     process.exitCode = outcome.result === 'completed' ? 0 : outcome.result === 'paused' ? 3 : 1;
   });
 }
