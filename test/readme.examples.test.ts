@@ -68,7 +68,7 @@ describe('README.md shell examples', () => {
     expect(markers.length).toBe(marked.length); // a marker that is malformed, or not just above a block, is caught here
     for (const b of marked) expect(b.notRun!.length, `line ${b.line}`).toBeGreaterThan(10);
     // The examples a reader runs first are runnable: images and resync, certificates, replication.
-    expect(blocks.filter((b) => !b.notRun).map((b) => b.heading)).toEqual(['Using it', 'Network (TLS)', "Replication (Hyper-V Replica's cmdlets)"]);
+    expect(blocks.filter((b) => !b.notRun).map((b) => b.heading)).toEqual(['Using it', 'Network (TLS)', "Replication (Hyper-V Replica's cmdlets)", 'Coming from Hyper-V']);
   });
 
   for (const b of blocks) {
