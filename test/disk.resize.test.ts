@@ -235,6 +235,24 @@ describe('vhdsync resize refuses with one line and writes nothing', () => {
     refused([x, '8M', '--shrink'], /does not shrink a VHDX/, x);
   });
 
+  it('a replica with an unfinished resync (its overlay and checkpoint beside it)', async () => {
+    const primary = name('p.vhd');
+    const replica = name('r.vhd');
+    vhdsync('create', primary, '--size', '8M');
+    vhdsync('create', replica, '--size', '8M');
+    run('qemu-io', '-f', 'vpc', '-c', 'write -P 0xab 0 1M', primary);
+    // A resync interrupted mid-way (SIGKILL) leaves exactly that.
+    const child = spawn(process.execPath, [CLI, 'resync', primary, replica, '--link', '1mbps'], { stdio: 'ignore' });
+    const gone = new Promise((r) => child.once('exit', r));
+    for (let i = 0; i < 600 && !existsSync(`${replica}.resync.json`); i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGKILL');
+    await gone;
+    expect(existsSync(`${replica}.resync.json`)).toBe(true);
+    refused([replica, '16M'], /a resynchronization of this replica is unfinished .*\(vhdsync resync --cancel /, replica);
+    expect(vhdsync('resync', '--cancel', replica).code).toBe(0);
+    expect(vhdsync('resize', replica, '16M').code).toBe(0);
+  });
+
   it('differencing disks (VHD and VHDX)', () => {
     refused([join(fx, 'diff-child-sectors.vhd'), '1G'], /a differencing disk has its parent's size and cannot be resized alone/);
     const base = name('base.vhdx');

@@ -2,7 +2,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cli, homeCli, qemuIdentical, tempDir } from './support/files.js';
+import { spawn } from 'node:child_process';
+import { ROOT, cli, homeCli, qemuIdentical, tempDir } from './support/files.js';
+import { killLeftoverRuns, startRun } from './nbd.support.js';
 import { MiB, rawDisk } from './replication.support.js';
 
 /** Issue 13, "Ordinary operations": what users do to a replicated VM that must not fool the replica. */
@@ -10,7 +12,10 @@ let dir: string;
 let cleanup: () => Promise<void>;
 let n = 0;
 beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-repl-trust-')));
-afterAll(() => cleanup());
+afterAll(() => {
+  killLeftoverRuns();
+  return cleanup();
+});
 
 async function site() {
   const d = join(dir, `s${++n}`);
@@ -77,6 +82,44 @@ describe('a resized disk', () => {
     const w = s.json('workload', 'vm', '--pattern', 'random', '--bytes', '2M', '--rate', 'unlimited', '--duration', '10s');
     expect(w.Triggers ?? []).toEqual([]);
     expect(s.json('get-replication', 'vm').State).toBe('Replicating');
+  });
+
+  it('a running VM holds its disks: resize is refused (exit 2, one line naming the running VM), and goes through once it stops', async () => {
+    const s = await site();
+    const p = join(s.d, 'p.vhd');
+    image('create', p, '--size', '8M');
+    s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
+    s.ok('start-initial-replication', 'vm');
+    const running = await startRun(s.home, ['vm', '--socket', join(s.d, 'vm.sock')]);
+    try {
+      const r = cli(['resize', p, '16M']);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(new RegExp(`p\\.vhd is in use by process ${running.child.pid} on .*run vm`));
+    } finally {
+      s.ok('stop-vm', 'vm');
+      await running.exited;
+    }
+    expect(image('resize', p, '16M')).toMatch(/-> 16 MiB/);
+
+    // The other way round: the VM does not start while another process writes one of its disks.
+    const dist = join(ROOT, 'dist', 'writer-lock.js');
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { lockFile } from ${JSON.stringify(dist)};
+      await lockFile(${JSON.stringify(p)}, { what: ${JSON.stringify(p)} });
+      process.stdout.write('held\\n');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((res) => holder.stdout.on('data', (d: Buffer) => d.toString().includes('held') && res()));
+      const w = s.run('write', 'vm', '--offset', '0', '--length', '4K', '--pattern', '0x01');
+      expect(w.status).toBe(2);
+      expect(w.stderr).toMatch(new RegExp(`virtual machine 'vm' cannot start: .*p\\.vhd is in use by process ${holder.pid}`));
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    await new Promise((r) => holder.once('exit', r));
+    expect(s.json('write', 'vm', '--offset', '0', '--length', '4K', '--pattern', '0x01').Triggers.map((t: { Reason: string }) => t.Reason)).toEqual(['ModifiedWhileOff']);
   });
 
   for (const ext of ['vhd', 'vhdx']) {

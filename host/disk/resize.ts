@@ -35,6 +35,8 @@ export interface ResizeOptions {
   onWait?: (holder: Holder | undefined) => void;
   /** Called between two durable steps (the crash tests kill there). */
   onStep?: StepHook;
+  /** A check made once the lock is held, before anything is written (the CLI refuses a replica with an unfinished resync). */
+  beforeWrite?: () => Promise<void>;
 }
 
 export interface ResizeResult {
@@ -59,6 +61,7 @@ export function parseResizeTarget(text: string, parse: (t: string) => number): R
 export async function resizeImage(path: string, target: ResizeTarget, options: ResizeOptions = {}): Promise<ResizeResult> {
   const lock = await lockFile(path, { what: path, wait: options.wait, onWait: options.onWait });
   try {
+    await options.beforeWrite?.();
     const result = await resizeLocked(path, target, options);
     if (result.changed) {
       // The image as any reader now finds it.

@@ -4,6 +4,7 @@ import type { LogFs } from '../tracking/log-fs.js';
 import { currentLog, trackingLogPathFor } from '../tracking/log-files.js';
 import { dirtyMapPathFor } from '../tracking/dirty-map.js';
 import { tryLock, type Release } from '../pid-lock.js';
+import { describeHolder, tryLockFile, type HeldLock } from '../writer-lock.js';
 import { openTrackedDisk, type TrackedDisk } from '../tracking/tracked-disk.js';
 import { MAX_PROBES, PROBE_BYTES, takeFingerprint, type Probe } from './fingerprint.js';
 import { RESYNC_STATES, TRACKING_STATES } from './names.js';
@@ -54,7 +55,24 @@ export class RunningVm {
     const lock = await tryLock(rep.store.runLockPath(name));
     if (!('release' in lock)) throw new VhdsyncError('BUSY', `virtual machine '${name}' is already running (process ${lock.holder})`);
     const opened: TrackedDisk[] = [];
+    // One writer, always: each disk's own writer lock while the VM runs, so that another writer of the
+    // file (vhdsync resize, a resync onto it) is refused instead of changing it under the guest.
+    const diskLocks: HeldLock[] = [];
+    const release = async () => {
+      for (const l of diskLocks.splice(0).reverse()) await l.release();
+      await lock.release();
+    };
     try {
+      for (const d of (await rep.store.load(name)).disks) {
+        // A missing disk is reported by the code below, as before.
+        const held = await tryLockFile(d.path, { what: d.path }).catch((e: unknown) => {
+          if (e instanceof VhdsyncError && e.code === 'NOT_FOUND') return undefined;
+          throw e;
+        });
+        if (!held) continue;
+        if (!('release' in held)) throw new VhdsyncError('BUSY', `virtual machine '${name}' cannot start: ${describeHolder(d.path, held.holder)}`);
+        diskLocks.push(held);
+      }
       const triggers: Trigger[] = [];
       let vm = await rep.store.load(name);
       if (TRACKING_STATES.includes(vm.state)) {
@@ -85,12 +103,12 @@ export class RunningVm {
           }),
         );
       }
-      self = new RunningVm(rep, vm, opened, dataWriteId, lock.release);
+      self = new RunningVm(rep, vm, opened, dataWriteId, release);
       self.triggers.push(...triggers);
       return self;
     } catch (e) {
       for (const d of opened) await d.close().catch(() => undefined);
-      await lock.release();
+      await release();
       throw e;
     }
   }

@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
 import { parseResizeTarget, resizeImage } from '../../disk/index.js';
+import { VhdsyncError } from '../../errors.js';
+import { pathExists } from '../../fsutil.js';
+import { checkpointPathFor, overlayPathFor } from '../../resync/paths.js';
 import type { ImageFormat } from '../../disk/detect.js';
 import { formatSize, parseSize } from '../../units.js';
 import { formatOption } from '../format-flag.js';
@@ -34,6 +37,15 @@ export function register(program: Command): void {
         format: flags.format,
         wait: flags.wait === true,
         onWait: (h) => process.stderr.write(`vhdsync: ${image} is in use${h ? ` by process ${h.pid} on ${h.host} (since ${h.since})` : ''}; waiting…\n`),
+        beforeWrite: async () => {
+          // A paused or interrupted resync keeps an overlay over this replica (of its current size) and a checkpoint.
+          if ((await pathExists(checkpointPathFor(image))) || (await pathExists(overlayPathFor(image)))) {
+            throw new VhdsyncError(
+              'STATE',
+              `${image}: a resynchronization of this replica is unfinished (its overlay or checkpoint is beside it); let it finish (vhdsync resync again) or cancel it (vhdsync resync --cancel ${image}) before resizing`,
+            );
+          }
+        },
       });
       if (flags.json) {
         printJson(r);
