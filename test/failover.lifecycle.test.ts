@@ -54,6 +54,8 @@ describe('failover lifecycle (local replica directory)', () => {
     // Prepare shipped what was left: the replica equals the primary.
     expect(qemuIdentical(a, replica)).toBe(true);
     expect(json('get-replication', 'vm')).toMatchObject({ State: 'PreparedForFailover', Health: 'Warning' });
+    // A prepared primary does not run: its writes would be lost by the failover that follows.
+    oneLine(run('workload', 'vm', '--bytes', '64K', '--rate', 'unlimited', '--seed', '15'), /'vm' is prepared for a planned failover .*; fail over \(start-failover vm\) or cancel it first \(stop-failover vm\)/);
     expect(json('stop-failover', 'vm')).toMatchObject({ Kind: 'prepared', State: 'Replicating' });
 
     // Prepare, then the failover itself: the running copy is a view over the replica.
@@ -95,7 +97,7 @@ describe('failover lifecycle (local replica directory)', () => {
     expect(json('get-replication', 'vm')).toMatchObject({ State: 'Replicating' });
   });
 
-  it('an unplanned failover is rolled back by stop-failover: unapplied shipped logs are still applied after it', async () => {
+  it('an unplanned failover is rolled back by stop-failover: what the primary tracked before and during it is shipped after it', async () => {
     const d = join(dir, 'unplanned');
     await mkdir(d, { recursive: true });
     const { ok, json } = homeCli(join(d, 'home'));
@@ -111,6 +113,8 @@ describe('failover lifecycle (local replica directory)', () => {
     expect(Buffer.compare(await readFile(replica), before)).toBe(0);
     expect(json('service', '--once')[0].Cycle?.Result ?? 'skipped').not.toBe('replicated');
     await writeView(fo.Disks[0], 0, randomBytes(65536, 22));
+    // The primary is still up and keeps writing while the failover waits: tracked as before.
+    ok('workload', 'vm', '--bytes', '512K', '--rate', 'unlimited', '--seed', '23');
     expect(json('stop-failover', 'vm')).toMatchObject({ Kind: 'unplanned', State: 'Replicating' });
     expect(Buffer.compare(await readFile(replica), before)).toBe(0);
     // What the primary tracked meanwhile is shipped now: nothing was lost by failing over and back.

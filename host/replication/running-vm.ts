@@ -7,7 +7,7 @@ import { tryLock, type Release } from '../pid-lock.js';
 import { describeHolder, tryLockFile, type HeldLock } from '../writer-lock.js';
 import { openTrackedDisk, type TrackedDisk } from '../tracking/tracked-disk.js';
 import { MAX_PROBES, PROBE_BYTES, takeFingerprint, type Probe } from './fingerprint.js';
-import { RESYNC_STATES, TRACKING_STATES } from './names.js';
+import { RESYNC_STATES, TRACKING_STATES, type ReplicationState } from './names.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { checkLogSize, detectPrimaryTriggers, type Trigger } from './triggers.js';
@@ -75,6 +75,10 @@ export class RunningVm {
       }
       const triggers: Trigger[] = [];
       let vm = await rep.store.load(name);
+      // Writes after the prepare would be lost by the planned failover that follows it.
+      if (vm.state === 'PreparedForFailover') {
+        throw new VhdsyncError('STATE', `virtual machine '${name}' is prepared for a planned failover (its last changes are on the replica); fail over (start-failover ${name}) or cancel it first (stop-failover ${name})`);
+      }
       if (TRACKING_STATES.includes(vm.state)) {
         const t = await detectPrimaryTriggers(vm, { running: false });
         if (t) {
@@ -87,7 +91,7 @@ export class RunningVm {
       const widened = await rep.checkScope(name, { running: false });
       if (widened) triggers.push(widened);
       ({ vm } = await rep.store.update(name, async (v) => {
-        if (TRACKING_STATES.includes(v.state) && !RESYNC_STATES.includes(v.state)) await ensureLogs(v);
+        if (keepsLogs(v.state) && !RESYNC_STATES.includes(v.state)) await ensureLogs(v);
       }));
       const dataWriteId = crypto.getRandomValues(new Uint8Array(16));
       let self: RunningVm | undefined;
@@ -221,7 +225,7 @@ export class RunningVm {
       for (const d of this.disks) await d.close();
       const now = this.rep.clock.now();
       await this.rep.store.update(this.name, async (vm) => {
-        if (TRACKING_STATES.includes(vm.state) && !RESYNC_STATES.includes(vm.state)) await switchLogs(vm, { running: false });
+        if (keepsLogs(vm.state) && !RESYNC_STATES.includes(vm.state)) await switchLogs(vm, { running: false });
         for (const d of vm.disks) {
           const written = this.recent.get(d.index) ?? [];
           const kept = (d.fingerprint?.probes ?? []).filter((p) => !written.some((w) => w.offset === p.offset));
@@ -233,4 +237,12 @@ export class RunningVm {
       await this.releaseRun();
     }
   }
+}
+
+/**
+ * A failover not yet completed may be stopped, and replication then resumes: the primary's writes
+ * meanwhile are tracked (and sealed at a clean close) as while Replicating, and shipped after the stop.
+ */
+function keepsLogs(state: ReplicationState): boolean {
+  return TRACKING_STATES.includes(state) || state === 'FailedOverWaitingCompletion';
 }
