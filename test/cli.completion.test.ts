@@ -40,6 +40,11 @@ describe('completion', () => {
     expect(complete('vhdsync', 're').sort()).toEqual(['remove-replication', 'replica', 'reset-replication-statistics', 'resize', 'resume-replication', 'resync', 'reverse-replication']);
     expect(complete('vhdsync', 'resync', '--dr')).toEqual(['--dry-run']);
     expect(complete('vhdsync', 'resize', '--sh')).toEqual(['--shrink']);
+    // The failover lifecycle: complete-failover, start-failover --prepare, run --failover-view, get-replication's replica side.
+    expect(complete('vhdsync', 'complete-')).toEqual(['complete-failover']);
+    expect(complete('vhdsync', 'start-failover', '--pr')).toEqual(['--prepare']);
+    expect(complete('vhdsync', 'run', '--failover')).toEqual(['--failover-view']);
+    expect(complete('vhdsync', 'get-replication', '--replica-')).toEqual(['--replica-path', '--replica-server']);
     expect(complete('vhdsync', 'info', '--f')).toEqual(['--format']);
     expect(complete('vhdsync', 'compare', '-')).toEqual(expect.arrayContaining(['--json', '--format', '-f', '--format-b', '-F', '--help']));
     writeFileSync(join(dir, 'disk-one.vhdx'), '');
