@@ -18,11 +18,13 @@ interface ResizeFlags {
 export function register(program: Command): void {
   program
     .command('resize')
-    .description(
-      'Change the virtual size of a raw, VHD or VHDX image in place (qemu-img resize cannot grow a VHD). Growing is crash-safe: ' +
-        'a kill leaves the old size or the new one, the new part reads as zeros. Shrinking is refused unless --shrink (raw and fixed VHD ' +
-        'only; never a dynamic VHD or a VHDX). Differencing disks are refused, and do not resize a disk that is the parent of others. ' +
-        'A replicated VM\'s disk: resize the primary and its replica to the same size while the VM is off; the next resync follows the new size.',
+    .description('Grow a raw, VHD or VHDX image in place, crash-safe (qemu-img resize cannot grow a VHD); shrink only a raw image or fixed VHD, with --shrink')
+    .addHelpText(
+      'after',
+      '\nGrowing is crash-safe: a kill leaves the old size or the new one, the new part reads as zeros. Shrinking is refused\n' +
+        'unless --shrink (raw and fixed VHD only; never a dynamic VHD or a VHDX). Differencing disks are refused; do not\n' +
+        'resize a disk that is the parent of others. A replicated VM: with the VM off, resize the primary and its replica\n' +
+        'to the same size; the next run asks for one resync, which follows the new size (resume-replication --resynchronize).\n',
     )
     .argument('<image>', 'the image to resize')
     .argument('<size>', "new size: bytes or 10G, 512M, ... (a multiple of the sector size), or +N to grow by N (shrink by N: -- -N)")
