@@ -242,10 +242,12 @@ describe('the new commands in help and completion', () => {
   it('help lists them under Replication; bash and zsh complete them and their options', () => {
     const help = cli(['--help'], { VHDSYNC_NO_HELP_CACHE: '1' }).stdout;
     const replication = help.slice(help.indexOf('Replication:'), help.indexOf('Running VMs:'));
-    for (const c of ['reset-replication-statistics', 'test-replication-connection']) expect(replication).toContain(c);
+    for (const c of ['reset-replication-statistics', 'test-replication-connection', 'import-initial-replication']) expect(replication).toContain(c);
     const bash = cli(['completion', 'bash']).stdout;
     expect(bash).toMatch(/test-replication-connection\) opts='[^']*--vm[^']*--cert/);
     expect(bash).toMatch(/get-replication\) opts='[^']*--list --replication-state --health/);
+    expect(bash).toMatch(/import-initial-replication\) opts='[^']*--path --replica-root/);
+    expect(bash).toMatch(/start-initial-replication\) opts='[^']*--use-existing-replica --destination-path --initial-replication-start-time/);
     expect(cli(['completion', 'zsh']).stdout).toContain("'reset-replication-statistics:Reset the replication statistics of a VM'");
   });
 });

@@ -1,7 +1,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { homeCli, qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
+import { CLI, cli, homeCli, qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
 
 /** Issue 18, "Initial replication options", through the built binary. */
@@ -111,5 +113,101 @@ describe('a replica disk placed by hand', () => {
     const r = s.run('start-initial-replication', 'RESYNC VM', '--use-existing-replica');
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/is Replicating; --use-existing-replica starts an initial replication/);
+  });
+});
+
+describe('offline initial replication', () => {
+  it('start-initial-replication --destination-path exports the replica; import-initial-replication adopts it at the replica site; the writes made meanwhile follow as normal cycles', async () => {
+    const s = await site();
+    const a = await rawDisk(join(s.d, 'a.img'), 16 * MiB, 21);
+    const b = await rawDisk(join(s.d, 'b.img'), 8 * MiB, 22);
+    s.ok('enable-replication', 'OFFLINE VM', '--disk', a, b, '--replica', s.replica);
+    const media = join(s.d, 'usb');
+    const out = s.json('start-initial-replication', 'OFFLINE VM', '-DestinationPath', media);
+    expect(out).toMatchObject({ Result: 'completed', State: 'InitialReplicationInProgress', DestinationPath: media });
+    const [folder] = await readdir(media);
+    expect(folder).toMatch(/^OFFLINE_VM\+[0-9a-f]{12}$/);
+    expect((await readdir(join(media, folder))).sort()).toEqual(['a.img', 'b.img', 'export.json', 'replica.json']);
+    expect(qemuIdentical(a, join(media, folder, 'a.img'))).toBe(true); // the copy is the primary as of the export
+    expect(existsSync(s.replica)).toBe(false); // nothing crossed to the replica site
+    const exported = await sha256File(join(media, folder, 'a.img'));
+
+    // Meanwhile the VM runs: its writes are tracked and wait; cycles do not ship before the import.
+    s.ok('write', 'OFFLINE VM', '--offset', '2M', '--length', '128K', '--pattern', '0x71');
+    s.ok('write', 'OFFLINE VM', '--disk', '1', '--offset', '5M', '--length', '64K', '--pattern', '0x72');
+    const waiting = s.json('get-replication', 'OFFLINE VM');
+    expect(waiting).toMatchObject({ State: 'InitialReplicationInProgress', Health: 'Warning' });
+    expect(waiting.ReplicationHealthDetails[1]).toMatch(/exported to .*usb at .*; import it at the replica site/);
+    const [pass] = s.json('service', '--once');
+    expect(pass.Cycle).toBeUndefined();
+    expect(pass.Imported).toBeUndefined();
+    const again = s.run('start-initial-replication', 'OFFLINE VM');
+    expect(again.status).toBe(2);
+    expect(again.stderr).toMatch(/was exported for offline initial replication to .*usb .*; import it at the replica site \(vhdsync import-initial-replication 'OFFLINE VM' --path DIR\)/);
+
+    // At the replica site: the import.
+    const imported = s.json('import-initial-replication', 'offline vm', '--path', media);
+    expect(imported).toMatchObject({ VMName: 'OFFLINE VM', State: 'Replicating', Folder: join(s.replica, folder) });
+    expect(await sha256File(join(s.replica, folder, 'a.img'))).toBe(exported);
+    const cycle = s.json('service', '--once')[0].Cycle;
+    expect(cycle.Result).toBe('replicated');
+    expect(cycle.Bytes).toBeGreaterThanOrEqual(192 * 1024); // the writes made since the export, not the disks
+    expect(cycle.Bytes).toBeLessThan(MiB);
+    expect(qemuIdentical(a, join(s.replica, folder, 'a.img'))).toBe(true);
+    expect(qemuIdentical(b, join(s.replica, folder, 'b.img'))).toBe(true);
+    const twice = s.run('import-initial-replication', 'OFFLINE VM', '--path', media);
+    expect(twice.status).toBe(2);
+    expect(twice.stderr).toMatch(/is Replicating; nothing waits for an import/);
+  });
+
+  describe('through a replica server', () => {
+    let certs: string;
+    let root: string;
+    let server: ChildProcess;
+    let port: number;
+    const client = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+    beforeAll(async () => {
+      certs = join(dir, 'certs');
+      const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1', '--clients', 'primary']);
+      expect(made.status, made.stderr).toBe(0);
+      root = join(dir, 'server-root');
+      await mkdir(root);
+      server = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', '--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      port = await new Promise<number>((res, rej) => {
+        let buf = '';
+        server.stdout!.on('data', (x) => {
+          buf += x;
+          const m = /"event":"listening"[^\n]*"port":(\d+)/.exec(buf);
+          if (m) res(Number(m[1]));
+        });
+        server.on('exit', (code) => rej(new Error(`replica serve exited ${code}`)));
+      });
+    });
+    afterAll(() => {
+      server?.kill();
+    });
+
+    it('imported under the server\'s root (--replica-root), the primary sees it at its next pass and replicates', async () => {
+      const s = await site();
+      const a = await rawDisk(join(s.d, 'srv.img'), 8 * MiB, 23);
+      s.ok('enable-replication', 'FAR VM', '--disk', a, '--replica', `tls://127.0.0.1:${port}/far`, ...client());
+      const media = join(s.d, 'media');
+      expect(s.json('start-initial-replication', 'FAR VM', '--destination-path', media).Result).toBe('completed');
+      expect(await readdir(media)).toEqual(['far']);
+      s.ok('write', 'FAR VM', '--offset', '1M', '--length', '64K', '--pattern', '0x73');
+      expect(s.json('service', '--once')[0].Imported).toBeUndefined();
+      const wrong = cli(['import-initial-replication', 'OTHER', '--path', media, '--replica-root', root]);
+      expect(wrong.status).toBe(2);
+      expect(wrong.stderr).toMatch(/this is the export of 'FAR VM', not 'OTHER'/);
+      // On the server's machine: no VM record there, only its root.
+      const imp = cli(['import-initial-replication', '--path', media, '--replica-root', root, '--json']);
+      expect(imp.status, imp.stderr).toBe(0);
+      expect(JSON.parse(imp.stdout)).toMatchObject({ VMName: 'FAR VM', Folder: join(root, 'far') });
+      const [pass] = s.json('service', '--once');
+      expect(pass).toMatchObject({ Imported: true });
+      expect(pass.Cycle.Result).toBe('replicated');
+      expect(s.json('get-replication', 'FAR VM').State).toBe('Replicating');
+      expect(qemuIdentical(a, join(root, 'far', 'srv.img'))).toBe(true);
+    });
   });
 });

@@ -27,6 +27,16 @@ export function replicationHealth(vm: VmRecord, now: Date): { health: Replicatio
         details: [`Initial replication is not complete for virtual machine ${name}.`, ...(vm.initialReplicationStartTime ? [`Initial replication is scheduled for ${vm.initialReplicationStartTime}.`] : [])],
       };
     case 'InitialReplicationInProgress':
+      if (vm.offlineInitialReplication?.exportedAt) {
+        return {
+          health: 'Warning',
+          details: [
+            `Initial replication is not complete for virtual machine ${name}.`,
+            `The initial copy was exported to ${vm.offlineInitialReplication.path} at ${vm.offlineInitialReplication.exportedAt}; import it at the replica site (import-initial-replication).`,
+          ],
+        };
+      }
+      return { health: 'Warning', details: [`Initial replication is not complete for virtual machine ${name}.`] };
     case 'WaitingForInitialReplication':
       return { health: 'Warning', details: [`Initial replication is not complete for virtual machine ${name}.`] };
     case 'Suspended':

@@ -59,6 +59,8 @@ export interface ResyncRunOptions {
   shouldPause?: () => boolean;
   /** The link to a local replica directory, simulated (as `vhdsync resync --link`); default unlimited. */
   link?: LinkShape;
+  /** Where the replica disks are made instead of the VM's replica site (offline initial replication's media). */
+  site?: LocalReplicaSite;
 }
 
 export interface InitialReplicationOptions {
@@ -504,6 +506,15 @@ export class Replication {
     const againFrom: ReplicationState[] = ['Replicating', 'Suspended', 'Error', 'WaitingForStartResynchronize', 'ResynchronizeSuspended', 'Resynchronizing'];
     const again = opts.again === true;
     const current = await this.store.load(name);
+    if (current.offlineInitialReplication && !again) {
+      const o = current.offlineInitialReplication;
+      throw new VhdsyncError(
+        'STATE',
+        o.exportedAt
+          ? `virtual machine '${current.name}' was exported for offline initial replication to ${o.path} at ${o.exportedAt}; import it at the replica site (vhdsync import-initial-replication ${shellWord(current.name)} --path DIR), or start over with --again`
+          : `virtual machine '${current.name}' has an offline initial replication to ${o.path} under way; run start-initial-replication ${shellWord(current.name)} --destination-path ${shellWord(o.path)} again to finish it`,
+      );
+    }
     const fresh = current.state === 'ReadyForInitialReplication' || (again && againFrom.includes(current.state));
     if (fresh) {
       // A replica disk already at the replica site is never taken silently as the initial copy.
@@ -525,6 +536,7 @@ export class Replication {
         await stopTracking(vm); // the replica starts from nothing: no log of the old one is of use
         vm.state = 'InitialReplicationInProgress';
         vm.initialReplicationSize = 0;
+        vm.offlineInitialReplication = null;
         vm.resync = null;
         return;
       }
@@ -641,8 +653,8 @@ export class Replication {
       return restart;
     });
     const initial = started.state === 'InitialReplicationInProgress';
-    const site = this.site(started);
-    const network = isReplicaAddress(started.replica) ? await this.dialOptions(started) : undefined;
+    const site = opts.site ?? this.site(started);
+    const network = !opts.site && isReplicaAddress(started.replica) ? await this.dialOptions(started) : undefined;
     const seq = started.resync!.continuationSequence!;
     const results: ResyncRunOutcome['disks'] = [];
     const progress = new TaskProgress(this.store.vmDir(name), started.resync!.startedAt!);
@@ -662,7 +674,7 @@ export class Replication {
         }
         const handle = startResync({
           primary: d.path,
-          replica: d.replicaPath,
+          replica: opts.site ? opts.site.diskPath(d.index) : d.replicaPath,
           vm: started.name,
           restart: fresh,
           keepPreResyncPoint: !initial && started.resync!.keepPreResyncPoint === true,
@@ -739,12 +751,17 @@ export class Replication {
         const keep = vm.resync?.keepPreResyncPoint === true;
         await site.rebase(seq - 1, keep ? { preResyncPointTime: vm.lastReplicationTime ?? vm.resync?.startedAt ?? end.toISOString() } : {});
         vm.lastShippedSequence = seq - 1;
-        vm.state = 'Replicating';
         vm.resync = null;
         vm.control = null;
         vm.retry = null;
-        vm.lastReplicationTime = end.toISOString();
-        vm.lastCycleAt = end.toISOString();
+        if (opts.site && vm.offlineInitialReplication) {
+          // Exported to removable media: replication starts once the replica site has imported it.
+          vm.offlineInitialReplication = { ...vm.offlineInitialReplication, sequence: seq, exportedAt: end.toISOString() };
+        } else {
+          vm.state = 'Replicating';
+          vm.lastReplicationTime = end.toISOString();
+          vm.lastCycleAt = end.toISOString();
+        }
         if (!running) await this.refreshFingerprints(vm, end);
         await dropDirtyMaps(vm);
         return 'completed';

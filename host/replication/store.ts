@@ -92,6 +92,11 @@ export interface VmRecord {
   initialReplicationStartTime?: string | null;
   /** Bytes the initial replication sent (every session), once it has run: Measure's InitialReplicationSize. */
   initialReplicationSize?: number;
+  /**
+   * Offline initial replication (`start-initial-replication --destination-path`): where the replica
+   * was exported, the sequence replication continues with, and when the export finished (null while it runs).
+   */
+  offlineInitialReplication?: { path: string; sequence: number; exportedAt: string | null } | null;
   /** The kind of the last replication: Regular (a cycle), Planned (a planned failover's last cycle). */
   lastReplicationType?: 'Regular' | 'Planned';
 }

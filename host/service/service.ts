@@ -1,3 +1,4 @@
+import { checkImported } from '../replication/offline-ir.js';
 import { VhdsyncError } from '../errors.js';
 import { replicateCycle, type CycleOutcome } from '../replication/cycle.js';
 import { TRACKING_STATES } from '../replication/names.js';
@@ -29,6 +30,8 @@ export interface VmPass {
   trigger?: Trigger;
   cycle?: CycleOutcome;
   resync?: { started: 'start' | 'continue'; outcome?: ResyncRunOutcome['result']; error?: string };
+  /** An offline initial replication's import was found at the replica site: the VM replicates. */
+  imported?: boolean;
   /** The initial replication started at its --initial-replication-start-time. */
   initialReplication?: { started: true; outcome?: ResyncRunOutcome['result']; error?: string };
   paused?: boolean;
@@ -84,6 +87,14 @@ export class ReplicationService {
         this.resyncs.set(name, run);
         if (this.opts.once) await run;
         vm = await rep.store.load(name);
+      }
+      if (vm.state === 'InitialReplicationInProgress' && vm.offlineInitialReplication?.exportedAt && !this.resyncs.has(name)) {
+        // An offline initial replication imported on a replica server: replication starts.
+        if (await checkImported(rep, name)) {
+          report.imported = true;
+          this.log(`${name}: the replica site has imported the offline initial replication; replicating`);
+          vm = await rep.store.load(name);
+        }
       }
       if (vm.state === 'Replicating') {
         const freqMs = vm.settings.ReplicationFrequencySec * 1000;

@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   resize: () => import('./resize.js'),
   'enable-replication': () => import('./enable-replication.js'),
   'start-initial-replication': () => import('./start-initial-replication.js'),
+  'import-initial-replication': () => import('./import-initial-replication.js'),
   'get-replication': () => import('./get-replication.js'),
   'set-replication': () => import('./set-replication.js'),
   'suspend-replication': () => import('./suspend-replication.js'),
@@ -52,7 +53,7 @@ const GROUPS: [string, string[]][] = [
   ['Images:', ['info', 'compare', 'checksum', 'create', 'resize', 'web']],
   ['Resync:', ['resync']],
   ['Replication:', [
-    'enable-replication', 'start-initial-replication', 'get-replication', 'set-replication', 'suspend-replication',
+    'enable-replication', 'start-initial-replication', 'import-initial-replication', 'get-replication', 'set-replication', 'suspend-replication',
     'resume-replication', 'stop-replication', 'measure-replication', 'reset-replication-statistics', 'test-replication-connection',
     'remove-replication', 'events', 'service',
   ]],
