@@ -321,6 +321,13 @@ describe('test-replication-connection', () => {
       expect(r.stderr, args.join(' ')).toMatch(why);
     }
 
+    // Test-VMReplicationConnection's own parameters, as a runbook writes them.
+    const named = s.json('test-replication-connection', '-ReplicaServerName', '127.0.0.1', '-ReplicaServerPort', String(port), '-AuthenticationType', 'Certificate', ...client());
+    expect(named).toMatchObject({ Result: 'Succeeded', ReplicaServerPort: port });
+    const kerberos = s.run('test-replication-connection', '-ReplicaServerName', '127.0.0.1', '-ReplicaServerPort', String(port), '-AuthenticationType', 'Kerberos', ...client());
+    expect(kerberos.status).toBe(2);
+    expect(kerberos.stderr).toMatch(/'Kerberos' is not available; vhdsync authenticates with certificates only/);
+
     // A local directory (made later by enable), and a VM's own replica with its own settings.
     expect(s.json('test-replication-connection', join(s.d, 'not-yet', 'replica'))).toMatchObject({ Result: 'Succeeded', AuthenticationType: 'None' });
     const p = await rawDisk(join(s.d, 'q.img'), 4 * MiB, 9);

@@ -26,6 +26,8 @@ const ALIASES: Record<string, string> = {
   replicationhealth: 'health',
   replicaserver: 'replica-server-name',
   replicaport: 'replica-server-port',
+  replicaservername: 'replica-server-name',
+  replicaserverport: 'replica-server-port',
   authtype: 'authentication-type',
   thumbprint: 'certificate-thumbprint',
   cert: 'certificate-thumbprint',
