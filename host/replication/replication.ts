@@ -278,11 +278,16 @@ export class Replication {
    * the resync. `running`: the VM holds its disks (default: as its run lock says).
    */
   async checkScope(name: string, opts: { running?: boolean } = {}): Promise<Trigger | undefined> {
-    const running = opts.running ?? (await this.runningPid(name)) !== undefined;
     const owner = await this.resyncPid(name);
+    const applies = (vm: VmRecord) =>
+      vm.resync?.scope === 'DirtyExtents' && (vm.state === 'WaitingForStartResynchronize' || (owner === undefined && (vm.state === 'ResynchronizeSuspended' || vm.state === 'Resynchronizing')));
+    // Looked at without the lock first (reads only): most passes find nothing, and write nothing.
+    const seen = await this.store.load(name);
+    if (!applies(seen)) return undefined;
+    const running = opts.running ?? (await this.runningPid(name)) !== undefined;
+    if (!(await detectScopeBreach(seen, { running }))) return undefined;
     const { result } = await this.store.update(name, async (vm, ctx) => {
-      const idle = vm.state === 'WaitingForStartResynchronize' || (owner === undefined && (vm.state === 'ResynchronizeSuspended' || vm.state === 'Resynchronizing'));
-      if (!idle || vm.resync?.scope !== 'DirtyExtents') return undefined;
+      if (!applies(vm)) return undefined;
       const breach = await detectScopeBreach(vm, { running });
       if (breach) await this.widenScope(vm, breach, ctx);
       return breach;
