@@ -321,16 +321,20 @@ describe('the resync state machine', () => {
     expect(second.result).toBe('paused');
     expect(second.disks[0].result.resumedFrom).toBe(0);
 
-    // 4. --continue carries on from its checkpoint to the end: nothing is sent twice.
+    // 4. --continue carries on from its checkpoint to the end. Only what was in flight at the pause is
+    // sent again: a pause stops mid-region and a region not ended is redone (at most the 32 regions
+    // that descend at once, 128 KiB of changes each here).
     const cont = await rep.resume('vm', { continue: true });
     expect(cont.run).toEqual({ restart: false });
     const third = await rep.runResync('vm', { restart: false });
     expect(third.result).toBe('completed');
     expect(third.disks[0].result.resumedFrom).toBeGreaterThan(0);
     expect(third.disks[0].result.resumedFrom).toBeLessThan(size);
-    expect(second.disks[0].result.bytesSent + third.disks[0].result.bytesSent).toBe(changed);
+    const resent = second.disks[0].result.bytesSent + third.disks[0].result.bytesSent - changed;
+    expect(resent).toBeGreaterThanOrEqual(0);
+    expect(resent).toBeLessThanOrEqual(32 * 128 * 1024);
     console.log(
-      `suspend/stop/continue figures: 1st run sent ${first.disks[0].result.bytesSent} B then paused; after stop the 2nd started at ${second.disks[0].result.resumedFrom} and sent ${second.disks[0].result.bytesSent} B; --continue resumed at ${third.disks[0].result.resumedFrom} of ${size} and sent ${third.disks[0].result.bytesSent} B (${changed} B changed)`,
+      `suspend/stop/continue figures: 1st run sent ${first.disks[0].result.bytesSent} B then paused; after stop the 2nd started at ${second.disks[0].result.resumedFrom} and sent ${second.disks[0].result.bytesSent} B; --continue resumed at ${third.disks[0].result.resumedFrom} of ${size} and sent ${third.disks[0].result.bytesSent} B (${changed} B changed, ${resent} B sent again)`,
     );
     expect((await rep.get('vm')).state).toBe('Replicating');
     expect(qemuIdentical(a, rep.localSite(third.vm).diskPath(0))).toBe(true);
