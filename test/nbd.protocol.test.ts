@@ -4,9 +4,10 @@ import { readTrackingLog } from '../host/tracking/log.js';
 import { trackingLogPathFor } from '../host/tracking/log-files.js';
 import { serveVm, type ServedVm } from '../host/nbd/vm-exports.js';
 import {
-  BASE_ALLOCATION, CMD, CMD_FLAG, NBD_EINVAL, NBD_ENOSPC, NBD_EPERM, OPT, REP, REPLY_TYPE, STATE_HOLE, TFLAG, concat, parseGo,
+  BASE_ALLOCATION, CMD, CMD_FLAG, NBD_EINVAL, NBD_ENOSPC, NBD_EPERM, OPT, REP, REPLY_TYPE, STATE_HOLE, TFLAG, parseGo,
   parseMetaContext, view,
 } from '../host/nbd/protocol.js';
+import { concatBytes } from '../host/bytes.js';
 import { MAX_PAYLOAD } from '../host/nbd/export.js';
 import { tempDir, randomBytes } from './support/files.js';
 import { MiB, rawDisk, replicatedVm, vhdDisk } from './replication.support.js';
@@ -52,7 +53,7 @@ function nameData(name: string, tail: Uint8Array): Uint8Array {
   const n = new TextEncoder().encode(name);
   const len = new Uint8Array(4);
   view(len).setUint32(0, n.byteLength);
-  return concat([len, n, tail]);
+  return concatBytes([len, n, tail]);
 }
 
 describe('NBD option haggling', () => {
@@ -223,7 +224,7 @@ describe('NBD transmission: edge cases get the documented errors, the server sta
     v.setUint16(6, CMD.WRITE);
     v.setBigUint64(16, 0n);
     v.setUint32(24, 1024 * 1024);
-    c.socket.write(concat([head, new Uint8Array(300 * 1024).fill(0xee)]));
+    c.socket.write(concatBytes([head, new Uint8Array(300 * 1024).fill(0xee)]));
     await new Promise((r) => setTimeout(r, 50));
     c.end();
     // The next client works, and the log holds nothing of the torn write.

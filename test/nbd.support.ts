@@ -2,8 +2,9 @@ import { connect, type Socket } from 'node:net';
 import { spawn } from 'node:child_process';
 import { SocketReader } from '../host/nbd/socket-reader.js';
 import {
-  IHAVEOPT, OPT, OPT_REPLY_MAGIC, REQUEST_BYTES, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, concat, encodeRequest, view, type Request,
+  IHAVEOPT, OPT, OPT_REPLY_MAGIC, REQUEST_BYTES, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, encodeRequest, view, type Request,
 } from '../host/nbd/protocol.js';
+import { concatBytes } from '../host/bytes.js';
 import { CLI } from './support/files.js';
 
 /** A bare NBD client speaking bytes, for the cases real clients never send. */
@@ -34,7 +35,7 @@ export class RawClient {
     view(h).setBigUint64(0, IHAVEOPT);
     view(h).setUint32(8, option);
     view(h).setUint32(12, declaredLength);
-    this.socket.write(concat([h, data]));
+    this.socket.write(concatBytes([h, data]));
   }
 
   async optionReply(): Promise<{ option: number; type: number; data: Uint8Array }> {
@@ -61,7 +62,7 @@ export class RawClient {
 
   request(r: Partial<Request> & { type: number }, payload?: Uint8Array): void {
     const head = encodeRequest({ flags: 0, cookie: 7n, offset: 0, length: payload?.byteLength ?? 0, ...r });
-    this.socket.write(payload ? concat([head, payload]) : head);
+    this.socket.write(payload ? concatBytes([head, payload]) : head);
   }
 
   /** A simple reply's error (and, for a successful read, `length` bytes of data). */

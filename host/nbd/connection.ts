@@ -1,10 +1,11 @@
 import type { Socket } from 'node:net';
+import { concatBytes } from '../bytes.js';
 import { isVhdsyncError } from '../errors.js';
 import { DiskExport, MAX_PAYLOAD } from './export.js';
 import {
   BASE_ALLOCATION, BASE_ALLOCATION_ID, CLIENT_FLAGS_KNOWN, CMD, CMD_FLAG, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO,
   MAX_OPTION_BYTES, NBD_EINVAL, NBD_EIO, NBD_ENOSPC, NBD_ENOTSUP, NBD_EPERM, NBD_ESHUTDOWN, NBD_MAGIC, OPT, OPTION_HEAD_BYTES,
-  REPLY_FLAG_DONE, REPLY_TYPE, REP, REQUEST_BYTES, TFLAG, chunkHead, concat, errorChunk, optionReply, parseGo, parseMetaContext,
+  REPLY_FLAG_DONE, REPLY_TYPE, REP, REQUEST_BYTES, TFLAG, chunkHead, errorChunk, optionReply, parseGo, parseMetaContext,
   parseRequest, simpleReply, u16, view, type Request,
 } from './protocol.js';
 import { ConnectionClosed, SocketReader } from './socket-reader.js';
@@ -133,8 +134,8 @@ export class NbdConnection {
           view(info).setBigUint64(2, BigInt(exp.size));
           view(info).setUint16(10, this.transmissionFlags(exp));
           this.send(optionReply(option, REP.INFO, info));
-          if (req.infos.includes(INFO.NAME)) this.send(optionReply(option, REP.INFO, concat([u16(INFO.NAME), new TextEncoder().encode(exp.names[0])])));
-          if (req.infos.includes(INFO.DESCRIPTION)) this.send(optionReply(option, REP.INFO, concat([u16(INFO.DESCRIPTION), new TextEncoder().encode(exp.description)])));
+          if (req.infos.includes(INFO.NAME)) this.send(optionReply(option, REP.INFO, concatBytes([u16(INFO.NAME), new TextEncoder().encode(exp.names[0])])));
+          if (req.infos.includes(INFO.DESCRIPTION)) this.send(optionReply(option, REP.INFO, concatBytes([u16(INFO.DESCRIPTION), new TextEncoder().encode(exp.description)])));
           const bs = new Uint8Array(14);
           view(bs).setUint16(0, INFO.BLOCK_SIZE);
           view(bs).setUint32(2, exp.minBlock);

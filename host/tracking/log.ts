@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { concatBytes } from '../bytes.js';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { nodeLogFs, type LogFs } from './log-fs.js';
@@ -128,17 +129,7 @@ export function recordParts(records: readonly TrackRecord[]): Uint8Array[] {
 
 /** Pure: the bytes of a run of records, ready to append, in one buffer. */
 export function encodeRecords(records: readonly TrackRecord[]): Uint8Array {
-  return concatParts(recordParts(records));
-}
-
-export function concatParts(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  return concatBytes(recordParts(records));
 }
 
 export function newHeader(init: LogInit = {}): TrackHeader {
@@ -238,7 +229,7 @@ export async function appendRecords(
     }
     // The log exists (tracking is on): the activity log records the extents first.
     await opts.beforeAppend?.();
-    const writing = f.writev ? f.writev(parts, size) : f.write(concatParts(parts), size);
+    const writing = f.writev ? f.writev(parts, size) : f.write(concatBytes(parts), size);
     if (opts.alongside) {
       const [log, other] = await Promise.allSettled([writing, opts.alongside()]);
       if (log.status === 'rejected') throw log.reason;
