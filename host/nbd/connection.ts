@@ -9,6 +9,7 @@ import {
   parseRequest, simpleReply, u16, view, type Request,
 } from './protocol.js';
 import { ConnectionClosed, SocketReader } from './socket-reader.js';
+import { MiB } from '../units.js';
 
 /** The exports a server offers, by every name each answers to. */
 export interface ExportTable {
@@ -19,7 +20,7 @@ export interface ExportTable {
 
 /** Requests one connection may have in flight; the next is read only when one completes. */
 const MAX_IN_FLIGHT = 64;
-const MAX_UNREAD_REPLIES = 64 * 1024 * 1024;
+const MAX_UNREAD_REPLIES = 64 * MiB;
 
 /**
  * One client, from the fixed newstyle handshake to the end of transmission [proto §Handshake,

@@ -1,14 +1,15 @@
 import type { Disk } from '../disk/disk.js';
 import type { TrackRecord } from '../tracking/log.js';
 import { STATE_HOLE, STATE_ZERO } from './protocol.js';
+import { MiB } from '../units.js';
 
 /** The largest payload one request may carry (2^25: what every client accepts [proto §Block size constraints]). */
-export const MAX_PAYLOAD = 32 * 1024 * 1024;
+export const MAX_PAYLOAD = 32 * MiB;
 export const PREFERRED_BLOCK = 4096;
 /** Writes gathered into one log append (one lock, one fsync) are bounded by this many bytes. */
-const MAX_BATCH_BYTES = 32 * 1024 * 1024;
+const MAX_BATCH_BYTES = 32 * MiB;
 /** Zeroes (TRIM, WRITE_ZEROES) are tracked as writes of zeros, cut into records of this size. */
-const ZERO_RECORD = 1024 * 1024;
+const ZERO_RECORD = MiB;
 const ZEROS = new Uint8Array(ZERO_RECORD);
 
 /** Where an export's writes go: through the tracker (a running VM's disk) or nowhere (read-only). */

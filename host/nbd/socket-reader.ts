@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { MiB } from '../units.js';
 
 /** The peer went away (or the connection was closed) before the bytes asked for arrived. */
 export class ConnectionClosed extends Error {
@@ -22,7 +23,7 @@ export class SocketReader {
 
   constructor(
     private readonly socket: Socket,
-    private readonly highWater = 8 * 1024 * 1024,
+    private readonly highWater = 8 * MiB,
   ) {
     socket.on('data', (b: Buffer) => {
       this.chunks.push(b);

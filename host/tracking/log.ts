@@ -3,6 +3,7 @@ import { concatBytes } from '../bytes.js';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { nodeLogFs, type LogFs } from './log-fs.js';
+import { MiB } from '../units.js';
 
 /**
  * The tracking log: every write made to a primary disk through vhdsync, in order, each record with
@@ -24,7 +25,7 @@ export const HEADER_BYTES = 512;
 export const RECORD_HEAD = 20;
 const REC_MAGIC = 0x43455254; // "TREC" little-endian
 /** A single tracked write is bounded so a damaged length can never make a reader allocate wildly. */
-export const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+export const MAX_RECORD_BYTES = 64 * MiB;
 
 export interface TrackHeader {
   version: number;
@@ -257,11 +258,6 @@ export async function syncTrackingLog(path: string, fs: LogFs = nodeLogFs): Prom
   } finally {
     await f.close();
   }
-}
-
-/** Append one write durably (fsync) — the older single-record form. */
-export async function appendRecord(path: string, offset: number, data: Uint8Array): Promise<void> {
-  await appendRecords(path, [{ offset, data }]);
 }
 
 /** Mark the log closed gracefully: end-of-log = its current length, no writer. */

@@ -1,7 +1,8 @@
+import { MiB } from '../units.js';
 /**
  * A link carries whole frames between a primary and a replica endpoint, in order. Two implementations
- * share this interface: the in-memory link with a simulated rate and latency (memory-link.ts) and,
- * later, TCP with mutual TLS. Every frame counts 4 bytes of length prefix on the wire.
+ * share this interface: the in-memory link with a simulated rate and latency (memory-link.ts) and
+ * TCP with mutual TLS (tls-link.ts). Every frame counts 4 bytes of length prefix on the wire.
  */
 export interface LinkStats {
   /** Bytes this end put on the wire (frames + length prefixes). */
@@ -28,4 +29,4 @@ export interface Link {
 
 export const FRAME_PREFIX_BYTES = 4;
 /** Upper bound of one frame, enforced on both ends: a peer cannot make us allocate more. */
-export const MAX_FRAME_BYTES = 16 * 1024 * 1024 + 4096;
+export const MAX_FRAME_BYTES = 16 * MiB + 4096;

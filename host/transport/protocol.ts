@@ -1,5 +1,6 @@
 import { VhdsyncError } from '../errors.js';
 import { MAX_FRAME_BYTES } from './link.js';
+import { KiB, MiB } from '../units.js';
 
 /**
  * The resync protocol, version 1. A frame is one message: a type byte, then fields in little-endian.
@@ -43,8 +44,6 @@ export type PayloadCodec = 'none' | Codec;
 export const CODEC_IDS: Record<PayloadCodec, number> = { none: 0, deflate: 1, zstd: 2 };
 const CODEC_BY_ID = new Map(Object.entries(CODEC_IDS).map(([k, v]) => [v, k as PayloadCodec]));
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 
 /**
  * Bounds on every field a peer sends, checked before anything is allocated or computed from it: a peer

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { VhdsyncError } from '../errors.js';
 import { FRAME_PREFIX_BYTES, MAX_FRAME_BYTES, type Link, type LinkStats } from './link.js';
 import type { TokenBucket } from './token-bucket.js';
+import { KiB, MiB } from '../units.js';
 
 /**
  * A Link over a stream socket — in practice a mutually authenticated TLS socket (tls-config.ts).
@@ -33,11 +34,11 @@ export interface TlsLinkOptions {
 
 const KEEPALIVE = new Uint8Array(FRAME_PREFIX_BYTES);
 /** Frames are written in slices of this size when paced, so the rate is smooth rather than bursty. */
-const PACED_SLICE = 16 * 1024;
+const PACED_SLICE = 16 * KiB;
 /** `send` waits for the socket to drain beyond this much buffered. */
-const SEND_BUFFER = 2 * 1024 * 1024;
+const SEND_BUFFER = 2 * MiB;
 /** Reading pauses while handlers still work on this many bytes of frames (when they return promises). */
-const UNSETTLED_LIMIT = 32 * 1024 * 1024;
+const UNSETTLED_LIMIT = 32 * MiB;
 
 type FrameHandler = (frame: Uint8Array) => void | Promise<void>;
 

@@ -13,9 +13,9 @@
  * Small reads (footers, headers, BAT, sector bitmaps) go straight to the file unless already cached.
  */
 import { VhdsyncError } from '../errors.js';
+import { MiB } from '../units.js';
 import type { ImageFile } from '../disk/file-io.js';
 
-const MiB = 1024 * 1024;
 
 export interface ReadAheadOptions {
   /** Bytes per read-ahead window (default 16 MiB). */
