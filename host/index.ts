@@ -10,8 +10,8 @@ export { parseSize, formatSize } from './units.js';
 export type { Disk, BlockStatus, DiskFormat, DiskType } from './disk/disk.js';
 export { openDisk, type OpenOptions } from './disk/open.js';
 export { detectFormat, IMAGE_FORMATS, type ImageFormat } from './disk/detect.js';
-export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './disk/create.js';
-export { createVhdx, createVhdxDifferencing, type CreateVhdxOptions, type CreateVhdxDifferencingOptions } from './disk/vhdx-create.js';
+export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './disk/vhd/create.js';
+export { createVhdx, createVhdxDifferencing, type CreateVhdxOptions, type CreateVhdxDifferencingOptions } from './disk/vhdx/create.js';
 export { createOverlay } from './disk/overlay.js';
 export { mergeOverlay, discardOverlay, type MergeOptions, type MergeResult } from './disk/merge.js';
 

@@ -8,11 +8,11 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { putU32 } from '../host/disk/endian.js';
+import { putU32 } from '../host/disk/vhd/be.js';
 import { createOverlay, createVhd, mergeJournalPath, mergeOverlay, openDisk } from '../host/disk/index.js';
-import { BAT_UNUSED, parseBat, validateBat } from '../host/disk/vhd-bat.js';
-import { footerChecksum, parseFooter } from '../host/disk/vhd-footer.js';
-import { headerChecksum, parseDynamicHeader } from '../host/disk/vhd-header.js';
+import { BAT_UNUSED, parseBat, validateBat } from '../host/disk/vhd/bat.js';
+import { footerChecksum, parseFooter } from '../host/disk/vhd/footer.js';
+import { headerChecksum, parseDynamicHeader } from '../host/disk/vhd/header.js';
 import { VhdsyncError } from '../host/errors.js';
 import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
 import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly

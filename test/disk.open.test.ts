@@ -2,12 +2,12 @@
 import { copyFileSync, mkdirSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { putU32, putU64 } from '../host/disk/endian.js';
+import { putU32, putU64 } from '../host/disk/vhd/be.js';
 import {
   VhdDynamicDisk, createDifferencing, createVhd, openDisk, openVhdAlone, type Disk,
 } from '../host/disk/index.js';
-import { footerChecksum } from '../host/disk/vhd-footer.js';
-import { headerChecksum } from '../host/disk/vhd-header.js';
+import { footerChecksum } from '../host/disk/vhd/footer.js';
+import { headerChecksum } from '../host/disk/vhd/header.js';
 import { open as openFile } from 'node:fs/promises';
 import { expectSameBytes, fixtureWrites, applyWrites, qemuRaw, readAll, removeDir, sha256, tempDir, unpackFixtures, vhdsyncError, MiB } from './disk.support.js';
 

@@ -3,19 +3,19 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { bytesEqual, getU32, putU32, putU64, uuidBytes, uuidText } from '../host/disk/endian.js';
-import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from '../host/disk/vhd-bat.js';
-import { bitAt, forEachRun, VHD_BITS } from '../host/disk/vhd-bitmap.js';
+import { bytesEqual, getU32, putU32, putU64, uuidBytes, uuidText } from '../host/disk/vhd/be.js';
+import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from '../host/disk/vhd/bat.js';
+import { bitAt, forEachRun, VHD_BITS } from '../host/disk/vhd/bitmap.js';
 import { runEnd } from '../host/disk/sector-runs.js';
 import {
   DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, VHD_MAX_SIZE, buildFooter, chsGeometry, footerChecksum, geometrySize, parseFooter, timestampDate,
   vhdTimestamp,
-} from '../host/disk/vhd-footer.js';
+} from '../host/disk/vhd/footer.js';
 import {
   LOCATOR_MACX, LOCATOR_W2KU, LOCATOR_W2RU, LOCATOR_WI2R, buildDynamicHeader, decodeLocatorData, decodeParentName, encodeUtf16,
   headerChecksum, parseDynamicHeader,
-} from '../host/disk/vhd-header.js';
-import { toLocalPath } from '../host/disk/vhd-parent.js';
+} from '../host/disk/vhd/header.js';
+import { toLocalPath } from '../host/disk/vhd/parent.js';
 import { FIXTURES, MiB, syncError } from './disk.support.js';
 
 const GiB = 1024 * MiB;

@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createVhdx, createVhdxDifferencing, openDisk } from '../host/disk/index.js';
-import { batLayout, bitmapIndex, validateBat } from '../host/disk/vhdx-bat.js';
-import { parseHeader, pickHeader } from '../host/disk/vhdx-header.js';
-import { guidText, le32, le64, putLe32, sealCrc } from '../host/disk/vhdx-le.js';
-import { findActiveSequence } from '../host/disk/vhdx-log.js';
-import { interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx-metadata.js';
-import { parseRegionTable, validateRegions } from '../host/disk/vhdx-region.js';
+import { batLayout, bitmapIndex, validateBat } from '../host/disk/vhdx/bat.js';
+import { parseHeader, pickHeader } from '../host/disk/vhdx/header.js';
+import { guidText, le32, le64, putLe32, sealCrc } from '../host/disk/vhdx/le.js';
+import { findActiveSequence } from '../host/disk/vhdx/log.js';
+import { interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx/metadata.js';
+import { parseRegionTable, validateRegions } from '../host/disk/vhdx/region.js';
 import { VhdsyncError } from '../host/errors.js';
 import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
 import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly

@@ -8,9 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
-import { HEADER_OFFSETS, HEADER_SIZE, buildHeader, pickHeader } from '../host/disk/vhdx-header.js';
-import { randomGuid } from '../host/disk/vhdx-le.js';
-import { LOG_SECTOR, buildEntry, checkReplayBound, parseEntry, replayPlan, type LogWrite } from '../host/disk/vhdx-log.js';
+import { HEADER_OFFSETS, HEADER_SIZE, buildHeader, pickHeader } from '../host/disk/vhdx/header.js';
+import { randomGuid } from '../host/disk/vhdx/le.js';
+import { LOG_SECTOR, buildEntry, checkReplayBound, parseEntry, replayPlan, type LogWrite } from '../host/disk/vhdx/log.js';
 import { sha256File, tempDir } from './support/files.js';
 
 const MiB = 1024 * 1024;

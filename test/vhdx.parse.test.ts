@@ -4,13 +4,13 @@
  * bitmaps, and log entries (build, parse, active-sequence search across the circular buffer).
  */
 import { describe, expect, it } from 'vitest';
-import { batLayout, bitmapIndex, entryOffset, entryState, payloadIndex, putEntry } from '../host/disk/vhdx-bat.js';
-import { bitAt, countBits, forEachRun, setBits } from '../host/disk/vhdx-bitmap.js';
-import { buildHeader, pickHeader, type VhdxHeader } from '../host/disk/vhdx-header.js';
-import { guidBytes, guidText, randomGuid } from '../host/disk/vhdx-le.js';
-import { LOG_SECTOR, buildEntry, findActiveSequence, pagesPerEntry, parseEntry, type LogWrite } from '../host/disk/vhdx-log.js';
-import { buildMetadataRegion, buildParentLocator, interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx-metadata.js';
-import { BAT_REGION_GUID, METADATA_REGION_GUID, buildRegionTable, pickRegionTable, validateRegions } from '../host/disk/vhdx-region.js';
+import { batLayout, bitmapIndex, entryOffset, entryState, payloadIndex, putEntry } from '../host/disk/vhdx/bat.js';
+import { bitAt, countBits, forEachRun, setBits } from '../host/disk/vhdx/bitmap.js';
+import { buildHeader, pickHeader, type VhdxHeader } from '../host/disk/vhdx/header.js';
+import { guidBytes, guidText, randomGuid } from '../host/disk/vhdx/le.js';
+import { LOG_SECTOR, buildEntry, findActiveSequence, pagesPerEntry, parseEntry, type LogWrite } from '../host/disk/vhdx/log.js';
+import { buildMetadataRegion, buildParentLocator, interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx/metadata.js';
+import { BAT_REGION_GUID, METADATA_REGION_GUID, buildRegionTable, pickRegionTable, validateRegions } from '../host/disk/vhdx/region.js';
 import { syncError } from './disk.support.js';
 
 const MiB = 1024 * 1024;

@@ -10,7 +10,7 @@ import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VhdxDisk, createVhdx, createVhdxDifferencing, openDisk, type Disk } from '../host/disk/index.js';
-import { buildMetadataRegion, buildParentLocator, linkageText } from '../host/disk/vhdx-metadata.js';
+import { buildMetadataRegion, buildParentLocator, linkageText } from '../host/disk/vhdx/metadata.js';
 import { MiB, firstDifference, libvhdiRead, qemuInfo, qemuRaw, readAll, removeDir, tempDir, vhdsyncError } from './disk.support.js';
 
 let dir: string;

@@ -166,7 +166,7 @@ describe('the web app in a browser bundle', () => {
     expect(result.errors).toEqual([]);
     const inputs = Object.keys(result.metafile.inputs);
     // The worker really carries the shared disk backends and diffDisks, not copies of them.
-    for (const f of ['host/disk/vhd-dynamic.ts', 'host/disk/raw.ts', 'host/resync/diff.ts', 'host/core/core.ts']) expect(inputs).toContain(f);
+    for (const f of ['host/disk/vhd/dynamic.ts', 'host/disk/raw.ts', 'host/resync/diff.ts', 'host/core/core.ts']) expect(inputs).toContain(f);
     expect(inputs).not.toContain('host/disk/file-io.ts');
   });
 });

@@ -7,8 +7,8 @@
  * being taken for raw. A forced format (`-f`, as qemu-img's) skips the guess: `raw` takes any file.
  */
 import { VhdsyncError } from '../errors.js';
-import { looksLikeVhd } from './vhd-metadata.js';
-import { hasFileSignature } from './vhdx-header.js';
+import { looksLikeVhd } from './vhd/image.js';
+import { hasFileSignature } from './vhdx/header.js';
 
 export const IMAGE_FORMATS = ['raw', 'vhd', 'vhdx'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];

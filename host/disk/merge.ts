@@ -17,14 +17,14 @@ import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { MiB } from '../units.js';
 import type { Disk } from './disk.js';
-import { getU32, uuidText } from './endian.js';
+import { getU32, uuidText } from './vhd/be.js';
 import { hasRawParent, isVhdxFile, openDisk, openDiskAlone, type OpenOptions } from './open.js';
-import { VhdDynamicDisk } from './vhd-dynamic.js';
-import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE, hasFooterCookie } from './vhd-footer.js';
-import { VhdxDisk } from './vhdx-disk.js';
-import { parseFileIdentifier } from './vhdx-header.js';
-import { VHDX_CREATOR } from './vhdx-create.js';
-import { resolveVhdxParent } from './vhdx-parent.js';
+import { VhdDynamicDisk } from './vhd/dynamic.js';
+import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE, hasFooterCookie } from './vhd/footer.js';
+import { VhdxDisk } from './vhdx/disk.js';
+import { parseFileIdentifier } from './vhdx/header.js';
+import { VHDX_CREATOR } from './vhdx/create.js';
+import { resolveVhdxParent } from './vhdx/parent.js';
 
 /** What the copy loop needs from a child opened alone (VhdDynamicDisk and VhdxDisk both provide it). */
 interface MergeSource {

@@ -7,18 +7,18 @@ import { realpath } from 'node:fs/promises';
 import { VhdsyncError, ioError } from '../errors.js';
 import { detectFormat, type ImageFormat } from './detect.js';
 import type { Disk } from './disk.js';
-import { bytesEqual, uuidText } from './endian.js';
+import { bytesEqual, uuidText } from './vhd/be.js';
 import { DiskFile } from './file-io.js';
 import { RawDisk } from './raw.js';
-import { VhdDynamicDisk } from './vhd-dynamic.js';
-import { VhdFixedDisk } from './vhd-fixed.js';
-import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd-footer.js';
-import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
-import { resolveParent } from './vhd-parent.js';
-import { VhdxDisk } from './vhdx-disk.js';
-import { hasFileSignature } from './vhdx-header.js';
-import { readVhdxImage } from './vhdx-image.js';
-import { resolveVhdxParent } from './vhdx-parent.js';
+import { VhdDynamicDisk } from './vhd/dynamic.js';
+import { VhdFixedDisk } from './vhd/fixed.js';
+import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd/footer.js';
+import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd/image.js';
+import { resolveParent } from './vhd/parent.js';
+import { VhdxDisk } from './vhdx/disk.js';
+import { hasFileSignature } from './vhdx/header.js';
+import { readVhdxImage } from './vhdx/image.js';
+import { resolveVhdxParent } from './vhdx/parent.js';
 
 export interface OpenOptions {
   /** Open without write access (default false). Parents in a chain are always opened read-only. */

@@ -11,9 +11,9 @@
  * whose parent they cannot open.
  */
 import { MiB } from '../units.js';
-import { createDifferencing, type CreateDifferencingOptions } from './create.js';
+import { createDifferencing, type CreateDifferencingOptions } from './vhd/create.js';
 import { isVhdxFile } from './open.js';
-import { createVhdxDifferencing } from './vhdx-create.js';
+import { createVhdxDifferencing } from './vhdx/create.js';
 
 const VHDX_OVERLAY_BLOCK_SIZE = 2 * MiB;
 

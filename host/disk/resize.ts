@@ -1,7 +1,7 @@
 /**
  * `vhdsync resize`: change an image's virtual size in place — raw, fixed or dynamic VHD, fixed or dynamic
  * VHDX — holding the image's writer lock (DESIGN.md "One writer, always") for the whole change. Growing
- * is crash-safe for every format (vhd-resize.ts, vhdx-resize.ts say how): a kill at any moment leaves an
+ * is crash-safe for every format (vhd/resize.ts, vhdx/resize.ts say how): a kill at any moment leaves an
  * image that opens at the old size or the new one, the old content intact and the new part zeros.
  * Shrinking loses the data past the new end, so it is refused unless asked for (`shrink`), and even then
  * only where it is a plain cut: raw images and fixed VHDs. Differencing disks are refused: a child has its
@@ -12,15 +12,15 @@ import { formatSize } from '../units.js';
 import { lockFile, type Holder } from '../writer-lock.js';
 import { detectFormat, type ImageFormat } from './detect.js';
 import type { DiskType } from './disk.js';
-import { SECTOR } from './endian.js';
+import { SECTOR } from './vhd/be.js';
 import { DiskFile } from './file-io.js';
 import { openDisk } from './open.js';
-import { VhdDynamicDisk } from './vhd-dynamic.js';
-import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from './vhd-footer.js';
-import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd-metadata.js';
-import { checkVhdSize, growDynamicVhd, resizeFixedVhd, type StepHook } from './vhd-resize.js';
-import { readVhdxImage } from './vhdx-image.js';
-import { checkVhdxSize, growVhdx } from './vhdx-resize.js';
+import { VhdDynamicDisk } from './vhd/dynamic.js';
+import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from './vhd/footer.js';
+import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd/image.js';
+import { checkVhdSize, growDynamicVhd, resizeFixedVhd, type StepHook } from './vhd/resize.js';
+import { readVhdxImage } from './vhdx/image.js';
+import { checkVhdxSize, growVhdx } from './vhdx/resize.js';
 
 /** The size asked for: an absolute size, or a change (`+1G`, `-512M`) from the current one. */
 export type ResizeTarget = { to: number } | { by: number };

@@ -5,14 +5,14 @@
  */
 import { VhdsyncError } from '../errors.js';
 import type { Disk } from '../disk/disk.js';
-import { VhdxDisk } from '../disk/vhdx-disk.js';
-import { readVhdxImage } from '../disk/vhdx-image.js';
+import { VhdxDisk } from '../disk/vhdx/disk.js';
+import { readVhdxImage } from '../disk/vhdx/image.js';
 import { detectFormat } from '../disk/detect.js';
 import { RawDisk } from '../disk/raw.js';
-import { VhdDynamicDisk } from '../disk/vhd-dynamic.js';
-import { VhdFixedDisk } from '../disk/vhd-fixed.js';
-import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from '../disk/vhd-footer.js';
-import { readFooterCandidates, readVhdMetadata } from '../disk/vhd-metadata.js';
+import { VhdDynamicDisk } from '../disk/vhd/dynamic.js';
+import { VhdFixedDisk } from '../disk/vhd/fixed.js';
+import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from '../disk/vhd/footer.js';
+import { readFooterCandidates, readVhdMetadata } from '../disk/vhd/image.js';
 import { BlobFile } from './blob-file.js';
 
 /** What the page shows about one image. */

@@ -5,21 +5,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import { basename, dirname, relative, resolve } from 'node:path';
-import { VhdsyncError } from '../errors.js';
-import { writeNewFile } from '../fsutil.js';
-import { formatSize } from '../units.js';
-import { SECTOR, roundUp, uuidBytes } from './endian.js';
-import { openDisk } from './open.js';
-import { MAX_BLOCKS } from './vhd-metadata.js';
-import { batBytesFor } from './vhd-bat.js';
+import { VhdsyncError } from '../../errors.js';
+import { writeNewFile } from '../../fsutil.js';
+import { formatSize } from '../../units.js';
+import { SECTOR, roundUp, uuidBytes } from './be.js';
+import { openDisk } from '../open.js';
+import { MAX_BLOCKS } from './image.js';
+import { batBytesFor } from './bat.js';
 import {
   CREATOR_APP, CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_SIZE, VHD_MAX_SIZE,
   buildFooter, type Geometry, type VhdFooter,
-} from './vhd-footer.js';
+} from './footer.js';
 import {
   DEFAULT_BLOCK_SIZE, HEADER_SIZE, LOCATOR_W2KU, LOCATOR_W2RU, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, buildDynamicHeader, encodeUtf16,
   isPowerOfTwo, type DynamicHeader,
-} from './vhd-header.js';
+} from './header.js';
 
 export interface CreateVhdOptions {
   /** Virtual size in bytes: a multiple of 512, at most 2040 GiB. */

@@ -4,21 +4,21 @@
  * table, metadata, BAT. Also the header writer: every header update goes to the non-current slot with
  * sequence + 1 and this open's FileWriteGuid, and is made durable before anything depends on it.
  */
-import { VhdsyncError } from '../errors.js';
-import { formatSize } from '../units.js';
-import type { ImageFile } from './file-io.js';
-import { batLayout, ENTRY_SIZE, validateBat, type BatLayout } from './vhdx-bat.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
+import type { ImageFile } from '../file-io.js';
+import { batLayout, ENTRY_SIZE, validateBat, type BatLayout } from './bat.js';
 import {
   FILE_ID_SIZE, HEADER_OFFSETS, HEADER_SECTION_SIZE, HEADER_SIZE, buildHeader, parseFileIdentifier, pickHeader, type PickedHeader, type VhdxHeader,
-} from './vhdx-header.js';
-import { guidText, isZeroGuid, randomGuid, roundUp } from './vhdx-le.js';
+} from './header.js';
+import { guidText, isZeroGuid, randomGuid, roundUp } from './le.js';
 import {
   MAX_LOG_LENGTH, ReplayedView, applyPlan, checkReplayBound, findActiveSequence, replayPlan, type LogTarget, type ReplayPlan,
-} from './vhdx-log.js';
-import { METADATA_TABLE_SIZE, interpretMetadata, parseMetadataTable, type ItemKind, type VhdxParams } from './vhdx-metadata.js';
+} from './log.js';
+import { METADATA_TABLE_SIZE, interpretMetadata, parseMetadataTable, type ItemKind, type VhdxParams } from './metadata.js';
 import {
   REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET, REGION_TABLE_SIZE, pickRegionTable, validateRegions, type Extent, type Regions,
-} from './vhdx-region.js';
+} from './region.js';
 
 /** What happened to the log when the image was opened. */
 export type LogState = 'empty' | 'replayed' | 'replayed-in-memory';

@@ -10,18 +10,18 @@
  * points at data that is not on disk, whether the process is killed or the power fails. Unflushed
  * writes may be lost in a crash, as on any disk; the image always opens and reads consistently.
  */
-import { VhdsyncError } from '../errors.js';
-import { MiB } from '../units.js';
-import { BlockDisk, type BlockContent } from './block-disk.js';
-import type { Disk, DiskType } from './disk.js';
-import { SECTOR } from './endian.js';
-import type { ImageFile } from './file-io.js';
-import { isAllZero } from './range.js';
-import { BAT_UNUSED, MAX_BLOCK_OFFSET, putBatEntry } from './vhd-bat.js';
-import { VHD_BITS, setBits } from './vhd-bitmap.js';
-import { DISK_TYPE_DIFFERENCING, type VhdFooter } from './vhd-footer.js';
-import type { DynamicHeader } from './vhd-header.js';
-import type { VhdMetadata } from './vhd-metadata.js';
+import { VhdsyncError } from '../../errors.js';
+import { MiB } from '../../units.js';
+import { BlockDisk, type BlockContent } from '../block-disk.js';
+import type { Disk, DiskType } from '../disk.js';
+import { SECTOR } from './be.js';
+import type { ImageFile } from '../file-io.js';
+import { isAllZero } from '../range.js';
+import { BAT_UNUSED, MAX_BLOCK_OFFSET, putBatEntry } from './bat.js';
+import { VHD_BITS, setBits } from './bitmap.js';
+import { DISK_TYPE_DIFFERENCING, type VhdFooter } from './footer.js';
+import type { DynamicHeader } from './header.js';
+import type { VhdMetadata } from './image.js';
 
 /** Changed bitmaps are written back once they exceed this. */
 const DIRTY_BITMAP_BYTES = 4 * MiB;

@@ -4,11 +4,11 @@
  * not overlap each other or the log; an unknown region marked required must be refused. qemu writes
  * Required = 0 for the two known regions, so the bit is not demanded of them.
  */
-import { VhdsyncError } from '../errors.js';
-import { HEADER_SECTION_SIZE } from './vhdx-header.js';
+import { VhdsyncError } from '../../errors.js';
+import { HEADER_SECTION_SIZE } from './header.js';
 import {
   KiB, MiB, crcValid, guidBytes, guidEqual, guidText, le32, le64, putLe32, putLe64, putSignature, sealCrc, shownSignature, signature,
-} from './vhdx-le.js';
+} from './le.js';
 
 export const REGION_TABLE1_OFFSET = 192 * KiB;
 export const REGION_TABLE2_OFFSET = 256 * KiB;

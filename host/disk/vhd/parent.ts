@@ -5,12 +5,12 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { VhdsyncError } from '../errors.js';
-import type { DiskFile } from './file-io.js';
+import { VhdsyncError } from '../../errors.js';
+import type { DiskFile } from '../file-io.js';
 import {
   LOCATOR_MACX, LOCATOR_W2KU, LOCATOR_W2RU, LOCATOR_WI2K, LOCATOR_WI2R, MAX_LOCATOR_BYTES, decodeLocatorData,
   type DynamicHeader,
-} from './vhd-header.js';
+} from './header.js';
 
 export interface ParentCandidate {
   path: string;

@@ -3,7 +3,7 @@
  * sector"), the reverse of VHD's MSB-first bitmaps that the WASM core handles. Set bit: the sector is in
  * this file; clear bit: read the parent.
  */
-import { forEachRunOf, type RunVisitor, type SectorBitmap } from './sector-runs.js';
+import { forEachRunOf, type RunVisitor, type SectorBitmap } from '../sector-runs.js';
 
 const POPCOUNT = new Uint8Array(256);
 for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >>> 1];

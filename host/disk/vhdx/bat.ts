@@ -4,11 +4,11 @@
  * table stays as raw little-endian bytes (what is logged and written back); these helpers decode and
  * encode single entries and check a loaded table against the file.
  */
-import { VhdsyncError } from '../errors.js';
-import { formatSize } from '../units.js';
-import { HEADER_SECTION_SIZE } from './vhdx-header.js';
-import { MiB, le32, putLe32 } from './vhdx-le.js';
-import type { Extent } from './vhdx-region.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
+import { HEADER_SECTION_SIZE } from './header.js';
+import { MiB, le32, putLe32 } from './le.js';
+import type { Extent } from './region.js';
 
 export const PAYLOAD_NOT_PRESENT = 0;
 export const PAYLOAD_UNDEFINED = 1;

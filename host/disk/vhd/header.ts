@@ -2,10 +2,10 @@
  * The VHD dynamic disk header (VHD spec "Dynamic Disk Header Format", 1024 bytes, cookie `cxsparse`)
  * and its parent locators. Pure functions over bytes; no I/O here.
  */
-import { getCore } from '../core/index.js';
-import { VhdsyncError } from '../errors.js';
-import { MiB } from '../units.js';
-import { ascii, getU32, getU64, isAllOnes64, putAllOnes64, putAscii, putU32, putU64 } from './endian.js';
+import { getCore } from '../../core/index.js';
+import { VhdsyncError } from '../../errors.js';
+import { MiB } from '../../units.js';
+import { ascii, getU32, getU64, isAllOnes64, putAllOnes64, putAscii, putU32, putU64 } from './be.js';
 
 export const HEADER_SIZE = 1024;
 export const HEADER_COOKIE = 'cxsparse';

@@ -11,21 +11,21 @@
  * and are written in place. A crash leaves either the previous metadata or a log any VHDX reader replays
  * (our open, Hyper-V, `qemu-img check -r all`); never metadata pointing at data that is not on disk.
  */
-import { VhdsyncError } from '../errors.js';
-import { MiB } from '../units.js';
-import { BlockDisk, type BlockContent } from './block-disk.js';
-import type { Disk, DiskType } from './disk.js';
-import type { ImageFile } from './file-io.js';
-import { isAllZero } from './range.js';
+import { VhdsyncError } from '../../errors.js';
+import { MiB } from '../../units.js';
+import { BlockDisk, type BlockContent } from '../block-disk.js';
+import type { Disk, DiskType } from '../disk.js';
+import type { ImageFile } from '../file-io.js';
+import { isAllZero } from '../range.js';
 import {
   ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_ZERO, SB_PRESENT, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex,
   entryOffset, entryState, hasData, payloadIndex, putEntry, type BatLayout,
-} from './vhdx-bat.js';
-import { VHDX_BITS, setBits } from './vhdx-bitmap.js';
-import { ImageReader, headerWriterFor, logTarget, type HeaderWriter, type LogState, type VhdxImage } from './vhdx-image.js';
-import { guidText, randomGuid, roundUp } from './vhdx-le.js';
-import { commitThroughLog } from './vhdx-log.js';
-import type { ParentLocator, VhdxParams } from './vhdx-metadata.js';
+} from './bat.js';
+import { VHDX_BITS, setBits } from './bitmap.js';
+import { ImageReader, headerWriterFor, logTarget, type HeaderWriter, type LogState, type VhdxImage } from './image.js';
+import { guidText, randomGuid, roundUp } from './le.js';
+import { commitThroughLog } from './log.js';
+import type { ParentLocator, VhdxParams } from './metadata.js';
 
 /** Metadata pages changed in memory before they are written back through the log. */
 const DIRTY_METADATA_BYTES = 4 * MiB;

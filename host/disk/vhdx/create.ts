@@ -6,18 +6,18 @@
  * temporary name, made durable, then given its name, so a crash never leaves a half-made image.
  */
 import { dirname, relative, resolve } from 'node:path';
-import { VhdsyncError } from '../errors.js';
-import { writeNewFile } from '../fsutil.js';
-import { formatSize } from '../units.js';
-import { ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, batLayout, payloadIndex, putEntry } from './vhdx-bat.js';
-import { VhdxDisk } from './vhdx-disk.js';
-import { HEADER_OFFSETS, HEADER_SECTION_SIZE, buildFileIdentifier, buildHeader } from './vhdx-header.js';
-import { MiB, isPowerOfTwo, randomGuid, roundUp } from './vhdx-le.js';
+import { VhdsyncError } from '../../errors.js';
+import { writeNewFile } from '../../fsutil.js';
+import { formatSize } from '../../units.js';
+import { ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, batLayout, payloadIndex, putEntry } from './bat.js';
+import { VhdxDisk } from './disk.js';
+import { HEADER_OFFSETS, HEADER_SECTION_SIZE, buildFileIdentifier, buildHeader } from './header.js';
+import { MiB, isPowerOfTwo, randomGuid, roundUp } from './le.js';
 import {
   MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, buildMetadataRegion, buildParentLocator, linkageText, type VhdxParams,
-} from './vhdx-metadata.js';
-import { REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET, buildRegionTable } from './vhdx-region.js';
-import { openDisk } from './open.js';
+} from './metadata.js';
+import { REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET, buildRegionTable } from './region.js';
+import { openDisk } from '../open.js';
 
 export const VHDX_CREATOR = 'vhdsync';
 /** Hyper-V's default block size for a new dynamic VHDX. */

@@ -15,14 +15,14 @@
  *    trailing one is damaged on purpose first, then the copy gets the new size, then the trailing one.
  *    Everything the new size needs (BAT entries, the last block's tail zeroed) is on disk before.
  */
-import { VhdsyncError } from '../errors.js';
-import { formatSize } from '../units.js';
-import { SECTOR, ascii, putAscii, putU16, putU32, putU64, roundUp } from './endian.js';
-import type { ImageFile } from './file-io.js';
-import { BAT_UNUSED, MAX_BLOCK_OFFSET, batBytesFor, putBatEntry } from './vhd-bat.js';
-import { CREATOR_APP, FOOTER_SIZE, VHD_MAX_SIZE, chsGeometry, footerChecksum, geometrySize } from './vhd-footer.js';
-import { HEADER_SIZE, headerChecksum } from './vhd-header.js';
-import { MAX_BLOCKS, type VhdMetadata } from './vhd-metadata.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
+import { SECTOR, ascii, putAscii, putU16, putU32, putU64, roundUp } from './be.js';
+import type { ImageFile } from '../file-io.js';
+import { BAT_UNUSED, MAX_BLOCK_OFFSET, batBytesFor, putBatEntry } from './bat.js';
+import { CREATOR_APP, FOOTER_SIZE, VHD_MAX_SIZE, chsGeometry, footerChecksum, geometrySize } from './footer.js';
+import { HEADER_SIZE, headerChecksum } from './header.js';
+import { MAX_BLOCKS, type VhdMetadata } from './image.js';
 
 /** Called between two durable steps (tests make a crash land there). */
 export type StepHook = (step: string) => Promise<void> | void;

@@ -2,9 +2,9 @@
  * The VHD block allocation table (VHD spec "Block Allocation Table and Data Blocks"): big-endian u32
  * sector numbers of each block's bitmap, 0xFFFFFFFF when the block is not allocated. Pure functions.
  */
-import { getCore } from '../core/index.js';
-import { VhdsyncError } from '../errors.js';
-import { SECTOR, putU32, roundUp } from './endian.js';
+import { getCore } from '../../core/index.js';
+import { VhdsyncError } from '../../errors.js';
+import { SECTOR, putU32, roundUp } from './be.js';
 
 export const BAT_UNUSED = 0xffffffff;
 /** BAT entries are u32 sector numbers, so no block can start at or beyond this byte offset. */

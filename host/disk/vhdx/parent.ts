@@ -4,9 +4,9 @@
  * parent is verified afterwards by linkage (its DataWriteGuid must equal `parent_linkage`).
  */
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { VhdsyncError } from '../errors.js';
-import type { ParentLocator } from './vhdx-metadata.js';
-import { firstExisting, toLocalPath } from './vhd-parent.js';
+import { VhdsyncError } from '../../errors.js';
+import type { ParentLocator } from './metadata.js';
+import { firstExisting, toLocalPath } from '../vhd/parent.js';
 
 export interface VhdxParentCandidate {
   path: string;

@@ -14,14 +14,14 @@
  * pages written in place, sync, the LogGuid cleared. A crash at any point leaves either the old metadata
  * or a log that any VHDX reader replays to the new metadata.
  */
-import { VhdsyncError } from '../errors.js';
-import { formatSize } from '../units.js';
-import type { ImageFile } from './file-io.js';
-import { HEADER_SECTION_SIZE } from './vhdx-header.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
+import type { ImageFile } from '../file-io.js';
+import { HEADER_SECTION_SIZE } from './header.js';
 import {
   crcWithZeroField, guidEqual, le32, le64, le64Big, putLe32, putLe64, putLe64Big, putSignature, randomGuid, sealCrc, signature,
-} from './vhdx-le.js';
-import type { Extent } from './vhdx-region.js';
+} from './le.js';
+import type { Extent } from './region.js';
 
 export const LOG_SECTOR = 4096;
 const ENTRY_HEADER_SIZE = 64;
@@ -202,7 +202,7 @@ export function replayPlan(entries: LogEntry[], fileSize: number, log: Extent, p
 
 /**
  * A replay never writes or extends the file past `maxFileSize`, the largest file the image's own
- * structures describe (vhdx-image.ts): an entry with a valid CRC but a 1 TiB zero descriptor or a
+ * structures describe (image.ts): an entry with a valid CRC but a 1 TiB zero descriptor or a
  * LastFileOffset of 2 TiB would otherwise write until the disk is full.
  */
 export function checkReplayBound(plan: ReplayPlan, maxFileSize: number, path: string): void {

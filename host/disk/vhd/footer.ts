@@ -2,12 +2,12 @@
  * The VHD footer (VHD spec "Hard Disk Footer Format"): 512 big-endian bytes at the end of every VHD,
  * copied at offset 0 for dynamic and differencing disks. Pure functions over bytes; no I/O here.
  */
-import { getCore } from '../core/index.js';
-import { VhdsyncError } from '../errors.js';
-import { GiB } from '../units.js';
+import { getCore } from '../../core/index.js';
+import { VhdsyncError } from '../../errors.js';
+import { GiB } from '../../units.js';
 import {
   SECTOR, ascii, getU16, getU32, getU64, isAllOnes64, putAllOnes64, putAscii, putU16, putU32, putU64,
-} from './endian.js';
+} from './be.js';
 
 export const FOOTER_SIZE = 512;
 export const FOOTER_COOKIE = 'conectix';

@@ -2,11 +2,11 @@
  * A fixed VHD: the virtual disk stored flat, followed by a 512-byte footer. Reads and writes go straight
  * to the file; the footer never changes.
  */
-import type { DiskFormat } from './disk.js';
-import type { ImageFile } from './file-io.js';
-import { RawDisk } from './raw.js';
-import type { VhdFooter } from './vhd-footer.js';
-import type { VhdMetadata } from './vhd-metadata.js';
+import type { DiskFormat } from '../disk.js';
+import type { ImageFile } from '../file-io.js';
+import { RawDisk } from '../raw.js';
+import type { VhdFooter } from './footer.js';
+import type { VhdMetadata } from './image.js';
 
 export class VhdFixedDisk extends RawDisk {
   override readonly format: DiskFormat = 'vhd';

@@ -2,13 +2,13 @@
  * The VHDX header section ([MS-VHDX] 2.2): the file type identifier at 0 and two 4 KiB headers at 64 KiB
  * and 128 KiB. The current header is the valid one (signature `head`, version 1, CRC-32C) with the higher
  * sequence number; writers update the other one with sequence + 1, so a torn header write always leaves
- * the previous header valid. Pure functions over bytes; I/O lives in vhdx-image.ts.
+ * the previous header valid. Pure functions over bytes; I/O lives in image.ts.
  */
-import { VhdsyncError } from '../errors.js';
+import { VhdsyncError } from '../../errors.js';
 import {
   KiB, MiB, crcValid, le16, le32, le64, le64Big, putLe16, putLe32, putLe64, putLe64Big, putSignature,
   sealCrc, shownSignature, signature, utf16le,
-} from './vhdx-le.js';
+} from './le.js';
 
 export const FILE_ID_OFFSET = 0;
 export const HEADER1_OFFSET = 64 * KiB;

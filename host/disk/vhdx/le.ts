@@ -3,7 +3,7 @@
  * Microsoft's mixed-endian layout, strings UTF-16LE) and its CRC-32C checksums. Byte order is converted
  * here and nowhere else. 64-bit values become `number`; callers bound them before use.
  */
-import { getCore } from '../core/index.js';
+import { getCore } from '../../core/index.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;

@@ -4,12 +4,12 @@
  * and for a differencing disk the parent locator (UTF-16LE key/value pairs). An unknown item marked
  * required must be refused. Pure functions over bytes.
  */
-import { VhdsyncError } from '../errors.js';
-import { formatSize } from '../units.js';
+import { VhdsyncError } from '../../errors.js';
+import { formatSize } from '../../units.js';
 import {
   KiB, MiB, encodeUtf16le, guidBytes, guidEqual, guidText, isGuidText, isPowerOfTwo, le16, le32, le64, putLe16, putLe32, putLe64,
   putSignature, shownSignature, signature, utf16le,
-} from './vhdx-le.js';
+} from './le.js';
 
 export const METADATA_TABLE_SIZE = 64 * KiB;
 export const MAX_METADATA_ENTRIES = 2047;

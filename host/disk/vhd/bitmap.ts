@@ -2,8 +2,8 @@
  * Runs over a VHD sector bitmap (MSB-first: sector 0 is the top bit of byte 0). Counting and setting use
  * the WASM core; finding where a run ends is a byte-skipping scan here.
  */
-import { getCore } from '../core/index.js';
-import { forEachRunOf, type RunVisitor, type SectorBitmap } from './sector-runs.js';
+import { getCore } from '../../core/index.js';
+import { forEachRunOf, type RunVisitor, type SectorBitmap } from '../sector-runs.js';
 
 export function bitAt(bitmap: Uint8Array, sector: number): boolean {
   return ((bitmap[sector >>> 3] >>> (7 - (sector & 7))) & 1) === 1;
