@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { Command } from 'commander';
 import { kebab, powerShellArgs } from '../host/cli/powershell-args.js';
 import { parseStartTime } from '../host/replication/settings.js';
-import { checkVmName, namePattern, vmFolderName, VM_FOLDER } from '../host/replication/vm-name.js';
+import { checkVmName, namePattern, vmFolderName, VM_FOLDER } from '../host/replica/vm-name.js';
 
 describe('VM names and their folders (vm-name.ts)', () => {
   it('a plain name is its own folder; any other is a safe part and a hash, never a path', () => {

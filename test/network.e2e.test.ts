@@ -13,7 +13,7 @@ import { TlsLink } from '../host/transport/tls-link.js';
 import { bandwidthLimiter } from '../host/transport/token-bucket.js';
 import { dialReplicaServer } from '../host/transport/tls-connect.js';
 import { parseReplicaAddress } from '../host/transport/replica-address.js';
-import type { ServerEvent } from '../host/service/replica-server.js';
+import type { ServerEvent } from '../host/replica/server.js';
 import { qemuIdentical, randomBytes, rawImage } from './support/files.js';
 import { material, serverFixture, snapshot, startServer, TcpProxy, type ServerFixture, type TestCerts } from './network.support.js';
 

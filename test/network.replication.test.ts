@@ -9,7 +9,7 @@ import { completeFailover, getRecoveryPoints, readFailover, startFailover, stopF
 import { reverseReplication } from '../host/replication/reverse.js';
 import { Replication } from '../host/replication/replication.js';
 import { RunningVm } from '../host/replication/running-vm.js';
-import type { ServerEvent } from '../host/service/replica-server.js';
+import type { ServerEvent } from '../host/replica/server.js';
 import { cancelResync } from '../host/resync/resync.js';
 import { encode } from '../host/transport/protocol.js';
 import { parseSiteAddress } from '../host/transport/replica-address.js';

@@ -3,7 +3,7 @@ import { mkdir, readdir, lstat, writeFile } from 'node:fs/promises';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { loadTlsMaterial, type TlsMaterial } from '../host/transport/tls-config.js';
-import { ReplicaServer, type ReplicaServerOptions, type ServerEvent } from '../host/service/replica-server.js';
+import { ReplicaServer, type ReplicaServerOptions, type ServerEvent } from '../host/replica/server.js';
 import { tempDir } from './support/files.js';
 
 /**

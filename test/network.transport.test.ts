@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { TokenBucket, parseBandwidthSchedule, scheduledRate, bandwidthLimiter } from '../host/transport/token-bucket.js';
 import { TlsLink } from '../host/transport/tls-link.js';
 import { parseReplicaAddress, parseListen, isReplicaAddress } from '../host/transport/replica-address.js';
-import { confineTarget } from '../host/service/replica-root.js';
+import { confineTarget } from '../host/replica/root.js';
 import { tempDir } from './support/files.js';
 
 /** Two ends of a loopback TCP connection (the framing does not care whether TLS is underneath). */

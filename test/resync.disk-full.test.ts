@@ -7,7 +7,7 @@ import { VhdsyncError } from '../host/errors.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { CLI, tempDir, qemuIdentical, randomBytes, rawImage } from './support/files.js';
 import { makeCerts, startServer, type TestCerts } from './network.support.js';
-import type { ReplicaServer, ServerEvent } from '../host/service/replica-server.js';
+import type { ReplicaServer, ServerEvent } from '../host/replica/server.js';
 
 /**
  * A replica on a real, small file system that fills up during the compare (a 40 MiB tmpfs; the

@@ -5,9 +5,9 @@ import { dirname, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
-import { RemoteReplicaSite } from './remote-site.js';
+import { RemoteReplicaSite } from '../replica/remote-site.js';
 import type { Replication } from './replication.js';
-import { vmFolderName } from './vm-name.js';
+import { vmFolderName } from '../replica/vm-name.js';
 
 /**
  * Test-VMReplicationConnection: the checks enable-replication makes before it records anything, run

@@ -1,8 +1,8 @@
 import { VhdsyncError } from '../errors.js';
 import { replicateCycle } from './cycle.js';
 import { REPLICATION_STATES, RESYNC_STATES, type ReplicationState } from './names.js';
-import type { RecoveryPoint } from './recovery-points.js';
-import type { FailoverRecord } from './replica-site.js';
+import type { RecoveryPoint } from '../replica/recovery-points.js';
+import type { FailoverRecord } from '../replica/local-site.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { stopTracking } from './vm-logs.js';
@@ -30,8 +30,8 @@ import { stopTracking } from './vm-logs.js';
  * `<replica>/<vm>/failover.json` records what is in effect and its phase; each step writes it before
  * it acts, so a step killed half-way is finished by running it again (or undone by stop-failover
  * until complete-failover's merge starts). Everything on the replica's files is done by the replica
- * site (replica-site.ts), under its site and disk locks — on this machine, or on a replica server
- * (remote-site.ts).
+ * site (host/replica/local-site.ts), under its site and disk locks — on this machine, or on a replica server
+ * (host/replica/remote-site.ts).
  */
 export type FailoverKind = FailoverRecord['kind'];
 export type { FailoverRecord };

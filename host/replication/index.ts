@@ -3,7 +3,7 @@ export { Replication, replicationView, type EnableInput, type ResumeInput, type 
 export { RunningVm, type RunOptions } from './running-vm.js';
 export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './workload-driver.js';
 export { replicateCycle, type CycleOutcome } from './cycle.js';
-export { LocalReplicaSite, type ApplyResult, type ApplyProblem } from './replica-site.js';
+export { LocalReplicaSite, type ApplyResult, type ApplyProblem } from '../replica/local-site.js';
 export { detectPrimaryTriggers, checkLogSize, type Trigger } from './triggers.js';
 export { replicationHealth } from './health.js';
 export { inWindow, nextWindowOpen, resyncDecision, retryDelayMs, systemClock, type Clock, type ResyncDecision } from './schedule.js';

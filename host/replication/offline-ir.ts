@@ -3,10 +3,10 @@ import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, writeFileAtomic } from '../fsutil.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
-import { LocalReplicaSite, type ReplicaDiskSpec } from './replica-site.js';
+import { LocalReplicaSite, type ReplicaDiskSpec } from '../replica/local-site.js';
 import type { Replication, ResyncRunOptions, ResyncRunOutcome } from './replication.js';
 import type { VmRecord } from './store.js';
-import { shellWord, vmFolderName } from './vm-name.js';
+import { shellWord, vmFolderName } from '../replica/vm-name.js';
 
 /**
  * Offline initial replication (Hyper-V's `Start-VMInitialReplication -DestinationPath` and

@@ -12,15 +12,15 @@ import { idHex } from '../tracking/log.js';
 import { checkFingerprint, sampleRanges, takeFingerprint } from './fingerprint.js';
 import { replicationHealth } from './health.js';
 import { DIRTY_EXTENT_REASONS, RESYNC_STATES, TRACKING_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
-import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from './replica-site.js';
-import { RemoteReplicaSite } from './remote-site.js';
+import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from '../replica/local-site.js';
+import { RemoteReplicaSite } from '../replica/remote-site.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { systemClock, type Clock } from './schedule.js';
 import { applySettings, defaultSettings, parseStartTime, type SettingsChange } from './settings.js';
 import { averageLatencyMs, averageSize, emptyStatistics } from './statistics.js';
-import { shellWord, vmFolderName } from './vm-name.js';
+import { shellWord, vmFolderName } from '../replica/vm-name.js';
 import { TaskProgress } from './task-progress.js';
 import { checkVmName, newRecord, VmStore, type ResyncInfo, type UpdateContext, type VmDisk, type VmRecord } from './store.js';
 import { detectPrimaryTriggers, detectScopeBreach, type Trigger } from './triggers.js';
@@ -503,7 +503,7 @@ export class Replication {
 
   /**
    * Start-VMInitialReplication: the replica disks are created empty and filled by the resync engine.
-   * `again`: the replica was lost (a resync refuses to re-seed it, replica-site.ts requireReplica); the
+   * `again`: the replica was lost (a resync refuses to re-seed it, host/replica/local-site.ts requireReplica); the
    * user asks explicitly for a new one, from any state of a replicating VM.
    */
   async startInitialReplication(name: string, opts: ResyncRunOptions & InitialReplicationOptions = {}): Promise<ResyncRunOutcome> {

@@ -11,7 +11,7 @@ import type { DiskFingerprint } from './fingerprint.js';
 import type { ReplicationState, ResyncReason } from './names.js';
 import type { ReplicationSettings } from './settings.js';
 import { emptyStatistics, type ReplicationStatistics } from './statistics.js';
-import { checkVmName, sameVmName, VM_FOLDER, vmFolderName } from './vm-name.js';
+import { checkVmName, sameVmName, VM_FOLDER, vmFolderName } from '../replica/vm-name.js';
 
 export interface VmDisk {
   index: number;
@@ -101,7 +101,7 @@ export interface VmRecord {
   lastReplicationType?: 'Regular' | 'Planned';
 }
 
-export { checkVmName } from './vm-name.js';
+export { checkVmName } from '../replica/vm-name.js';
 
 /** Folders named as vhdsync named every VM before derived names (vm-name.ts PLAIN_NAME). */
 const PLAIN_FOLDER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -17,7 +17,7 @@ import { pendingBytes } from './vm-logs.js';
  * - modified while off: the disk file changed since the clean close, with every tracked write intact;
  * - too large: all tracking logs together above 50 % of the VM's virtual disk size.
  * The write failure is seen by the tracker as it happens (running-vm.ts), and the replica's triggers
- * by the replica as it applies (replica-site.ts).
+ * by the replica as it applies (host/replica/local-site.ts).
  */
 export interface Trigger {
   reason: ResyncReason;

@@ -22,13 +22,13 @@ import { KiB, MiB } from '../units.js';
  *
  * Over the network (tls-link.ts: u32 little-endian length, then the frame; a zero length is a
  * keepalive) a session opens before hello, so that a replica server can check the version and the
- * disk before any disk is touched (host/service/replica-server.ts):
+ * disk before any disk is touched (host/replica/server.ts):
  *   P→R open       control {version, target: 'NAME/disk.vhd'}. Always the first frame, always this
  *                  JSON shape in every version, so a version mismatch is one clear line either way.
  *                  Two more kinds of session open the same way and make one call each:
  *                  {version, target, call: 'cancel'} drops that disk's unfinished resync;
  *                  {version, site: {vm, vmId, disks}, call, args} is one operation of a VM's replica
- *                  site (host/replication/remote-site.ts, host/service/site-calls.ts)
+ *                  site (host/replica/remote-site.ts, host/replica/site-calls.ts)
  *   R→P queued     control {position}: waiting for a transfer slot (--max-active-transfers)
  *   R→P opened     control {version}: the replica endpoint answers hello ... commit from here on
  *                  (a call: P sends what it needs — a log's bytes as 'write' frames at their offsets)

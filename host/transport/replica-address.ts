@@ -44,7 +44,7 @@ export function parseSiteAddress(text: string, defaultName: string): ReplicaAddr
 
 /**
  * A replica folder's name under a server's root: one path segment, never '.', '..' or hidden. '+'
- * comes in the folders derived from VM names with other characters (replication/vm-name.ts).
+ * comes in the folders derived from VM names with other characters (replica/vm-name.ts).
  */
 export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 

@@ -4,7 +4,7 @@ import { VhdsyncError } from '../../errors.js';
 import { readEventLog } from '../../events/event-log.js';
 import { printJson } from '../output.js';
 import { eventJson } from '../powershell-keys.js';
-import { namePattern } from '../../replication/vm-name.js';
+import { namePattern } from '../../replica/vm-name.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
 
 interface Flags extends HomeFlags {

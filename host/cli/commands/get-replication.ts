@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
 import { REPLICATION_HEALTH, REPLICATION_STATES } from '../../replication/names.js';
 import { certificateThumbprint } from '../../replication/connection-test.js';
-import { isNamePattern } from '../../replication/vm-name.js';
+import { isNamePattern } from '../../replica/vm-name.js';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import { showReplicaSide, type ReplicaSideFlags } from './replica-side.js';

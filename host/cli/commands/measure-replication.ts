@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import type { CurrentTask } from '../../replication/replication.js';
-import { isNamePattern } from '../../replication/vm-name.js';
+import { isNamePattern } from '../../replica/vm-name.js';
 import { formatTable, matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
 
 /** CurrentTask in one line: "Resynchronization 42 % (scope Full, disk 1 comparing, suspended)". */

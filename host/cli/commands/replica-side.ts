@@ -1,6 +1,6 @@
 import { VhdsyncError } from '../../errors.js';
-import { describeRemoteReplicas } from '../../replication/remote-site.js';
-import { describeReplicas, type ReplicaView } from '../../replication/replica-view.js';
+import { describeRemoteReplicas } from '../../replica/remote-site.js';
+import { describeReplicas, type ReplicaView } from '../../replica/view.js';
 import { loadNetwork, type NetworkSettings } from '../../transport/network-settings.js';
 import { parseSiteAddress } from '../../transport/replica-address.js';
 import { printJson } from '../output.js';

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../../errors.js';
-import { ReplicaServer, type ServerEvent } from '../../service/replica-server.js';
+import { ReplicaServer, type ServerEvent } from '../../replica/server.js';
 import { formatRate } from '../../transport/rate.js';
 import { parseListen } from '../../transport/replica-address.js';
 import { addNetworkFlags } from '../network-flags.js';

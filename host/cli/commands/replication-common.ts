@@ -6,7 +6,7 @@ import { formatSize } from '../../units.js';
 import { ProgressBar, compareDetail } from '../progress.js';
 import type { VmRecord } from '../../replication/store.js';
 import { vhdsyncHome } from './resync.js';
-import { isNamePattern, namePattern } from '../../replication/vm-name.js';
+import { isNamePattern, namePattern } from '../../replica/vm-name.js';
 
 /** Shared by the replication verbs: the home directory, and Get-VMReplication-like tables. */
 export interface HomeFlags {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
 import { exportInitialReplication } from '../../replication/offline-ir.js';
-import { shellWord } from '../../replication/vm-name.js';
+import { shellWord } from '../../replica/vm-name.js';
 import { printJson } from '../output.js';
 import {
   healthNotes, outcomeJson, outcomeText, replicationFor, replicationTable, runInForeground, viewOf, withHome, withLink, type HomeFlags,

@@ -5,12 +5,12 @@ import type { ReplicaAddress } from '../transport/replica-address.js';
 import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import type { RecoveryPoint } from './recovery-points.js';
-import type { ReplicaView } from './replica-view.js';
-import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './replica-site.js';
+import type { ReplicaView } from './view.js';
+import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './local-site.js';
 
 /**
  * A VM's replica site on a replica server (`tls://HOST:PORT/NAME`): every operation is one session
- * on the server (host/service/site-calls.ts), which runs it with a LocalReplicaSite on `<root>/NAME`.
+ * on the server (site-calls.ts), which runs it with a LocalReplicaSite on `<root>/NAME`.
  * A session waits in the server's queue like a transfer (--max-active-transfers). A shipped log
  * streams from its file in 1 MiB pieces, paced by the VM's bandwidth limit; a broken connection
  * fails the operation (the replication cycle retries it, the replica only takes whole logs).
@@ -22,7 +22,7 @@ export const SITE_CALLS = [
 ] as const;
 export type SiteCall = (typeof SITE_CALLS)[number];
 
-/** Get-VMReplication on a replica server: the replica side's view of one folder (or all) under its root (replica-view.ts). */
+/** Get-VMReplication on a replica server: the replica side's view of one folder (or all) under its root (view.ts). */
 export async function describeRemoteReplicas(address: ReplicaAddress, dial: DialOptions, name?: string): Promise<ReplicaView[]> {
   const r = await callReplicaServer(address, dial, { call: 'describe', target: name ?? null });
   if (!Array.isArray(r)) throw new VhdsyncError('PROTOCOL', `protocol error: replica server ${address.display} answered describe with something else`);

@@ -1,8 +1,8 @@
 import { lstat, readdir, realpath } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
 import { VhdsyncError, asVhdsyncError, ioError } from '../errors.js';
-import { FAILOVER_PHASES, LocalReplicaSite, type FailoverPhase, type FailoverRecord, type ReplicaDiskSpec } from '../replication/replica-site.js';
-import { SITE_CALLS, type SiteCall, type SiteSpec } from '../replication/remote-site.js';
+import { FAILOVER_PHASES, LocalReplicaSite, type FailoverPhase, type FailoverRecord, type ReplicaDiskSpec } from './local-site.js';
+import { SITE_CALLS, type SiteCall, type SiteSpec } from './remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import { SITE_NAME } from '../transport/replica-address.js';

@@ -9,9 +9,9 @@ import { TlsLink } from '../transport/tls-link.js';
 import type { TokenBucket } from '../transport/token-bucket.js';
 import { cancelLocked, cancelResync } from '../resync/resync.js';
 import { lockFile, lockKey, type HeldLock } from '../writer-lock.js';
-import { confineTarget } from './replica-root.js';
+import { confineTarget } from './root.js';
 import { checkCall, confineSite, serveSiteCall, SITE_FRAME_LIMIT, type ConfinedSite } from './site-calls.js';
-import { describeReplicas } from '../replication/replica-view.js';
+import { describeReplicas } from './view.js';
 import { SITE_NAME } from '../transport/replica-address.js';
 import { realpath } from 'node:fs/promises';
 
@@ -30,8 +30,8 @@ import { realpath } from 'node:fs/promises';
  *        {target: 'NAME/disk.vhd'}              a resync of that disk
  *        {target: 'NAME/disk.vhd', call: 'cancel'}  drop that disk's unfinished resync
  *        {site: {vm, vmId, disks}, call, args}  one operation of a VM's replica site (site-calls.ts)
- *        {call: "describe", target: NAME | null}  the replica side's view of one folder or all (replica-view.ts)
- *   3. the disk or folder is confined to `--root` (replica-root.ts, site-calls.ts);
+ *        {call: "describe", target: NAME | null}  the replica side's view of one folder or all (view.ts)
+ *   3. the disk or folder is confined to `--root` (root.ts, site-calls.ts);
  *   4. the queue — at most `maxActiveTransfers` run at once, and one at a time per disk (a client that
  *      reconnects waits for its old session to checkpoint and let go; a site session holds its folder
  *      and all its disks); waiting clients hear 'queued';

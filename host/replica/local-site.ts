@@ -5,9 +5,9 @@ import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, syncDir, tempPathFor, writeFileAtomic } from '../fsutil.js';
 import { lockFile, type HeldLock } from '../writer-lock.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
-import { fileIdentity, sameIdentity, type FileIdentity } from './fingerprint.js';
+import { fileIdentity, sameIdentity, type FileIdentity } from '../replication/fingerprint.js';
 import { shellWord } from './vm-name.js';
-import type { ResyncReason } from './names.js';
+import type { ResyncReason } from '../replication/names.js';
 import { cancelResync } from '../resync/resync.js';
 import { withLock } from '../pid-lock.js';
 import { readCheckpoint } from '../resync/checkpoint.js';
@@ -200,7 +200,7 @@ export class LocalReplicaSite implements ReplicaSite {
 
   /**
    * The replica as its own folder describes it, without the primary's record (the replica side's view,
-   * replica-view.ts): its disks are named in `replica.json`. Undefined when there is none.
+   * view.ts): its disks are named in `replica.json`. Undefined when there is none.
    */
   static async fromFolder(root: string, vmName: string): Promise<{ site: LocalReplicaSite; state: ReplicaFolderState } | undefined> {
     const path = join(root, vmName, 'replica.json');

@@ -2,9 +2,9 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { SITE_NAME } from '../transport/replica-address.js';
-import type { ReplicationHealth, ReplicationState } from './names.js';
+import type { ReplicationHealth, ReplicationState } from '../replication/names.js';
 import type { RecoveryPoint } from './recovery-points.js';
-import { LocalReplicaSite, type FailoverRecord, type ReplicaFolderState } from './replica-site.js';
+import { LocalReplicaSite, type FailoverRecord, type ReplicaFolderState } from './local-site.js';
 
 /**
  * Get-VMReplication on the replica side (reference §1.2, §1.5): what a replica folder says of itself —
