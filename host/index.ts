@@ -34,5 +34,5 @@ export { parseRate } from './transport/rate.js';
 export { Replication, type EnableInput, type ResumeInput, type ResyncRunOptions, type ResyncRunOutcome, type Measurement } from './replication/replication.js';
 export { RunningVm, type RunOptions } from './replication/running-vm.js';
 export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './replication/workload-driver.js';
-export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from './replication/names.js';
+export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from './replica/states.js';
 export type { ReplicationSettings } from './replication/settings.js';

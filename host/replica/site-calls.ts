@@ -6,7 +6,7 @@ import { SITE_CALLS, type SiteCall, type SiteSpec } from './remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import { SITE_NAME } from '../transport/replica-address.js';
-import { REPLICATION_STATES } from '../replication/names.js';
+import { REPLICATION_STATES } from './states.js';
 
 /**
  * The replica server's side of a VM's replica site (`enable-replication --replica tls://HOST:PORT/NAME`):

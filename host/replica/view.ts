@@ -2,7 +2,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { SITE_NAME } from '../transport/replica-address.js';
-import type { ReplicationHealth, ReplicationState } from '../replication/names.js';
+import type { ReplicationHealth, ReplicationState } from './states.js';
 import type { RecoveryPoint } from './recovery-points.js';
 import { LocalReplicaSite, type FailoverRecord, type ReplicaFolderState } from './local-site.js';
 

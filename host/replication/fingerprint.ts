@@ -1,8 +1,7 @@
-import { stat } from 'node:fs/promises';
 import { getCore } from '../core/index.js';
 import { openDisk } from '../disk/index.js';
-import { ioError } from '../errors.js';
 import { idHex } from '../tracking/log.js';
+import { fileIdentity, sameIdentity, type FileIdentity } from '../file-identity.js';
 
 /**
  * What a disk looked like when its VM last stopped cleanly: the file's identity (size, inode,
@@ -13,14 +12,6 @@ import { idHex } from '../tracking/log.js';
  * - the last tracked writes are no longer on the disk: an older copy was put back ("reverted").
  * The change time cannot be set back by anyone, so any write to the file shows.
  */
-export interface FileIdentity {
-  size: number;
-  ino: string;
-  dev: string;
-  mtimeNs: string;
-  ctimeNs: string;
-}
-
 export interface Probe {
   offset: number;
   length: number;
@@ -39,17 +30,6 @@ export interface DiskFingerprint extends FileIdentity {
 
 export const PROBE_BYTES = 4096;
 export const MAX_PROBES = 24;
-
-export async function fileIdentity(path: string): Promise<FileIdentity> {
-  const s = await stat(path, { bigint: true }).catch((e) => {
-    throw ioError(path, e);
-  });
-  return { size: Number(s.size), ino: String(s.ino), dev: String(s.dev), mtimeNs: String(s.mtimeNs), ctimeNs: String(s.ctimeNs) };
-}
-
-export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
-  return a.size === b.size && a.ino === b.ino && a.dev === b.dev && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
-}
 
 /** Eight ranges spread over the disk, for a disk nobody has written through the tracker yet. */
 export function sampleRanges(virtualSize: number): { offset: number; length: number }[] {

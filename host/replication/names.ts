@@ -1,52 +1,8 @@
-/**
- * Hyper-V's names for replication states, health and settings (reference/hyperv-replica.md §1.3–1.4):
- * the module-2.0 `VMReplicationState` names, always used as names, never as numbers (the numbers
- * changed between module versions and broke monitoring scripts).
- */
-export const REPLICATION_STATES = [
-  'Disabled',
-  'ReadyForInitialReplication',
-  'InitialReplicationInProgress',
-  'WaitingForInitialReplication',
-  'Replicating',
-  'PreparedForFailover',
-  'FailedOverWaitingCompletion',
-  'FailedOver',
-  'Suspended',
-  'Error',
-  'WaitingForStartResynchronize',
-  'Resynchronizing',
-  'ResynchronizeSuspended',
-  'RecoveryInProgress',
-  'FailbackInProgress',
-  'FailbackComplete',
-  'WaitingForUpdateCompletion',
-  'UpdateError',
-  'WaitingForRepurposeCompletion',
-  'PreparedForSyncReplication',
-  'PreparedForGroupReverseReplication',
-  'FiredrillInProgress',
-] as const;
-export type ReplicationState = (typeof REPLICATION_STATES)[number];
+/** The primary's replication constants: Hyper-V's defaults and limits, and the states that own tracking logs. */
+import type { ReplicationState, ResyncReason } from '../replica/states.js';
 
-export const REPLICATION_HEALTH = ['NotApplicable', 'Normal', 'Warning', 'Critical'] as const;
-export type ReplicationHealth = (typeof REPLICATION_HEALTH)[number];
-
-/**
- * Why a VM needs resynchronization: Hyper-V's six triggers (§2.3), plus an explicit request
- * (`resume-replication --resynchronize` outside Resynchronization Required).
- */
-export const RESYNC_REASONS = [
-  'ModifiedWhileOff',
-  'TrackingLogTooLarge',
-  'TrackingLogWriteFailure',
-  'TrackingLogNotClosed',
-  'RevertedToOlderPoint',
-  'ReplicaLogOutOfSequence',
-  'ReplicaLogInvalid',
-  'Requested',
-] as const;
-export type ResyncReason = (typeof RESYNC_REASONS)[number];
+/** The vocabulary both sides speak is defined with the replica site, the lowest layer that records it. */
+export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from '../replica/states.js';
 
 /**
  * Triggers after which the differences are known to lie in the activity log's extents and the

@@ -3,7 +3,8 @@ import { currentLog, listSealedLogs, trackingLogPathFor } from '../tracking/log-
 import { checkDirtyMap } from '../tracking/scope.js';
 import { isProcessAlive } from '../pid-lock.js';
 import { formatSize } from '../units.js';
-import { checkFingerprint, fileIdentity, type FileIdentity } from './fingerprint.js';
+import { fileIdentity, type FileIdentity } from '../file-identity.js';
+import { checkFingerprint } from './fingerprint.js';
 import { LOG_SIZE_LIMIT_RATIO, type ResyncReason } from './names.js';
 import type { VmRecord } from './store.js';
 import { pendingBytes } from './vm-logs.js';
