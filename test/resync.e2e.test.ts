@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk, trackingLogPathFor } from '../host/index.js';
+import { resizeImage } from '../host/disk/resize.js';
 import { tempDir, qemuIdentical, sha256File, randomBytes, rawImage } from './support/files.js';
 
 const MiB = 1024 * 1024;
@@ -157,6 +158,15 @@ describe('resync end to end on real files', () => {
     await expect(resync({ primary: p, replica: r })).rejects.toThrow(/virtual size 16 MiB .* differs from .* \(32 MiB/);
     expect(await sha256File(r)).toBe(before);
     expect(existsSync(overlayPathFor(r))).toBe(false);
+    // The fix it names works: a smaller replica is grown, then the resync completes.
+    await expect(resync({ primary: p, replica: r })).rejects.toThrow(`grow the replica first: vhdsync resize ${r} ${32 * MiB}`);
+    await resizeImage(r, { to: 32 * MiB });
+    expect((await resync({ primary: p, replica: r })).result).toBe('completed');
+    expect(await sha256File(r)).toBe(await sha256File(p));
+    // A larger dynamic VHD cannot be cut: the message says so and names the way out.
+    const big = join(dir, 'big.vhd');
+    await createVhd(big, { size: 64 * MiB, type: 'dynamic' });
+    await expect(resync({ primary: p, replica: big })).rejects.toThrow(`a replica cannot be larger: cut it (vhdsync resize ${big} ${32 * MiB} --shrink, raw and fixed VHD only) or create one of the primary's size (vhdsync create ${big} --size ${32 * MiB})`);
   });
 
   it('--dry-run reports what would be sent and writes nothing', async () => {

@@ -92,7 +92,7 @@ async function resizeLocked(path: string, target: ResizeTarget, options: ResizeO
     const refuseShrink = (current: number, size: number, unshrinkable?: string): void => {
       if (size >= current) return;
       if (unshrinkable !== undefined) {
-        throw new VhdsyncError('UNSUPPORTED', `${path}: vhdsync does not shrink a ${unshrinkable} (${formatSize(current)} to ${formatSize(size)}); only raw images and fixed VHDs can be cut, with --shrink`);
+        throw new VhdsyncError('UNSUPPORTED', `${path}: vhdsync does not shrink a ${unshrinkable} (${current} to ${size} bytes); only raw images and fixed VHDs can be cut, with --shrink`);
       }
       if (!options.shrink) {
         throw new VhdsyncError('USAGE', `${path}: ${formatSize(size)} is smaller than the ${formatSize(current)} the disk has; shrinking loses the data past the new end: run again with --shrink if that is what you want`);

@@ -735,10 +735,15 @@ async function reconnect(opts: ResyncOptions, pd: Disk, start: Record<string, un
 
 function preflight(opts: ResyncOptions, primary: Disk, rep: { virtualSize: number; sectorSize: number }): void {
   if (rep.virtualSize !== primary.virtualSize) {
-    const larger = rep.virtualSize > primary.virtualSize ? 'replica' : 'primary';
+    const size = primary.virtualSize;
+    // Growing works for every format; shrinking only for raw and fixed VHDs (disk/resize.ts).
+    const fix =
+      rep.virtualSize < size
+        ? `grow the replica first: vhdsync resize ${opts.replica} ${size}`
+        : `a replica cannot be larger: cut it (vhdsync resize ${opts.replica} ${size} --shrink, raw and fixed VHD only) or create one of the primary's size (vhdsync create ${opts.replica} --size ${size}) and resync into it`;
     throw new VhdsyncError(
       'SIZE_MISMATCH',
-      `${opts.replica}: virtual size ${formatSize(rep.virtualSize)} (${rep.virtualSize} bytes) differs from ${opts.primary} (${formatSize(primary.virtualSize)}, ${primary.virtualSize} bytes); the ${larger} is larger — resize the replica to ${primary.virtualSize} bytes first`,
+      `${opts.replica}: virtual size ${formatSize(rep.virtualSize)} (${rep.virtualSize} bytes) differs from ${opts.primary} (${formatSize(size)}, ${size} bytes); ${fix}`,
     );
   }
   if (rep.sectorSize !== primary.sectorSize) {
