@@ -1,8 +1,9 @@
 // Bundles the CLI into dist/cli/bundle/: vhdsync.cjs (host/cli/program.ts and everything it imports,
 // commander included) and replica-worker.js (the replica endpoint's thread). One file loads in a few
 // milliseconds where ~150 small modules cost a resolve, a stat and a compile each: the fixed cost of
-// every `vhdsync` run (issue 17). dist/cli/bin.js (host/cli/bin.ts, the package's `bin`) turns on
-// Node's compile cache where there is one and imports the bundle. Commands stay lazy inside the bundle:
+// every `vhdsync` run (issue 17). dist/cli/bin.js (host/cli/bin.ts, the package's `bin`) compiles the
+// bundle from a V8 code cache (host/cli/code-cache.ts), which this build makes by running a small
+// resync, and evaluates it. Commands stay lazy inside the bundle:
 // esbuild keeps each `import('./x.js')` as a function that evaluates the module on first call.
 //
 // The bundle sits two folders below dist/ as the per-file output does (dist/cli/commands/), so the
@@ -13,7 +14,9 @@
 
 import * as esbuild from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmod, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,13 +51,41 @@ async function main() {
   // `vhdsync --help` as the bundle prints it into a pipe (80 columns), so that bin.js can answer it
   // without evaluating every command's module and the Node built-ins they load. Made from this very
   // bundle at every build, so it cannot go stale; test/cli.bundle.test.ts compares the two.
-  const help = spawnSync(process.execPath, [join(root, 'dist/cli/bin.js'), '--help'], { encoding: 'utf8', env: { ...process.env, VHDSYNC_NO_HELP_CACHE: '1' } });
+  const noCache = { ...process.env, NODE_DISABLE_COMPILE_CACHE: '1' };
+  const help = spawnSync(process.execPath, [join(root, 'dist/cli/bin.js'), '--help'], { encoding: 'utf8', env: { ...noCache, VHDSYNC_NO_HELP_CACHE: '1' } });
   if (help.status !== 0 || !help.stdout.startsWith('Usage: vhdsync')) throw new Error(`vhdsync --help failed: ${help.stderr}`);
   await writeFile(join(root, 'dist/cli/bundle/help.txt'), help.stdout);
+  // import() is refused inside the vm.Script that bin.js compiles the bundle in (host/cli/code-cache.ts).
+  const bundle = await readFile(join(root, 'dist/cli/bundle/vhdsync.cjs'), 'utf8');
+  const dynamic = bundle.match(/(?<![.\w$])import\(\s*[`'"][^`'"]*/);
+  if (dynamic) throw new Error(`dist/cli/bundle/vhdsync.cjs calls ${dynamic[0]}...: load it with require() (host/cli/code-cache.ts)`);
+  await warmCodeCache();
   // The package's bin is executable in a clone too (npm sets the bit only when it installs a package):
   // `./dist/cli/bin.js`, or a link to it on the PATH (test/readme.examples.test.ts), runs as is.
   await chmod(join(root, 'dist/cli/bin.js'), 0o755);
   console.log(`build-cli: wrote dist/cli/bundle/ (${Math.round(performance.now() - started)} ms)`);
+}
+
+/**
+ * The V8 code cache beside the bundle (host/cli/code-cache.ts), made by a small resync (raw onto an
+ * empty dynamic VHD: compare, send, merge) so that it holds the functions a resync runs, not only
+ * those of the first command someone happens to type. Any run writes it anew if it goes stale.
+ */
+async function warmCodeCache() {
+  const dir = await mkdtemp(join(tmpdir(), 'vhdsync-build-'));
+  try {
+    const bin = join(root, 'dist/cli/bin.js');
+    const run = (args, env) => {
+      const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8', env: { ...env, VHDSYNC_HOME: join(dir, 'home') } });
+      if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} failed: ${r.stderr}`);
+    };
+    await writeFile(join(dir, 'p.raw'), randomBytes(8 << 20));
+    run(['create', 'r.vhd', '--size', '8M'], { ...process.env, NODE_DISABLE_COMPILE_CACHE: '1' });
+    await rm(join(root, 'dist/cli/bundle', `vhdsync.cjs.${process.versions.v8}-${process.arch}.v8cache`), { force: true });
+    run(['resync', 'p.raw', 'r.vhd', '--json'], process.env);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 main().catch((e) => {

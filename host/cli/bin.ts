@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 /**
- * The `vhdsync` command (package.json `bin`): Node's compile cache on, then the CLI bundled into one
- * CommonJS file (dist/cli/bundle/vhdsync.cjs, built by scripts/build-cli.mjs from ./program.ts).
- * With the cache (Node ≥ 22.1) a run after the first skips compiling the bundle; Node 20 has no such
- * cache and just loads it. The cache lives where Node puts it (NODE_COMPILE_CACHE, else the temp
- * folder) and is switched off by NODE_DISABLE_COMPILE_CACHE=1. `--version` and `--help` alone are
- * answered here, without the bundle (the help text is the bundle's own, saved at build time).
- * bench/fixed-cost.mjs measures all of this.
+ * The `vhdsync` command (package.json `bin`): the CLI bundled into one CommonJS file
+ * (dist/cli/bundle/vhdsync.cjs, built by scripts/build-cli.mjs from ./program.ts), compiled from a V8
+ * code cache of its own (./code-cache.ts; Node 20 has no module.enableCompileCache) so that a run
+ * after the first skips compiling it. Node's compile cache (Node ≥ 22.1) is on for the modules loaded
+ * later (the replica's thread). NODE_DISABLE_COMPILE_CACHE=1 switches both off. `--version` and
+ * `--help` alone are answered here, without the bundle (the help text is the bundle's own, saved at
+ * build time). bench/fixed-cost.mjs measures all of this.
  */
 import { readFileSync } from 'node:fs';
 import module from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { VERSION } from './version.js';
 
 const args = process.argv.slice(2);
@@ -20,7 +21,8 @@ if (only === '--version' || only === '-V') {
   // printed
 } else {
   (module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
-  const cli = module.createRequire(import.meta.url)('./bundle/vhdsync.cjs') as typeof import('./program.js');
+  const { requireWithCodeCache } = await import('./code-cache.js');
+  const cli = requireWithCodeCache(fileURLToPath(new URL('./bundle/vhdsync.cjs', import.meta.url))) as typeof import('./program.js');
   await cli.runCli(process.argv);
 }
 

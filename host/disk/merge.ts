@@ -145,6 +145,15 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
   const child: MergeSource = (await openDiskAlone(childPath, { readOnly: true })) as VhdDynamicDisk | VhdxDisk;
   let parent: Disk | undefined;
   try {
+    if (!journal && !anyAllocated(child)) {
+      // Nothing to copy (a resync of identical disks): the parent is not opened for writing, so no
+      // journal and no flush. The child alone goes, as at the end of a merge.
+      options.onProgress?.(0, 0);
+      await child.close();
+      await options.onCopied?.();
+      await finish(childPath, journalPath);
+      return { parentPath, copiedBytes: 0, mergedBlocks: 0, resumed: false };
+    }
     parent = await openDisk(parentPath, { readOnly: false, format: parentFormat });
     if (!journal) {
       journal = {
@@ -265,6 +274,11 @@ export async function discardOverlay(childPath: string): Promise<void> {
   await syncDir(dirname(resolve(childPath)));
 }
 
+function anyAllocated(child: MergeSource): boolean {
+  for (let b = 0; b < child.blockCount; b++) if (child.isAllocated(b)) return true;
+  return false;
+}
+
 async function finish(childPath: string, journalPath: string): Promise<void> {
   try {
     await removeIfExists(childPath);
@@ -272,8 +286,7 @@ async function finish(childPath: string, journalPath: string): Promise<void> {
     throw ioError(childPath, e);
   }
   await syncDir(dirname(resolve(childPath)));
-  await removeIfExists(journalPath);
-  await syncDir(dirname(journalPath));
+  if (await removeIfExists(journalPath)) await syncDir(dirname(journalPath));
 }
 
 /** The id a journal records for a child: a VHD's unique id, a VHDX's DataWriteGuid (a merge never writes the child). */

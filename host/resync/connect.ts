@@ -4,7 +4,7 @@ import { VhdsyncError, asVhdsyncError } from '../errors.js';
 import type { Link } from '../transport/link.js';
 import { createMemoryLink, MemoryLink, type LinkShape } from '../transport/memory-link.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
-import { dialReplicaServer, type DialOptions } from '../transport/tls-connect.js';
+import type { DialOptions } from '../transport/tls-connect.js';
 import { ReplicaEndpoint } from './replica.js';
 
 /**
@@ -98,6 +98,8 @@ function connectInThread(replica: string, opts: ConnectOptions, local: Link, rem
 async function connectReplicaServer(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
   const address = parseReplicaAddress(replica);
   if (!opts.network) throw new VhdsyncError('USAGE', `${replica}: a replica server needs --cert, --key and --ca`);
+  // Loaded here: node:tls costs a local resync ~10–40 ms it has no use for.
+  const { dialReplicaServer } = await import('../transport/tls-connect.js');
   const link = await dialReplicaServer(address, opts.network);
   const closed = new Promise<void>((resolve) => link.onClose(() => resolve()));
   return {

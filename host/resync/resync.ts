@@ -10,7 +10,7 @@ import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION, type Codec } from '../transport/protocol.js';
 import { commonCodecs, localCodecs } from '../transport/codec.js';
-import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js';
+import type { DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { scanTrackingLog, type LogInit } from '../tracking/log.js';
 import { dropTakenLogs, startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
@@ -188,6 +188,7 @@ export async function cancelResync(replicaPath: string, network?: DialOptions): 
     // The replica server runs this same function on the file under its root.
     if (!network) throw new VhdsyncError('USAGE', `${replicaPath}: a replica server needs --cert, --key and --ca`);
     const address = parseReplicaAddress(replicaPath);
+    const { callReplicaServer } = await import('../transport/tls-connect.js'); // node:tls only when needed
     const value = (await callReplicaServer(address, network, { target: address.target, call: 'cancel' })) as { cancelled?: unknown; stopped?: Holder } | null;
     return { cancelled: value?.cancelled === true, ...(value?.stopped ? { stopped: value.stopped } : {}) };
   }

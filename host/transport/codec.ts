@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { promisify } from 'node:util';
@@ -38,13 +39,24 @@ let wasm: Promise<Wasm | undefined> | undefined;
  * module under calls in progress); undefined where it cannot load.
  */
 export function loadWasm(): Promise<Wasm | undefined> {
-  wasm ??= import('@bokuweb/zstd-wasm')
-    .then(async (m) => {
-      await m.init();
-      return m;
-    })
-    .catch(() => undefined);
+  // require(), not import(): the CLI bundle runs as a vm.Script (host/cli/code-cache.ts), where
+  // import() is refused; the package is CommonJS either way.
+  wasm ??= (async () => {
+    const m = createRequire(import.meta.url)('@bokuweb/zstd-wasm') as Wasm;
+    await m.init();
+    return m;
+  })().catch(() => undefined);
   return wasm;
+}
+
+/** Whether the WASM zstd is installed, without loading it (a resync that compresses nothing never does). */
+function wasmInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -54,7 +66,7 @@ export function loadWasm(): Promise<Wasm | undefined> {
 export function localCodecs(): Promise<Codec[]> {
   local ??= (async () => {
     const all: Codec[] = [];
-    if (builtin || (await loadWasm())) all.push('zstd');
+    if (builtin || wasmInstalled()) all.push('zstd');
     all.push('deflate');
     const only = process.env.VHDSYNC_CODECS?.split(',').map((s) => s.trim());
     return only ? all.filter((c) => only.includes(c)) : all;
