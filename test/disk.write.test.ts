@@ -248,6 +248,23 @@ describe('overlay, merge and discard', () => {
     await b.close();
   });
 
+  it('merging an overlay nothing was written to deletes it and never opens the parent for writing', async () => {
+    const base = join(dir, 'empty-merge.vhd');
+    await createVhd(base, { size: 4 * MiB, type: 'dynamic' });
+    const overlay = join(dir, 'empty-merge.overlay.vhd');
+    await createOverlay(base, overlay);
+    const before = { sha: sha256(base), mtime: statSync(base).mtimeMs };
+    const journalled = vi.fn(async () => {});
+    const copied = vi.fn(async () => {});
+    const r = await mergeOverlay(overlay, { onJournal: journalled, onCopied: copied });
+    expect(r).toMatchObject({ copiedBytes: 0, mergedBlocks: 0, resumed: false });
+    expect(existsSync(overlay)).toBe(false);
+    expect(existsSync(mergeJournalPath(overlay))).toBe(false);
+    expect(journalled).not.toHaveBeenCalled();
+    expect(copied).toHaveBeenCalledOnce();
+    expect({ sha: sha256(base), mtime: statSync(base).mtimeMs }).toEqual(before);
+  });
+
   it('merge copies only sectors whose bit is set: parent sectors next to them survive', async () => {
     const base = join(dir, 'sector-merge.img');
     writeFileSync(base, new Uint8Array(2 * MiB).fill(0xaa));
