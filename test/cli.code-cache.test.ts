@@ -29,6 +29,7 @@ function installCopy(name: string): { bin: string; bundle: string; cache: string
   const cliDir = join(dir, name, 'dist', 'cli');
   mkdirSync(cliDir, { recursive: true });
   for (const f of ['bin.js', 'version.js', 'code-cache.js']) cpSync(join(ROOT, 'dist', 'cli', f), join(cliDir, f));
+  cpSync(join(ROOT, 'package.json'), join(dir, name, 'package.json'));
   cpSync(join(ROOT, 'dist', 'cli', 'bundle'), join(cliDir, 'bundle'), { recursive: true, filter: (src) => !src.endsWith('.v8cache') && !src.endsWith('.map') });
   const bundle = join(cliDir, 'bundle', 'vhdsync.cjs');
   return { bin: join(cliDir, 'bin.js'), bundle, cache: cachePaths(bundle)[0] };
