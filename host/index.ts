@@ -31,7 +31,12 @@ export { readTrackingLog } from './tracking/log.js';
 export { parseRate } from './transport/rate.js';
 
 // Replication (Hyper-V Replica's model): the API behind the *-replication verbs.
-export { Replication, type EnableInput, type ResumeInput, type ResyncRunOptions, type ResyncRunOutcome, type Measurement } from './replication/replication.js';
+export { Replication } from './replication/replication.js';
+export { enableReplication, removeReplication, setReplication, type EnableInput } from './replication/enable.js';
+export { suspendReplication, resumeReplication, stopReplication, resetStatistics, type ResumeInput } from './replication/control.js';
+export { startInitialReplication, scheduleInitialReplication, runResync, type ResyncRunOptions, type ResyncRunOutcome } from './replication/resync-run.js';
+export { evaluateTriggers, requireResync } from './replication/resync-required.js';
+export { replicationView, healthNow, measureReplication, type Measurement } from './replication/views.js';
 export { RunningVm, type RunOptions } from './replication/running-vm.js';
 export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './replication/workload-driver.js';
 export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from './replica/states.js';

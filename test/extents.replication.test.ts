@@ -14,6 +14,9 @@ import { dirtyMapPathFor } from '../host/tracking/dirty-map.js';
 import { trackingLogPathFor } from '../host/tracking/log-files.js';
 import { rawDisk, replicatedVm, vhdDisk, MiB } from './replication.support.js';
 import { CLI, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { evaluateTriggers, requireResync } from '../host/replication/resync-required.js';
+import { runResync } from '../host/replication/resync-run.js';
+import { scopeView } from '../host/replication/views.js';
 
 const GiB = 1024 * MiB;
 let dir: string;
@@ -47,7 +50,7 @@ describe('a resync after a crash or a log overflow compares only the dirty exten
     const vhd = homeCli(home);
     await crashWorkload(home, 'big', primary, 64 * MiB);
 
-    const trigger = await rep.evaluate('big');
+    const trigger = await evaluateTriggers(rep, 'big');
     expect(trigger?.reason).toBe('TrackingLogNotClosed');
     const view = vhd.json('get-replication', 'big');
     expect(view.ResynchronizationScope).toBe('DirtyExtents');
@@ -99,21 +102,21 @@ describe('a resync after a crash or a log overflow compares only the dirty exten
     const vm = await RunningVm.start(rep, 'full');
     await vm.write(0, 3 * MiB, randomBytes(4096, 9));
     // A crash seen while the writer lives on (as a host crash would leave it): the scope is dirty.
-    await rep.requireResync('full', { reason: 'TrackingLogNotClosed', evidence: 'test' });
+    await requireResync(rep, 'full', { reason: 'TrackingLogNotClosed', evidence: 'test' });
     expect((await rep.get('full')).resync?.scope).toBe('DirtyExtents');
     await vm.write(0, 6 * MiB, randomBytes(4096, 10)); // bitmap mode
-    const bits = (await rep.scopeView(await rep.get('full'))).ResynchronizationScopeBytes;
+    const bits = (await scopeView(await rep.get('full'))).ResynchronizationScopeBytes;
     expect(bits).toBe(2 * MiB);
     // A failed write to the dirty map could hide a change anywhere: the scope becomes Full.
-    await rep.requireResync('full', { reason: 'TrackingLogWriteFailure', evidence: 'test' });
+    await requireResync(rep, 'full', { reason: 'TrackingLogWriteFailure', evidence: 'test' });
     expect((await rep.get('full')).resync?.scope).toBe('Full');
     expect(existsSync(dirtyMapPathFor(primary))).toBe(false);
     await vm.close();
-    const full = await rep.runResync('full');
+    const full = await runResync(rep, 'full');
     expect([full.result, full.disks[0].result.scope, full.disks[0].result.bytesReadPrimary]).toEqual(['completed', 'Full', 8 * MiB]);
 
     // --full forces the full compare of a DirtyExtents requirement.
-    await rep.requireResync('full', { reason: 'TrackingLogTooLarge', evidence: 'test' });
+    await requireResync(rep, 'full', { reason: 'TrackingLogTooLarge', evidence: 'test' });
     expect((await rep.get('full')).resync?.scope).toBe('DirtyExtents');
     const forced = homeCli(join(sub, 'home')).json('resume-replication', 'full', '--resynchronize', '--full');
     expect([forced.Result, forced.Disks[0].ResynchronizationScope]).toEqual(['completed', 'Full']);

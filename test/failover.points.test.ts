@@ -17,6 +17,10 @@ import { qemuIdentical, randomBytes, ROOT, tempDir } from './support/files.js';
 import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { FakeClock, MiB, rawDisk, replicatedVm, sameContents } from './replication.support.js';
+import { resumeReplication, suspendReplication } from '../host/replication/control.js';
+import { setReplication } from '../host/replication/enable.js';
+import { evaluateTriggers } from '../host/replication/resync-required.js';
+import { runResync } from '../host/replication/resync-run.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -91,8 +95,8 @@ describe('recovery points (undo logs, one an hour)', () => {
   it('set-replication --recovery-history takes 0 to 24 only', async () => {
     const d = await sub();
     const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), 4 * MiB)]);
-    expect((await rep.set('vm', { recoveryHistory: '24' })).settings.RecoveryHistory).toBe(24);
-    await expect(rep.set('vm', { recoveryHistory: '25' })).rejects.toThrow(/use 0 to 24/);
+    expect((await setReplication(rep, 'vm', { recoveryHistory: '24' })).settings.RecoveryHistory).toBe(24);
+    await expect(setReplication(rep, 'vm', { recoveryHistory: '25' })).rejects.toThrow(/use 0 to 24/);
   });
 });
 
@@ -229,7 +233,7 @@ describe('unplanned failover', () => {
 /** Diverge the primary while off and have a resync required. */
 async function divergeAndRequire(rep: Replication, a: string): Promise<void> {
   for (let off = 0; off < 8 * MiB; off += MiB) await writeRaw(a, off + 4096, randomBytes(64 * 1024, off / MiB + 500));
-  expect(await rep.evaluate('vm')).toBeDefined();
+  expect(await evaluateTriggers(rep, 'vm')).toBeDefined();
 }
 
 describe('failover and resync', () => {
@@ -240,8 +244,8 @@ describe('failover and resync', () => {
     const replica = rep.localSite(await rep.get('vm')).diskPath(0);
     expect((await getRecoveryPoints(rep, 'vm')).length).toBe(3);
     await divergeAndRequire(rep, a);
-    await rep.resume('vm', { resynchronize: true });
-    expect((await rep.runResync('vm')).result).toBe('completed');
+    await resumeReplication(rep, 'vm', { resynchronize: true });
+    expect((await runResync(rep, 'vm')).result).toBe('completed');
     expect(existsSync(recoveryPointsDirFor(replica))).toBe(false);
     expect((await getRecoveryPoints(rep, 'vm')).map((p) => p.kind)).toEqual(['Latest']);
     const vm2 = await RunningVm.start(rep, 'vm');
@@ -261,8 +265,8 @@ describe('failover and resync', () => {
     const before = Math.max(...copies.keys());
     await divergeAndRequire(rep, a);
     clock.set(new Date(T0.getTime() + 130 * 60_000)); // the resync ends after the last cycle
-    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
-    expect((await rep.runResync('vm')).result).toBe('completed');
+    await resumeReplication(rep, 'vm', { resynchronize: true, keepPreResyncPoint: true });
+    expect((await runResync(rep, 'vm')).result).toBe('completed');
     const pts = await getRecoveryPoints(rep, 'vm');
     expect(pts.map((p) => [p.kind, p.protected === true])).toEqual([['Latest', false], ['Standard', true]]);
     const view = await startFailover(rep, 'vm', 'test', { point: pts[1].time });
@@ -296,8 +300,8 @@ describe('failover and resync', () => {
     const before = Math.max(...copies.keys());
     await divergeAndRequire(rep, a);
     clock.set(new Date(T0.getTime() + 75 * 60_000));
-    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
-    expect((await rep.runResync('vm')).result).toBe('completed');
+    await resumeReplication(rep, 'vm', { resynchronize: true, keepPreResyncPoint: true });
+    expect((await runResync(rep, 'vm')).result).toBe('completed');
     const pts = await getRecoveryPoints(rep, 'vm');
     expect(pts[1].protected).toBe(true);
     const out = await startFailover(rep, 'vm', 'unplanned', { point: pts[1].time });
@@ -311,10 +315,10 @@ describe('failover and resync', () => {
     const { rep, vm, clock, copies } = await history(d, [0, 61], 2);
     const before = Math.max(...copies.keys());
     clock.set(new Date(T0.getTime() + 75 * 60_000));
-    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
-    await rep.resume('vm', { resynchronize: true, keepPreResyncPoint: true });
+    await suspendReplication(rep, 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
+    await resumeReplication(rep, 'vm', { resynchronize: true, keepPreResyncPoint: true });
     let wrote: Promise<void> | undefined;
-    const out = await rep.runResync('vm', {
+    const out = await runResync(rep, 'vm', {
       onProgress: (disk, p) => {
         if (disk.index === 0 && p.phase === 'merging') wrote ??= vm.write(0, 3 * MiB, randomBytes(20_000, 555));
       },
@@ -332,7 +336,7 @@ describe('failover and resync', () => {
   it('--keep-pre-resync-point needs --resynchronize', async () => {
     const d = await sub();
     const rep = await replicatedVm(d, 'vm', [await rawDisk(join(d, 'a.img'), MiB)]);
-    await expect(rep.resume('vm', { keepPreResyncPoint: true })).rejects.toThrow(/--keep-pre-resync-point needs --resynchronize/);
+    await expect(resumeReplication(rep, 'vm', { keepPreResyncPoint: true })).rejects.toThrow(/--keep-pre-resync-point needs --resynchronize/);
   });
 
   it('during a resync, test and planned failover are refused with the reason; unplanned cancels it and keeps the pre-resync points', async () => {
@@ -340,11 +344,11 @@ describe('failover and resync', () => {
     const { rep, vm, a, copies } = await history(d, [0, 61, 122], 3);
     await vm.close();
     await divergeAndRequire(rep, a);
-    await rep.resume('vm', { resynchronize: true });
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     // Suspended at once by the engine; then the compare of disk 0 "under way": diverged data in its
     // overlay, the checkpoint saying comparing (written here as an interrupted compare leaves them: on
     // these small disks the engine reports progress only once a disk's compare is done).
-    expect((await rep.runResync('vm', { shouldPause: () => true })).result).toBe('paused');
+    expect((await runResync(rep, 'vm', { shouldPause: () => true })).result).toBe('paused');
     const site = rep.localSite(await rep.get('vm'));
     const replica = site.diskPath(0);
     await createOverlay(replica, `${replica}.resync.vhd`);
@@ -383,10 +387,10 @@ describe('failover and resync', () => {
     const { rep, vm, a, b } = await history(d, [0, 61, 122], 3);
     await vm.close();
     await divergeAndRequire(rep, a);
-    await rep.resume('vm', { resynchronize: true });
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     // Suspended once disk 0 reported its compare: it is merged, disk 1 is not started.
     let asked: Promise<unknown> | undefined;
-    const first = await rep.runResync('vm', { onProgress: () => void (asked ??= rep.suspend('vm')) });
+    const first = await runResync(rep, 'vm', { onProgress: () => void (asked ??= suspendReplication(rep, 'vm')) });
     await asked;
     expect(first.result).toBe('paused');
     expect((await rep.get('vm')).resync?.disksDone).toEqual([0]);
@@ -408,12 +412,12 @@ describe('failover and resync', () => {
     const { rep, vm, a, b } = await history(d, [0, 61, 122], 3);
     await vm.close();
     await divergeAndRequire(rep, a);
-    await rep.resume('vm', { resynchronize: true });
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     // The resync process dies once the merge has started (the point of no return).
     const site = rep.localSite(await rep.get('vm'));
     const cpPath = `${site.diskPath(0)}.resync.json`;
     await expect(
-      rep.runResync('vm', {
+      runResync(rep, 'vm', {
         onProgress: (_d, p) => {
           if (p.phase === 'merging') throw new Error('killed during the merge');
         },
@@ -452,7 +456,7 @@ describe('reverse replication', () => {
     const rev = await reverseReplication(rep, 'vm');
     expect(existsSync(out.disks[0])).toBe(false);
     expect(rev.disks.map((x) => [x.path, x.replicaPath])).toEqual([[replicas[0], a], [replicas[1], b]]);
-    const run = await rep.runResync('vm');
+    const run = await runResync(rep, 'vm');
     expect(run.result).toBe('completed');
     // A resync, not a full copy: only the differing leaves travelled.
     expect(run.disks.reduce((n, x) => n + x.result.bytesSent, 0)).toBeLessThan(MiB);
@@ -482,7 +486,7 @@ describe('reverse replication', () => {
     const rev = await reverseReplication(rep, 'vm');
     expect(rev.state).toBe('WaitingForStartResynchronize');
     expect(rev.resync?.evidence).toMatch(/^replication reversed after an unplanned failover: /);
-    const run = await rep.runResync('vm');
+    const run = await runResync(rep, 'vm');
     expect(run.result).toBe('completed');
     expect(qemuIdentical(rev.disks[0].path, a)).toBe(true);
     expect(qemuIdentical(rev.disks[1].path, b)).toBe(true);

@@ -18,6 +18,10 @@ import { callReplicaServer } from '../host/transport/tls-connect.js';
 import { qemuIdentical, randomBytes } from './support/files.js';
 import { serverFixture, snapshot, startServer, TcpProxy, type ServerFixture, type TestCerts } from './network.support.js';
 import { FakeClock, MiB, rawDisk, sameContents } from './replication.support.js';
+import { resumeReplication, suspendReplication } from '../host/replication/control.js';
+import { enableReplication, removeReplication } from '../host/replication/enable.js';
+import { runResync, startInitialReplication } from '../host/replication/resync-run.js';
+import { measureReplication } from '../host/replication/views.js';
 
 /**
  * `enable-replication --replica tls://HOST:PORT/NAME`: a VM replicated to a replica server on
@@ -49,7 +53,7 @@ const client = () => certs.files('client');
 
 async function remoteVm(d: string, name: string, disks: string[], folder = name): Promise<Replication> {
   const rep = new Replication(join(d, 'home'));
-  await rep.enable({ name, disks, replica: `tls://127.0.0.1:${port}/${folder}`, network: client() });
+  await enableReplication(rep, { name, disks, replica: `tls://127.0.0.1:${port}/${folder}`, network: client() });
   return rep;
 }
 
@@ -68,7 +72,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     expect(vm0.disks.map((x) => x.replicaPath)).toEqual([`tls://127.0.0.1:${port}/vm1/sys.img`, `tls://127.0.0.1:${port}/vm1/data.img`]);
     expect(vm0.network?.cert).toBe(client().cert);
 
-    const ir = await rep.startInitialReplication('vm1');
+    const ir = await startInitialReplication(rep, 'vm1');
     expect(ir.result).toBe('completed');
     expect(identical(disks, 'vm1')).toBe(true);
     expect(JSON.parse(await readFile(join(root, 'vm1', 'replica.json'), 'utf8')).vmId).toBe(vm0.vmId);
@@ -84,14 +88,14 @@ describe('VM replication to a replica server over mutual TLS', () => {
       expect(identical(disks, 'vm1')).toBe(true);
     }
     expect(await readdir(join(root, 'vm1', 'logs')).catch(() => [])).toEqual([]);
-    expect((await rep.measure('vm1')).SuccessfulReplicationCount).toBe(2);
+    expect((await measureReplication(rep, 'vm1')).SuccessfulReplicationCount).toBe(2);
 
     // A forced resync while the guest writes: over TLS, continuing with normal cycles afterwards.
-    await rep.suspend('vm1');
-    await rep.resume('vm1', { resynchronize: true, keepPreResyncPoint: true });
+    await suspendReplication(rep, 'vm1');
+    await resumeReplication(rep, 'vm1', { resynchronize: true, keepPreResyncPoint: true });
     const vm = await RunningVm.start(rep, 'vm1');
     await vm.write(0, 3 * MiB, randomBytes(256 * 1024, 77));
-    const out = await rep.runResync('vm1');
+    const out = await runResync(rep, 'vm1');
     await vm.write(1, 5 * MiB, randomBytes(64 * 1024, 78));
     await vm.close();
     expect(out.result).toBe('completed');
@@ -117,7 +121,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const disk = join(d, 'sys.vhdx');
     execFileSync('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic', disk, String(16 * MiB)]);
     const rep = await remoteVm(d, 'vmx', [disk]);
-    expect((await rep.startInitialReplication('vmx')).result).toBe('completed');
+    expect((await startInitialReplication(rep, 'vmx')).result).toBe('completed');
     const vm = await RunningVm.start(rep, 'vmx');
     for (let i = 0; i < 8; i++) await vm.write(0, i * 2 * MiB, randomBytes(65536, 900 + i));
     await vm.close();
@@ -130,7 +134,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 9)];
     const rep = await remoteVm(d, 'vm2', disks, 'folder2');
-    expect((await rep.startInitialReplication('vm2')).result).toBe('completed');
+    expect((await startInitialReplication(rep, 'vm2')).result).toBe('completed');
     const vm = await RunningVm.start(rep, 'vm2');
     await vm.write(0, 0, randomBytes(4096, 1));
     await vm.close();
@@ -141,8 +145,8 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const out = await replicateCycle(rep, 'vm2');
     expect(out).toMatchObject({ result: 'resync-required', trigger: { reason: 'ReplicaLogOutOfSequence' } });
     expect((await rep.get('vm2')).state).toBe('WaitingForStartResynchronize');
-    await rep.resume('vm2', { resynchronize: true });
-    expect((await rep.runResync('vm2')).result).toBe('completed');
+    await resumeReplication(rep, 'vm2', { resynchronize: true });
+    expect((await runResync(rep, 'vm2')).result).toBe('completed');
     expect(identical(disks, 'folder2')).toBe(true);
   });
 
@@ -151,8 +155,8 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 11)];
     const { server: own, port: ownPort } = await startServer(certs, root);
     const rep = new Replication(join(d, 'home'));
-    await rep.enable({ name: 'vm3', disks, replica: `tls://127.0.0.1:${ownPort}/vm3`, network: client() });
-    expect((await rep.startInitialReplication('vm3')).result).toBe('completed');
+    await enableReplication(rep, { name: 'vm3', disks, replica: `tls://127.0.0.1:${ownPort}/vm3`, network: client() });
+    expect((await startInitialReplication(rep, 'vm3')).result).toBe('completed');
     const vm = await RunningVm.start(rep, 'vm3');
     await vm.write(0, 2 * MiB, randomBytes(65536, 3));
     await vm.close();
@@ -177,8 +181,8 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const proxy = await new TcpProxy(port, 1).listen();
     try {
       const rep = new Replication(join(d, 'home'));
-      await rep.enable({ name: 'vm6', disks, replica: `tls://127.0.0.1:${proxy.port}/vm6`, network: client() });
-      expect((await rep.startInitialReplication('vm6')).result).toBe('completed');
+      await enableReplication(rep, { name: 'vm6', disks, replica: `tls://127.0.0.1:${proxy.port}/vm6`, network: client() });
+      expect((await startInitialReplication(rep, 'vm6')).result).toBe('completed');
       const vm = await RunningVm.start(rep, 'vm6');
       for (let i = 0; i < 48; i++) await vm.write(0, i * 256 * 1024, randomBytes(65536, 600 + i));
       await vm.close();
@@ -203,9 +207,9 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 51)];
     const rep = new Replication(join(d, 'home'));
-    await rep.enable({ name: 'vm8', disks, replica: `tls://127.0.0.1:${port}/vm8`, network: { ...client(), bandwidth: '16mbps' } });
+    await enableReplication(rep, { name: 'vm8', disks, replica: `tls://127.0.0.1:${port}/vm8`, network: { ...client(), bandwidth: '16mbps' } });
     expect((await rep.get('vm8')).network?.bandwidth).toBe('16mbps');
-    expect((await rep.startInitialReplication('vm8')).result).toBe('completed');
+    expect((await startInitialReplication(rep, 'vm8')).result).toBe('completed');
     const vm = await RunningVm.start(rep, 'vm8');
     for (let i = 0; i < 32; i++) await vm.write(0, i * 131072, randomBytes(65536, 800 + i));
     await vm.close();
@@ -226,14 +230,14 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 61)];
     const { server: own, port: ownPort } = await startServer(certs, root);
     const rep = new Replication(join(d, 'home'));
-    await rep.enable({ name: 'vm9', disks, replica: `tls://127.0.0.1:${ownPort}/vm9`, network: client() });
-    expect((await rep.startInitialReplication('vm9')).result).toBe('completed');
-    await rep.suspend('vm9');
-    await rep.resume('vm9', { resynchronize: true });
-    expect((await rep.runResync('vm9', { shouldPause: () => true })).result).toBe('paused');
+    await enableReplication(rep, { name: 'vm9', disks, replica: `tls://127.0.0.1:${ownPort}/vm9`, network: client() });
+    expect((await startInitialReplication(rep, 'vm9')).result).toBe('completed');
+    await suspendReplication(rep, 'vm9');
+    await resumeReplication(rep, 'vm9', { resynchronize: true });
+    expect((await runResync(rep, 'vm9', { shouldPause: () => true })).result).toBe('paused');
     expect((await rep.get('vm9')).state).toBe('ResynchronizeSuspended');
     await own.close();
-    const out = await rep.remove('vm9');
+    const out = await removeReplication(rep, 'vm9');
     expect(out.warnings).toHaveLength(1);
     expect(out.warnings[0]).toMatch(/unfinished resynchronization on tls:\/\/127\.0\.0\.1:\d+\/vm9 was left there: .*connection refused/);
     expect(await rep.list()).toEqual([]);
@@ -243,19 +247,19 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];
     const rep = new Replication(join(d, 'home'));
-    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/x`, network: certs.files('rogue', 'other') })).rejects.toThrow(/127\.0\.0\.1/);
-    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/x` })).rejects.toThrow(/needs --cert, --key, --ca/);
-    await expect(rep.enable({ name: 'x', disks, replica: join(d, 'r'), network: client() })).rejects.toThrow(/--cert applies to a replica server/);
-    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/../x`, network: client() })).rejects.toThrow(/not a replica server address/);
+    await expect(enableReplication(rep, { name: 'x', disks, replica: `tls://127.0.0.1:${port}/x`, network: certs.files('rogue', 'other') })).rejects.toThrow(/127\.0\.0\.1/);
+    await expect(enableReplication(rep, { name: 'x', disks, replica: `tls://127.0.0.1:${port}/x` })).rejects.toThrow(/needs --cert, --key, --ca/);
+    await expect(enableReplication(rep, { name: 'x', disks, replica: join(d, 'r'), network: client() })).rejects.toThrow(/--cert applies to a replica server/);
+    await expect(enableReplication(rep, { name: 'x', disks, replica: `tls://127.0.0.1:${port}/../x`, network: client() })).rejects.toThrow(/not a replica server address/);
     const { server: gone, port: gonePort } = await startServer(certs, root);
     await gone.close();
-    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${gonePort}/x`, network: client() })).rejects.toThrow(new RegExp(`127\\.0\\.0\\.1:${gonePort}`));
+    await expect(enableReplication(rep, { name: 'x', disks, replica: `tls://127.0.0.1:${gonePort}/x`, network: client() })).rejects.toThrow(new RegExp(`127\\.0\\.0\\.1:${gonePort}`));
     expect(await rep.list()).toEqual([]);
     // A folder that holds another VM's replica.
     const owner = new Replication(join(d, 'home2'));
-    await owner.enable({ name: 'owner', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() });
-    expect((await owner.startInitialReplication('owner')).result).toBe('completed');
-    await expect(rep.enable({ name: 'x', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() })).rejects.toThrow(/belongs to another VM/);
+    await enableReplication(owner, { name: 'owner', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() });
+    expect((await startInitialReplication(owner, 'owner')).result).toBe('completed');
+    await expect(enableReplication(rep, { name: 'x', disks, replica: `tls://127.0.0.1:${port}/taken`, network: client() })).rejects.toThrow(/belongs to another VM/);
     expect(await rep.list()).toEqual([]);
   });
 
@@ -264,8 +268,8 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const disks = [await rawDisk(join(d, 'a.img'), 8 * MiB, 31), await rawDisk(join(d, 'b.img'), 4 * MiB, 32)];
     const clock = new FakeClock(new Date('2026-11-20T08:00:00Z'));
     const rep = new Replication(join(d, 'home'), { clock });
-    await rep.enable({ name: 'vm7', disks, replica: `tls://127.0.0.1:${port}/vm7`, network: client(), settings: { recoveryHistory: 2 } });
-    expect((await rep.startInitialReplication('vm7')).result).toBe('completed');
+    await enableReplication(rep, { name: 'vm7', disks, replica: `tls://127.0.0.1:${port}/vm7`, network: client(), settings: { recoveryHistory: 2 } });
+    expect((await startInitialReplication(rep, 'vm7')).result).toBe('completed');
     // Three hourly cycles; a copy of the primaries as of each.
     const copies = new Map<number, string[]>();
     for (let k = 1; k <= 3; k++) {
@@ -311,7 +315,7 @@ describe('VM replication to a replica server over mutual TLS', () => {
     const d = await sub();
     const disks = [await rawDisk(join(d, 'a.img'), 4 * MiB, 1)];
     const rep = await remoteVm(d, 'vm5', disks);
-    expect((await rep.startInitialReplication('vm5')).result).toBe('completed');
+    expect((await startInitialReplication(rep, 'vm5')).result).toBe('completed');
     const network = { tls: await loadTlsMaterial(client()) };
     expect(await cancelResync(`tls://127.0.0.1:${port}/vm5/a.img`, network)).toEqual({ cancelled: false });
     await expect(cancelResync(`tls://127.0.0.1:${port}/vm5/nothere.img`, network)).rejects.toThrow(/no such replica disk/);

@@ -16,6 +16,10 @@ import { listSealedLogs, trackingLogPathFor } from '../host/tracking/log-files.j
 import { readTrackingLog, HEADER_BYTES, RECORD_HEAD } from '../host/tracking/log.js';
 import { qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
 import { MiB, fileBytes, rawDisk, replicatedVm } from './replication.support.js';
+import { resumeReplication, stopReplication, suspendReplication } from '../host/replication/control.js';
+import { evaluateTriggers } from '../host/replication/resync-required.js';
+import { runResync } from '../host/replication/resync-run.js';
+import { healthNow, measureReplication } from '../host/replication/views.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -58,7 +62,7 @@ describe('replication cycles', () => {
     expect(cur.header.sequence).toBe(4);
     expect(cur.header.writerPid).toBe(0); // taken by the VM only when it writes next
     await vm.close();
-    const measured = await rep.measure('vm');
+    const measured = await measureReplication(rep, 'vm');
     expect(measured.SuccessfulReplicationCount).toBe(3);
     expect(measured.Counters['Replication Count']).toBe(3);
     expect(measured.Health).toBe('Normal');
@@ -116,9 +120,9 @@ describe('VHDX disks (Hyper-V\'s own format)', () => {
     await vm2.write(0, 5 * MiB, randomBytes(65536, 400));
     await vm2.close();
     expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
-    await rep.suspend('vm');
-    await rep.resume('vm', { resynchronize: true });
-    const out = await rep.runResync('vm');
+    await suspendReplication(rep, 'vm');
+    await resumeReplication(rep, 'vm', { resynchronize: true });
+    const out = await runResync(rep, 'vm');
     expect(out.result).toBe('completed');
     expect(await same()).toBe(true);
 
@@ -178,14 +182,14 @@ describe('resync triggers detected from evidence (in process)', () => {
     expect(vm.triggers[0].evidence).toMatch(/a\.img\.vhdsync-track: a write could not be appended \(EIO/);
     const after = await rep.get('vm');
     expect(after.state).toBe('WaitingForStartResynchronize');
-    expect(rep.health(after).health).toBe('Critical');
+    expect(healthNow(rep, after).health).toBe('Critical');
     // Tracking stopped: no log, but the guest's writes reached the disk.
     expect(existsSync(trackingLogPathFor(a))).toBe(false);
     const disk = await fileBytes(a);
     expect(Buffer.from(disk.subarray(5 * 65536, 6 * 65536)).equals(randomBytes(65536, 205))).toBe(true);
     await vm.close();
-    const run = await rep.resume('vm', { resynchronize: true });
-    const out = await rep.runResync('vm', { restart: run.run?.restart });
+    const run = await resumeReplication(rep, 'vm', { resynchronize: true });
+    const out = await runResync(rep, 'vm', { restart: run.run?.restart });
     expect(out.result).toBe('completed');
     expect(out.disks[0].result.bytesSent).toBe(6 * 65536);
     expect((await rep.get('vm')).state).toBe('Replicating');
@@ -197,7 +201,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     const a = await rawDisk(join(d, 'a.img'), 8 * MiB);
     const b = await rawDisk(join(d, 'b.img'), 8 * MiB);
     const rep = await replicatedVm(d, 'vm', [a, b]);
-    await rep.suspend('vm');
+    await suspendReplication(rep, 'vm');
     const vm = await RunningVm.start(rep, 'vm');
     let written = 0;
     for (let i = 0; written <= 9 * MiB; i++) {
@@ -210,8 +214,8 @@ describe('resync triggers detected from evidence (in process)', () => {
     expect((await rep.get('vm')).state).toBe('WaitingForStartResynchronize');
     expect(await listSealedLogs(a)).toEqual([]);
     await vm.close();
-    await rep.resume('vm', { resynchronize: true });
-    const out = await rep.runResync('vm');
+    await resumeReplication(rep, 'vm', { resynchronize: true });
+    const out = await runResync(rep, 'vm');
     expect(out.result).toBe('completed');
     for (const [i, p] of [a, b].entries()) expect(qemuIdentical(p, rep.localSite(out.vm).diskPath(i))).toBe(true);
   });
@@ -267,7 +271,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     await copyFile(log1.path, join(d, 'log1.keep'));
     expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
     await copyFile(join(d, 'log1.keep'), log1.path);
-    expect(await rep.evaluate('vm')).toMatchObject({ reason: 'RevertedToOlderPoint', evidence: expect.stringMatching(/sequence 1 is back although log 1 was already shipped/) });
+    expect(await evaluateTriggers(rep, 'vm')).toMatchObject({ reason: 'RevertedToOlderPoint', evidence: expect.stringMatching(/sequence 1 is back although log 1 was already shipped/) });
   });
 });
 
@@ -282,22 +286,22 @@ describe('the resync state machine', () => {
     const fh = await (await import('node:fs/promises')).open(a, 'r+');
     for (let off = 0; off < size; off += 16 * MiB) await fh.write(randomBytes(128 * 1024, off / MiB + 1), 0, 128 * 1024, off + 65536);
     await fh.close();
-    expect(await rep.evaluate('vm')).toMatchObject({ reason: 'ModifiedWhileOff' });
+    expect(await evaluateTriggers(rep, 'vm')).toMatchObject({ reason: 'ModifiedWhileOff' });
 
     // 1. Suspend during the resync: it stops at a region boundary with a checkpoint.
     const pauseAt = (limit: number) => {
       let asked: Promise<unknown> | undefined;
       return {
         onProgress: (_d: unknown, p: { bytesCompared: number }) => {
-          if (p.bytesCompared >= limit) asked ??= rep.suspend('vm');
+          if (p.bytesCompared >= limit) asked ??= suspendReplication(rep, 'vm');
         },
         done: () => asked,
       };
     };
     const changed = (size / (16 * MiB)) * 128 * 1024;
-    await rep.resume('vm', { resynchronize: true });
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     const s1 = pauseAt(size / 16);
-    const first = await rep.runResync('vm', { onProgress: s1.onProgress });
+    const first = await runResync(rep, 'vm', { onProgress: s1.onProgress });
     expect((await s1.done())).toMatchObject({ state: 'ResynchronizeSuspended' });
     expect(first.result).toBe('paused');
     expect((await rep.get('vm')).state).toBe('ResynchronizeSuspended');
@@ -306,17 +310,17 @@ describe('the resync state machine', () => {
     expect(existsSync(`${rep.localSite(first.vm).diskPath(0)}.resync.vhd`)).toBe(true);
 
     // 2. Stop: the overlay goes, the VM is back in Resynchronization Required.
-    await expect(rep.resume('vm', { resynchronize: true, resynchronizeStartTime: new Date(Date.now() + 3600_000).toISOString() })).rejects.toThrow(/suspended resynchronization/);
-    const stopped = await rep.stop('vm');
+    await expect(resumeReplication(rep, 'vm', { resynchronize: true, resynchronizeStartTime: new Date(Date.now() + 3600_000).toISOString() })).rejects.toThrow(/suspended resynchronization/);
+    const stopped = await stopReplication(rep, 'vm');
     expect(stopped.state).toBe('WaitingForStartResynchronize');
-    expect(rep.health(stopped).health).toBe('Critical');
+    expect(healthNow(rep, stopped).health).toBe('Critical');
     expect(existsSync(`${rep.localSite(stopped).diskPath(0)}.resync.vhd`)).toBe(false);
-    await expect(rep.stop('vm')).rejects.toThrow(/no resynchronization to cancel/);
+    await expect(stopReplication(rep, 'vm')).rejects.toThrow(/no resynchronization to cancel/);
 
     // 3. The next resync starts from the beginning (and is suspended again).
-    await rep.resume('vm', { resynchronize: true });
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     const s2 = pauseAt(size / 16);
-    const second = await rep.runResync('vm', { onProgress: s2.onProgress });
+    const second = await runResync(rep, 'vm', { onProgress: s2.onProgress });
     await s2.done();
     expect(second.result).toBe('paused');
     expect(second.disks[0].result.resumedFrom).toBe(0);
@@ -324,9 +328,9 @@ describe('the resync state machine', () => {
     // 4. --continue carries on from its checkpoint to the end. Only what was in flight at the pause is
     // sent again: a pause stops mid-region and a region not ended is redone (at most the 32 regions
     // that descend at once, 128 KiB of changes each here).
-    const cont = await rep.resume('vm', { continue: true });
+    const cont = await resumeReplication(rep, 'vm', { continue: true });
     expect(cont.run).toEqual({ restart: false });
-    const third = await rep.runResync('vm', { restart: false });
+    const third = await runResync(rep, 'vm', { restart: false });
     expect(third.result).toBe('completed');
     expect(third.disks[0].result.resumedFrom).toBeGreaterThan(0);
     expect(third.disks[0].result.resumedFrom).toBeLessThan(size);
@@ -347,8 +351,8 @@ describe('the resync state machine', () => {
     const size = 32 * MiB;
     const a = await rawDisk(join(d, 'a.img'), size, 7);
     const rep = await replicatedVm(d, 'vm', [a], { link: { rate: 30e6, latencyMs: 1 } });
-    await rep.suspend('vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
-    await rep.resume('vm', { resynchronize: true });
+    await suspendReplication(rep, 'vm'); // forcing a resync from Replicating: suspend first, as Hyper-V
+    await resumeReplication(rep, 'vm', { resynchronize: true });
     const vm = await RunningVm.start(rep, 'vm');
     let k = 0;
     // At most 160 × 64 KiB (10 MiB) are logged: under the 50 % rule (16 MiB), which would otherwise
@@ -359,7 +363,7 @@ describe('the resync state machine', () => {
         k++;
       }
     })();
-    const out = await rep.runResync('vm');
+    const out = await runResync(rep, 'vm');
     await writes;
     expect(out.result).toBe('completed');
     expect(k).toBeGreaterThan(0);

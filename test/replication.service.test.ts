@@ -7,6 +7,8 @@ import { RunningVm } from '../host/replication/running-vm.js';
 import { ReplicationService } from '../host/service/service.js';
 import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
+import { resumeReplication } from '../host/replication/control.js';
+import { healthNow } from '../host/replication/views.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -59,7 +61,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     expect(evening.resync?.outcome).toBe('completed');
     const vm = await rep.get('vm');
     expect(vm.state).toBe('Replicating');
-    expect(rep.health(vm).health).toBe('Normal');
+    expect(healthNow(rep, vm).health).toBe('Normal');
     expect(qemuIdentical(a, rep.localSite(vm).diskPath(0))).toBe(true);
   });
 
@@ -72,7 +74,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     await breakReplication(rep, svc, a, 20);
     clock.set(at(23));
     expect((await svc.pass())[0].resync).toBeUndefined();
-    const { vm, run } = await rep.resume('vm', { resynchronize: true, resynchronizeStartTime: '2024-06-12 03:00' });
+    const { vm, run } = await resumeReplication(rep, 'vm', { resynchronize: true, resynchronizeStartTime: '2024-06-12 03:00' });
     expect(run).toBeUndefined();
     expect(vm.resynchronizeStartTime).toBe(at(3, 0, 12).toISOString());
     clock.set(at(2, 59, 12));
@@ -84,7 +86,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     const after = await rep.get('vm');
     expect(after.state).toBe('Replicating');
     expect(after.resynchronizeStartTime).toBeNull();
-    await expect(rep.resume('vm', { resynchronize: true, resynchronizeStartTime: '2024-06-20 03:00' })).rejects.toThrow(/more than 7 days ahead/);
+    await expect(resumeReplication(rep, 'vm', { resynchronize: true, resynchronizeStartTime: '2024-06-20 03:00' })).rejects.toThrow(/more than 7 days ahead/);
     expect((await rep.get('vm')).state).toBe('Replicating'); // nothing changed
   });
 
@@ -114,7 +116,7 @@ describe('the service: automatic and scheduled resyncs (fake clock)', () => {
     const paused = await rep.get('vm');
     expect(paused.state).toBe('ResynchronizeSuspended');
     expect(paused.resync?.pausedByWindow).toBe(true);
-    expect(rep.health(paused).details[0]).toMatch(/until its start window opens/);
+    expect(healthNow(rep, paused).details[0]).toMatch(/until its start window opens/);
     clock.set(at(12, 0, 11));
     expect((await svc.pass())[0].resync).toBeUndefined();
     clock.set(at(22, 0, 11));
@@ -154,7 +156,7 @@ describe('the service: cycles, retries and statistics (fake clock)', () => {
     const failed = (await svc.pass())[0].cycle;
     expect(failed).toMatchObject({ result: 'failed', attempt: 1 });
     let vm = await rep.get('vm');
-    expect(rep.health(vm).health).toBe('Critical');
+    expect(healthNow(rep, vm).health).toBe('Critical');
     expect(vm.retry?.nextAt).toBe(new Date(clock.now().getTime() + 60_000).toISOString());
     const e32315 = rep.events.records.filter((e) => e.id === 32315);
     expect(e32315).toHaveLength(1);
@@ -180,7 +182,7 @@ describe('the service: cycles, retries and statistics (fake clock)', () => {
     await svc.pass();
     vm = await rep.get('vm');
     expect(vm.statistics.missedReplicationCount).toBe(3);
-    expect(rep.health(vm).health).toBe('Warning'); // more than 20 % missed
+    expect(healthNow(rep, vm).health).toBe('Warning'); // more than 20 % missed
 
     // The monitoring interval ends: event 29174 with its statistics, and a new interval. The hour
     // without a pass missed 119 more cycles of 30 s.

@@ -6,6 +6,8 @@ import { Replication } from '../host/replication/replication.js';
 import type { Clock } from '../host/replication/schedule.js';
 import type { LinkShape } from '../host/transport/memory-link.js';
 import { randomBytes } from './support/files.js';
+import { enableReplication } from '../host/replication/enable.js';
+import { startInitialReplication } from '../host/replication/resync-run.js';
 
 export const MiB = 1024 * 1024;
 
@@ -47,9 +49,9 @@ export async function replicatedVm(
   opts: { clock?: Clock; link?: LinkShape; initial?: boolean; settings?: Record<string, string | number | boolean> } = {},
 ): Promise<Replication> {
   const rep = new Replication(join(dir, 'home'), { clock: opts.clock, link: opts.link });
-  await rep.enable({ name, disks, replica: join(dir, 'replica'), settings: opts.settings });
+  await enableReplication(rep, { name, disks, replica: join(dir, 'replica'), settings: opts.settings });
   if (opts.initial !== false) {
-    const ir = await rep.startInitialReplication(name);
+    const ir = await startInitialReplication(rep, name);
     if (ir.result !== 'completed') throw new Error(`initial replication ${ir.result}`);
   }
   return rep;

@@ -7,6 +7,7 @@ import { openDisk } from '../host/disk/index.js';
 import { Replication } from '../host/replication/replication.js';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
+import { enableReplication } from '../host/replication/enable.js';
 
 // Reverse replication of a VM that failed over to a replica server, run on that server's machine and
 // replicating back to the old primary's side through a replica server there (two servers, mutual TLS).
@@ -90,7 +91,7 @@ describe('reverse-replication through replica servers', () => {
     // A first reverse on B killed right after it enabled the VM (before anything else): simulated by
     // enabling it as that run would have; the run below finishes it, the failover's writes included.
     const homeB = join(dir, 'homeB');
-    await new Replication(homeB).enable({ name: 'vm', disks: [join(rootB, 'vm', 'a.img')], replica: `tls://127.0.0.1:${portA}/vm`, network: { cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') } });
+    await enableReplication(new Replication(homeB), { name: 'vm', disks: [join(rootB, 'vm', 'a.img')], replica: `tls://127.0.0.1:${portA}/vm`, network: { cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') } });
     const siteB = homeCli(homeB);
     const out = siteB.json('reverse-replication', 'vm', '--replica-path', rootB, '--replica', `tls://127.0.0.1:${portA}/vm`, ...tlsFlags());
     expect(out).toMatchObject({ Result: 'completed' });

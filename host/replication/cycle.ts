@@ -6,6 +6,7 @@ import { retryDelayMs } from './schedule.js';
 import { recordCycle } from './statistics.js';
 import type { Trigger } from './triggers.js';
 import { pendingCycles, switchLogs } from './vm-logs.js';
+import { requireResync } from './resync-required.js';
 
 export type CycleOutcome =
   | { result: 'replicated'; sequences: number[]; bytes: number; records: number; latencyMs: number }
@@ -45,7 +46,7 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
           reason: 'RevertedToOlderPoint',
           evidence: `tracking log ${seq} is back although log ${vm.lastShippedSequence} was already shipped: the volume was reverted to an older point in time`,
         };
-        await rep.requireResync(name, trigger);
+        await requireResync(rep, name, trigger);
         return { result: 'resync-required', trigger };
       }
       for (const [i, log] of logs.entries()) if (log) await site.receive(seq, i, log.path);
@@ -59,7 +60,7 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
     const applied = await site.apply({ now: rep.clock.now(), recoveryHistory: vm.settings.RecoveryHistory ?? DEFAULT_RECOVERY_HISTORY });
     if (applied.problem) {
       const trigger: Trigger = { reason: applied.problem.reason, evidence: applied.problem.evidence };
-      await rep.requireResync(name, trigger);
+      await requireResync(rep, name, trigger);
       return { result: 'resync-required', trigger };
     }
     const latencyMs = performance.now() - t0;

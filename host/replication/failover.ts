@@ -6,6 +6,8 @@ import type { FailoverRecord } from '../replica/local-site.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { stopTracking } from './vm-logs.js';
+import { resumeReplication, stopReplication } from './control.js';
+import { runResync } from './resync-run.js';
 
 /**
  * Start-VMFailover / Complete-VMFailover / Stop-VMFailover (reference §1.1, §1.3, §2.4), in Hyper-V's steps:
@@ -204,15 +206,15 @@ async function settleResync(rep: Replication, name: string, at: string | undefin
     if ((await rep.resyncPid(name)) !== undefined) {
       await waitUntil(rep, name, (v) => !RESYNC_STATES.includes(v.state));
     } else {
-      if (vm.state === 'WaitingForStartResynchronize') await rep.resume(name, { resynchronize: true });
-      else if (vm.state === 'ResynchronizeSuspended') await rep.resume(name, { continue: true });
-      const out = await rep.runResync(name, { restart: false });
+      if (vm.state === 'WaitingForStartResynchronize') await resumeReplication(rep, name, { resynchronize: true });
+      else if (vm.state === 'ResynchronizeSuspended') await resumeReplication(rep, name, { continue: true });
+      const out = await runResync(rep, name, { restart: false });
       if (out.result !== 'completed') throw new VhdsyncError('STATE', `${merging[0]}: the resync merge did not finish (${out.result}); run the failover again`);
     }
     return 'merge-finished';
   }
   if (inResync) {
-    await rep.stop(name);
+    await stopReplication(rep, name);
     return 'cancelled';
   }
   return undefined;

@@ -1,5 +1,10 @@
 /** A VM's replication (Hyper-V Replica's model): the API behind the *-replication verbs. */
-export { Replication, replicationView, type EnableInput, type ResumeInput, type ResyncRunOptions, type ResyncRunOutcome, type Measurement } from './replication.js';
+export { Replication } from './replication.js';
+export { enableReplication, removeReplication, setReplication, type EnableInput } from './enable.js';
+export { suspendReplication, resumeReplication, stopReplication, resetStatistics, type ResumeInput } from './control.js';
+export { startInitialReplication, scheduleInitialReplication, runResync, type ResyncRunOptions, type ResyncRunOutcome } from './resync-run.js';
+export { evaluateTriggers, requireResync } from './resync-required.js';
+export { replicationView, healthNow, measureReplication, type Measurement } from './views.js';
 export { RunningVm, type RunOptions } from './running-vm.js';
 export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './workload-driver.js';
 export { replicateCycle, type CycleOutcome } from './cycle.js';

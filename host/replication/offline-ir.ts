@@ -4,9 +4,11 @@ import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, writeFileAtomic } from '../fsutil.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { LocalReplicaSite, type ReplicaDiskSpec } from '../replica/local-site.js';
-import type { Replication, ResyncRunOptions, ResyncRunOutcome } from './replication.js';
+import type { Replication } from './replication.js';
+import type { ResyncRunOptions, ResyncRunOutcome } from './resync-run.js';
 import type { VmRecord } from './store.js';
 import { shellWord, vmFolderName } from '../replica/vm-name.js';
+import { runResync } from './resync-run.js';
 
 /**
  * Offline initial replication (Hyper-V's `Start-VMInitialReplication -DestinationPath` and
@@ -73,7 +75,7 @@ export async function exportInitialReplication(rep: Replication, name: string, d
     throw ioError(dir, e);
   });
   const site = new LocalReplicaSite(dir, folder, vm.vmId, diskSpecs(vm), vm.name);
-  const out = await rep.runResync(name, { ...opts, origin: 'manual', site });
+  const out = await runResync(rep, name, { ...opts, origin: 'manual', site });
   if (out.result === 'completed') {
     const o = out.vm.offlineInitialReplication!;
     const manifest: ExportManifest = { version: 1, vmName: vm.name, vmId: vm.vmId, folder, disks: diskSpecs(vm), lastApplied: o.sequence - 1, exportedAt: o.exportedAt! };

@@ -8,6 +8,8 @@ import { LocalReplicaSite, type FailoverRecord } from '../replica/local-site.js'
 import { isReplicaAddress } from '../transport/replica-address.js';
 import type { NetworkSettings } from '../transport/network-settings.js';
 import type { VmRecord } from './store.js';
+import { enableReplication } from './enable.js';
+import { refreshFingerprints } from './resync-required.js';
 
 /**
  * Set-VMReplication -Reverse after a planned or unplanned failover (reference §1.2; one not yet completed is completed first): the failed-over replica becomes
@@ -59,7 +61,7 @@ export async function reverseReplication(rep: Replication, name: string, opts: {
     if (v.state !== 'FailedOver') throw new VhdsyncError('STATE', `reverse-replication: '${name}' is ${v.state} now; nothing changed`);
     v.disks = v.disks.map((d) => ({ ...d, path: d.replicaPath, replicaPath: d.path, fingerprint: undefined }));
     v.replica = root;
-    await rep.refreshFingerprints(v, now);
+    await refreshFingerprints(v, now);
     const evidence = `replication reversed after ${failover.kind === "unplanned" ? "an" : "a"} ${failover.kind} failover: ${v.disks.map((d) => d.replicaPath).join(', ')} becomes the replica of ${v.disks.map((d) => d.path).join(', ')}`;
     v.state = 'WaitingForStartResynchronize';
     v.resync = { reason: 'Requested', evidence, requiredAt: now.toISOString(), disksDone: [], restart: true };
@@ -129,7 +131,7 @@ export async function reverseFromReplica(rep: Replication, name: string, input: 
       const { phase: _p, resumeState: _r, ...done } = failover;
       await site.setFailoverRecord(done);
     }
-    if (!existing) await rep.enable({ name, disks: site.disks.map((d) => site.diskPath(d.index)), replica: input.replica, network: input.network });
+    if (!existing) await enableReplication(rep, { name, disks: site.disks.map((d) => site.diskPath(d.index)), replica: input.replica, network: input.network });
   } else if (!existing) {
     throw new VhdsyncError('NOT_FOUND', `${join(root, name)}: no replica of '${name}' here (no replica.json)`);
   }

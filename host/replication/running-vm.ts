@@ -12,6 +12,7 @@ import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { checkLogSize, detectPrimaryTriggers, type Trigger } from './triggers.js';
 import { ensureLogs, pendingBytes, switchLogs } from './vm-logs.js';
+import { checkScope, requireResync } from './resync-required.js';
 
 export interface RunOptions {
   /** The file layer under the tracking logs (tests inject a failing one). */
@@ -84,11 +85,11 @@ export class RunningVm {
         if (t) {
           triggers.push(t);
           // Not written yet: the disks are as the last writer left them (their fingerprints are retaken).
-          await rep.requireResync(name, t, { running: false });
+          await requireResync(rep, name, t, { running: false });
         }
       }
       // A DirtyExtents scope whose disks changed while the VM was off (before bitmap mode marks anything).
-      const widened = await rep.checkScope(name, { running: false });
+      const widened = await checkScope(rep, name, { running: false });
       if (widened) triggers.push(widened);
       ({ vm } = await rep.store.update(name, async (v) => {
         if (keepsLogs(v.state) && !RESYNC_STATES.includes(v.state)) await ensureLogs(v);
@@ -163,7 +164,7 @@ export class RunningVm {
     };
     this.queue(async () => {
       this.triggers.push(trigger);
-      await this.rep.requireResync(this.name, trigger);
+      await requireResync(this.rep, this.name, trigger);
     });
   }
 
@@ -190,7 +191,7 @@ export class RunningVm {
               evidence: `${trackingLogPathFor(disk.path)}: the tracking log is gone while the VM writes (${vm.state}); writes could not be appended to it`,
             };
         this.triggers.push(trigger);
-        await this.rep.requireResync(this.name, trigger);
+        await requireResync(this.rep, this.name, trigger);
       } finally {
         this.checkingUntracked.delete(diskIndex);
       }
@@ -208,7 +209,7 @@ export class RunningVm {
       const t = await checkLogSize(vm, await pendingBytes(vm));
       if (t) {
         this.triggers.push(t);
-        await this.rep.requireResync(this.name, t);
+        await requireResync(this.rep, this.name, t);
       }
     });
   }

@@ -2,11 +2,15 @@ import { checkImported } from '../replication/offline-ir.js';
 import { VhdsyncError } from '../errors.js';
 import { replicateCycle, type CycleOutcome } from '../replication/cycle.js';
 import { TRACKING_STATES } from '../replication/names.js';
-import type { Replication, ResyncRunOutcome } from '../replication/replication.js';
+import type { Replication } from '../replication/replication.js';
+import type { ResyncRunOutcome } from '../replication/resync-run.js';
 import { resyncDecision } from '../replication/schedule.js';
 import { averageLatencyMs, averageSize, DEFAULT_MONITORING_INTERVAL_MS, emptyStatistics } from '../replication/statistics.js';
 import type { Trigger } from '../replication/triggers.js';
 import { tryLock } from '../pid-lock.js';
+import { pauseForWindow, suspendReplication } from '../replication/control.js';
+import { evaluateTriggers } from '../replication/resync-required.js';
+import { runResync, startInitialReplication } from '../replication/resync-run.js';
 
 /**
  * `vhdsync service`: the long-running daemon, Hyper-V's VMMS for our VMs. Each pass, for every VM:
@@ -65,7 +69,7 @@ export class ReplicationService {
       let vm = await rep.store.load(name);
       // Resynchronization Required is looked at too: a disk changed behind the tracker widens its scope.
       if ((TRACKING_STATES.includes(vm.state) || vm.state === 'WaitingForStartResynchronize') && !this.resyncs.has(name)) {
-        report.trigger = await rep.evaluate(name);
+        report.trigger = await evaluateTriggers(rep, name);
         if (report.trigger) this.log(`${name}: resynchronization required: ${report.trigger.reason}: ${report.trigger.evidence}`);
         vm = await rep.store.load(name);
       }
@@ -73,8 +77,7 @@ export class ReplicationService {
         // --initial-replication-start-time has come.
         report.initialReplication = { started: true };
         this.log(`${name}: starting the scheduled initial replication`);
-        const run = rep
-          .startInitialReplication(name)
+        const run = startInitialReplication(rep, name)
           .then((o) => {
             if (report.initialReplication) report.initialReplication.outcome = o.result;
             this.log(`${name}: initial replication ${o.result}`);
@@ -118,8 +121,7 @@ export class ReplicationService {
           report.resync = { started: d.action };
           const origin = d.action === 'start' ? d.origin : undefined;
           this.log(`${name}: ${d.action === 'start' ? `starting a${origin === 'automatic' ? 'n automatic' : ' scheduled'}` : 'continuing the'} resynchronization`);
-          const run = rep
-            .runResync(name, { origin })
+          const run = runResync(rep, name, { origin })
             .then((o) => {
               if (report.resync) report.resync.outcome = o.result;
               this.log(`${name}: resynchronization ${o.result}`);
@@ -132,7 +134,7 @@ export class ReplicationService {
           this.resyncs.set(name, run);
           if (this.opts.once) await run;
         } else if (d.action === 'pause') {
-          await rep.pauseForWindow(name);
+          await pauseForWindow(rep, name);
           report.paused = true;
           this.log(`${name}: the start window closed; pausing the resynchronization until it opens again`);
         }
@@ -191,7 +193,7 @@ export class ReplicationService {
           signal.addEventListener('abort', done, { once: true });
         });
       }
-      for (const name of this.resyncs.keys()) await this.rep.suspend(name).catch(() => undefined);
+      for (const name of this.resyncs.keys()) await suspendReplication(this.rep, name).catch(() => undefined);
       await this.idle();
     } finally {
       await lock.release();

@@ -3,6 +3,7 @@ import type { NetworkSettings } from '../../transport/network-settings.js';
 import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+import { enableReplication } from '../../replication/enable.js';
 
 interface Flags extends HomeFlags, NetworkSettings {
   disk: string[];
@@ -33,7 +34,7 @@ export function register(program: Command): void {
   );
   addNetworkFlags(cmd, 'cap what this VM sends to its replica server (logs and resyncs)').action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
-    const vm = await rep.enable({
+    const vm = await enableReplication(rep, {
       name,
       disks: flags.disk,
       replica: flags.replica,

@@ -7,6 +7,7 @@ import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import { showReplicaSide, type ReplicaSideFlags } from './replica-side.js';
 import { formatList, healthNotes, matchingVms, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+import { healthNow, scopeView } from '../../replication/views.js';
 
 interface Flags extends HomeFlags {
   list?: boolean;
@@ -42,12 +43,12 @@ export function register(program: Command): void {
     const state = enumValue(flags.replicationState, REPLICATION_STATES, '--replication-state');
     const health = enumValue(flags.health, REPLICATION_HEALTH, '--health');
     const rep = replicationFor(flags);
-    const vms = (await matchingVms(rep, name)).filter((vm) => (state === undefined || vm.state === state) && (health === undefined || rep.health(vm).health === health));
+    const vms = (await matchingVms(rep, name)).filter((vm) => (state === undefined || vm.state === state) && (health === undefined || healthNow(rep, vm).health === health));
     // The scope's bytes as they are now (a disk in bitmap mode keeps adding extents).
     const views = await Promise.all(
       vms.map(async (vm) => ({
         ...viewOf(rep, vm),
-        ...(await rep.scopeView(vm)),
+        ...(await scopeView(vm)),
         CertificateThumbprint: await certificateThumbprint(vm.network?.cert),
       })),
     );

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
-import type { CurrentTask } from '../../replication/replication.js';
+import type { CurrentTask } from '../../replication/views.js';
 import { isNamePattern } from '../../replica/vm-name.js';
 import { formatTable, matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { measureReplication } from '../../replication/views.js';
 
 /** CurrentTask in one line: "Resynchronization 42 % (scope Full, disk 1 comparing, suspended)". */
 function taskText(t: CurrentTask | null): string {
@@ -24,7 +25,7 @@ export function register(program: Command): void {
   ).action(async (name: string | undefined, flags: HomeFlags) => {
     const rep = replicationFor(flags);
     const all = [];
-    for (const vm of await matchingVms(rep, name)) all.push(await rep.measure(vm.name));
+    for (const vm of await matchingVms(rep, name)) all.push(await measureReplication(rep, vm.name));
     if (flags.json) {
       printJson(name === undefined || isNamePattern(name) ? all : all[0]);
       return;

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { printJson } from '../output.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { removeReplication } from '../../replication/enable.js';
 
 /** Remove-VMReplication: forget a VM (its tracking logs go; replica files stay where they are). */
 export function register(program: Command): void {
@@ -10,7 +11,7 @@ export function register(program: Command): void {
       .description('Remove replication for a VM: its state and tracking logs are deleted; the disks and replicas stay')
       .argument('<vm>', 'VM name'),
   ).action(async (name: string, flags: HomeFlags) => {
-    const { warnings } = await replicationFor(flags).remove(name);
+    const { warnings } = await removeReplication(replicationFor(flags), name);
     if (flags.json) printJson({ VMName: name, State: 'Disabled', Warnings: warnings });
     else {
       for (const w of warnings) process.stderr.write(`vhdsync: warning: ${w}\n`);

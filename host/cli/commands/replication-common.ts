@@ -1,12 +1,15 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { Replication, replicationView, type ResyncRunOptions, type ResyncRunOutcome } from '../../replication/replication.js';
+import { Replication } from '../../replication/replication.js';
+import { replicationView } from '../../replication/views.js';
+import { type ResyncRunOptions, type ResyncRunOutcome } from '../../replication/resync-run.js';
 import { parseRate } from '../../transport/rate.js';
 import { formatSize } from '../../units.js';
 import { ProgressBar, compareDetail } from '../progress.js';
 import type { VmRecord } from '../../replication/store.js';
 import { vhdsyncHome } from './resync.js';
 import { isNamePattern, namePattern } from '../../replica/vm-name.js';
+import { healthNow } from '../../replication/views.js';
 
 /** Shared by the replication verbs: the home directory, and Get-VMReplication-like tables. */
 export interface HomeFlags {
@@ -28,7 +31,7 @@ export function replicationFor(flags: HomeFlags): Replication {
 }
 
 export function viewOf(rep: Replication, vm: VmRecord) {
-  return replicationView(vm, rep.health(vm));
+  return replicationView(vm, healthNow(rep, vm));
 }
 
 /**
@@ -84,7 +87,7 @@ export function replicationTable(rep: Replication, vms: VmRecord[]): string {
 export function healthNotes(rep: Replication, vms: VmRecord[]): string {
   const lines: string[] = [];
   for (const vm of vms) {
-    const h = rep.health(vm);
+    const h = healthNow(rep, vm);
     if (h.health === 'Normal' || h.health === 'NotApplicable') continue;
     for (const d of h.details) lines.push(`${vm.name}: ${d}`);
   }

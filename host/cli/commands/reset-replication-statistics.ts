@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { printJson } from '../output.js';
 import { matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { resetStatistics } from '../../replication/control.js';
 
 /** Reset-VMReplicationStatistics: the monitoring interval's statistics start again (counters stay). */
 export function register(program: Command): void {
@@ -12,7 +13,7 @@ export function register(program: Command): void {
   ).action(async (name: string, flags: HomeFlags) => {
     const rep = replicationFor(flags);
     const out = [];
-    for (const vm of await matchingVms(rep, name)) out.push(await rep.resetStatistics(vm.name));
+    for (const vm of await matchingVms(rep, name)) out.push(await resetStatistics(rep, vm.name));
     if (flags.json) printJson(out.map((vm) => ({ VMName: vm.name, MonitoringStartTime: vm.statistics.monitoringStartTime })));
     else for (const vm of out) process.stdout.write(`Replication statistics of ${vm.name} reset at ${vm.statistics.monitoringStartTime}.\n`);
   });

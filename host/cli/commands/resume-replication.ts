@@ -3,6 +3,8 @@ import { printJson } from '../output.js';
 import {
   healthNotes, outcomeJson, outcomeText, replicationFor, replicationTable, runInForeground, viewOf, withHome, withLink, type HomeFlags,
 } from './replication-common.js';
+import { resumeReplication } from '../../replication/control.js';
+import { runResync } from '../../replication/resync-run.js';
 
 interface Flags extends HomeFlags {
   resynchronize?: boolean;
@@ -30,7 +32,7 @@ export function register(program: Command): void {
     .option('--keep-pre-resync-point', 'with --resynchronize: keep the replica as it was before as one protected recovery point, until the first new one exists');
   withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
-    const { vm, run } = await rep.resume(name, {
+    const { vm, run } = await resumeReplication(rep, name, {
       resynchronize: flags.resynchronize,
       resynchronizeStartTime: flags.resynchronizeStartTime,
       continue: flags.continue,
@@ -41,7 +43,7 @@ export function register(program: Command): void {
       else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
       return;
     }
-    const outcome = await runInForeground((opts) => rep.runResync(name, { ...opts, restart: run.restart, full: flags.full, origin: 'manual' }), flags.link);
+    const outcome = await runInForeground((opts) => runResync(rep, name, { ...opts, restart: run.restart, full: flags.full, origin: 'manual' }), flags.link);
     if (flags.json) printJson(outcomeJson(rep, outcome));
     else process.stdout.write(outcomeText(rep, outcome, 'Resynchronization'));
     process.exitCode = outcome.result === 'completed' ? 0 : outcome.result === 'paused' ? 3 : 1;

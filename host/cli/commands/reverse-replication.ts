@@ -5,6 +5,7 @@ import { anyNetworkSetting, type NetworkSettings } from '../../transport/network
 import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { outcomeJson, outcomeText, replicationFor, runInForeground, withHome, withLink, type HomeFlags } from './replication-common.js';
+import { runResync } from '../../replication/resync-run.js';
 
 /**
  * Set-VMReplication -Reverse: after a planned failover the replica becomes the primary and the old
@@ -28,7 +29,7 @@ export function register(program: Command): void {
       if (net) throw new VhdsyncError('USAGE', `reverse-replication ${name}: ${net} applies with --replica-path and a tls:// --replica`);
       await reverseReplication(rep, name, { replica: flags.replica });
     }
-    const outcome = await runInForeground((opts) => rep.runResync(name, { ...opts, restart: true, origin: 'manual' }), flags.link);
+    const outcome = await runInForeground((opts) => runResync(rep, name, { ...opts, restart: true, origin: 'manual' }), flags.link);
     if (flags.json) printJson(outcomeJson(rep, outcome));
     else process.stdout.write(outcomeText(rep, outcome, 'Reverse replication'));
     process.exitCode = outcome.result === 'completed' ? 0 : outcome.result === 'paused' ? 3 : 1;

@@ -4,6 +4,7 @@ import { printJson } from '../output.js';
 import { powerShellKeys } from '../powershell-keys.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
 import { parseDuration } from './workload.js';
+import { healthNow } from '../../replication/views.js';
 
 interface Flags extends HomeFlags {
   once?: boolean;
@@ -33,13 +34,13 @@ export function register(program: Command): void {
         const out = [];
         for (const p of passes) {
           const vm = await rep.store.tryLoad(p.VMName);
-          out.push({ ...(powerShellKeys(p) as object), State: vm?.state, Health: vm ? rep.health(vm).health : undefined });
+          out.push({ ...(powerShellKeys(p) as object), State: vm?.state, Health: vm ? healthNow(rep, vm).health : undefined });
         }
         printJson(out);
       } else {
         for (const p of passes) {
           const vm = await rep.store.tryLoad(p.VMName);
-          process.stdout.write(`${p.VMName}: ${vm?.state ?? 'removed'} / ${vm ? rep.health(vm).health : ''}${p.error ? ` (${p.error})` : ''}\n`);
+          process.stdout.write(`${p.VMName}: ${vm?.state ?? 'removed'} / ${vm ? healthNow(rep, vm).health : ''}${p.error ? ` (${p.error})` : ''}\n`);
         }
       }
       if (failed.length > 0) process.exitCode = 1;

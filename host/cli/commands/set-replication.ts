@@ -4,6 +4,7 @@ import { anyNetworkSetting, type NetworkSettings } from '../../transport/network
 import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+import { setReplication } from '../../replication/enable.js';
 
 interface Flags extends HomeFlags, NetworkSettings {
   frequency?: string;
@@ -39,7 +40,7 @@ export function register(program: Command): void {
     };
     if (Object.values(change).every((v) => v === undefined) && !anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `set-replication ${name}: nothing to change (see vhdsync set-replication --help)`);
     const rep = replicationFor(flags);
-    const vm = await rep.set(name, change, flags);
+    const vm = await setReplication(rep, name, change, flags);
     if (flags.json) printJson(viewOf(rep, vm));
     else process.stdout.write(replicationTable(rep, [vm]));
   });

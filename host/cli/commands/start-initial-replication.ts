@@ -6,6 +6,7 @@ import { printJson } from '../output.js';
 import {
   healthNotes, outcomeJson, outcomeText, replicationFor, replicationTable, runInForeground, viewOf, withHome, withLink, type HomeFlags,
 } from './replication-common.js';
+import { scheduleInitialReplication, startInitialReplication } from '../../replication/resync-run.js';
 
 interface Flags extends HomeFlags {
   link?: string;
@@ -32,14 +33,14 @@ export function register(program: Command): void {
   withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
     const rep = replicationFor(flags);
     if (flags.initialReplicationStartTime !== undefined) {
-      const vm = await rep.scheduleInitialReplication(name, flags.initialReplicationStartTime);
+      const vm = await scheduleInitialReplication(rep, name, flags.initialReplicationStartTime);
       if (flags.json) printJson(viewOf(rep, vm));
       else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
       return;
     }
     if (flags.destinationPath !== undefined && (flags.again || flags.useExistingReplica)) throw new VhdsyncError('USAGE', '--destination-path exports a new initial copy: not with --again or --use-existing-replica');
     const outcome = await runInForeground(
-      (opts) => (flags.destinationPath !== undefined ? exportInitialReplication(rep, name, flags.destinationPath, opts) : rep.startInitialReplication(name, { ...opts, again: flags.again, useExistingReplica: flags.useExistingReplica })),
+      (opts) => (flags.destinationPath !== undefined ? exportInitialReplication(rep, name, flags.destinationPath, opts) : startInitialReplication(rep, name, { ...opts, again: flags.again, useExistingReplica: flags.useExistingReplica })),
       flags.link,
     );
     if (flags.destinationPath !== undefined) {

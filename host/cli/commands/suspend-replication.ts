@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { printJson } from '../output.js';
 import { healthNotes, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
+import { suspendReplication } from '../../replication/control.js';
 
 /** Suspend-VMReplication: pauses replication (tracking goes on), or pauses a running resync. */
 export function register(program: Command): void {
@@ -11,7 +12,7 @@ export function register(program: Command): void {
       .argument('<vm>', 'VM name'),
   ).action(async (name: string, flags: HomeFlags) => {
     const rep = replicationFor(flags);
-    const vm = await rep.suspend(name);
+    const vm = await suspendReplication(rep, name);
     if (flags.json) printJson(viewOf(rep, vm));
     else process.stdout.write(replicationTable(rep, [vm]) + healthNotes(rep, [vm]));
   });
