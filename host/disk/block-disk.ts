@@ -7,7 +7,7 @@
  */
 import { VhdsyncError } from '../errors.js';
 import { MiB } from '../units.js';
-import type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
+import type { BlockStatus, ByteRange, Disk, DiskFormat, DiskLayer, DiskType } from './disk.js';
 import type { ImageFile } from './file-io.js';
 import { checkBlockIndex, checkOpen, checkRange, checkWritable } from './range.js';
 import { forEachRunOf, readThroughBitmap, type PieceReader, type SectorBitmap } from './sector-runs.js';
@@ -46,7 +46,7 @@ export interface BitmapRef {
   bits: Uint8Array;
 }
 
-export abstract class BlockDisk implements Disk {
+export abstract class BlockDisk implements DiskLayer {
   abstract readonly format: DiskFormat;
   abstract readonly type: DiskType;
   readonly virtualSize: number;
@@ -136,7 +136,7 @@ export abstract class BlockDisk implements Disk {
    * The virtual byte ranges of block `b` whose content this file defines (sectors with their bit set in a
    * partial block; the whole block when full, or zero in a differencing disk), clipped to the virtual size, in order.
    */
-  async ownedRanges(b: number): Promise<Array<{ offset: number; length: number }>> {
+  async ownedRanges(b: number): Promise<ByteRange[]> {
     checkOpen(this.path, this.closed);
     checkBlockIndex(this.path, this.blockCount, b);
     const c = this.content(b);
@@ -145,7 +145,7 @@ export abstract class BlockDisk implements Disk {
     if (c !== 'partial') return this.defines(c) ? [{ offset: start, length: len }] : [];
     const bitmap = (await this.bitmapRef(b)).bits;
     const ss = this.sectorSize;
-    const out: Array<{ offset: number; length: number }> = [];
+    const out: ByteRange[] = [];
     forEachRunOf(this.bits, bitmap, 0, Math.ceil(len / ss), (s, e, set) => {
       if (set) out.push({ offset: start + s * ss, length: Math.min(e * ss, len) - s * ss });
     });

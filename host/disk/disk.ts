@@ -41,3 +41,24 @@ export interface Disk {
   /** Flush if writable, then release the file (and the parent chain). Idempotent. */
   close(): Promise<void>;
 }
+
+/** A run of virtual bytes: `length` bytes from `offset`. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/**
+ * One file of a differencing chain seen alone, without its parent: which blocks and sectors it defines
+ * itself, and those bytes. What a merge copies into the parent and what a pre-resync point saves the
+ * base's bytes under. Dynamic and differencing VHDs and every VHDX are layers (`BlockDisk`); open one
+ * with `openDiskLayer`.
+ */
+export interface DiskLayer extends Disk {
+  /** Does block `b` hold content of its own in this file (stored data, or defined zeros in a differencing disk)? */
+  isAllocated(b: number): boolean;
+  /** The virtual byte ranges of block `b` whose content this file defines, clipped to the virtual size, in order. */
+  ownedRanges(b: number): Promise<ByteRange[]>;
+  /** This file's own bytes for a range inside one allocated block, ignoring the bitmap and the parent. */
+  readOwn(offset: number, into: Uint8Array): Promise<void>;
+}

@@ -1,6 +1,6 @@
 /** The disk layer's public API: open any image, create VHDs and VHDXs, and the resync overlay's lifecycle. */
-export type { BlockStatus, Disk, DiskFormat, DiskType } from './disk.js';
-export { openDisk, openVhdAlone, openDiskAlone, isVhdxFile, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
+export type { BlockStatus, ByteRange, Disk, DiskFormat, DiskLayer, DiskType } from './disk.js';
+export { openDisk, openVhdAlone, openDiskAlone, openDiskLayer, isVhdxFile, MAX_CHAIN_DEPTH, type OpenOptions, type VhdDisk } from './open.js';
 export { detectFormat, foreignFormat, parseImageFormat, IMAGE_FORMATS, type ImageFormat, type ForeignFormat } from './detect.js';
 export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDifferencingOptions } from './vhd/create.js';
 export { createOverlay } from './overlay.js';

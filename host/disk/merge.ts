@@ -16,26 +16,16 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, syncDir, writeFileAtomic } from '../fsutil.js';
 import { MiB } from '../units.js';
-import type { Disk } from './disk.js';
-import { getU32, uuidText } from './vhd/be.js';
-import { hasRawParent, isVhdxFile, openDisk, openDiskAlone, type OpenOptions } from './open.js';
+import type { Disk, DiskLayer } from './disk.js';
+import { DiskFile } from './file-io.js';
+import { isVhdxFile, openDisk, openDiskAlone, openDiskLayer, type OpenOptions } from './open.js';
+import { uuidText } from './vhd/be.js';
 import { VhdDynamicDisk } from './vhd/dynamic.js';
-import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE, hasFooterCookie } from './vhd/footer.js';
+import { DISK_TYPE_DIFFERENCING, footerDiskType, hasRawParent } from './vhd/footer.js';
+import { readFooterCandidates } from './vhd/image.js';
 import { VhdxDisk } from './vhdx/disk.js';
-import { parseFileIdentifier } from './vhdx/header.js';
-import { VHDX_CREATOR } from './vhdx/create.js';
+import { FILE_ID_SIZE, madeByVhdsync } from './vhdx/header.js';
 import { resolveVhdxParent } from './vhdx/parent.js';
-
-/** What the copy loop needs from a child opened alone (VhdDynamicDisk and VhdxDisk both provide it). */
-interface MergeSource {
-  readonly blockCount: number;
-  readonly blockSize: number;
-  readonly virtualSize: number;
-  isAllocated(b: number): boolean;
-  ownedRanges(b: number): Promise<Array<{ offset: number; length: number }>>;
-  readOwn(offset: number, into: Uint8Array): Promise<void>;
-  close(): Promise<void>;
-}
 
 export interface MergeOptions {
   /** Called after each allocated child block: (blocks done, allocated blocks in the child). */
@@ -142,7 +132,7 @@ export async function mergeOverlay(childPath: string, options: MergeOptions = {}
     );
   }
 
-  const child: MergeSource = (await openDiskAlone(childPath, { readOnly: true })) as VhdDynamicDisk | VhdxDisk;
+  const child: DiskLayer = await openDiskLayer(childPath, { readOnly: true });
   let parent: Disk | undefined;
   try {
     if (!journal && !anyAllocated(child)) {
@@ -274,7 +264,7 @@ export async function discardOverlay(childPath: string): Promise<void> {
   await syncDir(dirname(resolve(childPath)));
 }
 
-function anyAllocated(child: MergeSource): boolean {
+function anyAllocated(child: DiskLayer): boolean {
   for (let b = 0; b < child.blockCount; b++) if (child.isAllocated(b)) return true;
   return false;
 }
@@ -314,31 +304,24 @@ async function vhdxResumeIdentity(childPath: string): Promise<{ parentPath: stri
 }
 
 async function vhdxMadeByUs(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
+  const file = await DiskFile.open(path, true);
   try {
-    const b = new Uint8Array(520);
-    const { bytesRead } = await fh.read(b, 0, b.length, 0);
-    return bytesRead === b.length && parseFileIdentifier(b, path).creator === VHDX_CREATOR;
+    const id = new Uint8Array(FILE_ID_SIZE);
+    return (await file.readUpTo(id, 0)) === id.length && madeByVhdsync(id);
   } catch {
     return false;
   } finally {
-    await fh.close();
+    await file.close();
   }
 }
 
 async function footerSaysDifferencing(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
+  const file = await DiskFile.open(path, true);
   try {
-    const size = (await fh.stat()).size;
-    for (const at of [0, size - FOOTER_SIZE]) {
-      if (at < 0) continue;
-      const b = new Uint8Array(FOOTER_SIZE);
-      const { bytesRead } = await fh.read(b, 0, FOOTER_SIZE, at);
-      if (bytesRead === FOOTER_SIZE && hasFooterCookie(b) && getU32(b, 60) === DISK_TYPE_DIFFERENCING) return true;
-    }
-    return false;
+    const { head, tail } = await readFooterCandidates(file, await file.size());
+    return footerDiskType(head) === DISK_TYPE_DIFFERENCING || footerDiskType(tail) === DISK_TYPE_DIFFERENCING;
   } finally {
-    await fh.close();
+    await file.close();
   }
 }
 

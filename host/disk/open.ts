@@ -6,13 +6,13 @@
 import { realpath } from 'node:fs/promises';
 import { VhdsyncError, ioError } from '../errors.js';
 import { detectFormat, type ImageFormat } from './detect.js';
-import type { Disk } from './disk.js';
+import type { Disk, DiskLayer } from './disk.js';
 import { bytesEqual, uuidText } from './vhd/be.js';
 import { DiskFile } from './file-io.js';
 import { RawDisk } from './raw.js';
 import { VhdDynamicDisk } from './vhd/dynamic.js';
 import { VhdFixedDisk } from './vhd/fixed.js';
-import { CREATOR_APP_RAW_PARENT, DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, type VhdFooter } from './vhd/footer.js';
+import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, hasRawParent } from './vhd/footer.js';
 import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd/image.js';
 import { resolveParent } from './vhd/parent.js';
 import { VhdxDisk } from './vhdx/disk.js';
@@ -70,6 +70,17 @@ export async function openDiskAlone(path: string, options: { readOnly?: boolean 
   }
 }
 
+/**
+ * Open one dynamic or differencing VHD, or any VHDX, without its parent, as the layer of a chain it is:
+ * what it defines itself (merge, the pre-resync point). A fixed VHD has no blocks of its own to list.
+ */
+export async function openDiskLayer(path: string, options: { readOnly?: boolean } = {}): Promise<DiskLayer> {
+  const disk = await openDiskAlone(path, options);
+  if (!(disk instanceof VhdFixedDisk)) return disk;
+  await disk.close();
+  throw new VhdsyncError('UNSUPPORTED', `${path}: a fixed VHD, not a layer of a differencing chain (a dynamic or differencing disk)`);
+}
+
 /** Does the file start with the VHDX signature `vhdxfile`? */
 export async function isVhdxFile(path: string): Promise<boolean> {
   const file = await DiskFile.open(path, true);
@@ -79,11 +90,6 @@ export async function isVhdxFile(path: string): Promise<boolean> {
   } finally {
     await file.close();
   }
-}
-
-/** Is this a differencing VHD that vhdsync made over a raw image (creator `vhds`, zero parent id)? */
-export function hasRawParent(footer: VhdFooter, parentUniqueId: Uint8Array): boolean {
-  return footer.creatorApp === CREATOR_APP_RAW_PARENT && parentUniqueId.every((b) => b === 0);
 }
 
 interface ChainLink {

@@ -2,16 +2,8 @@ import { appendFile, mkdir, rm } from 'node:fs/promises';
 import { replaceAtomic } from '../fsutil.js';
 import { dirname } from 'node:path';
 import type { Disk } from '../disk/disk.js';
-import { openDisk, openDiskAlone } from '../disk/index.js';
+import { openDisk, openDiskLayer } from '../disk/index.js';
 import { preResyncUndoPathFor } from './paths.js';
-
-/** What a differencing disk opened alone tells about the sectors it holds itself. */
-interface OwnedSectors {
-  readonly blockCount: number;
-  isAllocated(b: number): boolean;
-  ownedRanges(b: number): Promise<Array<{ offset: number; length: number }>>;
-  close(): Promise<void>;
-}
 
 /** One undo record: [offset u64 LE][length u32 LE][before-image]. */
 async function record(disk: Disk, offset: number, length: number): Promise<Uint8Array> {
@@ -31,7 +23,7 @@ async function record(disk: Disk, offset: number, length: number): Promise<Uint8
 export async function capturePreResyncPoint(replicaPath: string, overlayPath: string): Promise<void> {
   const path = preResyncUndoPathFor(replicaPath);
   await mkdir(dirname(path), { recursive: true });
-  const overlay = (await openDiskAlone(overlayPath, { readOnly: true })) as unknown as OwnedSectors;
+  const overlay = await openDiskLayer(overlayPath, { readOnly: true });
   const base = await openDisk(replicaPath, { readOnly: true });
   try {
     await replaceAtomic(path, async (fh) => {

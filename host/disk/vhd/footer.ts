@@ -16,6 +16,8 @@ export const VHD_MAX_SIZE = 2040 * GiB;
 /** VHD timestamps count seconds from 2000-01-01T00:00:00Z. */
 export const VHD_EPOCH_MS = Date.UTC(2000, 0, 1);
 
+/** Where the disk type field sits in the footer. */
+const DISK_TYPE_OFFSET = 60;
 export const DISK_TYPE_FIXED = 2;
 export const DISK_TYPE_DYNAMIC = 3;
 export const DISK_TYPE_DIFFERENCING = 4;
@@ -66,6 +68,19 @@ export function hasFooterCookie(bytes: Uint8Array): boolean {
 }
 
 /**
+ * A footer's disk type, read from any 512 bytes with the cookie, the checksum unchecked: enough to
+ * recognise a damaged differencing disk (one that may still be discarded as an overlay).
+ */
+export function footerDiskType(bytes: Uint8Array): number | undefined {
+  return bytes.length >= FOOTER_SIZE && hasFooterCookie(bytes) ? getU32(bytes, DISK_TYPE_OFFSET) : undefined;
+}
+
+/** Is this a differencing VHD that vhdsync made over a raw image (creator `vhds`, zero parent id)? */
+export function hasRawParent(footer: VhdFooter, parentUniqueId: Uint8Array): boolean {
+  return footer.creatorApp === CREATOR_APP_RAW_PARENT && parentUniqueId.every((b) => b === 0);
+}
+
+/**
  * Parse and validate a 512-byte footer. `name` names the file (and where the footer sits) in errors.
  * Checks: cookie, checksum, disk type, virtual size (multiple of 512, at most 2040 GiB).
  */
@@ -77,7 +92,7 @@ export function parseFooter(bytes: Uint8Array, name = 'image'): VhdFooter {
   if (stored !== computed) {
     fail('BAD_CHECKSUM', name, `VHD footer checksum is 0x${hex(stored)} but the footer sums to 0x${hex(computed)}; the footer is corrupt`);
   }
-  const diskType = getU32(bytes, 60);
+  const diskType = getU32(bytes, DISK_TYPE_OFFSET);
   if (diskType !== DISK_TYPE_FIXED && diskType !== DISK_TYPE_DYNAMIC && diskType !== DISK_TYPE_DIFFERENCING) {
     fail('UNSUPPORTED', name, `VHD disk type ${diskType} is not supported (only fixed 2, dynamic 3, differencing 4)`);
   }
@@ -136,7 +151,7 @@ export function buildFooter(f: FooterFields): Uint8Array {
   putU16(b, 56, g.cylinders);
   b[58] = g.heads;
   b[59] = g.sectorsPerTrack;
-  putU32(b, 60, f.diskType);
+  putU32(b, DISK_TYPE_OFFSET, f.diskType);
   b.set(f.uniqueId.subarray(0, 16), 68);
   putU32(b, 64, footerChecksum(b));
   return b;

@@ -11,7 +11,7 @@ import { writeNewFile } from '../../fsutil.js';
 import { formatSize } from '../../units.js';
 import { ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, batLayout, payloadIndex, putEntry } from './bat.js';
 import { VhdxDisk } from './disk.js';
-import { HEADER_OFFSETS, HEADER_SECTION_SIZE, buildFileIdentifier, buildHeader } from './header.js';
+import { HEADER_OFFSETS, HEADER_SECTION_SIZE, VHDX_CREATOR, buildFileIdentifier, buildHeader } from './header.js';
 import { MiB, isPowerOfTwo, randomGuid, roundUp } from './le.js';
 import {
   MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, buildMetadataRegion, buildParentLocator, linkageText, type VhdxParams,
@@ -19,7 +19,6 @@ import {
 import { REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET, buildRegionTable } from './region.js';
 import { openDisk } from '../open.js';
 
-export const VHDX_CREATOR = 'vhdsync';
 /** Hyper-V's default block size for a new dynamic VHDX. */
 export const DEFAULT_VHDX_BLOCK_SIZE = 32 * MiB;
 const DEFAULT_LOG_SIZE = 1 * MiB;

@@ -20,6 +20,8 @@ export const HEADER_SECTION_SIZE = 1 * MiB;
 export const FILE_SIGNATURE = 'vhdxfile';
 /** Bytes of the identifier we read and write: signature + 256 UTF-16 code units of creator. */
 export const FILE_ID_SIZE = 8 + 512;
+/** The creator string vhdsync writes into the file identifier of the VHDX images it makes. */
+export const VHDX_CREATOR = 'vhdsync';
 
 export interface VhdxHeader {
   sequenceNumber: bigint;
@@ -45,6 +47,11 @@ export function parseFileIdentifier(b: Uint8Array, path: string): { creator: str
   const raw = utf16le(b, 8, Math.min(512, b.length - 8));
   const nul = raw.indexOf('\0');
   return { creator: nul < 0 ? raw : raw.slice(0, nul) };
+}
+
+/** Did vhdsync make this VHDX (its file identifier, `b` at least the signature, names our creator)? */
+export function madeByVhdsync(b: Uint8Array): boolean {
+  return hasFileSignature(b) && parseFileIdentifier(b, 'image').creator === VHDX_CREATOR;
 }
 
 export function buildFileIdentifier(creator: string): Uint8Array {
