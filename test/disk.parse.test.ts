@@ -15,7 +15,7 @@ import {
   LOCATOR_MACX, LOCATOR_W2KU, LOCATOR_W2RU, LOCATOR_WI2R, buildDynamicHeader, decodeLocatorData, decodeParentName, encodeUtf16,
   headerChecksum, parseDynamicHeader,
 } from '../host/disk/vhd/header.js';
-import { toLocalPath } from '../host/disk/vhd/parent.js';
+import { toLocalPath } from '../host/disk/parent-path.js';
 import { FIXTURES, MiB, syncError } from './disk.support.js';
 
 const GiB = 1024 * MiB;
