@@ -5,7 +5,7 @@
  * page. `-f/--format` forces a format as qemu-img's does.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectFormat, foreignFormat, openDisk } from '../host/disk/index.js';
@@ -107,5 +107,47 @@ describe('-f/--format', () => {
     expect(cli(['compare', 'src.raw', 'src.vhd'], {}, dir).status).toBe(0);
     expect(cli(['compare', '-F', 'raw', 'src.raw', 'src.vhd'], {}, dir).status).toBe(1);
     expect(cli(['compare', '-f', 'raw', '-F', 'vpc', 'copy.bin', 'src.vhd'], {}, dir).status).toBe(0);
+  });
+});
+
+describe('one detection for the CLI and the page', () => {
+  const home = () => ({ VHDSYNC_HOME: join(dir, 'home') });
+  /** The page's refusal of the file at `name` in `dir`, or undefined when it opened. */
+  const pageError = async (name: string) => {
+    const e = await openImage(new File([readFileSync(join(dir, name))], name)).then((img) => img.disk.close(), (x: unknown) => x);
+    return e instanceof VhdsyncError ? e : undefined;
+  };
+
+  for (const [fmt, what] of [['qcow2', 'a qcow2 image'], ['vmdk', 'a VMDK image'], ['vdi', 'a VirtualBox VDI image']] as const) {
+    it(`an image made by qemu-img create -f ${fmt}: info, checksum and compare exit 2 with one line; the page refuses it with the same line`, async () => {
+      const name = `made.${fmt}`;
+      qemuImg('create', '-q', '-f', fmt, join(dir, name), '4M');
+      const line = `${name}: ${what}; vhdsync reads VHDX, VHD and raw. Convert it first: qemu-img convert -f ${fmt} -O vhdx ${name} made.vhdx (or -O vpc made.vhd for a VHD)`;
+      for (const args of [['info', name], ['checksum', name], ['compare', 'src.raw', name]]) {
+        const r = cli(args, home(), dir);
+        expect(r.status).toBe(2);
+        expect(r.stderr).toBe(`vhdsync: ${line}\n`);
+      }
+      const e = await pageError(name);
+      expect(e?.code).toBe('UNSUPPORTED');
+      expect(e?.message).toBe(line);
+    });
+  }
+
+  it('a .vhd, .avhd, .vhdx or .avhdx without its signature is a broken image, not raw, in the CLI and the page; as .img it is raw', async () => {
+    const bytes = readFileSync(join(dir, 'src.raw'));
+    for (const [name, kind] of [['plain.vhd', 'VHD'], ['snap.avhd', 'VHD'], ['plain.vhdx', 'VHDX'], ['snap.avhdx', 'VHDX']] as const) {
+      writeFileSync(join(dir, name), bytes);
+      const why = kind === 'VHD' ? "not a VHD: no 'conectix' footer at the end or the start of the file" : "not a VHDX: no 'vhdxfile' signature at the start of the file";
+      const r = cli(['info', name], home(), dir);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`vhdsync: ${name}: ${why}\n`);
+      const e = await pageError(name);
+      expect(e?.code).toBe('BAD_COOKIE');
+      expect(e?.message).toBe(`${name}: ${why}`);
+    }
+    writeFileSync(join(dir, 'plain.img'), bytes);
+    expect(JSON.parse(cli(['info', '--json', 'plain.img'], home(), dir).stdout)).toMatchObject({ format: 'raw' });
+    expect(await pageError('plain.img')).toBeUndefined();
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Which format an image is, from its first and last sector and its name: the one detection routine,
- * used by `openDisk` (paths) and the page's `openImage` (picked files). VHDX by its `vhdxfile`
+ * called by `readImage` (image.ts) for `openDisk` (paths) and the page's `openImage` (picked files),
+ * and by `resize`. VHDX by its `vhdxfile`
  * signature ([MS-VHDX] 2.2.1), VHD by a `conectix` footer at the end or its copy at the start, raw
  * otherwise. Formats we do not read (qcow2, VMDK, VDI, QED) are recognised by their signatures and
  * refused by name with the `qemu-img convert` line that makes a VHDX or VHD of them, rather than
@@ -73,8 +74,9 @@ export function detectFormat(name: string, head: Uint8Array, tail: Uint8Array, f
   if (forced === 'vhdx') return notA('VHDX', "not a VHDX: no 'vhdxfile' signature at the start of the file", "is not a VHDX (no 'vhdxfile' signature)");
   if (looksLikeVhd(head, tail)) return 'vhd';
   const ext = /\.[^./\\]*$/.exec(name)?.[0].toLowerCase() ?? '';
-  // A file that says by its name or by -f that it is a VHD or VHDX but has no signature is broken, not raw.
-  if (ext === '.vhdx' && forced !== 'vhd') return notA('VHDX', "not a VHDX: no 'vhdxfile' signature at the start of the file", "is not a VHDX (no 'vhdxfile' signature)");
+  // A file that says by its name (Hyper-V's .avhd/.avhdx are differencing disks) or by -f that it is a VHD
+  // or VHDX but has no signature is broken, not raw.
+  if ((ext === '.vhdx' || ext === '.avhdx') && forced !== 'vhd') return notA('VHDX', "not a VHDX: no 'vhdxfile' signature at the start of the file", "is not a VHDX (no 'vhdxfile' signature)");
   if (forced === 'vhd' || parentOf !== undefined || ext === '.vhd' || ext === '.avhd') {
     return notA('VHD', "not a VHD: no 'conectix' footer at the end or the start of the file", "is not a VHD (no 'conectix' footer)");
   }

@@ -5,19 +5,20 @@
  */
 import { realpath } from 'node:fs/promises';
 import { VhdsyncError, ioError } from '../errors.js';
-import { detectFormat, type ImageFormat } from './detect.js';
+import type { ImageFormat } from './detect.js';
 import type { Disk, DiskLayer } from './disk.js';
-import { bytesEqual, uuidText } from './vhd/be.js';
 import { DiskFile } from './file-io.js';
+import { readImage } from './image.js';
 import { RawDisk } from './raw.js';
+import { bytesEqual, uuidText } from './vhd/be.js';
 import { VhdDynamicDisk } from './vhd/dynamic.js';
 import { VhdFixedDisk } from './vhd/fixed.js';
 import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, hasRawParent } from './vhd/footer.js';
-import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd/image.js';
+import type { VhdMetadata } from './vhd/image.js';
 import { resolveParent } from './vhd/parent.js';
 import { VhdxDisk } from './vhdx/disk.js';
 import { hasFileSignature } from './vhdx/header.js';
-import { readVhdxImage } from './vhdx/image.js';
+import type { VhdxImage } from './vhdx/image.js';
 import { resolveVhdxParent } from './vhdx/parent.js';
 
 export interface OpenOptions {
@@ -45,9 +46,12 @@ export async function openDisk(path: string, options: OpenOptions = {}): Promise
  * For tools that look at a single file: `info`, merge, discard.
  */
 export async function openVhdAlone(path: string, options: { readOnly?: boolean } = {}): Promise<VhdDisk> {
-  const { file, meta } = await openVhdFile(path, options.readOnly ?? true);
+  const readOnly = options.readOnly ?? true;
+  const file = await DiskFile.open(path, readOnly);
   try {
-    return await buildVhd(file, meta, options.readOnly ?? true);
+    const image = await readImage(file, await file.size(), readOnly, 'vhd');
+    if (image.format !== 'vhd') throw new VhdsyncError('INTERNAL', `${path}: detection forced to VHD found ${image.format}`);
+    return await buildVhd(file, image.meta, readOnly);
   } catch (e) {
     await file.close().catch(() => undefined);
     throw e;
@@ -63,7 +67,9 @@ export async function openDiskAlone(path: string, options: { readOnly?: boolean 
   if (!(await isVhdxFile(path))) return openVhdAlone(path, options);
   const file = await DiskFile.open(path, readOnly);
   try {
-    return new VhdxDisk(file, await readVhdxImage(file, await file.size(), readOnly));
+    const image = await readImage(file, await file.size(), readOnly, 'vhdx');
+    if (image.format !== 'vhdx') throw new VhdsyncError('INTERNAL', `${path}: detection forced to VHDX found ${image.format}`);
+    return new VhdxDisk(file, image.image);
   } catch (e) {
     await file.close().catch(() => undefined);
     throw e;
@@ -114,13 +120,11 @@ async function openLink(path: string, readOnly: boolean, format: OpenOptions['fo
   const file = await DiskFile.open(path, readOnly);
   try {
     const size = await file.size();
-    if (format === 'raw') return RawDisk.fromFile(file, size);
-    const { head, tail } = await readFooterCandidates(file, size);
     const parentOf = chain.length > 0 ? chain[chain.length - 1].shown : undefined;
-    const detected = detectFormat(path, head, tail, format, parentOf);
-    if (detected === 'vhdx') return await openVhdx(file, size, path, readOnly, real, chain);
-    if (detected === 'raw') return RawDisk.fromFile(file, size);
-    const meta = await readVhdMetadata(file, size, head, tail);
+    const image = await readImage(file, size, readOnly, format, parentOf);
+    if (image.format === 'raw') return RawDisk.fromFile(file, size);
+    if (image.format === 'vhdx') return await openVhdx(file, image.image, path, real, chain);
+    const meta = image.meta;
     if (meta.footer.diskType !== DISK_TYPE_DIFFERENCING) return await buildVhd(file, meta, readOnly);
 
     const header = meta.dynamic!.header;
@@ -140,22 +144,8 @@ async function openLink(path: string, readOnly: boolean, format: OpenOptions['fo
   }
 }
 
-async function openVhdFile(path: string, readOnly: boolean): Promise<{ file: DiskFile; size: number; meta: VhdMetadata }> {
-  const file = await DiskFile.open(path, readOnly);
-  try {
-    const size = await file.size();
-    const { head, tail } = await readFooterCandidates(file, size);
-    detectFormat(path, head, tail, 'vhd');
-    return { file, size, meta: await readVhdMetadata(file, size, head, tail) };
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    throw e;
-  }
-}
-
 /** A VHDX and, for a differencing one, its parent chain (the parent must be a VHDX whose DataWriteGuid is the child's linkage). */
-async function openVhdx(file: DiskFile, size: number, path: string, readOnly: boolean, real: string, chain: ChainLink[]): Promise<VhdxDisk> {
-  const image = await readVhdxImage(file, size, readOnly);
+async function openVhdx(file: DiskFile, image: VhdxImage, path: string, real: string, chain: ChainLink[]): Promise<VhdxDisk> {
   if (!image.params.hasParent) return new VhdxDisk(file, image);
   const found = await resolveVhdxParent(path, image.params.parentLocator!);
   const parent = await openLink(found.path, true, 'vhdx', [...chain, { real, shown: path }]);

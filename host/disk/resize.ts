@@ -10,16 +10,16 @@
 import { VhdsyncError } from '../errors.js';
 import { formatSize } from '../units.js';
 import { lockFile, type Holder } from '../writer-lock.js';
-import { detectFormat, type ImageFormat } from './detect.js';
+import type { ImageFormat } from './detect.js';
 import type { DiskType } from './disk.js';
 import { SECTOR } from './vhd/be.js';
 import { DiskFile } from './file-io.js';
+import { readImage } from './image.js';
 import { openDisk } from './open.js';
 import { VhdDynamicDisk } from './vhd/dynamic.js';
 import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from './vhd/footer.js';
 import { readFooterCandidates, readVhdMetadata, type VhdMetadata } from './vhd/image.js';
 import { checkVhdSize, growDynamicVhd, resizeFixedVhd, type StepHook } from './vhd/resize.js';
-import { readVhdxImage } from './vhdx/image.js';
 import { checkVhdxSize, growVhdx } from './vhdx/resize.js';
 
 /** The size asked for: an absolute size, or a change (`+1G`, `-512M`) from the current one. */
@@ -81,8 +81,8 @@ async function resizeLocked(path: string, target: ResizeTarget, options: ResizeO
   const file = await DiskFile.open(path, false);
   try {
     const fileSize = await file.size();
-    const { head, tail } = await readFooterCandidates(file, fileSize);
-    const format = detectFormat(path, head, tail, options.format);
+    const image = await readImage(file, fileSize, false, options.format); // a dirty VHDX log is replayed first
+    const format = image.format;
     const wanted = (current: number): number => {
       const size = 'to' in target ? target.to : current + target.by;
       if (!Number.isSafeInteger(size) || size <= 0) throw new VhdsyncError('BAD_SIZE', `${path}: the new size must be a positive number of bytes (it is ${formatSize(current)} now)`);
@@ -102,7 +102,7 @@ async function resizeLocked(path: string, target: ResizeTarget, options: ResizeO
       image: path, format, type, oldSize, newSize, changed: oldSize !== newSize, notes,
     });
 
-    if (format === 'raw') {
+    if (image.format === 'raw') {
       const size = wanted(fileSize);
       if (size % SECTOR !== 0) throw new VhdsyncError('BAD_SIZE', `${path}: size ${size} is not a multiple of 512 bytes`);
       refuseShrink(fileSize, size);
@@ -113,20 +113,19 @@ async function resizeLocked(path: string, target: ResizeTarget, options: ResizeO
       return result('fixed', fileSize, size);
     }
 
-    if (format === 'vhdx') {
-      const image = await readVhdxImage(file, fileSize, false); // replays a dirty log first
-      const p = image.params;
+    if (image.format === 'vhdx') {
+      const p = image.image.params;
       if (p.hasParent) throw differencing(path);
       const size = wanted(p.virtualSize);
       checkVhdxSize(path, size, p.logicalSectorSize);
       refuseShrink(p.virtualSize, size, 'VHDX');
       const type: DiskType = p.leaveBlocksAllocated ? 'fixed' : 'dynamic';
       if (size === p.virtualSize) return result(type, size, size);
-      const { notes } = await growVhdx(file, image, size, step);
+      const { notes } = await growVhdx(file, image.image, size, step);
       return result(type, p.virtualSize, size, notes);
     }
 
-    let meta = await readVhdMetadata(file, fileSize, head, tail);
+    let meta = image.meta;
     if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) throw differencing(path);
     if (meta.footer.savedState) {
       throw new VhdsyncError('STATE', `${path}: the VHD is marked as holding a saved VM state; the VHD spec forbids changing it until the VM is resumed and shut down`);

@@ -1,18 +1,18 @@
 /**
- * Opening a disk image picked in the browser: the one detection (host/disk/detect.ts, as `openDisk`)
- * over a Blob — VHDX, VHD or raw; qcow2, VMDK, VDI and QED refused by name. There are
- * no paths in a browser, so a differencing VHD, whose data lives partly in its parent, is refused.
+ * Opening a disk image picked in the browser: the routine `openDisk` reads a file with
+ * (host/disk/image.ts: the one detection, then the format's structures), over a Blob — VHDX, VHD or
+ * raw; qcow2, VMDK, VDI and QED refused by name, as a `.vhd`/`.avhd`/`.vhdx`/`.avhdx` without its
+ * signature. There are no paths in a browser, so a differencing disk, whose data lives partly in its
+ * parent, is refused.
  */
 import { VhdsyncError } from '../errors.js';
 import type { Disk } from '../disk/disk.js';
-import { VhdxDisk } from '../disk/vhdx/disk.js';
-import { readVhdxImage } from '../disk/vhdx/image.js';
-import { detectFormat } from '../disk/detect.js';
+import { readImage } from '../disk/image.js';
 import { RawDisk } from '../disk/raw.js';
 import { VhdDynamicDisk } from '../disk/vhd/dynamic.js';
 import { VhdFixedDisk } from '../disk/vhd/fixed.js';
 import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED } from '../disk/vhd/footer.js';
-import { readFooterCandidates, readVhdMetadata } from '../disk/vhd/image.js';
+import { VhdxDisk } from '../disk/vhdx/disk.js';
 import { BlobFile } from './blob-file.js';
 
 /** What the page shows about one image. */
@@ -57,21 +57,19 @@ export async function openImage(file: Blob & { readonly name: string }): Promise
 }
 
 async function detect(file: BlobFile, size: number, name: string): Promise<Disk> {
-  const { head, tail } = await readFooterCandidates(file, size);
-  const format = detectFormat(name, head, tail);
-  if (format === 'vhdx') {
-    // Read-only: a log left by a crash is replayed in memory, the picked file is never written.
-    const image = await readVhdxImage(file, size, true);
-    if (image.params.hasParent) {
+  // Read-only: a VHDX log left by a crash is replayed in memory, the picked file is never written.
+  const image = await readImage(file, size, true);
+  if (image.format === 'vhdx') {
+    if (image.image.params.hasParent) {
       throw new VhdsyncError(
         'UNSUPPORTED',
         `${name}: a differencing VHDX; its unchanged data lives in its parent, which a page cannot open from one picked file. Merge the chain first, or run 'vhdsync compare' on the command line`,
       );
     }
-    return new VhdxDisk(file, image);
+    return new VhdxDisk(file, image.image);
   }
-  if (format === 'raw') return RawDisk.fromFile(file, size);
-  const meta = await readVhdMetadata(file, size, head, tail);
+  if (image.format === 'raw') return RawDisk.fromFile(file, size);
+  const meta = image.meta;
   if (meta.footer.diskType === DISK_TYPE_FIXED) return new VhdFixedDisk(file, meta);
   if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) {
     const parent = meta.dynamic?.header.parentUnicodeName || 'its parent';
