@@ -11,6 +11,7 @@ import { tryLock } from '../pid-lock.js';
 import { pauseForWindow, suspendReplication } from '../replication/control.js';
 import { evaluateTriggers } from '../replication/resync-required.js';
 import { runResync, startInitialReplication } from '../replication/resync-run.js';
+import { ExtendedReplication, type ExtendedCycleOutcome } from '../replication/extended.js';
 
 /**
  * `vhdsync service`: the long-running daemon, Hyper-V's VMMS for our VMs. Each pass, for every VM:
@@ -40,6 +41,9 @@ export interface VmPass {
   initialReplication?: { started: true; outcome?: ResyncRunOutcome['result']; error?: string };
   paused?: boolean;
   statisticsReported?: boolean;
+  /** Set for the extended relationship of the VM's replica at this site (replication/extended.ts): its cycle. */
+  relationship?: 'Extended';
+  extended?: ExtendedCycleOutcome;
   error?: string;
 }
 
@@ -58,6 +62,14 @@ export class ReplicationService {
   async pass(): Promise<VmPass[]> {
     const out: VmPass[] = [];
     for (const name of await this.rep.store.names()) out.push(await this.passVm(name));
+    // Extended relationships of the replicas at this site: a cycle each when one is due.
+    const ext = new ExtendedReplication(this.rep.store.home);
+    for (const rec of await ext.list()) {
+      if (!this.opts.once && !ext.due(rec, this.rep.clock.now())) continue;
+      const report: VmPass = { VMName: rec.name, relationship: 'Extended', extended: await ext.cycle(rec.name) };
+      this.log(`${rec.name} (extended): ${report.extended!.result}${'error' in report.extended! ? ` (${report.extended!.error})` : ''}`);
+      out.push(report);
+    }
     return out;
   }
 

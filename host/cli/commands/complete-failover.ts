@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { completeFailover } from '../../replication/failover.js';
 import { printJson } from '../output.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { completeFailoverExtended, withExtended } from './extended.js';
 
 /**
  * Complete-VMFailover: commits a planned or unplanned failover. The failed-over disks become the replica
@@ -9,12 +10,14 @@ import { replicationFor, withHome, type HomeFlags } from './replication-common.j
  * other recovery points are deleted; the VM is FailedOver (reverse-replication replicates back).
  */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('complete-failover')
       .description('Commit a planned or unplanned failover: the failed-over disks become the replica disks; the other recovery points are deleted')
       .argument('<vm>', 'VM name'),
-  ).action(async (name: string, flags: HomeFlags) => {
+  );
+  withExtended(cmd).action(async (name: string, flags: HomeFlags & { extended?: boolean }) => {
+    if (flags.extended) return completeFailoverExtended(name, flags);
     const out = await completeFailover(replicationFor(flags), name);
     if (flags.json) {
       printJson({ Kind: out.kind, Point: { Time: out.point.time, Sequence: out.point.sequence }, Disks: out.disks, State: out.vm.state });

@@ -3,15 +3,18 @@ import { getRecoveryPoints } from '../../replication/failover.js';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import { formatTable, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { recoveryPointsExtended, withExtended } from './extended.js';
 
 /** Get-VMSnapshot -SnapshotType Replica-like: the latest point and the hourly ones, newest first. */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('get-recovery-points')
       .description('List the recovery points of a VM on its replica: time, kind, size on disk')
       .argument('<vm>', 'VM name'),
-  ).action(async (name: string, flags: HomeFlags) => {
+  );
+  withExtended(cmd).action(async (name: string, flags: HomeFlags & { extended?: boolean }) => {
+    if (flags.extended) return recoveryPointsExtended(name, flags);
     const points = await getRecoveryPoints(replicationFor(flags), name);
     if (flags.json) {
       printJson(points.map((p) => ({ Time: p.time, Kind: p.kind, SizeOnDisk: p.sizeOnDisk, Sequence: p.sequence, ...(p.protected ? { PreResync: true } : {}) })));

@@ -8,6 +8,7 @@ import { printJson } from '../output.js';
 import { showReplicaSide, type ReplicaSideFlags } from './replica-side.js';
 import { formatList, healthNotes, matchingVms, replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
 import { healthNow, scopeView } from '../../replication/views.js';
+import { getExtended, relationshipFlag, withExtended } from './extended.js';
 
 interface Flags extends HomeFlags {
   list?: boolean;
@@ -25,7 +26,7 @@ function enumValue<T extends string>(text: string | undefined, all: readonly T[]
 
 /** Get-VMReplication: state and health as names, settings with Hyper-V's property names. */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('get-replication')
       .description('Show the replication of one VM or of all VMs (state, health, frequency, resync policy); --list shows every property')
@@ -37,8 +38,11 @@ export function register(program: Command): void {
       .option('--replica-server <url>', "the replica side's view: the replicas on a replica server, tls://HOST:PORT (with --cert, --key, --ca)")
       .option('--cert <file>', 'with --replica-server: this side\'s certificate (PEM)')
       .option('--key <file>', 'with --replica-server: the private key of --cert (PEM)')
-      .option('--ca <file>', "with --replica-server: the CA the server's certificate must be signed by (PEM)"),
-  ).action(async (name: string | undefined, flags: Flags & ReplicaSideFlags) => {
+      .option('--ca <file>', "with --replica-server: the CA the server's certificate must be signed by (PEM)")
+      .option('--replication-relationship-type <type>', 'Simple (default) or Extended (as --extended)'),
+  );
+  withExtended(cmd).action(async (name: string | undefined, flags: Flags & ReplicaSideFlags & { extended?: boolean; replicationRelationshipType?: string }) => {
+    if (relationshipFlag(flags)) return getExtended(name, flags);
     if (flags.replicaPath !== undefined || flags.replicaServer !== undefined) return showReplicaSide(name, flags);
     const state = enumValue(flags.replicationState, REPLICATION_STATES, '--replication-state');
     const health = enumValue(flags.health, REPLICATION_HEALTH, '--health');

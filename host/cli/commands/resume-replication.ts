@@ -5,6 +5,7 @@ import {
 } from './replication-common.js';
 import { resumeReplication } from '../../replication/control.js';
 import { runResync } from '../../replication/resync-run.js';
+import { relationshipFlag, resumeExtended, withExtended } from './extended.js';
 
 interface Flags extends HomeFlags {
   resynchronize?: boolean;
@@ -30,7 +31,8 @@ export function register(program: Command): void {
     .option('--continue', 'continue a suspended resynchronization from where it stopped')
     .option('--full', 'with --resynchronize or --continue: compare every block, even when only dirty extents need it (after a crash or a log overflow)')
     .option('--keep-pre-resync-point', 'with --resynchronize: keep the replica as it was before as one protected recovery point, until the first new one exists');
-  withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
+  withExtended(withLink(withHome(cmd))).option('--replication-relationship-type <type>', 'Simple (default) or Extended (as --extended)').action(async (name: string, flags: Flags & { extended?: boolean; replicationRelationshipType?: string }) => {
+    if (relationshipFlag(flags)) return resumeExtended(name, flags);
     const rep = replicationFor(flags);
     const { vm, run } = await resumeReplication(rep, name, {
       resynchronize: flags.resynchronize,

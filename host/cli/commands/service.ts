@@ -29,16 +29,25 @@ export function register(program: Command): void {
     const svc = new ReplicationService(rep, { once: flags.once, tickMs: parseDuration(flags.tick, '--tick'), monitoringIntervalMs: parseDuration(flags.monitoringInterval, '--monitoring-interval'), log });
     if (flags.once) {
       const passes = await svc.once();
-      const failed = passes.filter((p) => p.error || p.resync?.error);
+      const failed = passes.filter((p) => p.error || p.resync?.error || p.extended?.result === 'failed');
       if (flags.json) {
         const out = [];
         for (const p of passes) {
+          if (p.relationship === 'Extended') {
+            out.push(powerShellKeys(p));
+            continue;
+          }
           const vm = await rep.store.tryLoad(p.VMName);
           out.push({ ...(powerShellKeys(p) as object), State: vm?.state, Health: vm ? healthNow(rep, vm).health : undefined });
         }
         printJson(out);
       } else {
         for (const p of passes) {
+          if (p.relationship === 'Extended') {
+            const e = p.extended!;
+            process.stdout.write(`${p.VMName} (extended): ${e.result}${e.result === 'failed' ? ` (${e.error})` : e.result === 'resync-required' ? ` (${e.reason}: ${e.evidence})` : ''}\n`);
+            continue;
+          }
           const vm = await rep.store.tryLoad(p.VMName);
           process.stdout.write(`${p.VMName}: ${vm?.state ?? 'removed'} / ${vm ? healthNow(rep, vm).health : ''}${p.error ? ` (${p.error})` : ''}\n`);
         }

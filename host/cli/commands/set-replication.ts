@@ -5,6 +5,7 @@ import { addNetworkFlags } from '../network-flags.js';
 import { printJson } from '../output.js';
 import { replicationFor, replicationTable, viewOf, withHome, type HomeFlags } from './replication-common.js';
 import { setReplication } from '../../replication/enable.js';
+import { setExtended, withExtended } from './extended.js';
 
 interface Flags extends HomeFlags, NetworkSettings {
   frequency?: string;
@@ -29,7 +30,8 @@ export function register(program: Command): void {
       .option('--pause-resynchronize-outside-window <0|1>', 'beyond Hyper-V: pause an automatic resync when its window closes')
       .option('--recovery-history <n>', 'RecoveryHistory: hourly recovery points kept besides the latest, 0 to 24'),
   );
-  addNetworkFlags(cmd, 'for a VM replicated to a replica server: cap what it sends (unlimited removes the cap)').action(async (name: string, flags: Flags) => {
+  addNetworkFlags(withExtended(cmd), 'for a VM replicated to a replica server: cap what it sends (unlimited removes the cap)').action(async (name: string, flags: Flags & { extended?: boolean }) => {
+    if (flags.extended) return setExtended(name, flags);
     const change = {
       frequency: flags.frequency,
       autoResynchronizeEnabled: flags.autoResynchronizeEnabled,

@@ -3,6 +3,7 @@ import { VhdsyncError } from '../../errors.js';
 import { failOver, prepareFailover, startFailover, type FailoverResult } from '../../replication/failover.js';
 import { printJson } from '../output.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { startFailoverExtended, withExtended } from './extended.js';
 
 interface Flags extends HomeFlags {
   prepare?: boolean;
@@ -19,7 +20,7 @@ interface Flags extends HomeFlags {
  * complete-failover (commit) or stop-failover (roll back).
  */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('start-failover')
       .description('Fail a VM over to its replica: --prepare (primary off, ship the rest) then no flag, or --planned (both), --unplanned, or --test (a separate writable view)')
@@ -29,7 +30,9 @@ export function register(program: Command): void {
       .option('--unplanned', 'fail over at a recovery point now, accepting the loss of what was not replicated (cancels a resync in progress)')
       .option('--test', 'a writable differencing view of the replica at the point; replication goes on')
       .option('--point <time>', "a recovery point: 'latest' (default) or a time as get-recovery-points prints it"),
-  ).action(async (name: string, flags: Flags) => {
+  );
+  withExtended(cmd).action(async (name: string, flags: Flags & { extended?: boolean }) => {
+    if (flags.extended) return startFailoverExtended(name, flags);
     const kinds = (['prepare', 'planned', 'unplanned', 'test'] as const).filter((k) => flags[k]);
     if (kinds.length > 1) throw new VhdsyncError('USAGE', `start-failover ${name}: give at most one of --prepare, --planned, --unplanned, --test`);
     const rep = replicationFor(flags);

@@ -7,6 +7,7 @@ import {
   healthNotes, outcomeJson, outcomeText, replicationFor, replicationTable, runInForeground, viewOf, withHome, withLink, type HomeFlags,
 } from './replication-common.js';
 import { scheduleInitialReplication, startInitialReplication } from '../../replication/resync-run.js';
+import { startInitialExtended, withExtended } from './extended.js';
 
 interface Flags extends HomeFlags {
   link?: string;
@@ -30,7 +31,8 @@ export function register(program: Command): void {
     .option('--use-existing-replica', 'replica disks already at the replica site (a copy, a restored backup) are the initial copy: a resynchronization compares them and sends only the differences')
     .option('--destination-path <dir>', 'offline initial replication: export the replica disks into DIR (removable media) for import-initial-replication at the replica site; writes made meanwhile follow as normal cycles')
     .option('--initial-replication-start-time <time>', 'do not start now: the service starts it then, at most 7 days ahead (e.g. "2024-08-01 05:00" or "08/01/2024 05:00:00")');
-  withLink(withHome(cmd)).action(async (name: string, flags: Flags) => {
+  withExtended(withLink(withHome(cmd))).action(async (name: string, flags: Flags & { extended?: boolean }) => {
+    if (flags.extended) return startInitialExtended(name, flags);
     const rep = replicationFor(flags);
     if (flags.initialReplicationStartTime !== undefined) {
       const vm = await scheduleInitialReplication(rep, name, flags.initialReplicationStartTime);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { stopFailover } from '../../replication/failover.js';
 import { printJson } from '../output.js';
 import { replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { stopFailoverExtended, withExtended } from './extended.js';
 
 /**
  * Stop-VMFailover: ends a test failover (its disks are removed; replication was never disturbed), rolls
@@ -9,13 +10,15 @@ import { replicationFor, withHome, type HomeFlags } from './replication-common.j
  * resumes), or cancels a prepare.
  */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('stop-failover')
       .description('Roll back a failover not yet completed (test, planned, unplanned) or a prepare; the replica is as it was')
       .argument('<vm>', 'VM name')
       .option('--test', 'only a test failover (refused if the failover in effect is another kind)'),
-  ).action(async (name: string, flags: HomeFlags & { test?: boolean }) => {
+  );
+  withExtended(cmd).action(async (name: string, flags: HomeFlags & { test?: boolean; extended?: boolean }) => {
+    if (flags.extended) return stopFailoverExtended(name, flags);
     const out = await stopFailover(replicationFor(flags), name, flags.test ? 'test' : undefined);
     if (flags.json) {
       printJson(flags.test ? { Removed: out.removed } : { Kind: out.kind, Removed: out.removed, State: out.vm.state });
