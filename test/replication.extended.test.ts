@@ -1,0 +1,307 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openDisk } from '../host/disk/index.js';
+import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
+import { MiB, rawDisk } from './replication.support.js';
+
+// Extended replication (issue 18): A (primary) → B (replica server) → C (extended replica, a replica
+// server too), every step a real CLI process, mutual TLS between the sites. B's side runs in its own
+// home (`enable-replication --extended --replica-path <B's root>`), its cycles by `service --once`.
+let dir: string;
+let cleanup: () => Promise<void>;
+let certs: string;
+const servers = new Set<ChildProcess>();
+
+function serve(root: string, port = 0): Promise<{ port: number; child: ChildProcess }> {
+  return new Promise((resolve, reject) => {
+    const args = ['--listen', `127.0.0.1:${port}`, '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
+    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    servers.add(child);
+    let buffered = '';
+    child.stdout!.on('data', (x) => {
+      buffered += x;
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const e = JSON.parse(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        if (e.event === 'listening') resolve({ port: e.port, child });
+      }
+    });
+    let stderr = '';
+    child.stderr!.on('data', (x) => (stderr += x));
+    child.on('exit', (code) => {
+      servers.delete(child);
+      reject(new Error(`replica serve exited ${code}: ${stderr}`));
+    });
+  });
+}
+
+async function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  await exited;
+}
+
+/** A CLI process in the background (for a kill at a moment of the test's choosing). */
+function background(args: string[]): { child: ChildProcess; done: Promise<number | null> } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
+  return { child, done: new Promise((r) => child.once('exit', (code) => r(code))) };
+}
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir('vhdsync-extended-'));
+  certs = join(dir, 'certs');
+  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
+  expect(made.status, made.stderr).toBe(0);
+});
+afterAll(async () => {
+  for (const s of [...servers]) await kill(s, 'SIGTERM');
+  await cleanup();
+});
+
+const tls = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+
+/** Three sites: A's disk and home, B's server root and home, C's server root; the VM replicating A → B, and enabled onward B → C. */
+async function threeSites(name: string, size: number, seed: number) {
+  const base = join(dir, name);
+  const rootB = join(base, 'rootB');
+  const rootC = join(base, 'rootC');
+  await mkdir(rootB, { recursive: true });
+  await mkdir(rootC, { recursive: true });
+  const b = await serve(rootB);
+  const c = await serve(rootC);
+  const disk = await rawDisk(join(base, 'a.img'), size, seed);
+  const A = homeCli(join(base, 'homeA'));
+  const B = homeCli(join(base, 'homeB'));
+  // Enable-VMReplication's own spellings: -ReplicaServerName / -ReplicaServerPort / -AuthenticationType.
+  A.ok('enable-replication', 'vm', '--disk', disk, '-ReplicaServerName', '127.0.0.1', '-ReplicaServerPort', String(b.port), '-AuthenticationType', 'Certificate', ...tls());
+  A.ok('start-initial-replication', 'vm');
+  const sites = {
+    base, rootB, rootC, disk, A, B, b, c,
+    diskB: join(rootB, 'vm', 'a.img'),
+    diskC: join(rootC, 'vm', 'a.img'),
+    extendTo: () => `tls://127.0.0.1:${sites.c.port}/vm`,
+    /** A's disk, B's replica and C's extended replica hold the same bytes. */
+    allEqual(): boolean {
+      return qemuIdentical(disk, sites.diskB) && qemuIdentical(sites.diskB, sites.diskC);
+    },
+    /** Writes at A and one cycle A → B. */
+    writeAndShip(bytes: string, s: number) {
+      A.ok('workload', 'vm', '--bytes', bytes, '--rate', 'unlimited', '--seed', String(s));
+      expect(A.json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    },
+    /** One extended cycle B → C. */
+    extendedCycle() {
+      const passes = B.json('service', '--once');
+      expect(passes).toHaveLength(1);
+      return passes[0].Extended;
+    },
+  };
+  return sites;
+}
+
+describe('extended replication A → B → C', () => {
+  it('enable --extended on the replica side (300/900 s only), initial replication to C, cycles along the chain; Relationship Extended, Mode ExtendedReplica at C', async () => {
+    const s = await threeSites('chain', 16 * MiB, 11);
+    const { A, B } = s;
+    expect(A.json('get-replication', 'vm')).toMatchObject({ ReplicaServerName: '127.0.0.1', ReplicaServerPort: s.b.port, AuthenticationType: 'Certificate', Relationship: 'Simple' });
+
+    // 30 s is refused in one line; so is a place with no replica of the VM.
+    const fast = B.run('enable-replication', 'vm', '--extended', '--replica-path', s.rootB, '--replica', s.extendTo(), '--frequency', '30', ...tls());
+    expect(fast.status).not.toBe(0);
+    expect(fast.stderr.trim().split('\n')).toEqual([expect.stringMatching(/--frequency: '30' is not a frequency for extended replication; use 300 or 900 seconds/)]);
+    const nowhere = B.run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', s.extendTo(), ...tls());
+    expect(nowhere.status).not.toBe(0);
+    expect(nowhere.stderr.trim().split('\n')).toEqual([expect.stringMatching(/there is no replica of 'vm' here; --extended extends a replica/)]);
+
+    const enabled = B.json('enable-replication', 'vm', '--extended', '--replica-path', s.rootB, '--replica', s.extendTo(), '--frequency', '900', ...tls());
+    expect(enabled).toMatchObject({ VMName: 'vm', Relationship: 'Extended', ReplicationRelationshipType: 'Extended', Mode: 'Replica', State: 'ReadyForInitialReplication', FrequencySec: 900, ReplicaServerPort: s.c.port });
+    const initial = B.json('start-initial-replication', 'vm', '--extended');
+    expect(initial).toMatchObject({ Result: 'completed', State: 'Replicating', Health: 'Normal' });
+    expect(s.allEqual()).toBe(true);
+
+    // The third site's own view: Mode ExtendedReplica, Relationship Extended (Get-VMReplication on C).
+    const atC = homeCli(join(s.base, 'homeC')).json('get-replication', 'vm', '--replica-server', `tls://127.0.0.1:${s.c.port}`, ...tls());
+    expect(atC).toMatchObject({ VMName: 'vm', Mode: 'ExtendedReplica', Relationship: 'Extended', State: 'Replicating' });
+    // B's own view of its replica is unchanged (Replica, Simple); the extended relationship is listed with PowerShell's spelling.
+    expect(B.json('get-replication', 'vm', '--replica-path', s.rootB)).toMatchObject({ Mode: 'Replica', Relationship: 'Simple' });
+    expect(B.json('get-replication', 'vm', '-ReplicationRelationshipType', 'Extended')).toMatchObject({ Relationship: 'Extended', State: 'Replicating' });
+
+    // What the primary ships to B reaches C in B's next extended cycle, cycle after cycle.
+    for (const seed of [12, 13, 14]) {
+      s.writeAndShip('2M', seed);
+      expect(qemuIdentical(s.disk, s.diskB)).toBe(true);
+      expect(qemuIdentical(s.diskB, s.diskC)).toBe(false);
+      const cycle = s.extendedCycle();
+      expect(cycle).toMatchObject({ Result: 'replicated' });
+      expect(cycle.Sequences.length).toBeGreaterThan(0);
+      expect(s.allEqual()).toBe(true);
+    }
+    // Logs C applied are no longer kept at B.
+    expect(await readdirSafe(join(s.rootB, 'vm', 'extended-logs'))).toEqual([]);
+    // A cycle with nothing new ships nothing.
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated', Sequences: [] });
+    // Forcing a resync from Replicating needs a suspend first, as Hyper-V.
+    const force = B.run('resume-replication', 'vm', '--extended', '--resynchronize');
+    expect(force.stderr.trim().split('\n')).toEqual([expect.stringMatching(/is Replicating; to force a resynchronization, suspend it first \(vhdsync suspend-replication vm --extended\)/)]);
+    expect(force.status).not.toBe(0);
+    // A fourth site is refused: C is itself an extended replica.
+    const fourth = homeCli(join(s.base, 'homeC')).run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', join(s.base, 'D'));
+    expect(fourth.status).not.toBe(0);
+    expect(fourth.stderr.trim().split('\n')).toEqual([expect.stringMatching(/this is itself an extended replica; Hyper-V extends a replica once/)]);
+  });
+
+  it('a kill of B between apply and onward shipping loses no write: the applied log is kept durably, C ends up equal', async () => {
+    const s = await threeSites('crash', 64 * MiB, 21);
+    const { A, B } = s;
+    B.ok('enable-replication', 'vm', '--extended', '--replica-path', s.rootB, '--replica', s.extendTo(), ...tls());
+    B.ok('start-initial-replication', 'vm', '--extended');
+
+    // 1. B's replica server applies a cycle and is killed before any extended cycle: the log is kept.
+    s.writeAndShip('3M', 22);
+    await kill(s.b.child);
+    expect((await readdirSafe(join(s.rootB, 'vm', 'extended-logs'))).length).toBeGreaterThan(0);
+    s.b = await serve(s.rootB, s.b.port);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+
+    // 2. B's server killed while it applies a large cycle (or at whatever moment the kill lands):
+    // the log being applied is kept before its first write, the apply is resumed by the next cycle.
+    A.ok('workload', 'vm', '--bytes', '48M', '--rate', 'unlimited', '--seed', '23');
+    const shipping = background(['service', '--once', '--home', join(s.base, 'homeA')]);
+    let caughtApplying: number | undefined;
+    let keptWhileApplying = false;
+    for (let i = 0; i < 20_000 && shipping.child.exitCode === null; i++) {
+      const state = await readFile(join(s.rootB, 'vm', 'replica.json'), 'utf8').then(JSON.parse, () => undefined);
+      if (state?.applying) {
+        caughtApplying = state.applying;
+        keptWhileApplying = existsSync(join(s.rootB, 'vm', 'extended-logs', `${String(state.applying).padStart(8, '0')}-0.log`));
+        await kill(s.b.child);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await shipping.done;
+    if (caughtApplying !== undefined) expect(keptWhileApplying).toBe(true);
+    if (s.b.child.exitCode !== null || s.b.child.signalCode !== null) s.b = await serve(s.rootB, s.b.port);
+    // The primary's next cycle resumes the apply at B (or finds it done); then B's extended cycle ships it.
+    A.json('service', '--once');
+    expect(qemuIdentical(s.disk, s.diskB)).toBe(true);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+
+    // 3. B's extended cycle itself killed while it ships: the next one finishes the job.
+    s.writeAndShip('24M', 24);
+    const onward = background(['service', '--once', '--home', join(s.base, 'homeB')]);
+    await new Promise((r) => setTimeout(r, 150));
+    await kill(onward.child);
+    const again = s.extendedCycle();
+    expect(['replicated']).toContain(again.Result);
+    expect(s.allEqual()).toBe(true);
+    expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'Replicating', Health: 'Normal' });
+  });
+
+  it('resync along the chain: C modified, B\'s onward tracking lost, B resynchronized from A, a requested one — each is found from evidence, and B↔C resync makes C equal', async () => {
+    const s = await threeSites('resync', 16 * MiB, 31);
+    const { A, B } = s;
+    B.ok('enable-replication', 'vm', '--extended', '--replica-path', s.rootB, '--replica', s.extendTo(), ...tls());
+    B.ok('start-initial-replication', 'vm', '--extended');
+
+    // C modified behind the relationship (a restored backup, an edit): its apply refuses; resync required.
+    const fh = await open(s.diskC, 'r+');
+    await fh.write(randomBytes(64 * 1024, 32), 0, 64 * 1024, 5 * MiB);
+    await fh.close();
+    s.writeAndShip('1M', 33);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'resync-required', Reason: 'ReplicaLogOutOfSequence' });
+    expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'WaitingForStartResynchronize', Health: 'Critical', ResynchronizationReason: 'ReplicaLogOutOfSequence' });
+    const r1 = B.json('resume-replication', 'vm', '--extended', '--resynchronize');
+    expect(r1).toMatchObject({ Result: 'completed', State: 'Replicating' });
+    // Only the differences travel: the 64 KiB edited at C and the cycle's writes, not the 16 MiB disk.
+    expect(r1.BytesSent).toBeLessThan(4 * MiB);
+    expect(s.allEqual()).toBe(true);
+    // Events at B: 90002 with the evidence, 29242/29244 for the resync.
+    const events = (await readFile(join(s.base, 'homeB', 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(events.filter((e) => e.id === 90002).map((e) => e.reason)).toEqual(['ReplicaLogOutOfSequence']);
+    expect(events.some((e) => e.id === 29244 && e.result === 'completed')).toBe(true);
+
+    // Cycles after the resync go on from its cut.
+    s.writeAndShip('1M', 34);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+
+    // B's onward tracking lost: a cycle applied at B with its kept logs gone.
+    await rm(join(s.rootB, 'vm', 'extended-logs'), { recursive: true, force: true });
+    s.writeAndShip('1M', 35);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'resync-required', Reason: 'TrackingLogWriteFailure' });
+    expect(B.json('resume-replication', 'vm', '--extended', '--resynchronize')).toMatchObject({ Result: 'completed' });
+    expect(s.allEqual()).toBe(true);
+
+    // B's replica resynchronized from A (its disks changed outside the logs): the extended replica follows by a resync.
+    A.ok('suspend-replication', 'vm');
+    const bfh = await open(s.diskB, 'r+');
+    await bfh.write(randomBytes(32 * 1024, 36), 0, 32 * 1024, 9 * MiB);
+    await bfh.close();
+    expect(A.json('resume-replication', 'vm', '--resynchronize')).toMatchObject({ Result: 'completed' });
+    expect(qemuIdentical(s.disk, s.diskB)).toBe(true);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'resync-required', Reason: 'ModifiedWhileOff' });
+    expect(B.json('resume-replication', 'vm', '--extended', '--resynchronize')).toMatchObject({ Result: 'completed' });
+    expect(s.allEqual()).toBe(true);
+
+    // Suspend, then resume --resynchronize: a requested resync (Hyper-V's idiom).
+    B.ok('suspend-replication', 'vm', '--extended');
+    expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'Suspended' });
+    expect(B.json('resume-replication', 'vm', '--extended', '--resynchronize')).toMatchObject({ Result: 'completed', State: 'Replicating' });
+    s.writeAndShip('1M', 37);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+  });
+
+  it('failover to the extended site: C becomes the running copy at its latest point; complete-failover commits it there', async () => {
+    const s = await threeSites('failover', 16 * MiB, 41);
+    const { B } = s;
+    B.ok('enable-replication', 'vm', '--extended', '--replica-path', s.rootB, '--replica', s.extendTo(), ...tls());
+    B.ok('start-initial-replication', 'vm', '--extended');
+    s.writeAndShip('2M', 42);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+
+    const points = B.json('get-recovery-points', 'vm', '--extended');
+    expect(points[0]).toMatchObject({ Kind: 'Latest' });
+    const planned = B.run('start-failover', 'vm', '--extended', '--planned');
+    expect(planned.status).not.toBe(0);
+    expect(planned.stderr.trim().split('\n')).toHaveLength(1);
+    const out = B.json('start-failover', 'vm', '--extended');
+    expect(out).toMatchObject({ Relationship: 'Extended', State: 'FailedOverWaitingCompletion', Point: { Kind: 'Latest' } });
+    const view = join(s.rootC, 'vm', 'a.img.failover.vhd');
+    expect(out.Disks).toEqual([`tls://127.0.0.1:${s.c.port}/vm/a.img.failover.vhd`]);
+    // The running copy at C is the replica as B had it; the failed-over VM writes to it.
+    expect(qemuIdentical(view, s.diskB)).toBe(true);
+    const v = await openDisk(view);
+    await v.write(2 * MiB, randomBytes(200_000, 43));
+    await v.close();
+    // Extended cycles stop while C is failed over.
+    s.writeAndShip('512K', 44);
+    expect(s.extendedCycle()).toMatchObject({ Result: 'skipped' });
+
+    const done = B.json('complete-failover', 'vm', '--extended');
+    expect(done).toMatchObject({ State: 'FailedOver' });
+    expect(existsSync(view)).toBe(false);
+    expect(qemuIdentical(s.diskC, s.diskB)).toBe(false);
+    const bytes = new Uint8Array(200_000);
+    const c = await openDisk(s.diskC, { readOnly: true });
+    await c.read(2 * MiB, bytes);
+    await c.close();
+    expect(Buffer.from(bytes).equals(Buffer.from(randomBytes(200_000, 43)))).toBe(true);
+    expect(homeCli(join(s.base, 'homeC')).json('get-replication', 'vm', '--replica-path', s.rootC)).toMatchObject({ Mode: 'ExtendedReplica', State: 'FailedOver' });
+    expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'FailedOver' });
+  });
+});
+
+async function readdirSafe(p: string): Promise<string[]> {
+  const { readdir } = await import('node:fs/promises');
+  return readdir(p).catch(() => []);
+}
