@@ -171,7 +171,7 @@ describe('extended replication A → B → C', () => {
 
     // 2. B's server killed while it applies a large cycle (or at whatever moment the kill lands):
     // the log being applied is kept before its first write, the apply is resumed by the next cycle.
-    A.ok('workload', 'vm', '--bytes', '48M', '--rate', 'unlimited', '--seed', '23');
+    A.ok('workload', 'vm', '--bytes', '24M', '--rate', 'unlimited', '--seed', '23');
     const shipping = background(['service', '--once', '--home', join(s.base, 'homeA')]);
     let caughtApplying: number | undefined;
     let keptWhileApplying = false;
@@ -187,15 +187,17 @@ describe('extended replication A → B → C', () => {
     }
     await shipping.done;
     if (caughtApplying !== undefined) expect(keptWhileApplying).toBe(true);
+    console.log(`kill of B's server: ${caughtApplying !== undefined ? `during the apply of cycle ${caughtApplying}` : 'missed the apply'}`);
     if (s.b.child.exitCode !== null || s.b.child.signalCode !== null) s.b = await serve(s.rootB, s.b.port);
     // The primary's next cycle resumes the apply at B (or finds it done); then B's extended cycle ships it.
-    A.json('service', '--once');
+    const resumed = A.json('service', '--once');
+    expect(resumed[0].Cycle, JSON.stringify({ resumed, caughtApplying })).toMatchObject({ Result: 'replicated' });
     expect(qemuIdentical(s.disk, s.diskB)).toBe(true);
     expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
     expect(s.allEqual()).toBe(true);
 
     // 3. B's extended cycle itself killed while it ships: the next one finishes the job.
-    s.writeAndShip('24M', 24);
+    s.writeAndShip('16M', 24);
     const onward = background(['service', '--once', '--home', join(s.base, 'homeB')]);
     await new Promise((r) => setTimeout(r, 150));
     await kill(onward.child);
@@ -279,7 +281,7 @@ describe('extended replication A → B → C', () => {
     const view = join(s.rootC, 'vm', 'a.img.failover.vhd');
     expect(out.Disks).toEqual([`tls://127.0.0.1:${s.c.port}/vm/a.img.failover.vhd`]);
     // The running copy at C is the replica as B had it; the failed-over VM writes to it.
-    expect(qemuIdentical(view, s.diskB)).toBe(true);
+    expect(await sameBytes(view, s.diskB)).toBe(true);
     const v = await openDisk(view);
     await v.write(2 * MiB, randomBytes(200_000, 43));
     await v.close();
@@ -300,6 +302,24 @@ describe('extended replication A → B → C', () => {
     expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'FailedOver' });
   });
 });
+
+/** Both disks read through vhdsync (a failover view is a differencing VHD over a raw replica, which qemu's vpc does not open). */
+async function sameBytes(a: string, b: string): Promise<boolean> {
+  const [x, y] = [await openDisk(a, { readOnly: true }), await openDisk(b, { readOnly: true })];
+  try {
+    if (x.virtualSize !== y.virtualSize) return false;
+    const [bx, by] = [new Uint8Array(MiB), new Uint8Array(MiB)];
+    for (let off = 0; off < x.virtualSize; off += MiB) {
+      await x.read(off, bx);
+      await y.read(off, by);
+      if (!Buffer.from(bx).equals(Buffer.from(by))) return false;
+    }
+    return true;
+  } finally {
+    await x.close();
+    await y.close();
+  }
+}
 
 async function readdirSafe(p: string): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createVhd, createVhdx, openDisk } from '../disk/index.js';
@@ -7,6 +8,7 @@ import { lockFile, type HeldLock } from '../writer-lock.js';
 import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from '../file-identity.js';
 import { shellWord } from './vm-name.js';
+import { keepForExtended, startKeeping } from './extended-logs.js';
 import type { ResyncReason } from './states.js';
 import { cancelResync } from '../resync/resync.js';
 import { withLock } from '../pid-lock.js';
@@ -47,8 +49,13 @@ interface ReplicaState {
   lastAppliedSequence: number;
   /** A cycle whose apply started and did not finish: it is applied again (writes are idempotent in order). */
   applying: number | null;
-  disks: { name: string; identity: FileIdentity }[];
+  /** `diskId`: the primary's id of the disk (absent in states written before it was recorded). */
+  disks: { name: string; identity: FileIdentity; diskId?: string }[];
   updatedAt: string;
+  /** A new id at every rebase (initial replication, resync, completed failover, revert): the disks changed outside the logs. */
+  base?: string;
+  /** Extended: this is the replica of a replica (extended replication's third site). */
+  relationship?: 'Extended';
 }
 
 /** What `replica.json` says, for the replica side's own view. */
@@ -59,6 +66,11 @@ export interface ReplicaFolderState {
   /** When the last apply (or rebase) finished. */
   updatedAt: string;
   disks: string[];
+  /** Each disk's id as the primary names it (undefined where not recorded yet). */
+  diskIds: (string | undefined)[];
+  /** Changes at every rebase (null before the first one that recorded it). */
+  base: string | null;
+  relationship: 'Simple' | 'Extended';
 }
 
 export interface ApplyProblem {
@@ -78,6 +90,8 @@ export interface ApplyResult {
 export interface RebaseOptions {
   /** `--keep-pre-resync-point`: the resync left the replica's former bytes beside it; keep them as a protected point of this time. */
   preResyncPointTime?: string;
+  /** The replica of a replica (extended replication): recorded, so the site's own view says ExtendedReplica. */
+  extended?: boolean;
 }
 
 /**
@@ -219,7 +233,12 @@ export class LocalReplicaSite implements ReplicaSite {
     const specs: ReplicaDiskSpec[] = disks.map((d, index) => ({ index, name: d.name, diskId: '', virtualSize: 0, format: 'raw', sectorSize: 512 }));
     return {
       site: new LocalReplicaSite(root, vmName, s.vmId, specs),
-      state: { vmId: s.vmId, lastAppliedSequence: s.lastAppliedSequence, applying: s.applying ?? null, updatedAt: s.updatedAt, disks: disks.map((d) => d.name) },
+      state: {
+        vmId: s.vmId, lastAppliedSequence: s.lastAppliedSequence, applying: s.applying ?? null, updatedAt: s.updatedAt, disks: disks.map((d) => d.name),
+        diskIds: disks.map((d) => (typeof d.diskId === 'string' && d.diskId ? d.diskId : undefined)),
+        base: typeof s.base === 'string' ? s.base : null,
+        relationship: s.relationship === 'Extended' ? 'Extended' : 'Simple',
+      },
     };
   }
 
@@ -356,7 +375,21 @@ export class LocalReplicaSite implements ReplicaSite {
       for (const d of this.disks) await adoptPreResyncPoint(this.diskPath(d.index), lastApplied, opts.preResyncPointTime);
     }
     await rm(this.logsDir, { recursive: true, force: true });
-    await this.writeState({ lastAppliedSequence: lastApplied, applying: null, disks: await this.identities() });
+    await this.writeState({ lastAppliedSequence: lastApplied, applying: null, disks: await this.identities(), base: randomUUID(), ...(opts.extended ? { relationship: 'Extended' as const } : {}) });
+  }
+
+  /**
+   * Extended replication's cut: with no apply running, start keeping applied logs for the extended
+   * replica (extended-logs.ts) and say where the replica is — every later change to its disks is in a
+   * kept log after `cut`. `base` tells a rebase since.
+   */
+  takeExtendedCut(): Promise<{ cut: number; base: string | null }> {
+    return this.exclusive(async () => {
+      await startKeeping(this.vmDir);
+      const s = await this.readState();
+      if (!s) throw new VhdsyncError('STATE', `${this.statePath}: the replica has no state; run the initial replication first`);
+      return { cut: s.lastAppliedSequence, base: s.base ?? null };
+    });
   }
 
   cancelResync(diskIndex: number): Promise<{ cancelled: boolean }> {
@@ -578,6 +611,8 @@ export class LocalReplicaSite implements ReplicaSite {
       }
       const invalid = await this.validate(seq, files);
       if (invalid) return { ...result, problem: { reason: 'ReplicaLogInvalid', evidence: invalid } };
+      // An extended replica gets what is applied here: kept before the first write lands.
+      await keepForExtended(this.vmDir, files);
       // A resumed apply would capture before-images that are already overwritten: drop the history.
       if (again) for (const d of this.disks) await dropHistory(this.diskPath(d.index));
       await this.writeState({ ...state, lastAppliedSequence: last, applying: seq });
@@ -665,7 +700,7 @@ export class LocalReplicaSite implements ReplicaSite {
 
   private async identities(): Promise<ReplicaState['disks']> {
     const out: ReplicaState['disks'] = [];
-    for (const d of this.disks) out.push({ name: d.name, identity: await fileIdentity(this.diskPath(d.index)) });
+    for (const d of this.disks) out.push({ name: d.name, identity: await fileIdentity(this.diskPath(d.index)), ...(d.diskId ? { diskId: d.diskId } : {}) });
     return out;
   }
 
@@ -684,8 +719,13 @@ export class LocalReplicaSite implements ReplicaSite {
     }
   }
 
-  private async writeState(s: Pick<ReplicaState, 'lastAppliedSequence' | 'applying' | 'disks'>): Promise<void> {
-    const state: ReplicaState = { version: 1, vmId: this.vmId, ...s, updatedAt: new Date().toISOString() };
+  private async writeState(s: Pick<ReplicaState, 'lastAppliedSequence' | 'applying' | 'disks' | 'base' | 'relationship'>): Promise<void> {
+    // The base and the relationship stay until a rebase sets them; disk ids stay when this site's caller lacks them.
+    const prev = s.base === undefined || s.relationship === undefined || s.disks.some((d) => !d.diskId) ? await this.readState().catch(() => undefined) : undefined;
+    const disks = s.disks.map((d) => (d.diskId ? d : { ...d, ...(prev?.disks.find((p) => p.name === d.name)?.diskId ? { diskId: prev.disks.find((p) => p.name === d.name)!.diskId } : {}) }));
+    const base = s.base ?? prev?.base;
+    const relationship = s.relationship ?? prev?.relationship;
+    const state: ReplicaState = { version: 1, vmId: this.vmId, ...s, disks, ...(base ? { base } : {}), ...(relationship ? { relationship } : {}), updatedAt: new Date().toISOString() };
     await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
   }
 }

@@ -85,7 +85,7 @@ async function runCall(link: TlsLink, site: LocalReplicaSite, call: SiteCall, a:
     case 'rebase': {
       const time = a.preResyncPointTime;
       if (time !== undefined && (typeof time !== 'string' || Number.isNaN(Date.parse(time)))) throw bad('rebase: preResyncPointTime is not a time');
-      return site.rebase(wholeNumber(a.lastApplied, 'rebase: lastApplied'), time === undefined ? {} : { preResyncPointTime: time });
+      return site.rebase(wholeNumber(a.lastApplied, 'rebase: lastApplied'), { ...(time === undefined ? {} : { preResyncPointTime: time }), ...(a.extended === true ? { extended: true } : {}) });
     }
     case 'apply': {
       const now = a.now === undefined ? undefined : new Date(String(a.now));

@@ -14,8 +14,8 @@ import { LocalReplicaSite, type FailoverRecord, type ReplicaFolderState } from '
 export interface ReplicaView {
   VMName: string;
   VMId: string;
-  Mode: 'Replica';
-  Relationship: 'Simple';
+  Mode: 'Replica' | 'ExtendedReplica';
+  Relationship: 'Simple' | 'Extended';
   State: ReplicationState;
   Health: ReplicationHealth;
   HealthDetails: string[];
@@ -95,8 +95,9 @@ async function describe(name: string, site: LocalReplicaSite, state: ReplicaFold
   return {
     VMName: name,
     VMId: state.vmId,
-    Mode: 'Replica',
-    Relationship: 'Simple',
+    // Get-VMReplication on the third site of an extended replication: Mode ExtendedReplica.
+    Mode: state.relationship === 'Extended' ? 'ExtendedReplica' : 'Replica',
+    Relationship: state.relationship,
     State: replicationState,
     Health: health,
     HealthDetails: details,

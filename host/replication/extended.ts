@@ -12,12 +12,12 @@ import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address
 import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
 import { choosePoint } from './failover.js';
 import { LOG_SIZE_LIMIT_RATIO, resyncRequiredMessage, type ReplicationHealth, type ResyncReason } from './names.js';
-import type { RecoveryPoint } from './recovery-points.js';
-import { RemoteReplicaSite } from './remote-site.js';
-import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from './replica-site.js';
+import type { RecoveryPoint } from '../replica/recovery-points.js';
+import { RemoteReplicaSite } from '../replica/remote-site.js';
+import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from '../replica/local-site.js';
 import { parseRecoveryHistory } from './settings.js';
 import { VmStore } from './store.js';
-import { checkVmName, namePattern, sameVmName, shellWord, vmFolderName } from './vm-name.js';
+import { checkVmName, namePattern, sameVmName, shellWord, vmFolderName } from '../replica/vm-name.js';
 
 /**
  * Extended replication (Hyper-V's Enable-VMReplication run on the replica server for the replica VM):

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
 import { ExtendedReplication, extendedView, type ExtendedRecord } from '../../replication/extended.js';
-import { isNamePattern, shellWord } from '../../replication/vm-name.js';
+import { isNamePattern, shellWord } from '../../replica/vm-name.js';
 import type { NetworkSettings } from '../../transport/network-settings.js';
 import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
