@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
+import { serveReplica, stopProcess } from './support/replica-serve.js';
 
 // Extended replication (issue 18): A (primary) → B (replica server) → C (extended replica, a replica
 // server too), every step a real CLI process, mutual TLS between the sites. B's side runs in its own
@@ -15,36 +16,14 @@ let cleanup: () => Promise<void>;
 let certs: string;
 const servers = new Set<ChildProcess>();
 
-function serve(root: string, port = 0): Promise<{ port: number; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const args = ['--listen', `127.0.0.1:${port}`, '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    servers.add(child);
-    let buffered = '';
-    child.stdout!.on('data', (x) => {
-      buffered += x;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        if (e.event === 'listening') resolve({ port: e.port, child });
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (x) => (stderr += x));
-    child.on('exit', (code) => {
-      servers.delete(child);
-      reject(new Error(`replica serve exited ${code}: ${stderr}`));
-    });
-  });
+async function serve(root: string, port = 0): Promise<{ port: number; child: ChildProcess }> {
+  const server = await serveReplica(root, certs, port);
+  servers.add(server.child);
+  server.child.once('exit', () => servers.delete(server.child));
+  return server;
 }
 
-async function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  await exited;
-}
+const kill = stopProcess;
 
 /** A CLI process in the background (for a kill at a moment of the test's choosing). */
 function background(args: string[]): { child: ChildProcess; done: Promise<number | null> } {
@@ -276,6 +255,13 @@ describe('extended replication A → B → C', () => {
     const planned = B.run('start-failover', 'vm', '--extended', '--planned');
     expect(planned.status).not.toBe(0);
     expect(planned.stderr.trim().split('\n')).toHaveLength(1);
+    // A failover stopped before completion: C is as it was, and the cycles that follow bring it to B.
+    expect(B.json('start-failover', 'vm', '--extended')).toMatchObject({ State: 'FailedOverWaitingCompletion' });
+    s.writeAndShip('512K', 45);
+    expect(B.json('stop-failover', 'vm', '--extended')).toMatchObject({ State: 'Replicating', Removed: [expect.stringMatching(/a\.img\.failover\.vhd$/)] });
+    expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
+    expect(s.allEqual()).toBe(true);
+
     const out = B.json('start-failover', 'vm', '--extended');
     expect(out).toMatchObject({ Relationship: 'Extended', State: 'FailedOverWaitingCompletion', Point: { Kind: 'Latest' } });
     const view = join(s.rootC, 'vm', 'a.img.failover.vhd');
@@ -304,6 +290,31 @@ describe('extended replication A → B → C', () => {
 });
 
 /** Both disks read through vhdsync (a failover view is a differencing VHD over a raw replica, which qemu's vpc does not open). */
+describe("Enable-VMReplication's spellings", () => {
+  it('-ReplicaServerName/-ReplicaServerPort/-AuthenticationType map onto the replica server; Kerberos, both forms at once, or nothing are one line each', async () => {
+    const base = join(dir, 'spellings');
+    await mkdir(base, { recursive: true });
+    const disk = await rawDisk(join(base, 'a.img'), MiB);
+    const A = homeCli(join(base, 'home'));
+    const cases: [string[], RegExp][] = [
+      [['-ReplicaServerName', '127.0.0.1', '-ReplicaServerPort', '1', '-AuthenticationType', 'Kerberos'], /--authentication-type: 'Kerberos' is not available; vhdsync authenticates with certificates only/],
+      [['--replica', join(base, 'r'), '-ReplicaServerName', '127.0.0.1'], /give the replica as .* or as --replica-server-name, not both/],
+      [['-ReplicaServerPort', '443'], /--replica-server-port goes with --replica-server-name/],
+      [['-ReplicaServerName', '127.0.0.1', '-ReplicaServerPort', '99999'], /--replica-server-port: '99999' is not a port number/],
+      [[], /give --replica DIR or tls:\/\/HOST:PORT\/NAME \(or --replica-server-name HOST\)/],
+      [['--replica', join(base, 'r'), '--replica-path', base], /--replica-path goes with --extended/],
+    ];
+    for (const [args, line] of cases) {
+      const r = A.run('enable-replication', 'vm', '--disk', disk, ...args);
+      expect(r.status, args.join(' ')).not.toBe(0);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(line)]);
+    }
+    const ext = A.run('enable-replication', 'vm', '--extended', '--disk', disk, '--replica-path', base, '--replica', join(base, 'c'));
+    expect(ext.stderr.trim().split('\n')).toEqual([expect.stringMatching(/the disks are the replica's own .*; leave out --disk/)]);
+    expect(A.run('get-replication').stdout).toMatch(/No virtual machine is enabled/);
+  });
+});
+
 async function sameBytes(a: string, b: string): Promise<boolean> {
   const [x, y] = [await openDisk(a, { readOnly: true }), await openDisk(b, { readOnly: true })];
   try {

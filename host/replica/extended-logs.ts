@@ -1,7 +1,8 @@
-import { link, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { link, mkdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ioError } from '../errors.js';
 import { pathExists, removeIfExists, syncDir } from '../fsutil.js';
+import { cycleLogs } from './log-folder.js';
 
 /**
  * Extended replication (Hyper-V's third site): the logs a replica applied, kept for its extended
@@ -51,25 +52,8 @@ export async function keepForExtended(vmDir: string, files: readonly (string | u
 }
 
 /** The kept logs by sequence: one path per disk index (undefined where that disk's log is missing). */
-export async function keptLogs(vmDir: string, disks: number): Promise<Map<number, (string | undefined)[]>> {
-  const dir = extendedLogsDir(vmDir);
-  let names: string[] = [];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(dir, e);
-  }
-  const out = new Map<number, (string | undefined)[]>();
-  for (const n of names) {
-    const m = /^(\d+)-(\d+)\.log$/.exec(n);
-    if (!m) continue;
-    const seq = Number(m[1]);
-    const disk = Number(m[2]);
-    let row = out.get(seq);
-    if (!row) out.set(seq, (row = Array.from({ length: disks }, () => undefined)));
-    if (disk < disks) row[disk] = join(dir, n);
-  }
-  return new Map([...out.entries()].sort((a, b) => a[0] - b[0]));
+export function keptLogs(vmDir: string, disks: number): Promise<Map<number, (string | undefined)[]>> {
+  return cycleLogs(extendedLogsDir(vmDir), disks);
 }
 
 /** Bytes the kept logs take (for the 50 % rule). */

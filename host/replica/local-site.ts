@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createVhd, createVhdx, openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
@@ -9,6 +9,7 @@ import { idHex, scanTrackingLog, idFromHex, sameId } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from '../file-identity.js';
 import { shellWord } from './vm-name.js';
 import { keepForExtended, startKeeping } from './extended-logs.js';
+import { cycleLogs, logName } from './log-folder.js';
 import type { ResyncReason } from './states.js';
 import { cancelResync } from '../resync/resync.js';
 import { withLock } from '../pid-lock.js';
@@ -678,24 +679,8 @@ export class LocalReplicaSite implements ReplicaSite {
     return undefined;
   }
 
-  private async shipped(): Promise<Map<number, (string | undefined)[]>> {
-    let names: string[] = [];
-    try {
-      names = await readdir(this.logsDir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(this.logsDir, e);
-    }
-    const out = new Map<number, (string | undefined)[]>();
-    for (const n of names) {
-      const m = /^(\d+)-(\d+)\.log$/.exec(n);
-      if (!m) continue;
-      const seq = Number(m[1]);
-      const disk = Number(m[2]);
-      let row = out.get(seq);
-      if (!row) out.set(seq, (row = this.disks.map(() => undefined)));
-      if (disk < row.length) row[disk] = join(this.logsDir, n);
-    }
-    return new Map([...out.entries()].sort((a, b) => a[0] - b[0]));
+  private shipped(): Promise<Map<number, (string | undefined)[]>> {
+    return cycleLogs(this.logsDir, this.disks.length);
   }
 
   private async identities(): Promise<ReplicaState['disks']> {
@@ -756,9 +741,6 @@ function missingFolder(dir: string, vm: string): VhdsyncError {
 /** Logs are copied in pieces of this size. */
 const RECEIVE_CHUNK = 1024 * 1024;
 
-function logName(sequence: number, diskIndex: number): string {
-  return `${String(sequence).padStart(8, '0')}-${diskIndex}.log`;
-}
 
 function identityChange(was: FileIdentity | undefined, now: FileIdentity): string {
   if (!was) return 'no identity was recorded';
