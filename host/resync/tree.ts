@@ -111,8 +111,6 @@ export class RegionScanner {
     const start = regionStart(s, r);
     const length = regionLength(s, r);
     const leafCount = Math.ceil(length / s.leafSize);
-    const leaves = new Uint8Array(leafCount * DIGEST_BYTES);
-    let bytesRead = 0;
 
     // Runs of leaves that must be read (some block under them has data); the rest are zero digests.
     const runs = this.presentRuns(start, length);
@@ -121,6 +119,10 @@ export class RegionScanner {
       await new Promise((resolve) => setImmediate(resolve));
       return { region: r, levels: cached, bytesRead: 0 }; // shared: nobody writes into a tree's levels
     }
+    // Allocated only past the shortcut: 64 KiB per 16 MiB region, which across the empty regions of a
+    // large sparse disk was garbage that grew the peak RSS with the disk's size (issue 17).
+    const leaves = new Uint8Array(leafCount * DIGEST_BYTES);
+    let bytesRead = 0;
     let covered = 0; // leaves filled so far
     const fillZeros = (upTo: number) => {
       for (let i = covered; i < upTo; i++) {
