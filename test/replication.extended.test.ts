@@ -5,7 +5,14 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
+import { copyFile } from 'node:fs/promises';
+import { loadCore } from '../host/core/index.js';
+import { replicateCycle } from '../host/replication/cycle.js';
+import { ExtendedReplication } from '../host/replication/extended.js';
+import { RunningVm } from '../host/replication/running-vm.js';
+import { ReplicationService } from '../host/service/service.js';
+import { Replication } from '../host/replication/replication.js';
 import { serveReplica, stopProcess } from './support/replica-serve.js';
 
 // Extended replication (issue 18): A (primary) → B (replica server) → C (extended replica, a replica
@@ -32,6 +39,7 @@ function background(args: string[]): { child: ChildProcess; done: Promise<number
 }
 
 beforeAll(async () => {
+  await loadCore();
   ({ dir, cleanup } = await tempDir('vhdsync-extended-'));
   certs = join(dir, 'certs');
   const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
@@ -83,6 +91,9 @@ async function threeSites(name: string, size: number, seed: number) {
   return sites;
 }
 
+/** Many CLI processes and three sites per test: generous on a shared 2-core machine (no wall-clock asserts). */
+const SLOW = 480_000;
+
 describe('extended replication A → B → C', () => {
   it('enable --extended on the replica side (300/900 s only), initial replication to C, cycles along the chain; Relationship Extended, Mode ExtendedReplica at C', async () => {
     const s = await threeSites('chain', 16 * MiB, 11);
@@ -132,7 +143,7 @@ describe('extended replication A → B → C', () => {
     const fourth = homeCli(join(s.base, 'homeC')).run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', join(s.base, 'D'));
     expect(fourth.status).not.toBe(0);
     expect(fourth.stderr.trim().split('\n')).toEqual([expect.stringMatching(/this is itself an extended replica; Hyper-V extends a replica once/)]);
-  });
+  }, SLOW);
 
   it('a kill of B between apply and onward shipping loses no write: the applied log is kept durably, C ends up equal', async () => {
     const s = await threeSites('crash', 64 * MiB, 21);
@@ -184,7 +195,7 @@ describe('extended replication A → B → C', () => {
     expect(['replicated']).toContain(again.Result);
     expect(s.allEqual()).toBe(true);
     expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'Replicating', Health: 'Normal' });
-  });
+  }, SLOW);
 
   it('resync along the chain: C modified, B\'s onward tracking lost, B resynchronized from A, a requested one — each is found from evidence, and B↔C resync makes C equal', async () => {
     const s = await threeSites('resync', 16 * MiB, 31);
@@ -239,7 +250,7 @@ describe('extended replication A → B → C', () => {
     s.writeAndShip('1M', 37);
     expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
     expect(s.allEqual()).toBe(true);
-  });
+  }, SLOW);
 
   it('failover to the extended site: C becomes the running copy at its latest point; complete-failover commits it there', async () => {
     const s = await threeSites('failover', 16 * MiB, 41);
@@ -249,6 +260,22 @@ describe('extended replication A → B → C', () => {
     s.writeAndShip('2M', 42);
     expect(s.extendedCycle()).toMatchObject({ Result: 'replicated' });
     expect(s.allEqual()).toBe(true);
+
+    // At the extended site itself, from its folder alone (B unreachable): fail over, and roll back.
+    await kill(s.b.child);
+    const C = homeCli(join(s.base, 'homeC'));
+    const atC = C.json('start-failover', 'vm', '--replica-path', s.rootC);
+    expect(atC).toMatchObject({ Relationship: 'Extended', State: 'FailedOverWaitingCompletion', Disks: [join(s.rootC, 'vm', 'a.img.failover.vhd')] });
+    expect(await sameBytes(atC.Disks[0], s.diskB)).toBe(true);
+    expect(C.json('get-replication', 'vm', '--replica-path', s.rootC)).toMatchObject({ Mode: 'ExtendedReplica', State: 'FailedOverWaitingCompletion' });
+    // B's extended cycle ships nothing while C is failed over.
+    expect(s.extendedCycle()).toMatchObject({ Result: 'skipped' });
+    expect(C.json('stop-failover', 'vm', '--replica-path', s.rootC)).toMatchObject({ Removed: [join(s.rootC, 'vm', 'a.img.failover.vhd')] });
+    // A replica of the primary relationship is failed over from the primary's home, not from its folder.
+    const simple = C.run('start-failover', 'vm', '--replica-path', s.rootB);
+    expect(simple.status).not.toBe(0);
+    expect(simple.stderr.trim().split('\n')).toEqual([expect.stringMatching(/this replica is the primary's own \(Relationship Simple\): fail it over from the primary's home/)]);
+    s.b = await serve(s.rootB, s.b.port);
 
     const points = B.json('get-recovery-points', 'vm', '--extended');
     expect(points[0]).toMatchObject({ Kind: 'Latest' });
@@ -286,10 +313,74 @@ describe('extended replication A → B → C', () => {
     expect(Buffer.from(bytes).equals(Buffer.from(randomBytes(200_000, 43)))).toBe(true);
     expect(homeCli(join(s.base, 'homeC')).json('get-replication', 'vm', '--replica-path', s.rootC)).toMatchObject({ Mode: 'ExtendedReplica', State: 'FailedOver' });
     expect(B.json('get-replication', 'vm', '--extended')).toMatchObject({ State: 'FailedOver' });
-  });
+  }, SLOW);
 });
 
 /** Both disks read through vhdsync (a failover view is a differencing VHD over a raw replica, which qemu's vpc does not open). */
+describe('the extended site keeps recovery points; the service runs extended cycles every ReplicationFrequencySec', () => {
+  it('failover to a point hours back makes C the replica as B had it then; complete-failover commits it', async () => {
+    const d = join(dir, 'points');
+    await mkdir(d, { recursive: true });
+    const T0 = new Date('2026-03-02T08:00:00Z');
+    const clock = new FakeClock(T0);
+    const a = await rawDisk(join(d, 'a.img'), 8 * MiB, 51);
+    // A → B (a replica directory), B → C (another directory) with 4 hourly points at C.
+    const rep = await replicatedVm(d, 'vm', [a], { clock });
+    const ext = new ExtendedReplication(join(d, 'homeB'), { clock });
+    await ext.enable({ name: 'vm', replicaPath: join(d, 'replica'), replica: join(d, 'C'), recoveryHistory: 4, frequency: 300 });
+    await ext.run('vm', { initial: true });
+    const copies: { sequence: number; copy: string }[] = [];
+    const vm = await RunningVm.start(rep, 'vm');
+    for (let i = 0; i < 4; i++) {
+      clock.set(new Date(T0.getTime() + (i * 61 + 1) * 60_000));
+      for (let k = 0; k < 4; k++) await vm.write(0, ((i * 5 + k) % 100) * 65536 + 512 * k, randomBytes(50_000, 100 + i * 10 + k));
+      expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+      const c = await ext.cycle('vm');
+      expect(c.result).toBe('replicated');
+      const copy = join(d, `b.${i}.img`);
+      await copyFile(join(d, 'replica', 'vm', 'a.img'), copy);
+      copies.push({ sequence: c.result === 'replicated' ? c.sequences.at(-1)! : -1, copy });
+    }
+    await vm.close();
+    const points = await ext.points('vm');
+    expect(points.map((p) => p.kind)).toEqual(['Latest', 'Standard', 'Standard', 'Standard']);
+    // Two hours back: the point of the second cycle.
+    const back = points[2];
+    const then = copies.find((c) => c.sequence === back.sequence)!;
+    expect(then).toBeDefined();
+    const failed = await ext.startFailover('vm', { point: back.time });
+    expect(failed.rec.state).toBe('FailedOverWaitingCompletion');
+    expect(await sameBytes(failed.disks[0], then.copy)).toBe(true);
+    expect(await sameBytes(failed.disks[0], join(d, 'replica', 'vm', 'a.img'))).toBe(false);
+    const done = await ext.completeFailover('vm');
+    expect(done.rec.state).toBe('FailedOver');
+    expect(await sameBytes(join(d, 'C', 'vm', 'a.img'), then.copy)).toBe(true);
+  });
+
+  it('the service runs an extended cycle when ReplicationFrequencySec has passed since the last, not before', async () => {
+    const d = join(dir, 'service');
+    await mkdir(d, { recursive: true });
+    const clock = new FakeClock(new Date('2026-03-02T08:00:00Z'));
+    const a = await rawDisk(join(d, 'a.img'), 4 * MiB, 61);
+    const rep = await replicatedVm(d, 'vm', [a], { clock });
+    const homeB = join(d, 'homeB');
+    const ext = new ExtendedReplication(homeB, { clock });
+    await ext.enable({ name: 'vm', replicaPath: join(d, 'replica'), replica: join(d, 'C'), frequency: 900 });
+    await ext.run('vm', { initial: true });
+    const serviceB = new ReplicationService(new Replication(homeB, { clock }));
+    const vm = await RunningVm.start(rep, 'vm');
+    await vm.write(0, 4096, randomBytes(8192, 62));
+    await vm.close();
+    expect((await replicateCycle(rep, 'vm')).result).toBe('replicated');
+    clock.advance(899_000);
+    expect(await serviceB.pass()).toEqual([]);
+    clock.advance(1000);
+    expect(await serviceB.pass()).toMatchObject([{ VMName: 'vm', relationship: 'Extended', extended: { result: 'replicated' } }]);
+    expect(await sameBytes(a, join(d, 'C', 'vm', 'a.img'))).toBe(true);
+    expect(await serviceB.pass()).toEqual([]);
+  });
+});
+
 describe("Enable-VMReplication's spellings", () => {
   it('-ReplicaServerName/-ReplicaServerPort/-AuthenticationType map onto the replica server; Kerberos, both forms at once, or nothing are one line each', async () => {
     const base = join(dir, 'spellings');

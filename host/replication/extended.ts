@@ -15,6 +15,7 @@ import { LOG_SIZE_LIMIT_RATIO, resyncRequiredMessage, type ReplicationHealth, ty
 import type { RecoveryPoint } from '../replica/recovery-points.js';
 import { RemoteReplicaSite } from '../replica/remote-site.js';
 import { LocalReplicaSite, type ReplicaDiskSpec, type ReplicaSite } from '../replica/local-site.js';
+import { systemClock, type Clock } from './schedule.js';
 import { parseRecoveryHistory } from './settings.js';
 import { VmStore } from './store.js';
 import { checkVmName, namePattern, sameVmName, shellWord, vmFolderName } from '../replica/vm-name.js';
@@ -115,9 +116,15 @@ const RECORD = 'extended.json';
 
 export class ExtendedReplication {
   private readonly vms: VmStore;
+  /** The time of cycles, recovery points and records (tests set it). */
+  readonly clock: Clock;
 
-  constructor(readonly home: string) {
+  constructor(
+    readonly home: string,
+    opts: { clock?: Clock } = {},
+  ) {
     this.vms = new VmStore(home);
+    this.clock = opts.clock ?? systemClock;
   }
 
   get events(): EventLog {
@@ -249,7 +256,7 @@ export class ExtendedReplication {
       disks.push({ index, name: file, diskId: found.state.diskIds[index]!, virtualSize: disk.virtualSize, format: disk.format, sectorSize: disk.sectorSize });
       await disk.close();
     }
-    const now = new Date();
+    const now = this.clock.now();
     const rec: ExtendedRecord = {
       version: 1,
       name,
@@ -317,7 +324,7 @@ export class ExtendedReplication {
   async requireResync(name: string, reason: ResyncReason, evidence: string): Promise<ExtendedRecord> {
     const { rec } = await this.update(name, async (r) => {
       r.state = 'WaitingForStartResynchronize';
-      r.resync = { reason, evidence, requiredAt: new Date().toISOString() };
+      r.resync = { reason, evidence, requiredAt: this.clock.now().toISOString() };
       await stopKeeping(this.vmDir(r), r.disks.length);
     });
     await this.events.emit({ id: 90002, level: 'Error', vm: rec.name, reason, evidence: `extended replica ${rec.replica}: ${evidence}` });
@@ -378,10 +385,10 @@ export class ExtendedReplication {
         }
         sequences.push(seq);
       }
-      const applied = await site.apply({ now: new Date(), recoveryHistory: rec.settings.RecoveryHistory });
+      const applied = await site.apply({ now: this.clock.now(), recoveryHistory: rec.settings.RecoveryHistory });
       if (applied.problem) return required(applied.problem.reason, applied.problem.evidence);
       await dropKept(vmDir, n, applied.lastApplied);
-      const done = new Date().toISOString();
+      const done = this.clock.now().toISOString();
       await this.update(name, (r) => {
         r.lastAppliedSequence = applied.lastApplied;
         r.lastReplicationTime = done;
@@ -394,9 +401,9 @@ export class ExtendedReplication {
       const error = (e as Error).message;
       await this.update(name, (r) => {
         r.lastError = error;
-        r.lastCycleAt = new Date().toISOString();
+        r.lastCycleAt = this.clock.now().toISOString();
       }).catch(() => undefined);
-      await this.events.emit({ id: 32315, level: 'Warning', vm: rec.name, error: `extended replica ${rec.replica}: ${error}`, attempt: 1, retryTime: new Date(Date.now() + rec.settings.ReplicationFrequencySec * 1000).toISOString() });
+      await this.events.emit({ id: 32315, level: 'Warning', vm: rec.name, error: `extended replica ${rec.replica}: ${error}`, attempt: 1, retryTime: new Date(this.clock.now().getTime() + rec.settings.ReplicationFrequencySec * 1000).toISOString() });
       return { result: 'failed', error };
     }
   }
@@ -446,7 +453,7 @@ export class ExtendedReplication {
     else cut = { cut: first.resync!.cut!, base: first.resync!.base ?? null };
     const { rec } = await this.update(name, (r) => {
       r.state = initial ? 'InitialReplicationInProgress' : 'Resynchronizing';
-      r.resync = { ...(r.resync ?? { reason: 'Requested', evidence: initial ? 'initial replication' : 'requested', requiredAt: new Date().toISOString() }), cut: cut.cut, base: cut.base, startedAt: new Date().toISOString() };
+      r.resync = { ...(r.resync ?? { reason: 'Requested', evidence: initial ? 'initial replication' : 'requested', requiredAt: this.clock.now().toISOString() }), cut: cut.cut, base: cut.base, startedAt: this.clock.now().toISOString() };
       r.lastError = null;
     });
     const site = this.site(rec);
@@ -480,7 +487,7 @@ export class ExtendedReplication {
       throw e;
     }
     await dropKept(this.vmDir(rec), rec.disks.length, cut.cut);
-    const done = new Date().toISOString();
+    const done = this.clock.now().toISOString();
     const { rec: after } = await this.update(name, (r) => {
       r.state = 'Replicating';
       r.base = cut.base;
@@ -535,11 +542,7 @@ export class ExtendedReplication {
     if (pid !== undefined) throw new VhdsyncError('BUSY', `process ${pid} is synchronizing the extended replica of '${name}'; stop it first`);
     const site = this.site(rec);
     if (rec.state === 'Resynchronizing') for (const d of rec.disks) await site.cancelResync(d.index);
-    const existing = await site.failoverRecord();
-    if (existing) throw new VhdsyncError('STATE', `the extended replica of '${name}' already has a ${existing.kind} failover${existing.phase ? ` (${existing.phase})` : ''} in effect`);
-    const point = choosePoint(await site.points(rec.lastReplicationTime), opts.point);
-    await site.setFailoverRecord({ version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, phase: 'waiting', resumeState: rec.state, startedAt: new Date().toISOString() });
-    const disks = await site.createFailoverViews(point.sequence);
+    const { point, disks } = await startSiteFailover(site, { what: `the extended replica of '${name}'`, latestTime: rec.lastReplicationTime, point: opts.point, resumeState: rec.state, now: this.clock.now() });
     const { rec: after } = await this.update(name, (r) => {
       r.state = 'FailedOverWaitingCompletion';
     });
@@ -550,37 +553,88 @@ export class ExtendedReplication {
   async completeFailover(name: string): Promise<{ point: RecoveryPoint; disks: string[]; rec: ExtendedRecord }> {
     const rec = await this.load(name);
     const site = this.site(rec);
-    const f = await site.failoverRecord();
-    if (!f || f.kind === 'test' || (f.phase !== 'waiting' && f.phase !== 'completing')) {
-      throw new VhdsyncError('STATE', `complete-failover --extended needs the extended replica of '${name}' failed over and waiting for completion (start-failover ${shellWord(name)} --extended); it is ${rec.state}`);
-    }
-    if (f.phase !== 'completing') await site.setFailoverRecord({ ...f, phase: 'completing' });
-    await site.commitFailover(f.sequence);
-    const { phase: _p, resumeState: _r, ...completed } = f;
-    await site.setFailoverRecord(completed);
+    const out = await completeSiteFailover(site, `complete-failover --extended needs the extended replica of '${name}' failed over and waiting for completion (start-failover ${shellWord(name)} --extended); it is ${rec.state}`);
     const { rec: after } = await this.update(name, (r) => {
       r.state = 'FailedOver';
     });
-    return { point: { sequence: f.sequence, time: f.time, kind: 'Latest', sizeOnDisk: 0 }, disks: rec.disks.map((d) => site.diskLocation(d.index)), rec: after };
+    return { point: out.point, disks: rec.disks.map((d) => site.diskLocation(d.index)), rec: after };
   }
 
   /** Stop-VMFailover: the views go, C is as it was, the relationship returns to its state. */
   async stopFailover(name: string): Promise<{ removed: string[]; rec: ExtendedRecord }> {
     const rec = await this.load(name);
     const site = this.site(rec);
-    const f = await site.failoverRecord();
-    if (!f || f.kind === 'test' || !f.phase || f.phase === 'completing') {
-      throw new VhdsyncError('STATE', `the extended replica of '${name}' has no failover to stop${f?.phase === 'completing' ? ' (complete-failover has started merging: run it again to finish)' : ''}`);
-    }
-    if (f.phase !== 'stopping') await site.setFailoverRecord({ ...f, phase: 'stopping' });
-    const removed = await site.removeFailoverViews();
-    await site.setFailoverRecord(null);
-    const back = (f.resumeState ?? 'Replicating') as ExtendedState;
+    const { removed, resumeState } = await stopSiteFailover(site, `the extended replica of '${name}'`);
+    const back = (resumeState ?? 'Replicating') as ExtendedState;
     const { rec: after } = await this.update(name, (r) => {
       r.state = back;
     });
     return { removed, rec: after };
   }
+}
+
+/**
+ * Failover at the extended site itself, from its folder alone (Start-VMFailover run on C's server):
+ * what a disaster that took both the primary and B leaves possible. Only for an extended replica — a
+ * replica of the primary relationship fails over through the primary's record, which stops its cycles
+ * first; B's extended cycle sees C's failover record and ships nothing while it is in effect.
+ */
+export async function extendedSite(root: string, name: string): Promise<{ site: LocalReplicaSite; updatedAt: string }> {
+  const folder = vmFolderName(checkVmName(name));
+  const found = await LocalReplicaSite.fromFolder(resolve(root), folder);
+  if (!found) throw new VhdsyncError('NOT_FOUND', `${join(resolve(root), folder)}: there is no replica of '${name}' here`);
+  if (found.state.relationship !== 'Extended') {
+    throw new VhdsyncError('UNSUPPORTED', `${join(resolve(root), folder)}: this replica is the primary's own (Relationship Simple): fail it over from the primary's home (vhdsync start-failover ${shellWord(name)}); --replica-path fails over an extended replica`);
+  }
+  return { site: found.site, updatedAt: found.state.updatedAt };
+}
+
+export async function startFailoverAtSite(root: string, name: string, opts: { point?: string; now?: Date } = {}): Promise<{ point: RecoveryPoint; disks: string[] }> {
+  const { site, updatedAt } = await extendedSite(root, name);
+  return startSiteFailover(site, { what: `the extended replica ${site.where}`, latestTime: updatedAt, point: opts.point, resumeState: 'Replicating', now: opts.now ?? new Date() });
+}
+
+export async function completeFailoverAtSite(root: string, name: string): Promise<{ point: RecoveryPoint; disks: string[] }> {
+  const { site } = await extendedSite(root, name);
+  const out = await completeSiteFailover(site, `complete-failover needs the extended replica ${site.where} failed over and waiting for completion (start-failover ${shellWord(name)} --replica-path ${shellWord(root)})`);
+  return { point: out.point, disks: site.disks.map((d) => site.diskLocation(d.index)) };
+}
+
+export async function stopFailoverAtSite(root: string, name: string): Promise<{ removed: string[] }> {
+  const { site } = await extendedSite(root, name);
+  return stopSiteFailover(site, `the extended replica ${site.where}`);
+}
+
+/** An unplanned failover on a site (a view of each disk at the point); recorded first, so a crash is finished by running it again. */
+async function startSiteFailover(site: ReplicaSite, o: { what: string; latestTime: string | null; point?: string; resumeState: string; now: Date }): Promise<{ point: RecoveryPoint; disks: string[] }> {
+  const existing = await site.failoverRecord();
+  if (existing) throw new VhdsyncError('STATE', `${o.what} already has a ${existing.kind} failover${existing.phase ? ` (${existing.phase})` : ''} in effect`);
+  const point = choosePoint(await site.points(o.latestTime), o.point);
+  await site.setFailoverRecord({ version: 1, kind: 'unplanned', sequence: point.sequence, time: point.time, phase: 'waiting', resumeState: o.resumeState, startedAt: o.now.toISOString() });
+  return { point, disks: await site.createFailoverViews(point.sequence) };
+}
+
+/** Complete-VMFailover on a site: the views merged into its disks (the point of no return), its other points deleted. */
+async function completeSiteFailover(site: ReplicaSite, refusal: string): Promise<{ point: RecoveryPoint }> {
+  const f = await site.failoverRecord();
+  if (!f || f.kind === 'test' || (f.phase !== 'waiting' && f.phase !== 'completing')) throw new VhdsyncError('STATE', refusal);
+  if (f.phase !== 'completing') await site.setFailoverRecord({ ...f, phase: 'completing' });
+  await site.commitFailover(f.sequence);
+  const { phase: _p, resumeState: _r, ...completed } = f;
+  await site.setFailoverRecord(completed);
+  return { point: { sequence: f.sequence, time: f.time, kind: 'Latest', sizeOnDisk: 0 } };
+}
+
+/** Stop-VMFailover on a site: the views go, the disks are as they were. */
+async function stopSiteFailover(site: ReplicaSite, what: string): Promise<{ removed: string[]; resumeState?: string }> {
+  const f = await site.failoverRecord();
+  if (!f || f.kind === 'test' || !f.phase || f.phase === 'completing') {
+    throw new VhdsyncError('STATE', `${what} has no failover to stop${f?.phase === 'completing' ? ' (complete-failover has started merging: run it again to finish)' : ''}`);
+  }
+  if (f.phase !== 'stopping') await site.setFailoverRecord({ ...f, phase: 'stopping' });
+  const removed = await site.removeFailoverViews();
+  await site.setFailoverRecord(null);
+  return { removed, resumeState: f.resumeState };
 }
 
 /** Health of an extended relationship, as replication health reads (names.ts, health.ts). */

@@ -63,7 +63,7 @@ export class ReplicationService {
     const out: VmPass[] = [];
     for (const name of await this.rep.store.names()) out.push(await this.passVm(name));
     // Extended relationships of the replicas at this site: a cycle each when one is due.
-    const ext = new ExtendedReplication(this.rep.store.home);
+    const ext = new ExtendedReplication(this.rep.store.home, { clock: this.rep.clock });
     for (const rec of await ext.list()) {
       if (!this.opts.once && !ext.due(rec, this.rep.clock.now())) continue;
       const report: VmPass = { VMName: rec.name, relationship: 'Extended', extended: await ext.cycle(rec.name) };

@@ -16,8 +16,8 @@ export function register(program: Command): void {
       .description('Commit a planned or unplanned failover: the failed-over disks become the replica disks; the other recovery points are deleted')
       .argument('<vm>', 'VM name'),
   );
-  withExtended(cmd).action(async (name: string, flags: HomeFlags & { extended?: boolean }) => {
-    if (flags.extended) return completeFailoverExtended(name, flags);
+  withExtended(cmd, { atSite: true }).action(async (name: string, flags: HomeFlags & { extended?: boolean; replicaPath?: string }) => {
+    if (flags.extended || flags.replicaPath !== undefined) return completeFailoverExtended(name, flags);
     const out = await completeFailover(replicationFor(flags), name);
     if (flags.json) {
       printJson({ Kind: out.kind, Point: { Time: out.point.time, Sequence: out.point.sequence }, Disks: out.disks, State: out.vm.state });

@@ -1,7 +1,9 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
-import { ExtendedReplication, extendedView, type ExtendedRecord } from '../../replication/extended.js';
+import {
+  ExtendedReplication, completeFailoverAtSite, extendedView, startFailoverAtSite, stopFailoverAtSite, type ExtendedRecord,
+} from '../../replication/extended.js';
 import { isNamePattern, shellWord } from '../../replica/vm-name.js';
 import type { NetworkSettings } from '../../transport/network-settings.js';
 import { formatSize } from '../../units.js';
@@ -17,8 +19,11 @@ import { formatList, formatTable, type HomeFlags } from './replication-common.js
  */
 export const EXTENDED_HELP = 'the extended relationship: this site\'s replica of the VM replicated onward to a third site (-ReplicationRelationshipType Extended)';
 
-export function withExtended(cmd: Command): Command {
-  return cmd.option('--extended', EXTENDED_HELP);
+export function withExtended(cmd: Command, opts: { atSite?: boolean } = {}): Command {
+  cmd.option('--extended', EXTENDED_HELP);
+  // The failover verbs also run at the extended site itself, from its folder (when B is gone).
+  if (opts.atSite) cmd.option('--replica-path <dir>', "at the extended site itself: the replica directory (or replica server --root) holding the VM's extended replica");
+  return cmd;
 }
 
 export function extendedFor(flags: HomeFlags): ExtendedReplication {
@@ -114,11 +119,15 @@ export async function removeExtended(name: string, flags: HomeFlags): Promise<vo
   else process.stdout.write(`extended replication of ${name} removed (the extended replica's files stay where they are)\n`);
 }
 
-export async function startFailoverExtended(name: string, flags: HomeFlags & { point?: string; planned?: boolean; prepare?: boolean; test?: boolean }): Promise<void> {
+type SiteFlags = HomeFlags & { replicaPath?: string };
+
+export async function startFailoverExtended(name: string, flags: SiteFlags & { point?: string; planned?: boolean; prepare?: boolean; test?: boolean }): Promise<void> {
   if (flags.planned || flags.prepare || flags.test) {
     throw new VhdsyncError('USAGE', `start-failover ${name} --extended: fails over to the extended replica at a recovery point (as --unplanned); --planned, --prepare and --test are for the primary relationship`);
   }
-  const out = await extendedFor(flags).startFailover(name, { point: flags.point });
+  const out = flags.replicaPath !== undefined
+    ? { ...(await startFailoverAtSite(flags.replicaPath, name, { point: flags.point })), rec: { state: 'FailedOverWaitingCompletion' } }
+    : await extendedFor(flags).startFailover(name, { point: flags.point });
   if (flags.json) {
     printJson({ Kind: 'unplanned', Relationship: 'Extended', Point: { Time: out.point.time, Kind: out.point.kind, Sequence: out.point.sequence }, Disks: out.disks, State: out.rec.state });
     return;
@@ -132,14 +141,14 @@ export async function startFailoverExtended(name: string, flags: HomeFlags & { p
   );
 }
 
-export async function completeFailoverExtended(name: string, flags: HomeFlags): Promise<void> {
-  const out = await extendedFor(flags).completeFailover(name);
+export async function completeFailoverExtended(name: string, flags: SiteFlags): Promise<void> {
+  const out = flags.replicaPath !== undefined ? { ...(await completeFailoverAtSite(flags.replicaPath, name)), rec: { state: 'FailedOver' } } : await extendedFor(flags).completeFailover(name);
   if (flags.json) printJson({ Kind: 'unplanned', Relationship: 'Extended', Point: { Time: out.point.time, Sequence: out.point.sequence }, Disks: out.disks, State: out.rec.state });
   else process.stdout.write(`failover of ${name} to its extended replica completed (point of ${out.point.time}); its disks:\n${out.disks.map((d) => `  ${d}\n`).join('')}`);
 }
 
-export async function stopFailoverExtended(name: string, flags: HomeFlags): Promise<void> {
-  const out = await extendedFor(flags).stopFailover(name);
+export async function stopFailoverExtended(name: string, flags: SiteFlags): Promise<void> {
+  const out = flags.replicaPath !== undefined ? { ...(await stopFailoverAtSite(flags.replicaPath, name)), rec: { state: 'Replicating' } } : await extendedFor(flags).stopFailover(name);
   if (flags.json) printJson({ Relationship: 'Extended', Removed: out.removed, State: out.rec.state });
   else process.stdout.write(`failover of ${name} to its extended replica stopped; ${name}'s extended replication is ${out.rec.state}\n`);
 }

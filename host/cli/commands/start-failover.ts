@@ -31,8 +31,8 @@ export function register(program: Command): void {
       .option('--test', 'a writable differencing view of the replica at the point; replication goes on')
       .option('--point <time>', "a recovery point: 'latest' (default) or a time as get-recovery-points prints it"),
   );
-  withExtended(cmd).action(async (name: string, flags: Flags & { extended?: boolean }) => {
-    if (flags.extended) return startFailoverExtended(name, flags);
+  withExtended(cmd, { atSite: true }).action(async (name: string, flags: Flags & { extended?: boolean; replicaPath?: string }) => {
+    if (flags.extended || flags.replicaPath !== undefined) return startFailoverExtended(name, flags);
     const kinds = (['prepare', 'planned', 'unplanned', 'test'] as const).filter((k) => flags[k]);
     if (kinds.length > 1) throw new VhdsyncError('USAGE', `start-failover ${name}: give at most one of --prepare, --planned, --unplanned, --test`);
     const rep = replicationFor(flags);

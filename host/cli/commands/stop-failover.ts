@@ -17,8 +17,8 @@ export function register(program: Command): void {
       .argument('<vm>', 'VM name')
       .option('--test', 'only a test failover (refused if the failover in effect is another kind)'),
   );
-  withExtended(cmd).action(async (name: string, flags: HomeFlags & { test?: boolean; extended?: boolean }) => {
-    if (flags.extended) return stopFailoverExtended(name, flags);
+  withExtended(cmd, { atSite: true }).action(async (name: string, flags: HomeFlags & { test?: boolean; extended?: boolean; replicaPath?: string }) => {
+    if (flags.extended || flags.replicaPath !== undefined) return stopFailoverExtended(name, flags);
     const out = await stopFailover(replicationFor(flags), name, flags.test ? 'test' : undefined);
     if (flags.json) {
       printJson(flags.test ? { Removed: out.removed } : { Kind: out.kind, Removed: out.removed, State: out.vm.state });
