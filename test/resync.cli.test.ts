@@ -68,7 +68,7 @@ describe('vhdsync resync (CLI)', () => {
       expect(out.stderr.trim().split('\n').length, out.stderr).toBeLessThanOrEqual(2);
       expect(out.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
     }
-    expect(cli(['resync', p, r]).stderr).toMatch(/virtual size 4 MiB .* differs .* resize the replica/);
+    expect(cli(['resync', p, r]).stderr).toMatch(/virtual size 4 MiB .* differs .* grow the replica first: vhdsync resize /);
   });
 
   it('wire efficiency: 50 scattered 64 KiB changes on a 1 GiB disk cost at most 1.15x the changed bytes + 64 KiB', async () => {

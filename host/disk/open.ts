@@ -42,8 +42,8 @@ export async function openDisk(path: string, options: OpenOptions = {}): Promise
 }
 
 /**
- * Open one VHD file without its parent (a differencing disk then reads unallocated sectors as zeros).
- * For tools that look at a single file: `info`, merge, discard.
+ * Open one VHD file without its parent (a differencing disk then reads unallocated sectors as zeros):
+ * the VHD half of `openDiskAlone`, which `info`, merge and discard use; exported in `vhdsync/formats`.
  */
 export async function openVhdAlone(path: string, options: { readOnly?: boolean } = {}): Promise<VhdDisk> {
   const readOnly = options.readOnly ?? true;
