@@ -70,6 +70,12 @@ function resyncs(bin: string, name: string, env: Record<string, string> = {}, as
   expect(readFileSync(r).equals(readFileSync(p))).toBe(true);
 }
 
+/** The file at `cache` is no longer `previous`, and is a whole cache made for this bundle. */
+function expectRewritten(cache: string, bundle: string, previous: Buffer): void {
+  expect(readFileSync(cache).equals(previous)).toBe(false);
+  expect(validCache(cache, bundle)).toBeDefined();
+}
+
 /** The cache file's V8 payload, if it is whole and made for this bundle. */
 function validCache(cache: string, bundle: string): Buffer | undefined {
   return existsSync(cache) ? decodeCache(readFileSync(cache), sha(readFileSync(bundle, 'utf8'))) : undefined;
@@ -121,8 +127,7 @@ describe('the bundled CLI and its code cache', () => {
     for (let i = good.length - 4096; i < good.length; i += 7) bad[i] ^= 0x5a;
     writeFileSync(cache, bad);
     resyncs(bin, 'corrupt-b');
-    expect(readFileSync(cache).equals(bad)).toBe(false);
-    expect(validCache(cache, bundle)).toBeDefined();
+    expectRewritten(cache, bundle, bad);
   });
 
   it('a cache V8 refuses (right header, wrong payload) is ignored and rewritten', () => {
@@ -130,8 +135,7 @@ describe('the bundled CLI and its code cache', () => {
     const junk = encodeCache(sha(readFileSync(bundle, 'utf8')), Buffer.from(randomBytes(64 * 1024, 9)));
     writeFileSync(cache, junk);
     resyncs(bin, 'refused-a');
-    expect(readFileSync(cache).equals(junk)).toBe(false);
-    expect(validCache(cache, bundle)).toBeDefined();
+    expectRewritten(cache, bundle, junk);
   });
 
   it('a cache made for another build of the bundle is stale: ignored and rewritten', () => {
@@ -141,8 +145,7 @@ describe('the bundled CLI and its code cache', () => {
     appendFileSync(bundle, '\n// another build\n');
     expect(validCache(cache, bundle)).toBeUndefined();
     resyncs(bin, 'stale-b');
-    expect(readFileSync(cache).equals(old)).toBe(false);
-    expect(validCache(cache, bundle)).toBeDefined();
+    expectRewritten(cache, bundle, old);
   });
 
   it('NODE_DISABLE_COMPILE_CACHE=1 neither reads nor writes a cache', () => {
