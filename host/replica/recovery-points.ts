@@ -1,8 +1,9 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createOverlay, openDisk, type Disk } from '../disk/index.js';
+import { undoInto, undoRecord, writeUndoLog } from '../disk/undo-log.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { replaceAtomic, writeFileAtomic } from '../fsutil.js';
+import { writeFileAtomic } from '../fsutil.js';
 import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
 
 /**
@@ -21,8 +22,8 @@ import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
  *   test failover, in place for an unplanned one); in memory: one undo log at a time.
  *
  * Layout: `index.json` { points: [{ sequence, time }] } (the hourly points, oldest first) and one
- * `<seq>.undo` per applied cycle newer than the oldest point. An undo record is
- * [offset u64 LE][length u32 LE][data].
+ * `<seq>.undo` per applied cycle newer than the oldest point, in the undo-log format of
+ * host/disk/undo-log.ts.
  */
 export interface HourlyPoint {
   /** The point is the replica as it was right after this cycle was applied. */
@@ -101,20 +102,15 @@ export class UndoCapture {
 
   /** Call before `disk.write(offset, length)`. */
   async before(disk: Disk, offset: number, length: number): Promise<void> {
-    const rec = new Uint8Array(12 + length);
-    const v = new DataView(rec.buffer);
-    v.setBigUint64(0, BigInt(offset), true);
-    v.setUint32(8, length, true);
-    await disk.read(offset, rec.subarray(12));
-    this.chunks.push(rec);
+    this.chunks.push(await undoRecord(disk, offset, length));
   }
 
   /** Written under a temporary name and renamed: an undo log is whole or absent. */
   async commit(): Promise<void> {
     const path = undoPath(this.replica, this.sequence);
     await mkdir(recoveryPointsDirFor(this.replica), { recursive: true });
-    await replaceAtomic(path, async (fh) => {
-      for (const c of this.chunks) await fh.write(c);
+    await writeUndoLog(path, async (add) => {
+      for (const c of this.chunks) await add(c);
     });
   }
 }
@@ -174,16 +170,7 @@ async function rollBack(replica: string, disk: Disk, sequence: number, latest: n
   for (let seq = latest; seq > sequence; seq--) {
     const u = undo.get(seq);
     if (!u) throw new VhdsyncError('NOT_FOUND', `${replica}: the undo log of cycle ${seq} is missing; the recovery point after cycle ${sequence} cannot be rebuilt`);
-    const bytes = new Uint8Array(await readFile(u.path));
-    const records: { offset: number; data: Uint8Array }[] = [];
-    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    for (let at = 0; at + 12 <= bytes.length; ) {
-      const offset = Number(v.getBigUint64(at, true));
-      const length = v.getUint32(at + 8, true);
-      records.push({ offset, data: bytes.subarray(at + 12, at + 12 + length) });
-      at += 12 + length;
-    }
-    for (let i = records.length - 1; i >= 0; i--) await disk.write(records[i].offset, records[i].data);
+    await undoInto(u.path, disk);
   }
 }
 

@@ -16,7 +16,7 @@ export function recoveryPointsDirFor(replicaPath: string): string {
 
 /**
  * `--keep-pre-resync-point`: the before-images a resync's merge and tracked writes overwrite in the
- * replica, kept in its recovery-point folder (the undo-log format of host/replica/recovery-points.ts);
+ * replica, kept in its recovery-point folder (the undo-log format of host/disk/undo-log.ts);
  * the replication layer adopts it as one protected point once the resync completes.
  */
 export function preResyncUndoPathFor(replicaPath: string): string {

@@ -1,19 +1,9 @@
-import { appendFile, mkdir, rm } from 'node:fs/promises';
-import { replaceAtomic } from '../fsutil.js';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, openDiskLayer } from '../disk/index.js';
+import { appendUndoRecord, undoRecord, writeUndoLog } from '../disk/undo-log.js';
 import { preResyncUndoPathFor } from './paths.js';
-
-/** One undo record: [offset u64 LE][length u32 LE][before-image]. */
-async function record(disk: Disk, offset: number, length: number): Promise<Uint8Array> {
-  const rec = new Uint8Array(12 + length);
-  const v = new DataView(rec.buffer);
-  v.setBigUint64(0, BigInt(offset), true);
-  v.setUint32(8, length, true);
-  await disk.read(offset, rec.subarray(12));
-  return rec;
-}
 
 /**
  * Before the overlay is merged: the base's bytes under exactly the ranges the overlay owns, so that
@@ -26,10 +16,10 @@ export async function capturePreResyncPoint(replicaPath: string, overlayPath: st
   const overlay = await openDiskLayer(overlayPath, { readOnly: true });
   const base = await openDisk(replicaPath, { readOnly: true });
   try {
-    await replaceAtomic(path, async (fh) => {
+    await writeUndoLog(path, async (add) => {
       for (let b = 0; b < overlay.blockCount; b++) {
         if (!overlay.isAllocated(b)) continue;
-        for (const r of await overlay.ownedRanges(b)) await fh.write(await record(base, r.offset, r.length));
+        for (const r of await overlay.ownedRanges(b)) await add(await undoRecord(base, r.offset, r.length));
       }
     });
   } finally {
@@ -40,7 +30,7 @@ export async function capturePreResyncPoint(replicaPath: string, overlayPath: st
 
 /** Before a tracked write goes into the base after the merge: its before-image joins the point. */
 export async function capturePreResyncWrite(replicaPath: string, base: Disk, offset: number, length: number): Promise<void> {
-  await appendFile(preResyncUndoPathFor(replicaPath), await record(base, offset, length));
+  await appendUndoRecord(preResyncUndoPathFor(replicaPath), await undoRecord(base, offset, length));
 }
 
 /** The point cannot be trusted (the run resumed past the merge): drop it rather than offer a wrong one. */
