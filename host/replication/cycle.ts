@@ -4,7 +4,7 @@ import type { Replication } from './replication.js';
 import { DEFAULT_RECOVERY_HISTORY } from './names.js';
 import { retryDelayMs } from './schedule.js';
 import { recordCycle } from './statistics.js';
-import type { Trigger } from './triggers.js';
+import { shippedSequenceBack, type Trigger } from './triggers.js';
 import { pendingCycles, switchLogs } from './vm-logs.js';
 import { requireResync } from './resync-required.js';
 
@@ -41,11 +41,8 @@ export async function replicateCycle(rep: Replication, name: string): Promise<Cy
     const sequences: number[] = [];
     let bytes = 0;
     for (const [seq, logs] of await pendingCycles(vm)) {
-      if (seq <= vm.lastShippedSequence) {
-        const trigger: Trigger = {
-          reason: 'RevertedToOlderPoint',
-          evidence: `tracking log ${seq} is back although log ${vm.lastShippedSequence} was already shipped: the volume was reverted to an older point in time`,
-        };
+      const trigger = shippedSequenceBack(vm, seq, logs.find((l) => l !== undefined)?.path ?? `tracking log ${seq}`);
+      if (trigger) {
         await requireResync(rep, name, trigger);
         return { result: 'resync-required', trigger };
       }

@@ -223,7 +223,7 @@ async function runResyncLocked(rep: Replication, name: string, opts: ResyncRunOp
       if (started.resync!.disksDone.includes(d.index)) continue;
       // A request that came while the previous disk ran stops the run before the next disk starts.
       const now = await rep.store.load(name);
-      const asked = now.control ?? (now.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
+      const asked = stopRequested(now, opts);
       if (asked) {
         stopped = asked;
         break;
@@ -254,7 +254,7 @@ async function runResyncLocked(rep: Replication, name: string, opts: ResyncRunOp
         void rep.store
           .tryLoad(name)
           .then((v) => {
-            const want = v?.control ?? (v && v.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
+            const want = stopRequested(v, opts);
             if (want) {
               wanted ??= want;
               if (want === 'cancel') handle.cancel();
@@ -337,6 +337,15 @@ async function runResyncLocked(rep: Replication, name: string, opts: ResyncRunOp
     return 'paused';
   });
   return { result, vm, disks: results };
+}
+
+/**
+ * Whether a running resync is asked to stop: a pause or cancel request in the VM's record (from
+ * suspend-/stop-replication in another process), a requirement that came meanwhile (cancel), or the
+ * caller's own pause (SIGINT in the CLI). Asked before each disk and at every region boundary.
+ */
+function stopRequested(vm: VmRecord | undefined, opts: ResyncRunOptions): 'pause' | 'cancel' | undefined {
+  return vm?.control ?? (vm?.state === 'WaitingForStartResynchronize' ? 'cancel' : undefined) ?? (opts.shouldPause?.() ? 'pause' : undefined);
 }
 
 /**

@@ -50,12 +50,7 @@ export async function detectPrimaryTriggers(vm: VmRecord, opts: { running: boole
     const seqs = (await listSealedLogs(d.path)).map((s) => s.sequence);
     if (cur && cur.header.sequence > 0) seqs.push(cur.header.sequence);
     const old = seqs.find((s) => s <= vm.lastShippedSequence);
-    if (old !== undefined) {
-      return {
-        reason: 'RevertedToOlderPoint',
-        evidence: `${trackingLogPathFor(d.path)}: a tracking log with sequence ${old} is back although log ${vm.lastShippedSequence} was already shipped: the volume was reverted to an older point in time`,
-      };
-    }
+    if (old !== undefined) return shippedSequenceBack(vm, old, trackingLogPathFor(d.path));
   }
   if (!opts.running) {
     for (const d of vm.disks) {
@@ -122,4 +117,17 @@ export async function checkLogSize(vm: VmRecord, pending?: number): Promise<Trig
     };
   }
   return undefined;
+}
+
+/**
+ * Hyper-V's "reverted to an older point in time", seen in the logs: a tracking log whose sequence was
+ * already shipped is back (a volume snapshot or backup of the primary put back). The one rule, for the
+ * triggers and for a replication cycle about to ship. `log`: where it was seen.
+ */
+export function shippedSequenceBack(vm: VmRecord, sequence: number, log: string): Trigger | undefined {
+  if (sequence > vm.lastShippedSequence) return undefined;
+  return {
+    reason: 'RevertedToOlderPoint',
+    evidence: `${log}: a tracking log with sequence ${sequence} is back although log ${vm.lastShippedSequence} was already shipped: the volume was reverted to an older point in time`,
+  };
 }
