@@ -8,7 +8,7 @@ import { loadCore } from '../host/core/index.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { completeFailover, getRecoveryPoints, readFailover, startFailover, stopFailover } from '../host/replication/failover.js';
-import { testViewPathFor } from '../host/replica/recovery-points.js';
+import { testViewPathFor } from '../host/replica/site-files.js';
 import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';

@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import { openDisk, type Disk } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { readFailover } from '../replication/failover.js';
-import { failoverViewPathFor, testViewPathFor } from '../replica/recovery-points.js';
+import { failoverViewPathFor, testViewPathFor } from '../replica/site-files.js';
 import { lockFile, type HeldLock } from '../writer-lock.js';
 import type { Replication } from '../replication/replication.js';
 import { RunningVm, type RunOptions } from '../replication/running-vm.js';

@@ -234,14 +234,3 @@ export async function adoptPreResyncPoint(replica: string, latest: number, time:
 export async function dropHistory(replica: string): Promise<void> {
   await deleteRecoveryPoints(replica);
 }
-
-/** The writable view of a test failover, beside the replica disk. */
-/** A test failover's view of a replica disk: a differencing disk of the replica's own kind (VHDX for VHDX). */
-export function testViewPathFor(replica: string): string {
-  return `${replica}.test-failover.${/\.vhdx$/i.test(replica) ? 'vhdx' : 'vhd'}`;
-}
-
-/** A planned or unplanned failover's view of a replica disk (the running copy until complete-failover). */
-export function failoverViewPathFor(replica: string): string {
-  return `${replica}.failover.${/\.vhdx$/i.test(replica) ? 'vhdx' : 'vhd'}`;
-}

@@ -6,7 +6,7 @@ import { callReplicaServer, type DialOptions } from '../transport/tls-connect.js
 import type { TlsLink } from '../transport/tls-link.js';
 import type { RecoveryPoint } from './recovery-points.js';
 import type { ReplicaView } from './view.js';
-import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './local-site.js';
+import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './site.js';
 
 /**
  * A VM's replica site on a replica server (`tls://HOST:PORT/NAME`): every operation is one session

@@ -1,12 +1,15 @@
 import { lstat, readdir, realpath } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
 import { VhdsyncError, asVhdsyncError, ioError } from '../errors.js';
-import { FAILOVER_PHASES, LocalReplicaSite, type FailoverPhase, type FailoverRecord, type ReplicaDiskSpec } from './local-site.js';
+import { LocalReplicaSite } from './local-site.js';
+import type { FailoverRecord, ReplicaDiskSpec } from './site.js';
 import { SITE_CALLS, type SiteCall, type SiteSpec } from './remote-site.js';
 import { decode, encode } from '../transport/protocol.js';
 import type { TlsLink } from '../transport/tls-link.js';
 import { SITE_NAME } from '../transport/replica-address.js';
-import { REPLICATION_STATES } from './states.js';
+import { Fields, FieldError } from '../state-file.js';
+import { SITE_FILE_NAMES } from './site-files.js';
+import { failoverRecordOf } from './site-state.js';
 
 /**
  * The replica server's side of a VM's replica site (`enable-replication --replica tls://HOST:PORT/NAME`):
@@ -19,8 +22,6 @@ import { REPLICATION_STATES } from './states.js';
 /** Largest frame of a site session: a log arrives in pieces of at most this much. */
 export const SITE_FRAME_LIMIT = 1024 * 1024 + 64;
 const MAX_DISKS = 64;
-/** Names that are the site's own files, never a disk's. */
-const RESERVED = new Set(['logs', 'replica.json', 'failover.json', 'site.lock']);
 
 export interface ConfinedSite {
   site: LocalReplicaSite;
@@ -126,21 +127,12 @@ function names(paths: string[]): string[] {
 }
 
 function checkFailoverRecord(raw: unknown): FailoverRecord {
-  const r = (raw ?? {}) as Record<string, unknown>;
-  const time = (v: unknown) => typeof v === 'string' && v.length < 64 && !Number.isNaN(Date.parse(v));
-  const flag = (v: unknown) => v === undefined || typeof v === 'boolean';
-  if (
-    r.version !== 1 || !['test', 'planned', 'unplanned'].includes(String(r.kind)) || !time(r.time) || !time(r.startedAt) ||
-    !flag(r.reverting) || (r.phase !== undefined && !(FAILOVER_PHASES as readonly unknown[]).includes(r.phase)) ||
-    (r.resumeState !== undefined && !(REPLICATION_STATES as readonly unknown[]).includes(r.resumeState))
-  ) {
-    throw bad('setFailoverRecord: not a failover record');
+  try {
+    return failoverRecordOf(Fields.of(raw));
+  } catch (e) {
+    if (e instanceof FieldError) throw bad(`setFailoverRecord: not a failover record (${e.message})`);
+    throw e;
   }
-  const out: FailoverRecord = { version: 1, kind: r.kind as FailoverRecord['kind'], sequence: wholeNumber(r.sequence, 'setFailoverRecord: sequence'), time: r.time as string, startedAt: r.startedAt as string };
-  if (r.reverting) out.reverting = true;
-  if (r.phase !== undefined) out.phase = r.phase as FailoverPhase;
-  if (r.resumeState !== undefined) out.resumeState = r.resumeState as string;
-  return out;
 }
 
 /**
@@ -197,7 +189,7 @@ function checkSiteSpec(raw: unknown): SiteSpec {
   const disks = s.disks.map((d: unknown, index): ReplicaDiskSpec => {
     const x = (d ?? {}) as Record<string, unknown>;
     const name = x.name;
-    if (typeof name !== 'string' || !SITE_NAME.test(name) || RESERVED.has(name) || names.has(name) || /\.(tmp|resync\.(vhdx?|json)|failover\.vhdx?)$/.test(name)) {
+    if (typeof name !== 'string' || !SITE_NAME.test(name) || SITE_FILE_NAMES.has(name) || names.has(name) || /\.(tmp|resync\.(vhdx?|json)|failover\.vhdx?)$/.test(name)) {
       throw refuse(`${s.vm}/${String(name).slice(0, 80)}`, 'not a usable disk file name');
     }
     names.add(name);

@@ -4,7 +4,9 @@ import { VhdsyncError, ioError } from '../errors.js';
 import { SITE_NAME } from '../transport/replica-address.js';
 import type { ReplicationHealth, ReplicationState } from './states.js';
 import type { RecoveryPoint } from './recovery-points.js';
-import { LocalReplicaSite, type FailoverRecord, type ReplicaFolderState } from './local-site.js';
+import { LocalReplicaSite } from './local-site.js';
+import type { FailoverRecord } from './site.js';
+import type { ReplicaFolderState } from './site-state.js';
 
 /**
  * Get-VMReplication on the replica side (reference §1.2, §1.5): what a replica folder says of itself —

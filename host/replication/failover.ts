@@ -2,7 +2,7 @@ import { VhdsyncError } from '../errors.js';
 import { replicateCycle } from './cycle.js';
 import { REPLICATION_STATES, RESYNC_STATES, type ReplicationState } from './names.js';
 import type { RecoveryPoint } from '../replica/recovery-points.js';
-import type { FailoverRecord } from '../replica/local-site.js';
+import type { FailoverRecord } from '../replica/site.js';
 import type { Replication } from './replication.js';
 import type { VmRecord } from './store.js';
 import { stopTracking } from './vm-logs.js';

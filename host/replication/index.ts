@@ -8,7 +8,8 @@ export { replicationView, healthNow, measureReplication, type Measurement } from
 export { RunningVm, type RunOptions } from './running-vm.js';
 export { driveWorkload, type WorkloadOptions, type WorkloadResult } from './workload-driver.js';
 export { replicateCycle, type CycleOutcome } from './cycle.js';
-export { LocalReplicaSite, type ApplyResult, type ApplyProblem } from '../replica/local-site.js';
+export { LocalReplicaSite } from '../replica/local-site.js';
+export type { ApplyResult, ApplyProblem } from '../replica/site.js';
 export { detectPrimaryTriggers, checkLogSize, type Trigger } from './triggers.js';
 export { replicationHealth } from './health.js';
 export { inWindow, nextWindowOpen, resyncDecision, retryDelayMs, systemClock, type Clock, type ResyncDecision } from './schedule.js';

@@ -4,7 +4,9 @@ import { VhdsyncError, ioError } from '../errors.js';
 import { completeFailover } from './failover.js';
 import { deleteRecoveryPoints } from '../replica/recovery-points.js';
 import type { Replication } from './replication.js';
-import { LocalReplicaSite, type FailoverRecord } from '../replica/local-site.js';
+import { LocalReplicaSite } from '../replica/local-site.js';
+import type { FailoverRecord } from '../replica/site.js';
+import { SITE_FILES } from '../replica/site-files.js';
 import { isReplicaAddress } from '../transport/replica-address.js';
 import type { NetworkSettings } from '../transport/network-settings.js';
 import type { VmRecord } from './store.js';
@@ -133,7 +135,7 @@ export async function reverseFromReplica(rep: Replication, name: string, input: 
     }
     if (!existing) await enableReplication(rep, { name, disks: site.disks.map((d) => site.diskPath(d.index)), replica: input.replica, network: input.network });
   } else if (!existing) {
-    throw new VhdsyncError('NOT_FOUND', `${join(root, name)}: no replica of '${name}' here (no replica.json)`);
+    throw new VhdsyncError('NOT_FOUND', `${join(root, name)}: no replica of '${name}' here (no ${SITE_FILES.state})`);
   }
   // Killed between enabling and saying why, the VM is still ReadyForInitialReplication.
   if ((await rep.get(name)).state === 'ReadyForInitialReplication') await markReversed(rep, name, kind);
