@@ -41,6 +41,11 @@ export class Fields {
     return new FieldError(v === undefined ? `${this.name(key)} is missing` : `${this.name(key)} is not ${want}`);
   }
 
+  /** The object itself (a reader that only checks returns it as it is). */
+  get raw(): unknown {
+    return this.o;
+  }
+
   has(key: string): boolean {
     return this.o[key] !== undefined;
   }
@@ -105,6 +110,13 @@ export class Fields {
     const v = this.o[key];
     if (!Array.isArray(v)) throw this.bad(key, 'a list');
     return v.map((x, i) => item(x, `${this.name(key)}[${i}]`));
+  }
+
+  /** A list of whole numbers (≥ 0). */
+  intList(key: string): number[] {
+    const v = this.o[key];
+    if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw this.bad(key, 'a list of whole numbers');
+    return v as number[];
   }
 
   /** A nested object. */

@@ -1,9 +1,11 @@
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createOverlay, openDisk, type Disk } from '../disk/index.js';
 import { undoInto, undoRecord, writeUndoLog } from '../disk/undo-log.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { jsonText } from '../json-text.js';
+import { Fields, readStateFile, type StateFile } from '../state-file.js';
 import { preResyncUndoPathFor, recoveryPointsDirFor } from '../resync/paths.js';
 
 /**
@@ -55,20 +57,28 @@ export const MAX_RECOVERY_HISTORY = 24;
 const indexPath = (replica: string) => join(recoveryPointsDirFor(replica), 'index.json');
 const undoPath = (replica: string, seq: number) => join(recoveryPointsDirFor(replica), `${String(seq).padStart(8, '0')}.undo`);
 
+const POINT_INDEX: StateFile<PointIndex> = {
+  what: 'the recovery point index',
+  version: 1,
+  fix: 'a resync rebuilds the history',
+  read: (f) => ({
+    version: 1,
+    points: f.array('points', (p, at) => {
+      const x = Fields.of(p, at);
+      const point: HourlyPoint = { sequence: x.int('sequence'), time: x.time('time') };
+      if (x.optional('protected', (k) => x.boolean(k))) point.protected = true;
+      return point;
+    }),
+  }),
+};
+
 export async function readPoints(replica: string): Promise<HourlyPoint[]> {
-  try {
-    const ix = JSON.parse(await readFile(indexPath(replica), 'utf8')) as PointIndex;
-    if (ix.version !== 1 || !Array.isArray(ix.points)) throw new Error('shape');
-    return ix.points;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new VhdsyncError('STATE', `${indexPath(replica)}: the recovery point index is damaged; a resync rebuilds the history`);
-  }
+  return (await readStateFile(indexPath(replica), POINT_INDEX))?.points ?? [];
 }
 
 async function writePoints(replica: string, points: HourlyPoint[]): Promise<void> {
   await mkdir(recoveryPointsDirFor(replica), { recursive: true });
-  await writeFileAtomic(indexPath(replica), JSON.stringify({ version: 1, points } satisfies PointIndex, null, 2) + '\n');
+  await writeFileAtomic(indexPath(replica), jsonText({ version: 1, points } satisfies PointIndex));
 }
 
 /** The undo logs present, by sequence, ascending. */

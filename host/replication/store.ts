@@ -1,9 +1,12 @@
 import type { NetworkSettings } from '../transport/network-settings.js';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VhdsyncError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { jsonText } from '../json-text.js';
+import { Fields, readStateFile } from '../state-file.js';
+import { REPLICATION_STATES, RESYNC_REASONS } from './names.js';
 import { CounterStore } from '../events/counters.js';
 import { EventLog, type EventInput } from '../events/event-log.js';
 import { withLock } from '../pid-lock.js';
@@ -213,20 +216,10 @@ export class VmStore {
   }
 
   async tryLoad(name: string): Promise<VmRecord | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.recordPath(name), 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    try {
-      const vm = JSON.parse(text) as VmRecord;
-      if (vm.version !== 1 || typeof vm.name !== 'string' || !sameVmName(vm.name, name) || !Array.isArray(vm.disks)) throw new Error('shape');
-      return vm;
-    } catch {
-      throw new VhdsyncError('STATE', `${this.recordPath(name)}: the replication state of ${name} is damaged; remove the VM's folder and enable replication again`);
-    }
+    const fix = "remove the VM's folder and enable replication again";
+    const vm = await readStateFile(this.recordPath(name), { what: `the replication state of ${name}`, version: 1, fix, read: checkVmRecord });
+    if (vm && !sameVmName(vm.name, name)) throw new VhdsyncError('STATE', `${this.recordPath(name)}: the replication state of ${name} is damaged (it names '${vm.name}'); ${fix}`);
+    return vm;
   }
 
   async load(name: string): Promise<VmRecord> {
@@ -257,7 +250,7 @@ export class VmStore {
   }
 
   private async save(vm: VmRecord): Promise<void> {
-    await writeFileAtomic(this.recordPath(vm.name), JSON.stringify(vm, null, 2) + '\n');
+    await writeFileAtomic(this.recordPath(vm.name), jsonText(vm));
   }
 
   /**
@@ -299,4 +292,96 @@ export function newRecord(fields: Pick<VmRecord, 'name' | 'vmId' | 'replica' | '
     lastError: null,
     statistics: emptyStatistics(now),
   };
+}
+
+/**
+ * Every field of a VM's record checked as it is read (vm.json): a damaged record is one line naming
+ * the file and the field. The record is returned as it was written (fields added by later versions
+ * are optional, and checked when present).
+ */
+function checkVmRecord(f: Fields): VmRecord {
+  f.string('name');
+  f.string('vmId');
+  f.time('createdAt');
+  f.string('replica');
+  f.optional('network', (k) => {
+    const n = f.object(k);
+    for (const key of ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule']) n.optional(key, (kk) => n.string(kk));
+  });
+  f.array('disks', (d, at) => {
+    const x = Fields.of(d, at);
+    x.int('index');
+    x.string('path');
+    x.string('diskId');
+    x.oneOf('format', ['raw', 'vhd', 'vhdx']);
+    x.oneOf('type', ['fixed', 'dynamic', 'differencing']);
+    x.int('virtualSize');
+    x.optional('sectorSize', (k) => x.int(k, 1));
+    x.string('replicaPath');
+    x.optional('fingerprint', (k) => {
+      const p = x.object(k);
+      p.int('size');
+      for (const key of ['ino', 'dev', 'mtimeNs', 'ctimeNs', 'dataWriteId']) p.string(key);
+      p.time('recordedAt');
+      p.array('probes', (q, qat) => {
+        const y = Fields.of(q, qat);
+        y.int('offset');
+        y.int('length');
+        y.string('digest');
+        y.oneOf('kind', ['written', 'sample']);
+      });
+    });
+  });
+  const settings = f.object('settings');
+  settings.int('ReplicationFrequencySec', 1);
+  settings.boolean('AutoResynchronizeEnabled');
+  settings.string('AutoResynchronizeIntervalStart');
+  settings.string('AutoResynchronizeIntervalEnd');
+  settings.boolean('PauseResynchronizeOutsideWindow');
+  settings.optional('RecoveryHistory', (k) => settings.int(k));
+  f.oneOf('state', REPLICATION_STATES);
+  f.nullable('resync', (k) => {
+    const r = f.object(k);
+    r.oneOf('reason', RESYNC_REASONS);
+    r.string('evidence');
+    r.time('requiredAt');
+    r.optional('origin', (kk) => r.oneOf(kk, ['manual', 'automatic', 'scheduled']));
+    r.optional('continuationSequence', (kk) => r.int(kk));
+    r.intList('disksDone');
+    for (const key of ['pausedByWindow', 'restart', 'keepPreResyncPoint', 'mapsKept']) r.optional(key, (kk) => r.boolean(kk));
+    r.optional('startedAt', (kk) => r.time(kk));
+    r.optional('scope', (kk) => r.oneOf(kk, ['Full', 'DirtyExtents']));
+    r.optional('scopeBytes', (kk) => r.int(kk));
+    r.optional('compareSeconds', (kk) => {
+      const c = r.object(kk);
+      for (const key of Object.keys(c.raw as object)) c.number(key);
+    });
+  });
+  f.nullable('resynchronizeStartTime', (k) => f.time(k));
+  f.nullable('control', (k) => f.oneOf(k, ['pause', 'cancel']));
+  f.int('nextSequence', 1);
+  f.int('lastShippedSequence');
+  f.nullable('lastReplicationTime', (k) => f.time(k));
+  f.nullable('lastCycleAt', (k) => f.time(k));
+  f.nullable('retry', (k) => {
+    const r = f.object(k);
+    r.int('attempt');
+    r.time('nextAt');
+    r.string('error');
+  });
+  f.nullable('lastError', (k) => f.string(k));
+  const st = f.object('statistics');
+  st.time('monitoringStartTime');
+  for (const key of ['successfulReplicationCount', 'missedReplicationCount', 'replicationErrors', 'totalReplicationSize', 'maximumReplicationSize', 'lastReplicationSize']) st.int(key);
+  for (const key of ['totalReplicationLatencyMs', 'maximumReplicationLatencyMs']) st.number(key);
+  f.nullable('initialReplicationStartTime', (k) => f.time(k));
+  f.optional('initialReplicationSize', (k) => f.int(k));
+  f.nullable('offlineInitialReplication', (k) => {
+    const o = f.object(k);
+    o.string('path');
+    o.int('sequence');
+    o.nullable('exportedAt', (kk) => o.time(kk));
+  });
+  f.optional('lastReplicationType', (k) => f.oneOf(k, ['Regular', 'Planned']));
+  return f.raw as VmRecord;
 }
