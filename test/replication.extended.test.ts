@@ -126,11 +126,14 @@ describe('extended replication A → B → C', () => {
       s.writeAndShip('2M', seed);
       expect(qemuIdentical(s.disk, s.diskB)).toBe(true);
       expect(qemuIdentical(s.diskB, s.diskC)).toBe(false);
+      // What C lacks is pending at B (Measure-VMReplication's PendingReplicationSize: a failover to C would lose it).
+      expect(B.json('measure-replication', 'vm', '--extended').PendingReplicationSize).toBeGreaterThan(2 * MiB);
       const cycle = s.extendedCycle();
       expect(cycle).toMatchObject({ Result: 'replicated' });
       expect(cycle.Sequences.length).toBeGreaterThan(0);
       expect(s.allEqual()).toBe(true);
     }
+    expect(B.json('measure-replication', 'vm', '--extended')).toMatchObject({ Relationship: 'Extended', State: 'Replicating', PendingReplicationSize: 0, SuccessfulReplicationCount: 3 });
     // Logs C applied are no longer kept at B.
     expect(await readdirSafe(join(s.rootB, 'vm', 'extended-logs'))).toEqual([]);
     // A cycle with nothing new ships nothing.

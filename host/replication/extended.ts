@@ -409,6 +409,32 @@ export class ExtendedReplication {
     }
   }
 
+  /**
+   * Measure-VMReplication -ReplicationRelationshipType Extended: PendingReplicationSize is what B has
+   * applied and C has not (the kept logs) — what a failover to C would lose now.
+   */
+  async measure(name: string) {
+    const rec = await this.load(name);
+    const h = extendedHealth(rec, this.clock.now());
+    const running = (await this.resyncPid(name)) !== undefined;
+    const task = rec.state === 'Resynchronizing' || rec.state === 'InitialReplicationInProgress'
+      ? { Task: rec.state === 'Resynchronizing' ? 'Resynchronization' : 'InitialReplication', Running: running, Cut: rec.resync?.cut ?? null, StartedAt: rec.resync?.startedAt ?? null }
+      : null;
+    return {
+      VMName: rec.name,
+      State: rec.state,
+      Health: h.health,
+      Relationship: 'Extended' as const,
+      CurrentTask: task,
+      LastReplicationTime: rec.lastReplicationTime,
+      LastAppliedLogSequence: rec.lastAppliedSequence,
+      PendingReplicationSize: await keptBytes(this.vmDir(rec), rec.disks.length),
+      SuccessfulReplicationCount: rec.successfulReplicationCount,
+      LastError: rec.lastError,
+      ReplicationHealthDetails: h.details,
+    };
+  }
+
   /** Whether the service should run a cycle now. */
   due(rec: ExtendedRecord, now: Date): boolean {
     return rec.state === 'Replicating' && (rec.lastCycleAt === null || now.getTime() >= Date.parse(rec.lastCycleAt) + rec.settings.ReplicationFrequencySec * 1000);

@@ -158,3 +158,21 @@ export async function recoveryPointsExtended(name: string, flags: HomeFlags): Pr
   if (flags.json) printJson(points.map((p) => ({ Time: p.time, Kind: p.kind, Sequence: p.sequence, SizeOnDisk: p.sizeOnDisk })));
   else process.stdout.write(formatTable(['Time', 'Kind', 'Sequence'], points.map((p) => [p.time, p.kind, p.sequence])));
 }
+
+export async function measureExtended(name: string | undefined, flags: HomeFlags): Promise<void> {
+  const ext = extendedFor(flags);
+  const names = name === undefined || isNamePattern(name) ? (await ext.list(name)).map((r) => r.name) : [name];
+  const all = [];
+  for (const n of names) all.push(await ext.measure(n));
+  if (flags.json) {
+    printJson(name === undefined || isNamePattern(name) ? all : all[0]);
+    return;
+  }
+  const mb = (b: number) => (b / (1024 * 1024)).toFixed(2);
+  process.stdout.write(
+    formatTable(
+      ['VMName', 'State', 'Health', 'LReplTime', 'PReplSize(M)', 'Relationship'],
+      all.map((m) => [m.VMName, m.State, m.Health, m.LastReplicationTime ?? '', mb(m.PendingReplicationSize), m.Relationship]),
+    ) + all.flatMap((m) => m.ReplicationHealthDetails.map((d) => `${m.VMName}: ${d}\n`)).join(''),
+  );
+}

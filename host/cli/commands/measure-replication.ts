@@ -5,6 +5,7 @@ import type { CurrentTask } from '../../replication/views.js';
 import { isNamePattern } from '../../replica/vm-name.js';
 import { formatTable, matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
 import { measureReplication } from '../../replication/views.js';
+import { measureExtended, relationshipFlag, withExtended } from './extended.js';
 
 /** CurrentTask in one line: "Resynchronization 42 % (scope Full, disk 1 comparing, suspended)". */
 function taskText(t: CurrentTask | null): string {
@@ -17,12 +18,15 @@ function taskText(t: CurrentTask | null): string {
 
 /** Measure-VMReplication: statistics of the monitoring interval and the replication counters. */
 export function register(program: Command): void {
-  withHome(
+  const cmd = withHome(
     program
       .command('measure-replication')
       .description('Replication statistics and counters of one VM or of all VMs')
-      .argument('[vm]', 'VM name (any case; wildcards * and ? as in Hyper-V; default: every VM)'),
-  ).action(async (name: string | undefined, flags: HomeFlags) => {
+      .argument('[vm]', 'VM name (any case; wildcards * and ? as in Hyper-V; default: every VM)')
+      .option('--replication-relationship-type <type>', 'Simple (default) or Extended (as --extended)'),
+  );
+  withExtended(cmd).action(async (name: string | undefined, flags: HomeFlags & { extended?: boolean; replicationRelationshipType?: string }) => {
+    if (relationshipFlag(flags)) return measureExtended(name, flags);
     const rep = replicationFor(flags);
     const all = [];
     for (const vm of await matchingVms(rep, name)) all.push(await measureReplication(rep, vm.name));
