@@ -142,6 +142,15 @@ describe('extended replication A → B → C', () => {
     const force = B.run('resume-replication', 'vm', '--extended', '--resynchronize');
     expect(force.stderr.trim().split('\n')).toEqual([expect.stringMatching(/is Replicating; to force a resynchronization, suspend it first \(vhdsync suspend-replication vm --extended\)/)]);
     expect(force.status).not.toBe(0);
+    // A damaged record is one line naming the file and the field.
+    const recordPath = join(s.base, 'homeB', 'extended', 'vm', 'extended.json');
+    const good = await readFile(recordPath, 'utf8');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(recordPath, good.replace('"state": "Replicating"', '"state": "Sideways"'));
+    const damaged = B.run('get-replication', 'vm', '--extended');
+    expect(damaged.status).not.toBe(0);
+    expect(damaged.stderr.trim().split('\n')).toEqual([expect.stringMatching(/extended\.json: the extended replication state is damaged \(state is not one of .*\); remove it/)]);
+    await writeFile(recordPath, good);
     // A fourth site is refused: C is itself an extended replica.
     const fourth = homeCli(join(s.base, 'homeC')).run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', join(s.base, 'D'));
     expect(fourth.status).not.toBe(0);

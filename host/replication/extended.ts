@@ -1,17 +1,19 @@
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openDisk } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { jsonText } from '../json-text.js';
+import { FieldError, Fields, readStateFile, type StateFile } from '../state-file.js';
 import { tryLock, lockHolder, withLock } from '../pid-lock.js';
 import { dropKept, extendedLogsDir, keptBytes, keptLogs, stopKeeping } from '../replica/extended-logs.js';
 import { resync } from '../resync/resync.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
 import { choosePoint } from './failover.js';
-import { LOG_SIZE_LIMIT_RATIO, resyncRequiredMessage, type ReplicationHealth, type ResyncReason } from './names.js';
+import { LOG_SIZE_LIMIT_RATIO, RESYNC_REASONS, resyncRequiredMessage, type ReplicationHealth, type ResyncReason } from './names.js';
 import type { RecoveryPoint } from '../replica/recovery-points.js';
 import { RemoteReplicaSite } from '../replica/remote-site.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
@@ -115,6 +117,56 @@ export function parseExtendedFrequency(text: string | number): number {
 
 const RECORD = 'extended.json';
 
+const STATES: readonly ExtendedState[] = [
+  'ReadyForInitialReplication', 'InitialReplicationInProgress', 'Replicating', 'Suspended', 'WaitingForStartResynchronize', 'Resynchronizing', 'FailedOverWaitingCompletion', 'FailedOver',
+];
+
+/** `extended.json`, every field checked as it is read (host/state-file.ts). */
+function extendedStateFile(name: string): StateFile<ExtendedRecord> {
+  return {
+    what: 'the extended replication state',
+    version: 1,
+    fix: `remove it (vhdsync remove-replication ${shellWord(name)} --extended) and enable it again`,
+    read: (f) => {
+      f.string('name');
+      for (const k of ['replicaRoot', 'folder', 'replica', 'vmId']) f.string(k);
+      f.optional('network', (k) => {
+        const n = f.object(k);
+        for (const key of ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule']) n.optional(key, (kk) => n.string(kk));
+      });
+      f.array('disks', (d, at) => {
+        const x = Fields.of(d, at);
+        x.int('index');
+        x.string('name');
+        x.string('diskId');
+        x.int('virtualSize');
+        x.oneOf('format', ['raw', 'vhd', 'vhdx']);
+        x.int('sectorSize', 1);
+      });
+      const settings = f.object('settings');
+      if (!(EXTENDED_FREQUENCIES as readonly number[]).includes(settings.int('ReplicationFrequencySec'))) throw new FieldError('settings.ReplicationFrequencySec is not 300 or 900');
+      settings.int('RecoveryHistory');
+      f.oneOf('state', STATES);
+      f.nullable('base', (k) => f.string(k));
+      f.nullable('resync', (k) => {
+        const r = f.object(k);
+        r.oneOf('reason', RESYNC_REASONS);
+        r.string('evidence');
+        r.time('requiredAt');
+        r.optional('cut', (kk) => r.int(kk));
+        r.nullable('base', (kk) => r.string(kk));
+        r.optional('startedAt', (kk) => r.time(kk));
+      });
+      f.int('lastAppliedSequence');
+      for (const k of ['lastReplicationTime', 'lastCycleAt']) f.nullable(k, (kk) => f.time(kk));
+      f.nullable('lastError', (k) => f.string(k));
+      f.int('successfulReplicationCount');
+      f.time('createdAt');
+      return f.raw as ExtendedRecord;
+    },
+  };
+}
+
 export class ExtendedReplication {
   private readonly vms: VmStore;
   /** The time of cycles, recovery points and records (tests set it). */
@@ -139,21 +191,9 @@ export class ExtendedReplication {
   // ---- records ----
 
   async tryLoad(name: string): Promise<ExtendedRecord | undefined> {
-    const path = join(this.dir(name), RECORD);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    try {
-      const r = JSON.parse(text) as ExtendedRecord;
-      if (r.version !== 1 || typeof r.name !== 'string' || !sameVmName(r.name, name) || !Array.isArray(r.disks)) throw new Error('shape');
-      return r;
-    } catch {
-      throw new VhdsyncError('STATE', `${path}: the extended replication state of ${name} is damaged; remove-replication ${shellWord(name)} --extended and enable it again`);
-    }
+    const rec = await readStateFile(join(this.dir(name), RECORD), extendedStateFile(name));
+    if (rec && !sameVmName(rec.name, name)) throw new VhdsyncError('STATE', `${join(this.dir(name), RECORD)}: this extended replication state is of '${rec.name}', not '${name}'`);
+    return rec;
   }
 
   async load(name: string): Promise<ExtendedRecord> {
@@ -171,16 +211,14 @@ export class ExtendedReplication {
     }
     const out: ExtendedRecord[] = [];
     for (const f of folders.sort()) {
-      const text = await readFile(join(this.home, 'extended', f, RECORD), 'utf8').catch(() => undefined);
-      if (!text) continue;
-      const r = JSON.parse(text) as ExtendedRecord;
-      if (pattern === undefined || namePattern(pattern)(r.name)) out.push(r);
+      const r = await readStateFile(join(this.home, 'extended', f, RECORD), extendedStateFile(f));
+      if (r && (pattern === undefined || namePattern(pattern)(r.name))) out.push(r);
     }
     return out;
   }
 
   private async save(r: ExtendedRecord): Promise<void> {
-    await writeFileAtomic(join(this.dir(r.name), RECORD), JSON.stringify(r, null, 2) + '\n');
+    await writeFileAtomic(join(this.dir(r.name), RECORD), jsonText(r));
   }
 
   /** Read-modify-write under the record's lock; a state change is event 90001. */

@@ -64,7 +64,14 @@ export class ReplicationService {
     for (const name of await this.rep.store.names()) out.push(await this.passVm(name));
     // Extended relationships of the replicas at this site: a cycle each when one is due.
     const ext = new ExtendedReplication(this.rep.store.home, { clock: this.rep.clock });
-    for (const rec of await ext.list()) {
+    let records: Awaited<ReturnType<typeof ext.list>> = [];
+    try {
+      records = await ext.list();
+    } catch (e) {
+      // A damaged record is one line in the log, and the VMs' passes above still count.
+      this.log(`extended replication: ${(e as Error).message}`);
+    }
+    for (const rec of records) {
       if (!this.opts.once && !ext.due(rec, this.rep.clock.now())) continue;
       const report: VmPass = { VMName: rec.name, relationship: 'Extended', extended: await ext.cycle(rec.name) };
       this.log(`${rec.name} (extended): ${report.extended!.result}${'error' in report.extended! ? ` (${report.extended!.error})` : ''}`);
