@@ -11,7 +11,7 @@ import { tryLock, lockHolder, withLock } from '../pid-lock.js';
 import { dropKept, extendedLogsDir, keptBytes, keptLogs, stopKeeping } from '../replica/extended-logs.js';
 import { resync } from '../resync/resync.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
-import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings } from '../transport/network-settings.js';
+import { anyNetworkSetting, givenNetwork, loadNetwork, type NetworkSettings, checkNetworkField } from '../transport/network-settings.js';
 import { choosePoint } from './failover.js';
 import { LOG_SIZE_LIMIT_RATIO, RESYNC_REASONS, resyncRequiredMessage, type ReplicationHealth, type ResyncReason } from './names.js';
 import type { RecoveryPoint } from '../replica/recovery-points.js';
@@ -130,10 +130,7 @@ function extendedStateFile(name: string): StateFile<ExtendedRecord> {
     read: (f) => {
       f.string('name');
       for (const k of ['replicaRoot', 'folder', 'replica', 'vmId']) f.string(k);
-      f.optional('network', (k) => {
-        const n = f.object(k);
-        for (const key of ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule']) n.optional(key, (kk) => n.string(kk));
-      });
+      checkNetworkField(f);
       f.array('disks', (d, at) => {
         const x = Fields.of(d, at);
         x.int('index');

@@ -1,4 +1,4 @@
-import type { NetworkSettings } from '../transport/network-settings.js';
+import { type NetworkSettings, checkNetworkField } from '../transport/network-settings.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -304,10 +304,7 @@ function checkVmRecord(f: Fields): VmRecord {
   f.string('vmId');
   f.time('createdAt');
   f.string('replica');
-  f.optional('network', (k) => {
-    const n = f.object(k);
-    for (const key of ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule']) n.optional(key, (kk) => n.string(kk));
-  });
+  checkNetworkField(f);
   f.array('disks', (d, at) => {
     const x = Fields.of(d, at);
     x.int('index');

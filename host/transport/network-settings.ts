@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { VhdsyncError } from '../errors.js';
+import type { Fields } from '../state-file.js';
 import { parseRate } from './rate.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls-config.js';
 import { bandwidthLimiter, parseBandwidthSchedule, type TokenBucket } from './token-bucket.js';
@@ -50,4 +51,12 @@ export function anyNetworkSetting(f: NetworkSettings): string | undefined {
   if (f.bandwidth !== undefined) return '--bandwidth';
   if (f.bandwidthSchedule !== undefined) return '--bandwidth-schedule';
   return undefined;
+}
+
+/** A record's `network` field (vm.json, extended.json), checked as it is read: every setting is a string when present. */
+export function checkNetworkField(f: Fields, key = 'network'): void {
+  f.optional(key, (k) => {
+    const n = f.object(k);
+    for (const setting of ['cert', 'key', 'ca', 'bandwidth', 'bandwidthSchedule']) n.optional(setting, (kk) => n.string(kk));
+  });
 }
