@@ -6,7 +6,8 @@ import { MiB, rawDisk } from './replication.support.js';
 
 /**
  * Every versioned JSON state file of a VM's replication — the VM's record (vm.json), the replica's
- * state (replica.json), the failover record (failover.json), the recovery point index — is read by one
+ * state (replica.json), the failover record (failover.json), the recovery point index, an offline
+ * initial replication's export (export.json) — is read by one
  * checked reader (host/state-file.ts): a damaged file is one line naming the file and what is wrong
  * (code STATE), never a TypeError. Each kind is corrupted four ways through the built CLI.
  */
@@ -26,6 +27,10 @@ beforeAll(async () => {
   cli.ok('workload', 'vm', '--bytes', '64K', '--rate', 'unlimited', '--seed', '3');
   expect(cli.json('service', '--once')[0].Cycle.Result).toBe('replicated');
   cli.ok('start-failover', 'vm', '--test');
+  // A second VM exported for offline initial replication: its export.json on the media.
+  const b = await rawDisk(join(dir, 'b.img'), 2 * MiB, 6);
+  cli.ok('enable-replication', 'off', '--disk', b, '--replica', join(dir, 'replica-off'));
+  cli.ok('start-initial-replication', 'off', '--destination-path', join(dir, 'media'));
 }, 120_000);
 afterAll(async () => cleanup());
 
@@ -38,14 +43,19 @@ interface Kind {
   read: string[];
   /** A field every such file has, and one it must have of a given type. */
   field: string;
+  /** Reading it succeeds once it is put back (false: the command would change what the next case needs). */
+  readsAgain?: boolean;
 }
 
 const kinds: Kind[] = [
   { name: 'vm.json (the VM state store)', path: () => join(dir, 'home', 'vms', 'vm', 'vm.json'), what: /the replication state of vm is damaged/, read: ['get-replication', 'vm'], field: 'nextSequence' },
   { name: 'replica.json', path: () => join(replicaDir, 'vm', 'replica.json'), what: /the replica state is damaged/, read: ['get-replication', 'vm', '--replica-path', '@replica'], field: 'lastAppliedSequence' },
   { name: 'failover.json', path: () => join(replicaDir, 'vm', 'failover.json'), what: /the failover record is damaged/, read: ['get-replication', 'vm', '--replica-path', '@replica'], field: 'sequence' },
+  { name: 'export.json (offline initial replication)', path: () => join(dir, 'media', 'off', 'export.json'), what: /the offline initial replication's export is damaged/, read: ['import-initial-replication', 'off', '--path', '@media'], field: 'lastApplied', readsAgain: false },
   { name: 'the recovery point index', path: () => join(replicaDir, 'vm', 'a.img.recovery-points', 'index.json'), what: /the recovery point index is damaged/, read: ['get-recovery-points', 'vm'], field: 'points' },
 ];
+
+const arg = (a: string) => (a === '@replica' ? replicaDir : a === '@media' ? join(dir, 'media') : a);
 
 const corruptions: [string, (o: Record<string, unknown>, field: string) => string, RegExp][] = [
   ['bad JSON', () => '{"version": 1, ', /\(not valid JSON\)/],
@@ -62,7 +72,7 @@ describe('a damaged state file is one line naming the file, never a TypeError', 
         const good = await readFile(path, 'utf8');
         await writeFile(path, corrupt(JSON.parse(good) as Record<string, unknown>, k.field));
         try {
-          const r = cli.run(...k.read.map((a) => (a === '@replica' ? replicaDir : a)), '--json');
+          const r = cli.run(...k.read.map(arg), '--json');
           expect(r.status).toBe(2);
           const lines = r.stderr.trim().split('\n');
           expect(lines).toHaveLength(1);
@@ -75,7 +85,7 @@ describe('a damaged state file is one line naming the file, never a TypeError', 
           await writeFile(path, good);
         }
         // Put back, it reads again.
-        expect(cli.run(...k.read.map((a) => (a === '@replica' ? replicaDir : a))).status).toBe(0);
+        if (k.readsAgain !== false) expect(cli.run(...k.read.map(arg)).status).toBe(0);
       });
     }
   }

@@ -2,6 +2,8 @@ import { copyFile, mkdir, readFile, readdir, rename, stat } from 'node:fs/promis
 import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { pathExists, removeIfExists, writeFileAtomic } from '../fsutil.js';
+import { jsonText } from '../json-text.js';
+import { Fields, parseStateText, type StateFile } from '../state-file.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
 import type { ReplicaDiskSpec } from '../replica/site.js';
@@ -39,6 +41,24 @@ export interface ExportManifest {
 }
 
 const MANIFEST = 'export.json';
+
+/** `export.json`, every field checked: media from elsewhere is one line when it is not an export of ours. */
+const EXPORT_MANIFEST: StateFile<ExportManifest> = {
+  what: "the offline initial replication's export",
+  version: 1,
+  read: (f) => ({
+    version: 1,
+    vmName: f.string('vmName'),
+    vmId: f.string('vmId'),
+    folder: f.string('folder'),
+    disks: f.array('disks', (d, at) => {
+      const x = Fields.of(d, at);
+      return { index: x.int('index'), name: x.string('name'), diskId: x.string('diskId'), virtualSize: x.int('virtualSize'), format: x.oneOf('format', ['raw', 'vhd', 'vhdx']), sectorSize: x.int('sectorSize', 1) };
+    }),
+    lastApplied: f.int('lastApplied'),
+    exportedAt: f.time('exportedAt'),
+  }),
+};
 
 /** The folder the VM's replica has on its replica site. */
 export function replicaFolder(vm: VmRecord): string {
@@ -80,7 +100,7 @@ export async function exportInitialReplication(rep: Replication, name: string, d
   if (out.result === 'completed') {
     const o = out.vm.offlineInitialReplication!;
     const manifest: ExportManifest = { version: 1, vmName: vm.name, vmId: vm.vmId, folder, disks: diskSpecs(vm), lastApplied: o.sequence - 1, exportedAt: o.exportedAt! };
-    await writeFileAtomic(join(site.vmDir, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    await writeFileAtomic(join(site.vmDir, MANIFEST), jsonText(manifest));
   }
   return out;
 }
@@ -95,9 +115,7 @@ async function readExport(path: string, folder?: string): Promise<{ manifest: Ex
     } catch {
       continue;
     }
-    const m = JSON.parse(text) as ExportManifest;
-    if (m.version !== 1 || !Array.isArray(m.disks) || !Number.isSafeInteger(m.lastApplied)) throw new VhdsyncError('STATE', `${join(from, MANIFEST)}: not an export of vhdsync's offline initial replication`);
-    return { manifest: m, from };
+    return { manifest: parseStateText(join(from, MANIFEST), text, EXPORT_MANIFEST), from };
   }
   throw new VhdsyncError('NOT_FOUND', `${path}: no offline initial replication here (no ${folder ? `${folder}/` : ''}${MANIFEST}); export one with start-initial-replication VM --destination-path DIR`);
 }
