@@ -159,18 +159,23 @@ describe('the bundled CLI and its code cache', () => {
     const userCache = join(dir, 'readonly-user-cache');
     mkdirSync(userCache, { mode: 0o777 });
     chmodSync(userCache, 0o777);
-    for (const d of [join(bundle, '..'), join(bin, '..')]) chmodSync(d, 0o555);
-    // root writes through any mode: run as nobody then, as a user of a system-wide install would.
-    const asUser = process.getuid?.() === 0 ? 65534 : undefined;
-    resyncs(bin, 'readonly-a', { XDG_CACHE_HOME: userCache }, asUser);
-    expect(existsSync(cache)).toBe(false);
-    const [, user] = cachePaths(bundle, { XDG_CACHE_HOME: userCache });
-    expect(validCache(user, bundle)).toBeDefined();
-    // Nowhere to write at all: the user cache folder is a file.
-    const blocked = join(dir, 'readonly-blocked');
-    writeFileSync(blocked, 'not a folder');
-    resyncs(bin, 'readonly-b', { XDG_CACHE_HOME: blocked }, asUser);
-    expect(readdirSync(join(bundle, '..')).filter((f) => f.includes('.v8cache'))).toEqual([]);
+    const readOnly = [join(bundle, '..'), join(bin, '..')];
+    for (const d of readOnly) chmodSync(d, 0o555);
+    try {
+      // root writes through any mode: run as nobody then, as a user of a system-wide install would.
+      const asUser = process.getuid?.() === 0 ? 65534 : undefined;
+      resyncs(bin, 'readonly-a', { XDG_CACHE_HOME: userCache }, asUser);
+      expect(existsSync(cache)).toBe(false);
+      const [, user] = cachePaths(bundle, { XDG_CACHE_HOME: userCache });
+      expect(validCache(user, bundle)).toBeDefined();
+      // Nowhere to write at all: the user cache folder is a file.
+      const blocked = join(dir, 'readonly-blocked');
+      writeFileSync(blocked, 'not a folder');
+      resyncs(bin, 'readonly-b', { XDG_CACHE_HOME: blocked }, asUser);
+      expect(readdirSync(join(bundle, '..')).filter((f) => f.includes('.v8cache'))).toEqual([]);
+    } finally {
+      for (const d of readOnly) chmodSync(d, 0o755); // so that the cleanup can remove them
+    }
   });
 
   it('resync --compress loads the WASM zstd from inside the bundle', () => {
