@@ -191,7 +191,7 @@ async function qemuRows(dir) {
       await readBothParallel(primary, rOurs); // warm
       samples.floor.push(await readBothParallel(primary, rOurs));
       const ours = timeIt(() => {
-        const r = spawnSync(process.execPath, [CLI_BIN, 'resync', primary, rOurs, '--json'], { encoding: 'utf8' });
+        const r = spawnSync(process.execPath, [CLI_BIN, 'resync', primary, rOurs, '--json'], { encoding: 'utf8', env: cliEnv });
         if (r.status !== 0) throw new Error(`vhdsync resync failed: ${r.stderr}`);
         return JSON.parse(r.stdout);
       });
@@ -253,7 +253,7 @@ function memorySeries(dir) {
     execFileSync('qemu-io', ['-f', 'vpc', ...writes(100, 65536, '64k'), primary], { stdio: 'ignore' });
     copyFileSync(base, replica);
     const t0 = process.hrtime.bigint();
-    const r = spawnSync('/usr/bin/time', ['-f', 'peak-kib %M', process.execPath, CLI_BIN, 'resync', primary, replica, '--json'], { encoding: 'utf8' });
+    const r = spawnSync('/usr/bin/time', ['-f', 'peak-kib %M', process.execPath, CLI_BIN, 'resync', primary, replica, '--json'], { encoding: 'utf8', env: cliEnv });
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     if (r.status !== 0) throw new Error(`vhdsync resync failed: ${r.stderr}`);
     const peak = Number(/peak-kib (\d+)/.exec(r.stderr)[1]) * 1024;
@@ -269,6 +269,8 @@ const fmtGiB = (b) => `${+(b / (1024 * MiB)).toFixed(2)} GiB`;
 const fmt = (n, d = 2) => n.toFixed(d);
 const fmtMiB = (b) => `${fmt(b / MiB)} MiB`;
 const dir = mkdtempSync(join(tmpdir(), 'vhdsync-bench-'));
+// The CLI's events and counters go to the bench's folder, not to the user's ~/.vhdsync.
+const cliEnv = { ...process.env, VHDSYNC_HOME: join(dir, 'home') };
 const rows = [];
 try {
   if (!haveRsync()) throw new Error('rsync is not installed (apt-get install rsync)');
@@ -288,7 +290,7 @@ try {
       readBoth(primary, rOurs); // warm the cache for everyone
       const floor = timeIt(() => readBoth(primary, rOurs));
       const ours = timeIt(() => {
-        const r = spawnSync(process.execPath, [CLI_BIN, 'resync', primary, rOurs, '--json'], { encoding: 'utf8' });
+        const r = spawnSync(process.execPath, [CLI_BIN, 'resync', primary, rOurs, '--json'], { encoding: 'utf8', env: cliEnv });
         if (r.status !== 0) throw new Error(`vhdsync resync failed: ${r.stderr}`);
         return JSON.parse(r.stdout);
       });
