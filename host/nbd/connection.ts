@@ -36,6 +36,7 @@ export class NbdConnection {
   private slotFree?: () => void;
   private idle?: () => void;
   private stopping = false;
+  private corked = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -48,14 +49,14 @@ export class NbdConnection {
     this.reader = new SocketReader(socket);
     this.done = this.run().catch((e) => {
       if (!(e instanceof ConnectionClosed)) this.log(`nbd: connection ended: ${e instanceof Error ? e.message : String(e)}`);
-    }).finally(() => socket.destroy());
+    }).finally(() => this.close());
   }
 
   /** Stop taking requests; those in flight are answered, then the connection closes. */
   async stop(): Promise<void> {
     this.stopping = true;
     await this.drained();
-    this.socket.destroy();
+    this.close();
     await this.done;
   }
 
@@ -344,10 +345,29 @@ export class NbdConnection {
     else this.send(simpleReply(req.cookie, error));
   }
 
+  /** Replies still corked leave first (a destroyed socket drops what it holds). */
+  private close(): void {
+    this.uncork();
+    this.socket.destroy();
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  /**
+   * Replies sent in one turn of the event loop (a batch's writes all complete together) leave in one
+   * writev: the socket is corked at the first and uncorked once, after this turn's callbacks have run.
+   */
   private send(...parts: Uint8Array[]): void {
     if (this.socket.destroyed) return;
-    if (parts.length > 1) this.socket.cork();
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => this.uncork());
+    }
     for (const p of parts) this.socket.write(p);
-    if (parts.length > 1) this.socket.uncork();
   }
 }

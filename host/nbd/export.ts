@@ -23,6 +23,11 @@ export interface ExportTarget {
 
 /** Batches written under one hold of the log's lock stop after this long, so a seal never waits long. */
 const HOLD_MS = 50;
+/**
+ * A hold outlives an empty queue by this long: a queue-depth client sends its next writes as soon as
+ * the replies reach it, and taking the lock again for each batch costs more than the wait.
+ */
+const LINGER_MS = 3;
 
 export interface Extent {
   length: number;
@@ -54,6 +59,7 @@ export class DiskExport {
   private reads = 0;
   private readsDrained?: () => void;
   private writeGate?: Promise<void>;
+  private arrived?: () => void;
 
   constructor(
     names: string[],
@@ -111,6 +117,7 @@ export class DiskExport {
   }
 
   private kick(): void {
+    this.arrived?.();
     if (this.running) return;
     this.running = true;
     void this.drain();
@@ -122,7 +129,10 @@ export class DiskExport {
         const hold = this.target.holdLog ?? ((fn) => fn());
         await hold(async () => {
           const until = performance.now() + HOLD_MS;
-          while (this.queue.length > 0 && performance.now() < until) await this.writeBatch();
+          while (performance.now() < until) {
+            if (this.queue.length === 0 && !(await this.nextRequest(Math.min(LINGER_MS, until - performance.now())))) break;
+            await this.writeBatch();
+          }
         });
       }
     } catch (e) {
@@ -132,6 +142,19 @@ export class DiskExport {
       this.running = false;
       if (this.queue.length > 0) this.kick();
     }
+  }
+
+  /** True once a write or flush is queued, false when `ms` pass first. */
+  private nextRequest(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(false), Math.max(0, ms));
+      const settle = (queued: boolean) => {
+        clearTimeout(timer);
+        this.arrived = undefined;
+        resolve(queued);
+      };
+      this.arrived = () => settle(true);
+    });
   }
 
   /** The writes (and flushes) waiting now, up to MAX_BATCH_BYTES: one log append, one disk pass. */

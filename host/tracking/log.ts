@@ -2,7 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { concatBytes } from '../bytes.js';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { nodeLogFs, type LogFs } from './log-fs.js';
+import { nodeLogFs, type LogFile, type LogFs } from './log-fs.js';
 import { MiB } from '../units.js';
 
 /**
@@ -208,18 +208,65 @@ export async function writeTrackingHeader(path: string, header: TrackHeader): Pr
  * activity log's extents, and a log left open requires a resync) writes the disk at the same time.
  * It runs whether or not the log's write succeeds; its own failure is rethrown after the log's.
  */
-export async function appendRecords(
-  path: string,
-  records: readonly TrackRecord[],
-  opts: { fs?: LogFs; adopt?: { pid: number; dataWriteId: Uint8Array }; beforeAppend?: () => Promise<void>; alongside?: () => Promise<void>; sync?: boolean } = {},
-): Promise<number> {
-  const fs = opts.fs ?? nodeLogFs;
-  const parts = recordParts(records);
-  const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
-  const f = await fs.open(path);
+export async function appendRecords(path: string, records: readonly TrackRecord[], opts: AppendOptions = {}): Promise<number> {
+  const log = await LogAppender.open(path, opts.fs);
   try {
-    const size = await f.size();
-    if (opts.adopt) {
+    return await log.append(records, opts);
+  } finally {
+    await log.close();
+  }
+}
+
+export interface AppendOptions {
+  fs?: LogFs;
+  adopt?: { pid: number; dataWriteId: Uint8Array };
+  beforeAppend?: () => Promise<void>;
+  alongside?: () => Promise<void>;
+  sync?: boolean;
+}
+
+/**
+ * The open log of one writer across several appends (appendRecords for each), for as long as the
+ * caller holds the log's lock (log-files.ts): nothing else seals, switches, takes or removes it then,
+ * so its size and its checked header stay what this appender knows. Close it before the lock goes.
+ * After a failed append its size is unknown: it refuses further appends (open a new one).
+ */
+export class LogAppender {
+  private size = -1;
+  private adopted?: { pid: number; dataWriteId: Uint8Array };
+  private failed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly f: LogFile,
+  ) {}
+
+  /** Rejects with ENOENT when there is no log (tracking is off). */
+  static async open(path: string, fs: LogFs = nodeLogFs): Promise<LogAppender> {
+    return new LogAppender(path, await fs.open(path));
+  }
+
+  get broken(): boolean {
+    return this.failed;
+  }
+
+  async append(records: readonly TrackRecord[], opts: AppendOptions = {}): Promise<number> {
+    if (this.failed) throw new VhdsyncError('STATE', `${this.path}: an earlier append failed; reopen the tracking log`);
+    try {
+      return await this.appendOnce(records, opts);
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
+  }
+
+  private async appendOnce(records: readonly TrackRecord[], opts: AppendOptions): Promise<number> {
+    const { path, f } = this;
+    const parts = recordParts(records);
+    const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
+    if (this.size < 0) this.size = await f.size();
+    const size = this.size;
+    if (opts.adopt && (this.adopted?.pid !== opts.adopt.pid || !sameId(this.adopted.dataWriteId, opts.adopt.dataWriteId))) {
       const hb = new Uint8Array(HEADER_BYTES);
       if ((await f.read(hb, 0)) < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
       const h = parseHeader(hb, path);
@@ -227,6 +274,7 @@ export async function appendRecords(
       if (h.writerPid !== opts.adopt.pid || !sameId(h.dataWriteId, opts.adopt.dataWriteId)) {
         await f.write(buildHeader({ ...h, writerPid: opts.adopt.pid, dataWriteId: opts.adopt.dataWriteId }), 0);
       }
+      this.adopted = opts.adopt;
     }
     // The log exists (tracking is on): the activity log records the extents first.
     await opts.beforeAppend?.();
@@ -234,12 +282,21 @@ export async function appendRecords(
     if (opts.alongside) {
       const [log, other] = await Promise.allSettled([writing, opts.alongside()]);
       if (log.status === 'rejected') throw log.reason;
+      this.size = size + bytes;
       if (other.status === 'rejected') throw other.reason;
     } else await writing;
+    this.size = size + bytes;
     if (opts.sync !== false) await f.sync();
-    return size + bytes;
-  } finally {
-    await f.close();
+    return this.size;
+  }
+
+  /** Make the appended records durable (fdatasync). */
+  sync(): Promise<void> {
+    return this.f.sync();
+  }
+
+  close(): Promise<void> {
+    return this.f.close();
   }
 }
 

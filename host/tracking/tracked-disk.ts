@@ -3,7 +3,7 @@ import { openDisk } from '../disk/index.js';
 import { ActivityLog } from './activity-log.js';
 import { markDirty } from './dirty-map.js';
 import { DEFAULT_AL_EXTENTS, DEFAULT_EXTENT_SIZE, extentsOf } from './extents.js';
-import { appendRecords, syncTrackingLog, type TrackRecord } from './log.js';
+import { LogAppender, appendRecords, syncTrackingLog, type AppendOptions, type TrackRecord } from './log.js';
 import type { LogFs } from './log-fs.js';
 import { releaseCurrentLog, trackingLogPathFor, withLogLock } from './log-files.js';
 
@@ -74,6 +74,8 @@ class TrackedDiskImpl implements TrackedDisk {
   private readonly extentSize: number;
   private readonly alCapacity: number;
   private held = false;
+  /** The log kept open while its lock is held (holdLog): closed before the lock goes. */
+  private appender: LogAppender | undefined;
 
   constructor(
     private readonly inner: Disk,
@@ -168,7 +170,7 @@ class TrackedDiskImpl implements TrackedDisk {
       // (onLogError: the VM then requires a resync). Otherwise the log's append comes first.
       const beside = this.activityLogOn && this.opts.onLogError !== undefined;
       try {
-        const size = await appendRecords(this.log, writes, {
+        const size = await this.append(writes, {
           fs: this.opts.fs,
           adopt: { pid: process.pid, dataWriteId: this.dataWriteId },
           beforeAppend: () => this.admitExtents(writes),
@@ -209,9 +211,32 @@ class TrackedDiskImpl implements TrackedDisk {
     }
   }
 
+  /**
+   * One append: under a hold of the log's lock through the log kept open for the hold (no open, stat
+   * and header check per batch: nothing else touches the log while we hold its lock), else on its own.
+   */
+  private async append(writes: readonly TrackRecord[], opts: AppendOptions): Promise<number> {
+    if (!this.held) return appendRecords(this.log, writes, opts);
+    this.appender ??= await LogAppender.open(this.log, this.opts.fs);
+    try {
+      return await this.appender.append(writes, opts);
+    } finally {
+      if (this.appender.broken) await this.dropAppender();
+    }
+  }
+
+  private async dropAppender(): Promise<void> {
+    const a = this.appender;
+    this.appender = undefined;
+    await a?.close();
+  }
+
   async flush(): Promise<void> {
     // The log first: a disk write made durable is never missing from a durable log.
-    if (this.opts.logSyncOnFlush && this.wrote) await this.locked(() => syncTrackingLog(this.log, this.opts.fs));
+    if (this.opts.logSyncOnFlush && this.wrote) {
+      if (this.held && this.appender) await this.appender.sync();
+      else await this.locked(() => syncTrackingLog(this.log, this.opts.fs));
+    }
     await this.inner.flush();
   }
 
@@ -222,6 +247,8 @@ class TrackedDiskImpl implements TrackedDisk {
         return await fn();
       } finally {
         this.held = false;
+        // The lock goes next: a seal or a switch may replace the log, so the next hold opens it again.
+        await this.dropAppender();
       }
     });
   }

@@ -1,0 +1,86 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdir, readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { loadCore } from '../host/core/index.js';
+import { openTrackedDisk } from '../host/tracking/tracked-disk.js';
+import { createCurrentLog, listSealedLogs, sealCurrentLog, trackingLogPathFor, withLogLock } from '../host/tracking/log-files.js';
+import { scanTrackingLog, type TrackRecord } from '../host/tracking/log.js';
+import { syncLogFs } from '../host/tracking/log-fs.js';
+import { homeCli, qemuIdentical, tempDir } from './support/files.js';
+import { MiB, rawDisk } from './replication.support.js';
+import { killLeftoverRuns, startRun } from './nbd.support.js';
+
+/**
+ * A tracker holding its log's lock (holdLog: an NBD client's stream of batches) keeps the log open
+ * for the hold and appends through that handle. The log may be sealed and replaced only between
+ * holds (a replication cycle takes the same lock), so the next hold must append to the new log.
+ */
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => {
+  await loadCore();
+  ({ dir, cleanup } = await tempDir('vhdsync-held-log-'));
+});
+afterAll(async () => {
+  killLeftoverRuns();
+  await cleanup();
+});
+
+const w = (offset: number, byte: number): TrackRecord => ({ offset, data: new Uint8Array(4096).fill(byte) });
+const records = async (path: string) => {
+  const out: number[] = [];
+  await scanTrackingLog(path, (r) => void out.push(r.offset));
+  return out;
+};
+
+describe('a tracker holding its log open across batches', () => {
+  it('batches of one hold go to one log; after a switch between holds, the next hold appends to the new log', async () => {
+    const disk = await rawDisk(join(dir, 'unit.img'), 8 * MiB);
+    await createCurrentLog(disk, { sequence: 1 });
+    const t = await openTrackedDisk(disk, { fs: syncLogFs, logSyncOnFlush: true, onLogError: (e) => expect.fail(e.message) });
+    await t.holdLog(async () => {
+      await t.writeMany([w(0, 1)]);
+      await t.writeMany([w(4096, 2), w(8192, 3)]);
+      await t.flush();
+    });
+    // A replication cycle: seal the open log and open the next one, under the same lock.
+    await withLogLock(disk, async () => {
+      await sealCurrentLog(disk);
+      await createCurrentLog(disk, { sequence: 2 });
+    });
+    await t.holdLog(async () => {
+      await t.writeMany([w(MiB, 4)]);
+      await t.flush();
+    });
+    await t.close();
+    const [sealed] = await listSealedLogs(disk);
+    expect(sealed.sequence).toBe(1);
+    expect(await records(sealed.path)).toEqual([0, 4096, 8192]);
+    expect(await records(trackingLogPathFor(disk))).toEqual([MiB]);
+    const bytes = await readFile(disk);
+    expect([bytes[0], bytes[4096], bytes[8192], bytes[MiB]]).toEqual([1, 2, 3, 4]);
+  });
+
+  it('vhdsync run: a qemu-io write, service --once, another write, service --once: the replica equals the export', async () => {
+    const d = join(dir, 'run');
+    await mkdir(d);
+    const home = join(d, 'home');
+    const s = homeCli(home);
+    const sock = join(d, 'vm.sock');
+    const a = await rawDisk(join(d, 'a.img'), 16 * MiB, 3);
+    s.ok('enable-replication', 'vm', '--disk', a, '--replica', join(d, 'replica'));
+    s.ok('start-initial-replication', 'vm');
+    const run = await startRun(home, ['vm', '--socket', sock]);
+    const qemuIo = (...cmds: string[]) => execFileSync('qemu-io', ['-f', 'raw', `nbd+unix:///0?socket=${sock}`, ...cmds.flatMap((c) => ['-c', c])], { encoding: 'utf8' });
+    qemuIo('write -P 0x41 1M 64k', 'write -P 0x42 5M 4k', 'flush');
+    expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    qemuIo('write -P 0x43 1M 8k', 'write -P 0x44 9M 128k', 'flush');
+    expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    // The VM still runs: every write it acknowledged reached the replica through the logs.
+    expect(qemuIdentical(a, join(d, 'replica', 'vm', 'a.img'))).toBe(true);
+    s.ok('stop-vm', 'vm');
+    expect((await run.exited).code).toBe(0);
+    expect(s.json('get-replication', 'vm')).toMatchObject({ State: 'Replicating' });
+  });
+});
