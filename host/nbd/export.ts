@@ -153,7 +153,11 @@ export class DiskExport {
         this.arrived = undefined;
         resolve(queued);
       };
-      this.arrived = () => settle(true);
+      // Woken by the first request of a read from the socket: the rest of that read joins it.
+      this.arrived = () => {
+        this.arrived = undefined;
+        setImmediate(() => settle(true));
+      };
     });
   }
 
