@@ -16,7 +16,7 @@ import { VhdsyncError, ioError } from './errors.js';
  * shared storage, but a dead holder blocks everyone for the timeout, and a live holder paused longer than
  * the timeout (a stopped process, a swapped-out VM) loses its lock while it still writes.
  *
- * So on Linux the lock is an abstract unix socket named from the identity, `\0vhdsync-lock/<dev>:<ino>`:
+ * So on Linux the lock is an abstract unix socket named from the identity, `\0vhdsync-lock/<dev>:<ino>:<birth time>`:
  *   - bind() is exclusive in the kernel (EADDRINUSE for everyone else, this process included);
  *   - the kernel frees the name the instant the holder dies, however it dies: no stale state to judge;
  *   - nothing on disk, so a read-only or full file system does not stop a reader from locking;
@@ -71,7 +71,11 @@ function useSockets(): boolean {
   return process.platform === 'linux' && process.env.VHDSYNC_LOCK !== 'file';
 }
 
-/** The identity of `path` (dev:ino, of the file itself after symlinks), optionally with a name inside that directory. */
+/**
+ * The identity of `path` (of the file itself after symlinks), optionally with a name inside that
+ * directory: dev:ino, and the file's birth time where the file system records one, so that a file
+ * created after a held one was deleted is not taken for it when it gets the same inode number.
+ */
 export async function lockKey(path: string, sub?: string): Promise<string> {
   let s;
   try {
@@ -79,7 +83,7 @@ export async function lockKey(path: string, sub?: string): Promise<string> {
   } catch (e) {
     throw ioError(path, e);
   }
-  const id = `${s.dev}:${s.ino}`;
+  const id = s.birthtimeNs > 0n ? `${s.dev}:${s.ino}:${s.birthtimeNs}` : `${s.dev}:${s.ino}`;
   return sub === undefined ? id : `${id}/${sub}`;
 }
 

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { link, readFile, symlink, writeFile } from 'node:fs/promises';
+import { link, readFile, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { askToStop, fallbackPath, lockFile, lockHolderOf, lockKey, tryLockFile } from '../host/writer-lock.js';
@@ -117,6 +117,29 @@ describe('one writer: what the lock does not trust', () => {
       if ('release' in r) await r.release();
     } finally {
       delete process.env.VHDSYNC_LOCK;
+    }
+  });
+
+  it('a file made after a held one was deleted is not taken for it, even with the same inode number', async () => {
+    const held = join(dir, 'gone.vhd');
+    await writeFile(held, 'x');
+    const lock = await lockFile(held);
+    try {
+      const { ino } = await stat(held);
+      await unlink(held);
+      // File systems hand a freed inode number to the next file made: make files until one has it.
+      let reused: string | undefined;
+      for (let i = 0; i < 200 && !reused; i++) {
+        const candidate = join(dir, `new-${i}.vhd`);
+        await writeFile(candidate, 'y');
+        if ((await stat(candidate)).ino === ino) reused = candidate;
+      }
+      if (!reused) return; // this file system did not reuse it: nothing to prove here
+      const r = await tryLockFile(reused);
+      expect('release' in r, 'a new file with a reused inode number was refused as locked').toBe(true);
+      if ('release' in r) await r.release();
+    } finally {
+      await lock.release();
     }
   });
 
