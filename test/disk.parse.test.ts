@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { bytesEqual, getU32, putU32, putU64, uuidBytes, uuidText } from '../host/disk/vhd/be.js';
+import { getU32, putU32, putU64, uuidText } from '../host/disk/vhd/be.js';
 import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from '../host/disk/vhd/bat.js';
 import { bitAt, forEachRun, VHD_BITS } from '../host/disk/vhd/bitmap.js';
 import { runEnd } from '../host/disk/sector-runs.js';
@@ -17,6 +17,7 @@ import {
 } from '../host/disk/vhd/header.js';
 import { toLocalPath } from '../host/disk/parent-path.js';
 import { FIXTURES, MiB, syncError } from './disk.support.js';
+import { bytesEqual, idFromHex } from '../host/bytes.js';
 
 const GiB = 1024 * MiB;
 /** A qemu-made dynamic VHD (footer copy @0, header @512, BAT @1536). */
@@ -53,7 +54,7 @@ describe('parseFooter', () => {
   });
 
   it('round-trips buildFooter with a valid checksum and the exact current size', () => {
-    const id = uuidBytes('0123abcd-4567-89ef-0123-456789abcdef');
+    const id = idFromHex('0123abcd-4567-89ef-0123-456789abcdef');
     const b = buildFooter({ diskType: DISK_TYPE_DYNAMIC, currentSize: 100 * MiB, dataOffset: 512, uniqueId: id, timestamp: 12345 });
     const f = parseFooter(b);
     expect(f.currentSize).toBe(100 * MiB);
@@ -132,7 +133,7 @@ describe('parseDynamicHeader', () => {
   });
 
   it('round-trips a differencing header with parent fields and locators', () => {
-    const parentId = uuidBytes('11111111-2222-3333-4444-555555555555');
+    const parentId = idFromHex('11111111-2222-3333-4444-555555555555');
     const b = buildDynamicHeader({
       tableOffset: 1536,
       maxTableEntries: 10,

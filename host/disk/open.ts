@@ -10,7 +10,7 @@ import type { Disk, DiskLayer } from './disk.js';
 import { DiskFile } from './file-io.js';
 import { readImage } from './image.js';
 import { RawDisk } from './raw.js';
-import { bytesEqual, uuidText } from './vhd/be.js';
+import { uuidText } from './vhd/be.js';
 import { VhdDynamicDisk } from './vhd/dynamic.js';
 import { VhdFixedDisk } from './vhd/fixed.js';
 import { DISK_TYPE_DIFFERENCING, DISK_TYPE_FIXED, hasRawParent } from './vhd/footer.js';
@@ -20,6 +20,7 @@ import { VhdxDisk } from './vhdx/disk.js';
 import { hasFileSignature } from './vhdx/header.js';
 import type { VhdxImage } from './vhdx/image.js';
 import { resolveVhdxParent } from './vhdx/parent.js';
+import { bytesEqual } from '../bytes.js';
 
 export interface OpenOptions {
   /** Open without write access (default false). Parents in a chain are always opened read-only. */

@@ -2,7 +2,7 @@ import { openDisk } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from '../file-identity.js';
 import { removeIfExists } from '../fsutil.js';
-import { idFromHex, idHex, sameId, scanTrackingLog } from '../tracking/log.js';
+import { scanTrackingLog } from '../tracking/log.js';
 import type { LocalReplicaSite } from './local-site.js';
 import { dropHistory, recordApplied, UndoCapture } from './recovery-points.js';
 import { keepForExtended } from './extended-logs.js';
@@ -10,6 +10,7 @@ import { cycleLogs } from './log-folder.js';
 import { testViewPathFor } from './site-files.js';
 import type { ReplicaState } from './site-state.js';
 import type { ApplyOptions, ApplyResult } from './site.js';
+import { idFromHex, toHex, bytesEqual } from '../bytes.js';
 
 /**
  * The apply engine of a replica site and its log validation. Logs are applied strictly in sequence, a
@@ -119,8 +120,8 @@ export async function validateCycle(site: LocalReplicaSite, seq: number, files: 
     if (h.endOfLog === 0) return `${f}: end-of-log is 0: the log was never closed, it must not be applied`;
     if (scan.torn || scan.end !== h.endOfLog) return `${f}: a record is damaged (CRC-32C mismatch or cut short at byte ${scan.end} of ${h.endOfLog})`;
     if (h.sequence !== seq) return `${f}: its header says sequence ${h.sequence}, not ${seq}`;
-    if (!sameId(h.vmId, idFromHex(site.vmId)) || !sameId(h.diskId, idFromHex(d.diskId)) || h.diskIndex !== d.index) {
-      return `${f}: it belongs to another VM or disk (VM ${idHex(h.vmId)}, disk ${h.diskIndex})`;
+    if (!bytesEqual(h.vmId, idFromHex(site.vmId)) || !bytesEqual(h.diskId, idFromHex(d.diskId)) || h.diskIndex !== d.index) {
+      return `${f}: it belongs to another VM or disk (VM ${toHex(h.vmId)}, disk ${h.diskIndex})`;
     }
   }
   return undefined;

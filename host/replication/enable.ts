@@ -3,7 +3,6 @@ import { realpath } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { openDisk } from '../disk/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
-import { idHex } from '../tracking/log.js';
 import { sampleRanges, takeFingerprint } from './fingerprint.js';
 import { RESYNC_STATES } from './names.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
@@ -15,6 +14,7 @@ import { checkVmName, newRecord, type VmDisk, type VmRecord } from './store.js';
 import { dropDirtyMaps, stopTracking } from './vm-logs.js';
 import type { Replication } from './replication.js';
 import { discardResync } from './resync-required.js';
+import { toHex } from '../bytes.js';
 
 /** Enable-, Remove- and Set-VMReplication: a VM's replication comes into being, goes, and changes its settings. */
 
@@ -58,7 +58,7 @@ export async function enableReplication(rep: Replication, input: EnableInput): P
     await disk.close();
     const replicaPath = remote ? `${replica}/${file}` : LocalReplicaSite.diskPathFor(replica, vmFolderName(name), path);
     if (replicaPath === path) throw new VhdsyncError('USAGE', `${given}: the replica of this disk would be the disk itself; choose another --replica directory`);
-    const dataWriteId = idHex(crypto.getRandomValues(new Uint8Array(16)));
+    const dataWriteId = toHex(crypto.getRandomValues(new Uint8Array(16)));
     const fingerprint = await takeFingerprint(path, sampleRanges(info.virtualSize).map((r) => ({ ...r, kind: 'sample' as const })), dataWriteId, now);
     disks.push({ index, path, diskId: randomUUID(), ...info, replicaPath, fingerprint });
   }

@@ -1,7 +1,7 @@
 import { getCore } from '../core/index.js';
 import { openDisk } from '../disk/index.js';
-import { idHex } from '../tracking/log.js';
 import { fileIdentity, sameIdentity, type FileIdentity } from '../file-identity.js';
+import { toHex } from '../bytes.js';
 
 /**
  * What a disk looked like when its VM last stopped cleanly: the file's identity (size, inode,
@@ -55,7 +55,7 @@ export async function readProbes(path: string, ranges: readonly { offset: number
       if (length === 0) continue;
       const buf = new Uint8Array(length);
       await disk.read(r.offset, buf);
-      out.push({ offset: r.offset, length, digest: idHex(core.hash128(buf)), kind: r.kind });
+      out.push({ offset: r.offset, length, digest: toHex(core.hash128(buf)), kind: r.kind });
     }
     return out;
   } finally {

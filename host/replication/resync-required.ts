@@ -1,10 +1,10 @@
-import { idHex } from '../tracking/log.js';
 import { sampleRanges, takeFingerprint } from './fingerprint.js';
 import { DIRTY_EXTENT_REASONS, RESYNC_STATES, TRACKING_STATES } from './names.js';
 import type { UpdateContext, VmRecord } from './store.js';
 import { detectPrimaryTriggers, detectScopeBreach, type Trigger } from './triggers.js';
 import { stopTracking } from './vm-logs.js';
 import type { Replication } from './replication.js';
+import { toHex } from '../bytes.js';
 
 /**
  * Resynchronization Required: the transitions evidence forces (a trigger, a scope breach), and the
@@ -112,7 +112,7 @@ export async function discardResync(rep: Replication, vm: VmRecord): Promise<voi
 export async function refreshFingerprints(vm: VmRecord, now: Date): Promise<void> {
   for (const d of vm.disks) {
     const ranges = d.fingerprint?.probes ?? sampleRanges(d.virtualSize).map((r) => ({ ...r, kind: 'sample' as const }));
-    d.fingerprint = await takeFingerprint(d.path, ranges, d.fingerprint?.dataWriteId ?? idHex(new Uint8Array(16)), now);
+    d.fingerprint = await takeFingerprint(d.path, ranges, d.fingerprint?.dataWriteId ?? toHex(new Uint8Array(16)), now);
   }
 }
 

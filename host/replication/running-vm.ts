@@ -1,5 +1,5 @@
 import { VhdsyncError } from '../errors.js';
-import { idHex, type TrackRecord } from '../tracking/log.js';
+import { type TrackRecord } from '../tracking/log.js';
 import type { LogFs } from '../tracking/log-fs.js';
 import { currentLog, trackingLogPathFor } from '../tracking/log-files.js';
 import { dirtyMapPathFor } from '../tracking/dirty-map.js';
@@ -13,6 +13,7 @@ import type { VmRecord } from './store.js';
 import { checkLogSize, detectPrimaryTriggers, type Trigger } from './triggers.js';
 import { ensureLogs, pendingBytes, switchLogs } from './vm-logs.js';
 import { checkScope, requireResync } from './resync-required.js';
+import { toHex } from '../bytes.js';
 
 export interface RunOptions {
   /** The file layer under the tracking logs (tests inject a failing one). */
@@ -231,7 +232,7 @@ export class RunningVm {
           const written = this.recent.get(d.index) ?? [];
           const kept = (d.fingerprint?.probes ?? []).filter((p) => !written.some((w) => w.offset === p.offset));
           const ranges = [...kept, ...written].slice(-MAX_PROBES);
-          d.fingerprint = await takeFingerprint(d.path, ranges, idHex(this.dataWriteId), now);
+          d.fingerprint = await takeFingerprint(d.path, ranges, toHex(this.dataWriteId), now);
         }
       });
     } finally {

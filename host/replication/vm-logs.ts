@@ -1,5 +1,4 @@
 import type { LogInit } from '../tracking/log.js';
-import { idFromHex } from '../tracking/log.js';
 import {
   createCurrentLog, currentLog, listSealedLogs, logBytes, removeLogs, sealCurrentLog, withLogLocks, type SealedLog,
 } from '../tracking/log-files.js';
@@ -10,6 +9,7 @@ import { absorbIntoDirtyMap } from '../tracking/scope.js';
 import { rangeBytes } from '../tracking/extents.js';
 import { scopeOfMap } from '../tracking/scope.js';
 import type { VmDisk, VmRecord } from './store.js';
+import { idFromHex } from '../bytes.js';
 
 /**
  * The tracking logs of a whole VM: one per disk per replication cycle, switched together under every

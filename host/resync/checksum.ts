@@ -1,6 +1,7 @@
 import type { Core } from '../core/types.js';
 import type { Disk } from '../disk/disk.js';
 import { RegionScanner, makeShape, regionCount, rootOf, DIGEST_BYTES, DEFAULT_FANOUT } from './tree.js';
+import { toHex } from '../bytes.js';
 
 /**
  * A format-independent digest of a disk's virtual contents: the root of the same hash tree the
@@ -23,10 +24,4 @@ export async function diskChecksum(core: Core, disk: Disk, onProgress?: (done: n
   if (count === 0) level = core.hash128(new Uint8Array(0)) as Uint8Array<ArrayBuffer>;
   while (level.byteLength > DIGEST_BYTES) level = core.hashTree(level, DEFAULT_FANOUT) as Uint8Array<ArrayBuffer>;
   return toHex(level);
-}
-
-export function toHex(bytes: Uint8Array): string {
-  let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
-  return s;
 }

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { concatBytes } from '../bytes.js';
+import { bytesEqual, concatBytes } from '../bytes.js';
 import { getCore } from '../core/index.js';
 import { VhdsyncError, ioError } from '../errors.js';
 import { nodeLogFs, type LogFile, type LogFs } from './log-fs.js';
@@ -271,7 +271,7 @@ export class LogAppender {
       if ((await f.read(hb, 0)) < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
       const h = parseHeader(hb, path);
       if (h.endOfLog !== 0) throw new VhdsyncError('STATE', `${path}: the tracking log is sealed; it cannot take more writes`);
-      if (h.writerPid !== opts.adopt.pid || !sameId(h.dataWriteId, opts.adopt.dataWriteId)) {
+      if (h.writerPid !== opts.adopt.pid || !bytesEqual(h.dataWriteId, opts.adopt.dataWriteId)) {
         await f.write(buildHeader({ ...h, writerPid: opts.adopt.pid, dataWriteId: opts.adopt.dataWriteId }), 0);
       }
       this.adopted = opts.adopt;
@@ -408,22 +408,6 @@ export async function readTrackingLog(path: string): Promise<{ header: TrackHead
   return { header: scan.header, records, torn: scan.torn };
 }
 
-export function sameId(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-export function idHex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-}
-
-export function idFromHex(hex: string): Uint8Array {
-  const clean = hex.replace(/-/g, '');
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 16 && i * 2 + 1 < clean.length; i++) out[i] = Number.parseInt(clean.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
 
 function setU64(v: DataView, at: number, n: number): void {
   v.setUint32(at, n % 2 ** 32, true);

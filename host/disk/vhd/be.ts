@@ -2,6 +2,7 @@
  * The big-endian layer of the VHD format: every multi-byte integer on disk goes through here, so byte
  * order is converted in exactly one place. 64-bit values become `number`; callers bound them before use.
  */
+import { toHex } from '../../bytes.js';
 export const SECTOR = 512;
 
 export function getU16(b: Uint8Array, off: number): number {
@@ -62,21 +63,8 @@ export function putAscii(b: Uint8Array, off: number, text: string): void {
   for (let i = 0; i < text.length; i++) b[off + i] = text.charCodeAt(i) & 0xff;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** RFC 4122 text of 16 raw bytes (VHD stores UUIDs in plain byte order). */
 export function uuidText(b: Uint8Array): string {
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const h = toHex(b);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-export function uuidBytes(text: string): Uint8Array {
-  const hex = text.replace(/-/g, '');
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
 }

@@ -8,7 +8,7 @@ import { basename, dirname, relative, resolve } from 'node:path';
 import { VhdsyncError } from '../../errors.js';
 import { writeNewFile } from '../../fsutil.js';
 import { formatSize } from '../../units.js';
-import { SECTOR, roundUp, uuidBytes } from './be.js';
+import { SECTOR, roundUp } from './be.js';
 import { openDisk } from '../open.js';
 import { MAX_BLOCKS } from './image.js';
 import { batBytesFor } from './bat.js';
@@ -20,6 +20,7 @@ import {
   DEFAULT_BLOCK_SIZE, HEADER_SIZE, LOCATOR_W2KU, LOCATOR_W2RU, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, buildDynamicHeader, encodeUtf16,
   isPowerOfTwo, type DynamicHeader,
 } from './header.js';
+import { idFromHex } from '../../bytes.js';
 
 export interface CreateVhdOptions {
   /** Virtual size in bytes: a multiple of 512, at most 2040 GiB. */
@@ -44,7 +45,7 @@ const BAT_OFFSET = HEADER_OFFSET + HEADER_SIZE;
 export async function createVhd(path: string, options: CreateVhdOptions): Promise<void> {
   const { size, type } = options;
   checkSize(path, size);
-  const uniqueId = uuidBytes(randomUUID());
+  const uniqueId = idFromHex(randomUUID());
   if (type === 'fixed') {
     const footer = buildFooter({ diskType: DISK_TYPE_FIXED, currentSize: size, uniqueId });
     await writeNewFile(path, options.overwrite ?? false, async (fh) => {
@@ -90,7 +91,7 @@ export async function createDifferencing(path: string, parentPath: string, optio
     diskType: DISK_TYPE_DIFFERENCING,
     size: parent.virtualSize,
     blockSize,
-    uniqueId: uuidBytes(randomUUID()),
+    uniqueId: idFromHex(randomUUID()),
     geometry: parentFooter?.geometry,
     creatorApp: parentFooter ? CREATOR_APP : CREATOR_APP_RAW_PARENT,
     parent: {

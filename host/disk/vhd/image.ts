@@ -4,11 +4,12 @@
  * allocation, so a lying header cannot make us allocate or loop in proportion to its fields.
  */
 import { VhdsyncError } from '../../errors.js';
-import { SECTOR, bytesEqual, roundUp } from './be.js';
+import { SECTOR, roundUp } from './be.js';
 import type { ImageFile } from '../file-io.js';
 import { BAT_UNUSED, batBytesFor, bitmapBytesFor, parseBat, validateBat, type BatLayout } from './bat.js';
 import { DISK_TYPE_FIXED, FOOTER_SIZE, hasFooterCookie, parseFooter, type VhdFooter } from './footer.js';
 import { HEADER_SIZE, MAX_LOCATOR_BYTES, parseDynamicHeader, type DynamicHeader } from './header.js';
+import { bytesEqual } from '../../bytes.js';
 
 /** 2^25 entries (a 128 MiB BAT): 2040 GiB at 64 KiB blocks. Real writers use 512 KiB or 2 MiB. */
 export const MAX_BLOCKS = 1 << 25;

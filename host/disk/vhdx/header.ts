@@ -10,7 +10,6 @@ import {
   sealCrc, shownSignature, signature, utf16le,
 } from './le.js';
 
-export const FILE_ID_OFFSET = 0;
 export const HEADER1_OFFSET = 64 * KiB;
 export const HEADER2_OFFSET = 128 * KiB;
 export const HEADER_OFFSETS = [HEADER1_OFFSET, HEADER2_OFFSET] as const;
