@@ -266,7 +266,7 @@ export class LogAppender {
     const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
     if (this.size < 0) this.size = await f.size();
     const size = this.size;
-    if (opts.adopt && (this.adopted?.pid !== opts.adopt.pid || !sameId(this.adopted.dataWriteId, opts.adopt.dataWriteId))) {
+    if (opts.adopt && (this.adopted?.pid !== opts.adopt.pid || !bytesEqual(this.adopted.dataWriteId, opts.adopt.dataWriteId))) {
       const hb = new Uint8Array(HEADER_BYTES);
       if ((await f.read(hb, 0)) < HEADER_BYTES) throw new VhdsyncError('TRUNCATED', `${path}: tracking log is shorter than its header`);
       const h = parseHeader(hb, path);
