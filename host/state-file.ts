@@ -62,6 +62,13 @@ export class Fields {
     return v;
   }
 
+  /** One plain file or folder name: no path separator, not `.` or `..` (a record from elsewhere names no other place). */
+  fileName(key: string): string {
+    const v = this.o[key];
+    if (typeof v !== 'string' || v === '' || v === '.' || v === '..' || /[/\\\0]/.test(v)) throw this.bad(key, 'a plain file name');
+    return v;
+  }
+
   boolean(key: string): boolean {
     const v = this.o[key];
     if (typeof v !== 'boolean') throw this.bad(key, 'true or false');

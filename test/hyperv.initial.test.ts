@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, open, readdir } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLI, cli, homeCli, qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
 import { MiB, rawDisk } from './replication.support.js';
@@ -144,6 +144,26 @@ describe('offline initial replication', () => {
     const again = s.run('start-initial-replication', 'OFFLINE VM');
     expect(again.status).toBe(2);
     expect(again.stderr).toMatch(/was exported for offline initial replication to .*usb .*; import it at the replica site \(vhdsync import-initial-replication 'OFFLINE VM' --path DIR\)/);
+
+    // Media from elsewhere names no other place: a manifest whose disk or folder is a path is refused in one line.
+    const manifestPath = join(media, folder, 'export.json');
+    const manifest = await readFile(manifestPath, 'utf8');
+    const tampered: [string, (m: { folder: string; disks: { name: string }[] }) => void][] = [
+      ['disks[0].name', (m) => (m.disks[0].name = '../../../escape.img')],
+      ['folder', (m) => (m.folder = '../escape')],
+    ];
+    for (const [field, change] of tampered) {
+      const m = JSON.parse(manifest);
+      change(m);
+      await writeFile(manifestPath, JSON.stringify(m));
+      const refused = s.run('import-initial-replication', 'OFFLINE VM', '--path', media);
+      expect(refused.status).toBe(2);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(refused.stderr).toContain(`${field} is not a plain file name`);
+    }
+    await writeFile(manifestPath, manifest);
+    expect(existsSync(s.replica)).toBe(false);
+    expect(existsSync(join(s.d, 'escape.img')) || existsSync(join(s.d, 'escape'))).toBe(false);
 
     // At the replica site: the import.
     const imported = s.json('import-initial-replication', 'offline vm', '--path', media);

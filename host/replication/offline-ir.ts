@@ -50,10 +50,10 @@ const EXPORT_MANIFEST: StateFile<ExportManifest> = {
     version: 1,
     vmName: f.string('vmName'),
     vmId: f.string('vmId'),
-    folder: f.string('folder'),
+    folder: f.fileName('folder'),
     disks: f.array('disks', (d, at) => {
       const x = Fields.of(d, at);
-      return { index: x.int('index'), name: x.string('name'), diskId: x.string('diskId'), virtualSize: x.int('virtualSize'), format: x.oneOf('format', ['raw', 'vhd', 'vhdx']), sectorSize: x.int('sectorSize', 1) };
+      return { index: x.int('index'), name: x.fileName('name'), diskId: x.string('diskId'), virtualSize: x.int('virtualSize'), format: x.oneOf('format', ['raw', 'vhd', 'vhdx']), sectorSize: x.int('sectorSize', 1) };
     }),
     lastApplied: f.int('lastApplied'),
     exportedAt: f.time('exportedAt'),
