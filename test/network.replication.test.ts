@@ -335,6 +335,7 @@ describe('a replica server refuses site requests it must not serve, and writes n
     ['a folder named ..', { site: site('..'), call: 'lastApplied' }, /replica folder '\.\.' is refused/],
     ['a folder with a slash', { site: site('a/b'), call: 'lastApplied' }, /is refused/],
     ['a disk named logs', { site: site('ok', [disk('logs')]), call: 'createEmptyDisks' }, /not a usable disk file name/],
+    ['a disk named extended-logs', { site: site('ok', [disk('extended-logs')]), call: 'createEmptyDisks' }, /not a usable disk file name/],
     ['a disk path with a slash', { site: site('ok', [disk('../../etc/x')]), call: 'createEmptyDisks' }, /not a usable disk file name/],
     ['two disks with one name', { site: site('ok', [disk('a.img'), disk('a.img', 1)]), call: 'createEmptyDisks' }, /not a usable disk file name/],
     ['an unknown call', { site: site('ok'), call: 'deleteEverything' }, /is not a replica site call/],

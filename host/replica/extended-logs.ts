@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import { ioError } from '../errors.js';
 import { pathExists, removeIfExists, syncDir } from '../fsutil.js';
 import { cycleLogs } from './log-folder.js';
+import { SITE_FILES } from './site-files.js';
 
 /**
  * Extended replication (Hyper-V's third site): the logs a replica applied, kept for its extended
@@ -13,10 +14,9 @@ import { cycleLogs } from './log-folder.js';
  * The extended cycle (replication/extended.ts) ships them to the third site in sequence and deletes
  * those the third site has applied. One that is missing is evidence that the onward tracking was lost.
  */
-export const EXTENDED_LOGS = 'extended-logs';
 
 export function extendedLogsDir(vmDir: string): string {
-  return join(vmDir, EXTENDED_LOGS);
+  return join(vmDir, SITE_FILES.extendedLogs);
 }
 
 /** Start keeping applied logs (enable --extended, and before each extended resync takes its cut). */

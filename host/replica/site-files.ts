@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
  *   <root>/<vm>/replica.json             the last applied sequence and each replica disk's file identity
  *   <root>/<vm>/failover.json            the failover in effect, and its phase
  *   <root>/<vm>/site.lock                one writer of the site's disks at a time
+ *   <root>/<vm>/extended-logs/           applied cycles kept for an extended replica (extended-logs.ts)
  * Beside each replica disk: `<disk>.recovery-points/` (resync/paths.ts), a test failover's view
  * `<disk>.test-failover.vhd(x)` and a failover's running copy `<disk>.failover.vhd(x)`.
  */
@@ -16,6 +17,7 @@ export const SITE_FILES = {
   state: 'replica.json',
   failover: 'failover.json',
   lock: 'site.lock',
+  extendedLogs: 'extended-logs',
 } as const;
 
 /** Names in a VM's folder that are the site's own, never a disk (a replica server refuses them as disk names). */
