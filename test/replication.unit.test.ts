@@ -13,7 +13,8 @@ import { parseFrequency, parseStartTime, parseTimeSpan, applySettings, defaultSe
 import { inWindow, nextWindowOpen, resyncDecision, retryDelayMs } from '../host/replication/schedule.js';
 import { replicationHealth } from '../host/replication/health.js';
 import { newRecord, type VmRecord } from '../host/replication/store.js';
-import { DEFAULTS, REPLICATION_STATES } from '../host/replication/names.js';
+import { DEFAULTS } from '../host/replication/names.js';
+import { REPLICATION_STATES } from '../host/replica/states.js';
 import { ROOT, tempDir } from './support/files.js';
 
 let dir: string;

@@ -1,6 +1,7 @@
 import { VhdsyncError } from '../errors.js';
 import { replicateCycle } from './cycle.js';
-import { REPLICATION_STATES, RESYNC_STATES, type ReplicationState } from './names.js';
+import { RESYNC_STATES } from './names.js';
+import { REPLICATION_STATES, type ReplicationState } from '../replica/states.js';
 import type { RecoveryPoint } from '../replica/recovery-points.js';
 import type { FailoverRecord } from '../replica/site.js';
 import type { Replication } from './replication.js';

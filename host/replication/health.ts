@@ -1,4 +1,5 @@
-import { resyncRequiredMessage, type ReplicationHealth } from './names.js';
+import { resyncRequiredMessage } from './names.js';
+import { type ReplicationHealth } from '../replica/states.js';
 import { averageLatencyMs, missedRatio } from './statistics.js';
 import type { VmRecord } from './store.js';
 

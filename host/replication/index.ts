@@ -14,5 +14,6 @@ export { detectPrimaryTriggers, checkLogSize, type Trigger } from './triggers.js
 export { replicationHealth } from './health.js';
 export { inWindow, nextWindowOpen, resyncDecision, retryDelayMs, systemClock, type Clock, type ResyncDecision } from './schedule.js';
 export { defaultSettings, applySettings, parseFrequency, parseTimeSpan, parseStartTime, type ReplicationSettings, type SettingsChange } from './settings.js';
-export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, DEFAULTS, type ReplicationState, type ReplicationHealth, type ResyncReason } from './names.js';
+export { DEFAULTS } from './names.js';
+export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from '../replica/states.js';
 export type { VmRecord, VmDisk } from './store.js';

@@ -1,9 +1,6 @@
 /** The primary's replication constants: Hyper-V's defaults and limits, and the states that own tracking logs. */
 import type { ReplicationState, ResyncReason } from '../replica/states.js';
 
-/** The vocabulary both sides speak is defined with the replica site, the lowest layer that records it. */
-export { REPLICATION_STATES, REPLICATION_HEALTH, RESYNC_REASONS, type ReplicationState, type ReplicationHealth, type ResyncReason } from '../replica/states.js';
-
 /**
  * Triggers after which the differences are known to lie in the activity log's extents and the
  * unshipped logs' (beyond Hyper-V: the resync compares only those). Every other trigger can hide a

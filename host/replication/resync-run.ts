@@ -5,7 +5,7 @@ import { startResync, type ResyncProgress, type ResyncResult } from '../resync/r
 import { tryLock } from '../pid-lock.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { checkFingerprint, sampleRanges } from './fingerprint.js';
-import type { ReplicationState } from './names.js';
+import type { ReplicationState } from '../replica/states.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
 import { isReplicaAddress } from '../transport/replica-address.js';
 import { parseStartTime } from './settings.js';

@@ -5,7 +5,8 @@ import { isProcessAlive } from '../pid-lock.js';
 import { formatSize } from '../units.js';
 import { fileIdentity, type FileIdentity } from '../file-identity.js';
 import { checkFingerprint } from './fingerprint.js';
-import { LOG_SIZE_LIMIT_RATIO, type ResyncReason } from './names.js';
+import { LOG_SIZE_LIMIT_RATIO } from './names.js';
+import { type ResyncReason } from '../replica/states.js';
 import type { VmRecord } from './store.js';
 import { pendingBytes } from './vm-logs.js';
 

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { replicationHealth } from './health.js';
-import { RESYNC_STATES, type ReplicationHealth, type ReplicationState } from './names.js';
+import { RESYNC_STATES } from './names.js';
+import { type ReplicationHealth, type ReplicationState } from '../replica/states.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { averageLatencyMs, averageSize } from './statistics.js';
 import { vmFolderName } from '../replica/vm-name.js';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { VhdsyncError } from '../../errors.js';
-import { REPLICATION_HEALTH, REPLICATION_STATES } from '../../replication/names.js';
+import { REPLICATION_HEALTH, REPLICATION_STATES } from '../../replica/states.js';
 import { certificateThumbprint } from '../../replication/connection-test.js';
 import { isNamePattern } from '../../replica/vm-name.js';
 import { formatSize } from '../../units.js';
