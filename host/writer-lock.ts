@@ -6,7 +6,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from './errors.js';
 
 /**
- * One writer, always (DESIGN.md): an exclusive lock between processes, keyed by the identity of the file
+ * One writer, always (ARCHITECTURE.md): an exclusive lock between processes, keyed by the identity of the file
  * it protects (device + inode), so two names of one disk — a hard link, a symlink, `a/../b` — collide.
  *
  * Why a kernel object and not a lock file with a pid in it (or proper-lockfile): Node has no flock, and
@@ -23,7 +23,7 @@ import { VhdsyncError, ioError } from './errors.js';
  *   - the socket is also a control channel: a second process connects and asks the holder who it is
  *     (pid, host, since, command) or asks it to stop (`resync --cancel` on a running resync).
  * Its limits: it is per host (per network namespace), like every kernel lock on a local file; replicas
- * shared between hosts need the object store's conditional writes (DESIGN.md "Past one machine").
+ * shared between hosts need the object store's conditional writes (ARCHITECTURE.md "Past one machine").
  *
  * Elsewhere (no abstract sockets: macOS, Windows), or with VHDSYNC_LOCK=file, the lock is a file created
  * with O_EXCL in a per-host folder, holding the owner's pid, boot id and process start time

@@ -1,6 +1,6 @@
 /**
  * `vhdsync resize`: change an image's virtual size in place — raw, fixed or dynamic VHD, fixed or dynamic
- * VHDX — holding the image's writer lock (DESIGN.md "One writer, always") for the whole change. Growing
+ * VHDX — holding the image's writer lock (ARCHITECTURE.md "Rules every file keeps") for the whole change. Growing
  * is crash-safe for every format (vhd/resize.ts, vhdx/resize.ts say how): a kill at any moment leaves an
  * image that opens at the old size or the new one, the old content intact and the new part zeros.
  * Shrinking loses the data past the new end, so it is refused unless asked for (`shrink`), and even then

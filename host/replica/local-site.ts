@@ -373,7 +373,7 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 
   /**
-   * One writer per replica disk (DESIGN.md), keyed by its identity: a resync of a disk (local, served,
+   * One writer per replica disk (ARCHITECTURE.md), keyed by its identity: a resync of a disk (local, served,
    * or by another name) and an apply or a failover view of it never run at once. Taken after the site
    * lock, always in the VM's disk order; a resync holds only its own disk, so none of them can deadlock.
    */

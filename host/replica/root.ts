@@ -3,7 +3,7 @@ import { join, sep } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 
 /**
- * A replica server writes only under its `--root` (DESIGN.md "Network"). A client names a disk as
+ * A replica server writes only under its `--root` (ARCHITECTURE.md "Network"). A client names a disk as
  * `NAME/disk.vhd`; this turns that into a real path under the root, or refuses it: absolute paths,
  * `..` (and `.`, empty or backslashed segments) are refused before touching the file system, and a
  * symbolic link anywhere on the way that leads out of the root is refused once resolved. The disk

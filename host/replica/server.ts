@@ -16,7 +16,7 @@ import { SITE_NAME } from '../transport/replica-address.js';
 import { realpath } from 'node:fs/promises';
 
 /**
- * `vhdsync replica serve`: the replica site's end of the network (DESIGN.md "Network").
+ * `vhdsync replica serve`: the replica site's end of the network (ARCHITECTURE.md "Network").
  *
  * A connection goes through gates in order, and none of them touches a disk until the last:
  *   0. admission — until it has sent 'open', a connection is "pending": pending connections are capped

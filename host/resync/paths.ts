@@ -8,7 +8,7 @@ export function checkpointPathFor(replicaPath: string): string {
   return `${replicaPath}.resync.json`;
 }
 
-/** Recovery points registered with a replica (DESIGN.md "Resync" step 7: deleted after the merge). */
+/** Recovery points registered with a replica (ARCHITECTURE.md "Resync" step 7: deleted after the merge). */
 export function recoveryPointsDirFor(replicaPath: string): string {
   return `${replicaPath}.recovery-points`;
 }

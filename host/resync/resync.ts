@@ -266,7 +266,7 @@ async function refuseReplicaInPrimary(opts: ResyncOptions, pd: Disk): Promise<vo
 }
 
 /**
- * One writer (DESIGN.md): a replica on this machine is locked by its identity for the whole run (a
+ * One writer (ARCHITECTURE.md): a replica on this machine is locked by its identity for the whole run (a
  * replica server locks its own files). A `resync --cancel` from another process is answered here: the
  * run stops at its next region boundary, removes its overlay and checkpoint, and ends as 'cancelled' —
  * unless the merge was already asked for, which is past the point of no return.

@@ -4,7 +4,7 @@ import { VhdsyncError } from '../errors.js';
 import { MiB, KiB, formatSize } from '../units.js';
 
 /**
- * The hash tree both sides build over their disk, region by region (DESIGN.md "Resync", step 4).
+ * The hash tree both sides build over their disk, region by region (ARCHITECTURE.md "Resync", step 4).
  *
  * A disk is cut into regions (16 MiB): the unit of pipelining, checkpointing and bounded memory. Inside a
  * region, leaves (4 KiB by default) are hashed with XXH3-128; each level above hashes runs of `fanout`

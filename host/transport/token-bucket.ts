@@ -2,7 +2,7 @@ import { VhdsyncError } from '../errors.js';
 import { parseRate } from './rate.js';
 
 /**
- * Bandwidth limiting (DESIGN.md "Network"; Hyper-V has none). A token bucket that may go into debt:
+ * Bandwidth limiting (ARCHITECTURE.md "Network"; Hyper-V has none). A token bucket that may go into debt:
  * `reserve(n)` takes n bytes at once and returns how long the caller must wait before using them,
  * so frames larger than the bucket still pass, and the long-run rate never exceeds the limit. The
  * rate is read at every refill, which lets a schedule change it in the middle of a transfer.

@@ -236,7 +236,7 @@ function showInfo(side: Side, info: ImageInfo): void {
   }
 }
 
-/** A resync refuses disks of different sizes (DESIGN.md, preflight); say so, then compare as the CLI does. */
+/** A resync refuses disks of different sizes (ARCHITECTURE.md, preflight); say so, then compare as the CLI does. */
 function checkSizes(p: ImageInfo, r: ImageInfo): void {
   if (p.virtualSize === r.virtualSize) return;
   const which = r.virtualSize < p.virtualSize ? 'smaller' : 'larger';
