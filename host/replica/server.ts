@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { VhdsyncError, asVhdsyncError } from '../errors.js';
+import { asVhdsyncError, VhdsyncError } from '../errors.js';
 import { connectReplica, type ReplicaConnection } from '../resync/connect.js';
 import { MAX_FRAME_BYTES } from '../transport/link.js';
 import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
@@ -468,9 +468,11 @@ function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolea
       resolve(outcome);
     });
     conn.link.onClose(() => link.close());
-    conn.failed.catch((e: Error) => {
-      outcome = `error: ${e.message}`;
-      link.send(encode({ t: 'control', op: 'error', body: { code: 'IO', message: e.message } })).catch(() => {});
+    conn.failed.catch((e: unknown) => {
+      // The endpoint's own failure keeps its code; a bug is INTERNAL, a system error IO (errors.ts).
+      const err = asVhdsyncError(e);
+      outcome = `error: ${err.message}`;
+      link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
       link.close();
     });
     void link.send(opened()).catch(() => {});

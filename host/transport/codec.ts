@@ -147,7 +147,7 @@ export class Compressor {
     worker.unref();
     const ready = new Promise<void>((resolve, reject) => {
       worker.once('error', (e) => {
-        const err = new VhdsyncError('IO', `zstd compressor failed: ${e.message}`);
+        const err = new VhdsyncError('INTERNAL', `zstd compressor failed: ${e.message}`);
         reject(err);
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
@@ -156,7 +156,7 @@ export class Compressor {
         if (m.ready) return resolve();
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
-        if (m.error !== undefined || !m.out) p?.reject(new VhdsyncError('IO', `zstd compression failed: ${m.error}`));
+        if (m.error !== undefined || !m.out) p?.reject(new VhdsyncError('INTERNAL', `zstd compression failed: ${m.error}`));
         else p?.resolve({ payload: m.out, ms: m.ms ?? 0 });
       });
     });
