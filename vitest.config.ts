@@ -4,6 +4,10 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // HOME is a temporary folder for the whole run; a test file after which vhdsync state is found
+    // there fails, and so does the run.
+    globalSetup: ['test/support/home-guard.ts'],
+    setupFiles: ['test/support/home-check.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',

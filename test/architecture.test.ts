@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT } from './support/files.js';
+import { ROOT } from './support/paths.js';
 
 /**
  * The layering of docs/ARCHITECTURE.md, checked on the source: arrows point down only, the shared

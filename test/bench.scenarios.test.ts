@@ -2,7 +2,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir, ROOT } from './support/files.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliEnv } from './support/cli.js';
 
 // A smoke run of the seed-scenario benchmark (bench/scenarios) at a tiny scale: three rows that take
 // every path — a measured resync with guests writing through the tracker, a slow-link row whose time is
@@ -27,18 +29,18 @@ interface Row {
 
 const ROWS = ['immediate@1gbps', 'offline@1.5mbps', 'ir@1gbps'];
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let report: { scale: number; rows: Row[]; memory: { peakRssBytes: number; peakRssDuringResyncBytes: number }; formulas: Record<string, string> };
 let status: number | null;
 let stderr: string;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir());
+  ({ dir, cleanup } = tempDir());
   const r = spawnSync(
     process.execPath,
     [join(ROOT, 'bench', 'scenarios', 'run.mjs'), '--scale', '1/4000', '--compute', '1.5mbps', '--no-rsync-z', '--no-real-link', '--rows', ROWS.join(','),
       '--json', join(dir, 'out.json'), '--markdown', join(dir, 'out.md'), '--svg', join(dir, 'out.svg'), '--dir', dir],
-    { encoding: 'utf8' },
+    { encoding: 'utf8', env: cliEnv({ home: join(dir, 'home') }) },
   );
   status = r.status;
   stderr = r.stderr;

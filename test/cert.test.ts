@@ -8,11 +8,12 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, tempDir } from './support/files.js';
+import { cli } from './support/cli.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-cert-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-cert-')));
 afterAll(() => cleanup());
 
 /** PATH with node's own directory only: no openssl. */
@@ -39,7 +40,7 @@ async function handshake(out: string, client: string): Promise<{ server: boolean
 describe('vhdsync cert without openssl', () => {
   it('makes the CA, the server and client certificates and keys (0600), with openssl not on the PATH', () => {
     const out = join(dir, 'a');
-    const r = cli(['cert', '--out', out, '--clients', 'primary,backup', '--server-names', 'localhost,127.0.0.1', '--json'], NO_OPENSSL);
+    const r = cli(['cert', '--out', out, '--clients', 'primary,backup', '--server-names', 'localhost,127.0.0.1', '--json'], { home: join(dir, 'home'), env: NO_OPENSSL });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const names = ['ca.crt', 'ca.key', 'server.crt', 'server.key', 'primary.crt', 'primary.key', 'backup.crt', 'backup.key'];
@@ -70,7 +71,7 @@ describe('vhdsync cert without openssl', () => {
 
   it('--days sets the validity of the issued certificates', () => {
     const out = join(dir, 'days');
-    cli(['cert', '--out', out, '--days', '30'], NO_OPENSSL);
+    cli(['cert', '--out', out, '--days', '30'], { home: join(dir, 'home'), env: NO_OPENSSL });
     const end = execFileSync('openssl', ['x509', '-in', join(out, 'server.crt'), '-noout', '-enddate'], { encoding: 'utf8' }).replace('notAfter=', '');
     const days = (new Date(end).getTime() - Date.now()) / 86_400_000;
     expect(days).toBeGreaterThan(29);
@@ -82,7 +83,7 @@ describe('vhdsync cert without openssl', () => {
     execFileSync('mkdir', ['-p', out]);
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(out, 'ca.key'), '-out', join(out, 'ca.crt'), '-days', '30', '-subj', '/CN=their CA'], { stdio: 'ignore' });
     const before = readFileSync(join(out, 'ca.crt'), 'utf8');
-    const r = cli(['cert', '--out', out, '--clients', 'late', '--json'], NO_OPENSSL);
+    const r = cli(['cert', '--out', out, '--clients', 'late', '--json'], { home: join(dir, 'home'), env: NO_OPENSSL });
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout).files).not.toContain(join(out, 'ca.crt'));
     expect(readFileSync(join(out, 'ca.crt'), 'utf8')).toBe(before);

@@ -3,38 +3,43 @@ import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, ROOT, cli, qemuIdentical, qemuImg, randomBytes, rawImage, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, cliEnv } from './support/cli.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical, qemuImg } from './support/oracles.js';
+import { CLI, ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 const UNBUNDLED = join(ROOT, 'dist', 'cli', 'main.js');
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir()));
 afterAll(() => cleanup());
 
-const unbundled = (args: string[]) => spawnSync(process.execPath, [UNBUNDLED, ...args], { encoding: 'utf8' });
+const unbundled = (args: string[]) => spawnSync(process.execPath, [UNBUNDLED, ...args], { encoding: 'utf8', env: cliEnv({ home: join(dir, 'home') }) });
 
 describe('the bundled CLI (dist/cli/bin.js, the package bin)', () => {
   it('is the bin of package.json and prints its version', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
     expect(join(ROOT, pkg.bin.vhdsync)).toBe(CLI);
     for (const flag of ['--version', '-V']) {
-      expect(cli([flag]).stdout).toBe(`${pkg.version}\n`);
+      expect(cli([flag], { home: join(dir, 'home') }).stdout).toBe(`${pkg.version}\n`);
       expect(unbundled([flag]).stdout).toBe(`${pkg.version}\n`);
     }
   });
 
   it('prints the same help as the unbundled program, whole and per command', () => {
     for (const args of [['--help'], ['-h'], ['resync', '--help'], ['info', '--help']]) {
-      const b = cli(args);
+      const b = cli(args, { home: join(dir, 'home') });
       expect(b.status).toBe(0);
       expect(b.stdout).toBe(unbundled(args).stdout);
     }
-    expect(cli(['--help']).stdout).toMatch(/^Usage: vhdsync/);
+    expect(cli(['--help'], { home: join(dir, 'home') }).stdout).toMatch(/^Usage: vhdsync/);
   });
 
   it('fails on a bad command line with one line and exit 2, as the unbundled program does', () => {
-    const b = cli(['resync']);
+    const b = cli(['resync'], { home: join(dir, 'home') });
     expect(b.status).toBe(2);
     expect(b.stderr).toBe(unbundled(['resync']).stderr);
   });
@@ -51,7 +56,7 @@ describe('where the replica endpoint runs', () => {
       const r = join(dir, `r-${where || 'default'}.vhd`);
       await copyFile(base, r);
       expect(qemuIdentical(p, r)).toBe(false);
-      const out = cli(['resync', p, r, '--json'], { VHDSYNC_HOME: join(dir, 'home'), VHDSYNC_REPLICA_THREAD: where });
+      const out = cli(['resync', p, r, '--json'], { home: join(dir, 'home'), env: { VHDSYNC_REPLICA_THREAD: where } });
       expect(out.stderr).toBe('');
       expect(out.status).toBe(0);
       expect(JSON.parse(out.stdout)).toMatchObject({ result: 'completed', bytesSent: MiB });

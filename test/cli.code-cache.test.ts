@@ -11,13 +11,16 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cachePaths, decodeCache, encodeCache } from '../host/cli/code-cache.js';
-import { ROOT, randomBytes, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
+import { type CliAt } from './support/cli.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-code-cache-'));
+  ({ dir, cleanup } = tempDir('vhdsync-code-cache-'));
   chmodSync(dir, 0o755); // the read-only case runs the CLI as another user when the tests run as root
 });
 afterAll(() => cleanup());
@@ -50,12 +53,13 @@ function pair(name: string): { p: string; r: string; home: string } {
   return { p, r, home: join(d, 'home') };
 }
 
-function run(bin: string, args: string[], env: Record<string, string> = {}, asUser?: number) {
+/** A copy of the CLI at `bin`, in its home (node's own compile cache off unless `at.env` asks for it). */
+function run(bin: string, args: string[], at: CliAt, asUser?: number) {
   const base = { ...process.env };
   delete base.NODE_DISABLE_COMPILE_CACHE;
   const r = spawnSync(process.execPath, [bin, ...args], {
     encoding: 'utf8',
-    env: { ...base, ...env },
+    env: { ...base, ...at.env, VHDSYNC_HOME: at.home },
     ...(asUser === undefined ? {} : { uid: asUser, gid: asUser }),
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -63,7 +67,7 @@ function run(bin: string, args: string[], env: Record<string, string> = {}, asUs
 
 function resyncs(bin: string, name: string, env: Record<string, string> = {}, asUser?: number): void {
   const { p, r, home } = pair(name);
-  const out = run(bin, ['resync', p, r, '--json'], { VHDSYNC_HOME: home, ...env }, asUser);
+  const out = run(bin, ['resync', p, r, '--json'], { home, env }, asUser);
   expect(out.stderr).toBe('');
   expect(out.status).toBe(0);
   expect(JSON.parse(out.stdout)).toMatchObject({ result: 'completed', bytesSent: MiB });
@@ -188,7 +192,7 @@ describe('the bundled CLI and its code cache', () => {
     writeFileSync(p, text);
     writeFileSync(r, Buffer.alloc(2 * MiB));
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'zstd', 'node_modules')); // the package's dependencies
-    const out = run(bin, ['resync', p, r, '--compress', '--link', '100mbps', '--json'], { VHDSYNC_HOME: join(d, 'home') });
+    const out = run(bin, ['resync', p, r, '--compress', '--link', '100mbps', '--json'], { home: join(d, 'home') });
     expect(out.stderr).toBe('');
     expect(out.status).toBe(0);
     expect(JSON.parse(out.stdout).compression).toMatchObject({ codec: 'zstd' });

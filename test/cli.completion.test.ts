@@ -4,16 +4,17 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_NAMES } from '../host/cli/commands/index.js';
-import { cli, tempDir } from './support/files.js';
+import { cli } from './support/cli.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-completion-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-completion-')));
 afterAll(() => cleanup());
 
 describe('help', () => {
   it('lists every command under a purpose: images, resync, replication, running VMs, failover, sites, shell', () => {
-    const help = cli(['--help']).stdout;
+    const help = cli(['--help'], { home: join(dir, 'home') }).stdout;
     const headings = help.split('\n').filter((l) => /^[A-Z][\w ]*:$/.test(l));
     expect(headings).toEqual(['Options:', 'Images:', 'Resync:', 'Replication:', 'Running VMs:', 'Failover:', 'Sites:', 'Shell:']);
     const sections = help.split(/\n(?=[A-Z][\w ]*:\n)/);
@@ -29,7 +30,7 @@ describe('completion', () => {
   /** What bash completes for the words typed so far (the last is the one being completed). */
   function complete(...words: string[]): string[] {
     const script = join(dir, 'vhdsync.bash');
-    writeFileSync(script, cli(['completion', 'bash']).stdout);
+    writeFileSync(script, cli(['completion', 'bash'], { home: join(dir, 'home') }).stdout);
     const arr = words.map((w) => `'${w}'`).join(' ');
     const r = spawnSync('bash', ['-c', `cd "${dir}" && source "${script}" && COMP_WORDS=(${arr}) && COMP_CWORD=${words.length - 1} && _vhdsync && printf '%s\\n' "\${COMPREPLY[@]}"`], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
@@ -54,13 +55,13 @@ describe('completion', () => {
   it('bash: the script registers itself for the vhdsync command', () => {
     const r = spawnSync('bash', ['-c', `eval "$(cat)"; complete -p vhdsync`], {
       encoding: 'utf8',
-      input: cli(['completion', 'bash']).stdout,
+      input: cli(['completion', 'bash'], { home: join(dir, 'home') }).stdout,
     });
     expect(r.stdout).toBe('complete -o filenames -F _vhdsync vhdsync\n');
   });
 
   it('zsh: a #compdef script naming every command with its summary (syntax checked when zsh is installed)', () => {
-    const script = cli(['completion', 'zsh']).stdout;
+    const script = cli(['completion', 'zsh'], { home: join(dir, 'home') }).stdout;
     expect(script.startsWith('#compdef vhdsync\n')).toBe(true);
     for (const name of COMMAND_NAMES) expect(script).toMatch(new RegExp(`'${name}:[^']+'`));
     const zsh = spawnSync('zsh', ['-n'], { input: script, encoding: 'utf8' });
@@ -68,7 +69,7 @@ describe('completion', () => {
   });
 
   it('another shell is a usage error', () => {
-    const r = cli(['completion', 'fish', '--json']);
+    const r = cli(['completion', 'fish', '--json'], { home: join(dir, 'home') });
     expect(r.status).toBe(2);
   });
 });

@@ -10,12 +10,17 @@ import { getEventListeners } from 'node:events';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReplicationService } from '../host/service/service.js';
-import { CLI, cli, homeCli, qemuImg, tempDir } from './support/files.js';
-import { MiB, rawDisk, replicatedVm } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { cli, homeCli } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuImg } from './support/oracles.js';
+import { CLI } from './support/paths.js';
+import { replicatedVm } from './support/replicated-vm.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-output-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-output-')));
 afterAll(() => cleanup());
 
 /** Every object key in a JSON value, with its path. */
@@ -32,7 +37,7 @@ describe('--dry-run', () => {
     qemuImg('create', '-q', '-f', 'raw', join(dir, 'p.img'), '4M');
     qemuImg('create', '-q', '-f', 'raw', join(dir, 'r.img'), '4M');
     spawnSync('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 64k', join(dir, 'p.img')]);
-    const r = cli(['resync', '--dry-run', '--json', join(dir, 'p.img'), join(dir, 'r.img')], { VHDSYNC_HOME: home });
+    const r = cli(['resync', '--dry-run', '--json', join(dir, 'p.img'), join(dir, 'r.img')], { home: home });
     const out = JSON.parse(r.stdout);
     expect(out.dryRun).toBe(true);
     expect(out.events.map((e: { id: number }) => e.id)).toEqual([29242, 29244]);
@@ -40,7 +45,7 @@ describe('--dry-run', () => {
     expect(existsSync(join(home, 'events.jsonl'))).toBe(false);
     expect(existsSync(join(home, 'counters.json'))).toBe(false);
     // The real run writes both events.
-    cli(['resync', join(dir, 'p.img'), join(dir, 'r.img')], { VHDSYNC_HOME: home });
+    cli(['resync', join(dir, 'p.img'), join(dir, 'r.img')], { home: home });
     expect(existsSync(join(home, 'events.jsonl'))).toBe(true);
   });
 });
@@ -54,7 +59,7 @@ describe('--json errors', () => {
     [['events', '--id', 'x', '--json', '--home', '/nonexistent'], "--id: 'x' is not an event id"],
   ] as const) {
     it(`vhdsync ${args.join(' ')}: one JSON object with code USAGE on stdout, the line on stderr, exit 2`, () => {
-      const r = cli([...args]);
+      const r = cli([...args], { home: join(dir, 'home') });
       expect(r.status).toBe(2);
       expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'USAGE', message } });
       expect(r.stderr).toBe(`vhdsync: ${message}\n`);
@@ -62,7 +67,7 @@ describe('--json errors', () => {
   }
 
   it('without --json a usage error stays commander text on stderr, nothing on stdout', () => {
-    const r = cli(['info', '--bogus', 'x']);
+    const r = cli(['info', '--bogus', 'x'], { home: join(dir, 'home') });
     expect(r.status).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/unknown option '--bogus'/);

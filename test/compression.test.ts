@@ -11,17 +11,19 @@ import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { PROTOCOL_VERSION } from '../host/transport/protocol.js';
 import { readZstdFrame } from '../host/transport/zstd-frame.js';
 import { VhdsyncError } from '../host/errors.js';
-import { qemuIdentical, randomBytes, rawImage, tempDir } from './support/files.js';
-import { serverFixture, type ServerFixture } from './network.support.js';
+import { randomBytes } from './support/bytes.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { serverFixture, type ServerFixture } from './support/replica-server.js';
+import { tempDir } from './support/temp-dir.js';
+import { KiB, MiB } from '../host/units.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let net: ServerFixture | undefined;
 let zstdCompress: (data: Uint8Array, level: number) => Uint8Array;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-zstd-'));
+  ({ dir, cleanup } = tempDir('vhdsync-zstd-'));
   zstdCompress = (await loadWasm())!.compress;
 });
 afterAll(async () => {

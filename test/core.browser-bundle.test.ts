@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as esbuild from 'esbuild';
 import { describe, expect, it } from 'vitest';
-import { hex, oracle128, randomBytes } from './core.reference.js';
+import { hex, randomBytes } from './support/bytes.js';
+import { oracle128 } from './support/core-reference.js';
+import { tempDir } from './support/temp-dir.js';
 
 /** Fails the bundle on any Node built-in, with or without the `node:` prefix. */
 const noNodeBuiltins: esbuild.Plugin = {
@@ -33,7 +34,7 @@ describe('host/core in a browser bundle', () => {
     expect(code).not.toMatch(/["']node:/);
     expect(code).not.toMatch(/\brequire\(/);
 
-    const dir = mkdtempSync(join(tmpdir(), 'vhdsync-bundle-'));
+    const { dir, cleanup } = tempDir('vhdsync-bundle-');
     try {
       const file = join(dir, 'core.bundle.mjs');
       writeFileSync(file, code);
@@ -45,7 +46,7 @@ describe('host/core in a browser bundle', () => {
       expect(hex(bundled.getCore().hashBlocks(data, 4096).subarray(0, 16))).toBe(xxh128(data.subarray(0, 4096)));
       expect(bundled.loadCoreSync({ simd: false }).crc32c(new TextEncoder().encode('123456789'))).toBe(0xe3069283);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      cleanup();
     }
   });
 

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Core } from '../host/core/index.js';
-import { BUILDS, coreFor, hex, randomBytes, refDiffBlocks, refZeroBlocks } from './core.reference.js';
+import { hex, randomBytes } from './support/bytes.js';
+import { BUILDS, coreFor, refDiffBlocks, refZeroBlocks } from './support/core-reference.js';
 
 /** Mostly-zero data with a few non-zero bytes sprinkled at chosen positions. */
 function sparse(length: number, positions: number[]): Uint8Array {

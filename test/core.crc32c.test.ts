@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Core } from '../host/core/index.js';
-import { BUILDS, coreFor, randomBytes, refCrc32c } from './core.reference.js';
+import { randomBytes } from './support/bytes.js';
+import { BUILDS, coreFor, refCrc32c } from './support/core-reference.js';
 
 describe.each(BUILDS)('CRC-32C ($name build)', ({ simd }) => {
   let core: Core;

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { getCore, loadCore, loadCoreSync, type WasmRegion } from '../host/core/index.js';
 import { VhdsyncError } from '../host/errors.js';
-import { BUILDS, hex, oracle128, randomBytes } from './core.reference.js';
+import { hex, randomBytes } from './support/bytes.js';
+import { BUILDS, oracle128 } from './support/core-reference.js';
 
 describe.each(BUILDS)('WASM memory ($name build)', ({ simd }) => {
   it('regions keep their contents and digests when memory grows, and bytes() follows the new buffer', async () => {

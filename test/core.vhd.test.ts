@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Core } from '../host/core/index.js';
-import { BUILDS, coreFor, hex, randomBytes, refBitmapCount, refBitmapSet, refVhdChecksum } from './core.reference.js';
+import { hex, randomBytes } from './support/bytes.js';
+import { BUILDS, coreFor, refBitmapCount, refBitmapSet, refVhdChecksum } from './support/core-reference.js';
+import { tempDir, removeDir } from './support/temp-dir.js';
 
 const be32 = (bytes: Uint8Array, at: number) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(at, false);
 const be64 = (bytes: Uint8Array, at: number) => Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(at, false));
@@ -15,7 +16,7 @@ let dir: string;
 let fixedVhd: Uint8Array;
 let dynamicVhd: Uint8Array;
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'vhdsync-core-'));
+  dir = tempDir('vhdsync-core-').dir;
   const fixed = join(dir, 'fixed.vhd');
   const dynamic = join(dir, 'dynamic.vhd');
   execFileSync('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', fixed, '8M']);
@@ -26,7 +27,7 @@ beforeAll(() => {
   fixedVhd = new Uint8Array(readFileSync(fixed));
   dynamicVhd = new Uint8Array(readFileSync(dynamic));
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => removeDir(dir));
 
 describe.each(BUILDS)('VHD helpers ($name build)', ({ simd }) => {
   let core: Core;

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Core } from '../host/core/index.js';
-import { BUILDS, coreFor, hex, oracle128, randomBytes } from './core.reference.js';
+import { hex, randomBytes } from './support/bytes.js';
+import { BUILDS, coreFor, oracle128 } from './support/core-reference.js';
 
 let xxh128: (data: Uint8Array) => string;
 beforeAll(async () => {

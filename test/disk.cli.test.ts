@@ -1,10 +1,13 @@
 /** `vhdsync info` and `vhdsync create`, run as the user runs them (the built CLI in a child process). */
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MiB, qemuInfo, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { qemuInfo } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { cli } from './support/cli.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
 
@@ -13,21 +16,19 @@ let dir: string;
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' first (npm test does)`);
   fx = unpackFixtures();
-  dir = tempDir();
+  dir = tempDir().dir;
 });
 afterAll(() => {
   removeDir(fx);
   removeDir(dir);
 });
 
-function vhdsync(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI, in this file's home. */
+const vhdsync = (...args: string[]) => cli(args, { home: join(dir, 'home') });
 
 function infoJson(path: string): Record<string, unknown> {
   const r = vhdsync('info', path, '--json');
-  expect(r.code, r.stderr).toBe(0);
+  expect(r.status, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
@@ -70,7 +71,7 @@ describe('vhdsync info', () => {
 
   it('prints one line and exits 2 on a corrupt image; --json carries the code', () => {
     const r = vhdsync('info', join(fx, 'corrupt-bat-overlap.vhd'));
-    expect(r.code).toBe(2);
+    expect(r.status).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/corrupt-bat-overlap\.vhd: BAT entries for blocks 0 and 1 overlap/);
     const j = vhdsync('info', join(fx, 'corrupt-bat-overlap.vhd'), '--json');
@@ -79,7 +80,7 @@ describe('vhdsync info', () => {
 
   it('prints a readable table', () => {
     const r = vhdsync('info', join(fx, 'qemu-fixed-4M.vhd'));
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/format:\s+vhd \(fixed\)/);
     expect(r.stdout).toMatch(/virtual size:\s+4\.02 MiB \(4212736 bytes\)/);
   });
@@ -88,10 +89,10 @@ describe('vhdsync info', () => {
 describe('vhdsync create', () => {
   it('creates dynamic and fixed VHDs that qemu reads with the exact size', () => {
     const d = join(dir, 'new-dyn.vhd');
-    expect(vhdsync('create', d, '--size', '64M').code).toBe(0);
+    expect(vhdsync('create', d, '--size', '64M').status).toBe(0);
     expect(qemuInfo(d)).toMatchObject({ format: 'vpc', 'virtual-size': 64 * MiB, 'cluster-size': 2 * MiB });
     const f = join(dir, 'new-fixed.vhd');
-    expect(vhdsync('create', f, '--size', '3145728', '--type', 'fixed').code).toBe(0);
+    expect(vhdsync('create', f, '--size', '3145728', '--type', 'fixed').status).toBe(0);
     expect(qemuInfo(f)['virtual-size']).toBe(3 * MiB);
     const b = join(dir, 'new-512k.vhd');
     const r = vhdsync('create', b, '--size', '10M', '--block-size', '512K', '--json');
@@ -103,11 +104,11 @@ describe('vhdsync create', () => {
     copyFileSync(join(fx, 'diff-parent.vhd'), p);
     const c = join(dir, 'child.vhd');
     const r = vhdsync('create', c, '--parent', p, '--json');
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ type: 'differencing', virtualSize: 8_390_656, parent: p });
     const raw = join(dir, 'base.img');
     writeFileSync(raw, new Uint8Array(2 * MiB));
-    expect(vhdsync('create', join(dir, 'over-raw.vhd'), '--parent', raw).code).toBe(0);
+    expect(vhdsync('create', join(dir, 'over-raw.vhd'), '--parent', raw).status).toBe(0);
     expect(infoJson(join(dir, 'over-raw.vhd'))).toMatchObject({ type: 'differencing', parent: raw });
   });
 
@@ -120,18 +121,18 @@ describe('vhdsync create', () => {
     [['--size', 'lots'], /'lots' is not a size/],
   ])('refuses %j with one clear line and exit 2', (args, message) => {
     const r = vhdsync('create', join(dir, 'refused.vhd'), ...args);
-    expect(r.code).toBe(2);
+    expect(r.status).toBe(2);
     expect(r.stderr).toMatch(message);
     expect(existsSync(join(dir, 'refused.vhd'))).toBe(false);
   });
 
   it('refuses to overwrite unless --force', () => {
     const p = join(dir, 'twice.vhd');
-    expect(vhdsync('create', p, '--size', '1M').code).toBe(0);
+    expect(vhdsync('create', p, '--size', '1M').status).toBe(0);
     const again = vhdsync('create', p, '--size', '1M');
-    expect(again.code).toBe(2);
+    expect(again.status).toBe(2);
     expect(again.stderr).toMatch(/already exists/);
-    expect(vhdsync('create', p, '--size', '2M', '--force').code).toBe(0);
+    expect(vhdsync('create', p, '--size', '2M', '--force').status).toBe(0);
     expect(qemuInfo(p)['virtual-size']).toBe(2 * MiB);
   });
 });

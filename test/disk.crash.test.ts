@@ -8,15 +8,16 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOverlay, createVhd, openDisk } from '../host/disk/index.js';
-import { acknowledged, checkWrites, killMerges, payload, readImage, requireBuild, runChild, writeScript } from './crash.support.js';
-import { MiB, removeDir, tempDir } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { acknowledged, checkWrites, killMerges, payload, readImage, requireBuild, runChild, writeScript } from './support/crash-harness.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
 
 const ITERATIONS = 20;
 
 let dir: string;
 beforeAll(() => {
   requireBuild();
-  dir = tempDir('vhdsync-crash-');
+  dir = tempDir('vhdsync-crash-').dir;
 });
 afterAll(() => removeDir(dir));
 

@@ -11,10 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectFormat, foreignFormat, openDisk } from '../host/disk/index.js';
 import { VhdsyncError } from '../host/errors.js';
 import { openImage } from '../host/web/open-image.js';
-import { cli, qemuImg, tempDir } from './support/files.js';
+import { cli } from './support/cli.js';
+import { qemuImg } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 const FOREIGN = [
   ['qcow2', 'x.qcow2', [], /a qcow2 image/],
   ['vmdk', 'x.vmdk', [], /a VMDK image/],
@@ -24,7 +26,7 @@ const FOREIGN = [
 ] as const;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-formats-'));
+  ({ dir, cleanup } = tempDir('vhdsync-formats-'));
   // Some data, so a conversion that lost it would show.
   qemuImg('create', '-q', '-f', 'raw', join(dir, 'src.raw'), '4M');
   execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa5 1M 64k', join(dir, 'src.raw')]);
@@ -35,7 +37,7 @@ afterAll(() => cleanup());
 describe('foreign formats', () => {
   for (const [fmt, name, , what] of FOREIGN) {
     it(`${name}: refused by name (UNSUPPORTED), and the printed qemu-img convert line makes a VHDX equal to it`, () => {
-      const r = cli(['info', '--json', name], {}, dir);
+      const r = cli(['info', '--json', name], { home: join(dir, 'home'), cwd: dir });
       expect(r.status).toBe(2);
       const err = JSON.parse(r.stdout).error;
       expect(err.code).toBe('UNSUPPORTED');
@@ -43,7 +45,7 @@ describe('foreign formats', () => {
       const line = /qemu-img convert [^(]*[^\s(]/.exec(err.message)![0];
       expect(line).toBe(`qemu-img convert -f ${fmt} -O vhdx ${name} ${name.replace(/\.\w+$/, '')}.vhdx`);
       execFileSync('sh', ['-c', line], { cwd: dir });
-      const out = cli(['compare', 'src.raw', name.replace(/\.\w+$/, '.vhdx')], {}, dir);
+      const out = cli(['compare', 'src.raw', name.replace(/\.\w+$/, '.vhdx')], { home: join(dir, 'home'), cwd: dir });
       expect(out.stdout).toBe('Images are identical.\n');
       expect(out.status).toBe(0);
     });
@@ -80,23 +82,23 @@ describe('foreign formats', () => {
 
   it('a name with a space gets a quoted convert line', async () => {
     execFileSync('cp', [join(dir, 'x.qcow2'), join(dir, 'my disk.qcow2')]);
-    const r = cli(['info', 'my disk.qcow2'], {}, dir);
+    const r = cli(['info', 'my disk.qcow2'], { home: join(dir, 'home'), cwd: dir });
     expect(r.stderr).toContain(`qemu-img convert -f qcow2 -O vhdx 'my disk.qcow2' 'my disk.vhdx'`);
   });
 });
 
 describe('-f/--format', () => {
   it('-f raw reads a qcow2 file as raw bytes, as qemu-img -f raw does', () => {
-    const r = cli(['info', '--json', '-f', 'raw', 'x.qcow2'], {}, dir);
+    const r = cli(['info', '--json', '-f', 'raw', 'x.qcow2'], { home: join(dir, 'home'), cwd: dir });
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ format: 'raw' });
   });
 
   it('-f vhd on a VHDX, and --format vhdx on raw data, are refused; an unknown format is a usage error', () => {
     qemuImg('convert', '-q', '-f', 'raw', '-O', 'vhdx', join(dir, 'src.raw'), join(dir, 'src.vhdx'));
-    expect(cli(['checksum', '-f', 'vhd', 'src.vhdx'], {}, dir).stderr).toBe('vhdsync: src.vhdx: is a VHDX, not a VHD\n');
-    expect(cli(['checksum', '--format', 'vhdx', 'src.raw'], {}, dir).stderr).toMatch(/src\.raw: not a VHDX: no 'vhdxfile' signature/);
-    const bad = cli(['info', '--json', '-f', 'qcow2', 'src.raw'], {}, dir);
+    expect(cli(['checksum', '-f', 'vhd', 'src.vhdx'], { home: join(dir, 'home'), cwd: dir }).stderr).toBe('vhdsync: src.vhdx: is a VHDX, not a VHD\n');
+    expect(cli(['checksum', '--format', 'vhdx', 'src.raw'], { home: join(dir, 'home'), cwd: dir }).stderr).toMatch(/src\.raw: not a VHDX: no 'vhdxfile' signature/);
+    const bad = cli(['info', '--json', '-f', 'qcow2', 'src.raw'], { home: join(dir, 'home'), cwd: dir });
     expect(JSON.parse(bad.stdout).error).toEqual({ code: 'USAGE', message: "--format: 'qcow2' is not a format vhdsync reads (raw, vhd or vhdx)" });
   });
 
@@ -104,14 +106,14 @@ describe('-f/--format', () => {
     qemuImg('convert', '-q', '-f', 'raw', '-O', 'vpc', join(dir, 'src.raw'), join(dir, 'src.vhd'));
     execFileSync('cp', [join(dir, 'src.raw'), join(dir, 'copy.bin')]);
     // As raw, the VHD's bytes (footer and all) differ from the raw source; as detected, they do not.
-    expect(cli(['compare', 'src.raw', 'src.vhd'], {}, dir).status).toBe(0);
-    expect(cli(['compare', '-F', 'raw', 'src.raw', 'src.vhd'], {}, dir).status).toBe(1);
-    expect(cli(['compare', '-f', 'raw', '-F', 'vpc', 'copy.bin', 'src.vhd'], {}, dir).status).toBe(0);
+    expect(cli(['compare', 'src.raw', 'src.vhd'], { home: join(dir, 'home'), cwd: dir }).status).toBe(0);
+    expect(cli(['compare', '-F', 'raw', 'src.raw', 'src.vhd'], { home: join(dir, 'home'), cwd: dir }).status).toBe(1);
+    expect(cli(['compare', '-f', 'raw', '-F', 'vpc', 'copy.bin', 'src.vhd'], { home: join(dir, 'home'), cwd: dir }).status).toBe(0);
   });
 });
 
 describe('one detection for the CLI and the page', () => {
-  const home = () => ({ VHDSYNC_HOME: join(dir, 'home') });
+  const at = () => ({ home: join(dir, 'home'), cwd: dir });
   /** The page's refusal of the file at `name` in `dir`, or undefined when it opened. */
   const pageError = async (name: string) => {
     const e = await openImage(new File([readFileSync(join(dir, name))], name)).then((img) => img.disk.close(), (x: unknown) => x);
@@ -124,7 +126,7 @@ describe('one detection for the CLI and the page', () => {
       qemuImg('create', '-q', '-f', fmt, join(dir, name), '4M');
       const line = `${name}: ${what}; vhdsync reads VHDX, VHD and raw. Convert it first: qemu-img convert -f ${fmt} -O vhdx ${name} made.vhdx (or -O vpc made.vhd for a VHD)`;
       for (const args of [['info', name], ['checksum', name], ['compare', 'src.raw', name]]) {
-        const r = cli(args, home(), dir);
+        const r = cli(args, at());
         expect(r.status).toBe(2);
         expect(r.stderr).toBe(`vhdsync: ${line}\n`);
       }
@@ -139,7 +141,7 @@ describe('one detection for the CLI and the page', () => {
     for (const [name, kind] of [['plain.vhd', 'VHD'], ['snap.avhd', 'VHD'], ['plain.vhdx', 'VHDX'], ['snap.avhdx', 'VHDX']] as const) {
       writeFileSync(join(dir, name), bytes);
       const why = kind === 'VHD' ? "not a VHD: no 'conectix' footer at the end or the start of the file" : "not a VHDX: no 'vhdxfile' signature at the start of the file";
-      const r = cli(['info', name], home(), dir);
+      const r = cli(['info', name], at());
       expect(r.status).toBe(2);
       expect(r.stderr).toBe(`vhdsync: ${name}: ${why}\n`);
       const e = await pageError(name);
@@ -147,7 +149,7 @@ describe('one detection for the CLI and the page', () => {
       expect(e?.message).toBe(`${name}: ${why}`);
     }
     writeFileSync(join(dir, 'plain.img'), bytes);
-    expect(JSON.parse(cli(['info', '--json', 'plain.img'], home(), dir).stdout)).toMatchObject({ format: 'raw' });
+    expect(JSON.parse(cli(['info', '--json', 'plain.img'], at()).stdout)).toMatchObject({ format: 'raw' });
     expect(await pageError('plain.img')).toBeUndefined();
   });
 });

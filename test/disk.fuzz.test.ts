@@ -14,7 +14,10 @@ import { BAT_UNUSED, parseBat, validateBat } from '../host/disk/vhd/bat.js';
 import { footerChecksum, parseFooter } from '../host/disk/vhd/footer.js';
 import { headerChecksum, parseDynamicHeader } from '../host/disk/vhd/header.js';
 import { VhdsyncError } from '../host/errors.js';
-import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { onlyTyped } from './support/typed-errors.js';
 import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
@@ -193,14 +196,6 @@ describe('mutated images only ever fail with a VhdsyncError', () => {
 });
 
 describe('random bytes into the pure parsers', () => {
-  const onlyTyped = (fn: () => unknown) => {
-    try {
-      fn();
-    } catch (e) {
-      if (!(e instanceof VhdsyncError)) throw e;
-    }
-  };
-
   it('parseFooter and parseDynamicHeader', () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 0, maxLength: 1100 }), fc.boolean(), (bytes, fix) => {
@@ -233,7 +228,7 @@ describe('random bytes into the pure parsers', () => {
 
 describe('merge journals', () => {
   it('a fuzzed journal never makes merge do anything but a typed refusal or a correct merge', async () => {
-    const dir = tempDir();
+    const dir = tempDir().dir;
     try {
       const base = join(dir, 'base.vhd');
       await createVhd(base, { size: MiB, type: 'dynamic', blockSize: 4096 });

@@ -7,15 +7,17 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDifferencing, createOverlay, createVhd, mergeOverlay, openDisk, type Disk } from '../host/disk/index.js';
-import {
-  MiB, applyWrites, expectSameBytes, fixtureWrites, libvhdiRead, qemuInfo, qemuRaw, readAll, removeDir, tempDir, unpackFixtures,
-} from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { expectSameBytes, readAll } from './support/bytes.js';
+import { applyWrites, fixtureWrites, unpackFixtures } from './support/fixtures.js';
+import { libvhdiRead, qemuInfo, qemuRaw } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
 
 let fx: string;
 let dir: string;
 beforeAll(() => {
   fx = unpackFixtures();
-  dir = tempDir();
+  dir = tempDir().dir;
 });
 afterAll(() => {
   removeDir(fx);

@@ -10,13 +10,14 @@ import {
   createDifferencing, createOverlay, createVhd, createVhdx, createVhdxDifferencing, discardOverlay, openDisk, openDiskLayer,
   type ByteRange, type DiskLayer,
 } from '../host/disk/index.js';
-import { qemuImg, tempDir } from './support/files.js';
+import { qemuImg } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-layer-'));
+  ({ dir, cleanup } = tempDir('vhdsync-layer-'));
 });
 afterAll(() => cleanup());
 

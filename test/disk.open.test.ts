@@ -9,13 +9,19 @@ import {
 import { footerChecksum } from '../host/disk/vhd/footer.js';
 import { headerChecksum } from '../host/disk/vhd/header.js';
 import { open as openFile } from 'node:fs/promises';
-import { expectSameBytes, fixtureWrites, applyWrites, qemuRaw, readAll, removeDir, sha256, tempDir, unpackFixtures, vhdsyncError, MiB } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { expectSameBytes, readAll } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { applyWrites, fixtureWrites, unpackFixtures } from './support/fixtures.js';
+import { qemuRaw } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { vhdsyncError } from './support/typed-errors.js';
 
 let fx: string;
 let work: string;
 beforeAll(() => {
   fx = unpackFixtures();
-  work = tempDir();
+  work = tempDir().dir;
 });
 afterAll(() => {
   removeDir(fx);
@@ -257,13 +263,13 @@ describe('differencing chains find and check their parent', () => {
     mkdirSync(dir);
     copyFileSync(join(fx, 'diff-parent.vhd'), join(dir, 'diff-parent.vhd'));
     copyFileSync(join(fx, 'diff-child-sectors.vhd'), join(dir, 'child.vhd'));
-    const before = sha256(join(dir, 'diff-parent.vhd'));
+    const before = sha256File(join(dir, 'diff-parent.vhd'));
     const d = await openDisk(join(dir, 'child.vhd'));
     expect(d.readOnly).toBe(false);
     expect(d.parent?.readOnly).toBe(true);
     await d.write(0, new Uint8Array(8192).fill(3));
     await d.close();
-    expect(sha256(join(dir, 'diff-parent.vhd'))).toBe(before);
+    expect(sha256File(join(dir, 'diff-parent.vhd'))).toBe(before);
   });
 
   it('openVhdAlone opens a child without its parent (for info, merge and discard)', async () => {

@@ -16,10 +16,11 @@ import {
   headerChecksum, parseDynamicHeader,
 } from '../host/disk/vhd/header.js';
 import { toLocalPath } from '../host/disk/parent-path.js';
-import { FIXTURES, MiB, syncError } from './disk.support.js';
 import { bytesEqual, idFromHex } from '../host/bytes.js';
+import { MiB, GiB } from '../host/units.js';
+import { FIXTURES } from './support/fixtures.js';
+import { syncError } from './support/typed-errors.js';
 
-const GiB = 1024 * MiB;
 /** A qemu-made dynamic VHD (footer copy @0, header @512, BAT @1536). */
 const qemuEmpty = new Uint8Array(readFileSync(join(FIXTURES, 'qemu-dynamic-empty.vhd')));
 const qemuFixed = new Uint8Array(gunzipSync(readFileSync(join(FIXTURES, 'qemu-fixed-4M.vhd.gz'))));

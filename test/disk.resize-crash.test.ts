@@ -1,19 +1,20 @@
 /**
- * `vhdsync resize` SIGKILLed at random moments (test/crash.support.ts): every crash leaves an image that
+ * `vhdsync resize` SIGKILLed at random moments (test/support/crash-harness.ts): every crash leaves an image that
  * opens at the old size or the new one — in our reader and in qemu — with the old content intact and
  * any grown part reading as zeros; `qemu-img check` (VHDX, after the replay every VHDX reader does) is
  * clean; and the same resize run again finishes the job.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resizeImage } from '../host/disk/index.js';
-import { DIST, readImage, requireBuild, runChild, same } from './crash.support.js';
-import { MiB, removeDir, tempDir } from './disk.support.js';
-
-const CLI = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
+import { MiB } from '../host/units.js';
+import { same } from './support/bytes.js';
+import { cliOk } from './support/cli.js';
+import { DIST, readImage, requireBuild, runChild } from './support/crash-harness.js';
+import { qemuFormat, qemuRaw } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
 
 const KILLS_PER_FORMAT = Number(process.env.VHDSYNC_RESIZE_KILLS ?? 4);
 
@@ -29,7 +30,7 @@ process.stdout.write('done\\n');
 let dir: string;
 beforeAll(() => {
   requireBuild();
-  dir = tempDir('vhdsync-resize-crash-');
+  dir = tempDir('vhdsync-resize-crash-').dir;
 });
 afterAll(() => removeDir(dir));
 
@@ -60,14 +61,6 @@ function run(cmd: string, ...args: string[]): string {
   return r.stdout;
 }
 
-const qfmt = (p: string) => (p.endsWith('.vhdx') ? 'vhdx' : 'vpc');
-
-function qemuView(p: string, work: string): Uint8Array {
-  const out = join(work, 'qemu-view.raw');
-  run('qemu-img', 'convert', '-f', qfmt(p), '-O', 'raw', p, out);
-  return readFileSync(out);
-}
-
 /** Old content, then zeros up to `size` (old or new). */
 function expectOldThenZeros(view: Uint8Array, original: Uint8Array, sizes: number[], what: string): void {
   expect(sizes, `${what}: size ${view.length}`).toContain(view.length);
@@ -79,7 +72,7 @@ const FORMATS: Array<{ what: string; file: string; make: (p: string) => void; to
   {
     // 512 KiB blocks: the one-sector BAT (128 entries) covers 64 MiB, so growing to 80 MiB moves block 0.
     what: 'dynamic VHD (the BAT grows, a block moves)', file: 'd.vhd', to: 80 * MiB,
-    make: (p) => run(process.execPath, CLI, 'create', p, '--size', '16M', '--block-size', '512K'),
+    make: (p) => cliOk(['create', p, '--size', '16M', '--block-size', '512K'], { home: join(dir, 'home') }),
   },
   {
     what: 'dynamic VHD with a partial last block', file: 'p.vhd', to: 40 * MiB,
@@ -98,7 +91,7 @@ describe('vhdsync resize killed at random moments', () => {
     it(`${f.what}: ${KILLS_PER_FORMAT} kills, each image opens at the old or new size with its data, and a rerun finishes`, async () => {
       const seed = join(dir, f.file);
       f.make(seed);
-      const q = qfmt(seed);
+      const q = qemuFormat(seed);
       run('qemu-io', '-f', q, '-c', 'write -P 0xab 0 1M', '-c', 'write -P 0xcd 5M 1M', '-c', 'write -P 0x3e 8M 512k', seed);
       const original = await readImage(seed);
       const sizes = [original.length, f.to];
@@ -112,7 +105,7 @@ describe('vhdsync resize killed at random moments', () => {
 
       let midway = 0;
       for (let k = 0; k < KILLS_PER_FORMAT; k++) {
-        const work = tempDir('vhdsync-resize-kill-');
+        const work = tempDir('vhdsync-resize-kill-').dir;
         try {
           const p = join(work, f.file);
           copyFileSync(seed, p);
@@ -130,7 +123,7 @@ describe('vhdsync resize killed at random moments', () => {
             if (c.status !== 0) run('qemu-img', 'check', '-r', 'all', '-f', 'vhdx', p);
             expect(run('qemu-img', 'check', '-f', 'vhdx', p), what).toMatch(/No errors were found/);
           }
-          const seen = qemuView(p, work);
+          const seen = qemuRaw(p, qemuFormat(p));
           expect(same(seen, ours) || seen.length === ours.length, `${what}: qemu's size`).toBe(true);
           expectOldThenZeros(seen, original, sizes, `${what} (qemu)`);
           // The same resize again finishes it.
@@ -138,7 +131,7 @@ describe('vhdsync resize killed at random moments', () => {
           expect(again.newSize).toBe(f.to);
           expectOldThenZeros(await readImage(p), original, [f.to], `${what}, rerun`);
           if (q === 'vhdx') expect(run('qemu-img', 'check', '-f', 'vhdx', p)).toMatch(/No errors were found/);
-          expectOldThenZeros(qemuView(p, work), original, [f.to], `${what}, rerun (qemu)`);
+          expectOldThenZeros(qemuRaw(p, qemuFormat(p)), original, [f.to], `${what}, rerun (qemu)`);
         } finally {
           removeDir(work);
         }

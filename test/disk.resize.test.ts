@@ -10,7 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { open, rm } from 'node:fs/promises';
 import { chsGeometry, openDisk } from '../host/disk/index.js';
-import { MiB, qemuInfo, removeDir, sha256, tempDir, unpackFixtures } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { sha256File } from './support/digest.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { qemuInfo, qemuFormat } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { cli, background } from './support/cli.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
 
@@ -19,7 +24,7 @@ let fx: string;
 let n = 0;
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' first (npm test does)`);
-  dir = tempDir('vhdsync-resize-');
+  dir = tempDir('vhdsync-resize-').dir;
   fx = unpackFixtures();
 });
 afterAll(() => {
@@ -27,10 +32,8 @@ afterAll(() => {
   removeDir(fx);
 });
 
-function vhdsync(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI, in this file's home. */
+const vhdsync = (...args: string[]) => cli(args, { home: join(dir, 'home') });
 
 function run(cmd: string, ...args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -38,12 +41,10 @@ function run(cmd: string, ...args: string[]): string {
   return r.stdout;
 }
 
-const qfmt = (p: string) => (p.endsWith('.vhdx') ? 'vhdx' : p.endsWith('.vhd') ? 'vpc' : 'raw');
-
 /** The image's content as qemu reads it, in a raw file. */
 function qemuContent(p: string): string {
   const out = join(dir, `content-${++n}.raw`);
-  run('qemu-img', 'convert', '-f', qfmt(p), '-O', 'raw', p, out);
+  run('qemu-img', 'convert', '-f', qemuFormat(p), '-O', 'raw', p, out);
   return out;
 }
 
@@ -53,14 +54,14 @@ function name(base: string): string {
 
 /** Pattern writes through qemu-io: at the start, in the middle and in the last MiB. */
 function fill(p: string, size: number): void {
-  run('qemu-io', '-f', qfmt(p), '-c', 'write -P 0xab 0 1M', '-c', `write -P 0x5c ${Math.floor(size / 2 / MiB) * MiB} 64k`, '-c', `write -P 0xcd ${size - MiB} 1M`, p);
+  run('qemu-io', '-f', qemuFormat(p), '-c', 'write -P 0xab 0 1M', '-c', `write -P 0x5c ${Math.floor(size / 2 / MiB) * MiB} 64k`, '-c', `write -P 0xcd ${size - MiB} 1M`, p);
 }
 
 const CHUNK = 8 * MiB;
 
 /** qemu's view (a raw file) is the old content then zeros, and our reader returns the same bytes, chunk by chunk. */
 async function expectGrown(p: string, before: string, size: number): Promise<void> {
-  expect(qemuInfo(p, qfmt(p))['virtual-size']).toBe(size);
+  expect(qemuInfo(p, qemuFormat(p))['virtual-size']).toBe(size);
   const after = qemuContent(p);
   expect(statSync(after).size).toBe(size);
   const oldLength = statSync(before).size;
@@ -115,18 +116,18 @@ describe('vhdsync resize grows every format, and every reader agrees', () => {
     it(`${c.what}: qemu-img info, qemu-img convert, vhdiinfo and our reader see old content + zeros`, async () => {
       const p = name(`disk.${c.ext}`);
       c.make(p);
-      expect(qemuInfo(p, qfmt(p))['virtual-size']).toBe(c.from);
+      expect(qemuInfo(p, qemuFormat(p))['virtual-size']).toBe(c.from);
       fill(p, c.from);
       const before = qemuContent(p);
       const r = vhdsync('resize', p, c.to, '--json');
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       const j = JSON.parse(r.stdout);
       expect(j).toMatchObject({ oldSize: c.from, newSize: c.size, changed: true });
       if (c.what.includes('BAT grows')) expect(j.notes.join('\n')).toMatch(/moved 1 block to the end of the file to make room for the larger BAT/);
       await expectGrown(p, before, c.size);
       // Still a working image: a write past the old end lands and reads back (qemu-io writes through qemu's driver).
-      run('qemu-io', '-f', qfmt(p), '-c', `write -P 0x77 ${c.size - 4096} 4k`, p);
-      run('qemu-io', '-f', qfmt(p), '-r', '-c', `read -P 0x77 ${c.size - 4096} 4k`, '-c', `read -P 0xab 0 1M`, p);
+      run('qemu-io', '-f', qemuFormat(p), '-c', `write -P 0x77 ${c.size - 4096} 4k`, p);
+      run('qemu-io', '-f', qemuFormat(p), '-r', '-c', `read -P 0x77 ${c.size - 4096} 4k`, '-c', `read -P 0xab 0 1M`, p);
     });
   }
 
@@ -134,10 +135,10 @@ describe('vhdsync resize grows every format, and every reader agrees', () => {
     const p = name('empty.vhd');
     vhdsync('create', p, '--size', '1M');
     const before = qemuContent(p);
-    expect(vhdsync('resize', p, '300M').code).toBe(0);
+    expect(vhdsync('resize', p, '300M').status).toBe(0);
     await expectGrown(p, before, 300 * MiB);
     run('qemu-io', '-f', 'vpc', '-c', 'write -P 0x11 290M 1M', p);
-    expect(vhdsync('resize', p, '2040G').code).toBe(0);
+    expect(vhdsync('resize', p, '2040G').status).toBe(0);
     expect(qemuInfo(p, 'vpc')['virtual-size']).toBe(2040 * 1024 * MiB);
     run('qemu-io', '-f', 'vpc', '-r', '-c', 'read -P 0x11 290M 1M', '-c', 'read -P 0 2039G 1G', p);
     const ours = await openDisk(p, { readOnly: true });
@@ -153,7 +154,7 @@ describe('vhdsync resize grows every format, and every reader agrees', () => {
     const p = name('chs.vhd');
     run('qemu-img', 'create', '-q', '-f', 'vpc', p, '64M');
     const r = vhdsync('resize', p, '100M');
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/creator application 'qemu' changed to 'win'/);
     expect(qemuInfo(p, 'vpc')['virtual-size']).toBe(100 * MiB);
     const j = JSON.parse(vhdsync('info', p, '--json').stdout);
@@ -164,23 +165,23 @@ describe('vhdsync resize grows every format, and every reader agrees', () => {
   it('the same size again changes nothing', () => {
     const p = name('same.vhd');
     vhdsync('create', p, '--size', '8M');
-    const h = sha256(p);
+    const h = sha256File(p);
     const r = vhdsync('resize', p, '8M');
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/already 8 MiB .* nothing changed/);
-    expect(sha256(p)).toBe(h);
+    expect(sha256File(p)).toBe(h);
   });
 });
 
 describe('vhdsync resize refuses with one line and writes nothing', () => {
   function refused(args: string[], pattern: RegExp, file?: string): void {
-    const h = file && existsSync(file) ? sha256(file) : undefined;
+    const h = file && existsSync(file) ? sha256File(file) : undefined;
     const r = vhdsync('resize', ...args);
-    expect(r.code, r.stdout).not.toBe(0);
+    expect(r.status, r.stdout).not.toBe(0);
     expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
     expect(r.stderr).toMatch(pattern);
     expect(r.stderr).not.toMatch(/\n\s+at /);
-    if (h) expect(sha256(file!)).toBe(h);
+    if (h) expect(sha256File(file!)).toBe(h);
   }
 
   it('a file that does not exist', () => {
@@ -215,14 +216,14 @@ describe('vhdsync resize refuses with one line and writes nothing', () => {
     run('qemu-img', 'create', '-q', '-f', 'raw', raw, '16M');
     refused([raw, '8M'], /smaller than the 16 MiB the disk has; shrinking loses the data past the new end: run again with --shrink/, raw);
     refused([raw, '--', '-8M'], /smaller than the 16 MiB/, raw);
-    expect(vhdsync('resize', raw, '8M', '--shrink').code).toBe(0);
+    expect(vhdsync('resize', raw, '8M', '--shrink').status).toBe(0);
     expect(statSync(raw).size).toBe(8 * MiB);
 
     const fixed = name('s.vhd');
     vhdsync('create', fixed, '--size', '16M', '--type', 'fixed');
     run('qemu-io', '-f', 'vpc', '-c', 'write -P 0xab 0 4M', fixed);
     refused([fixed, '8M'], /run again with --shrink/, fixed);
-    expect(vhdsync('resize', fixed, '8M', '--shrink').code).toBe(0);
+    expect(vhdsync('resize', fixed, '8M', '--shrink').status).toBe(0);
     expect(qemuInfo(fixed, 'vpc')['virtual-size']).toBe(8 * MiB);
     expect(statSync(fixed).size).toBe(8 * MiB + 512);
     run('qemu-io', '-f', 'vpc', '-r', '-c', 'read -P 0xab 0 4M', '-c', 'read -P 0 4M 4M', fixed);
@@ -242,15 +243,14 @@ describe('vhdsync resize refuses with one line and writes nothing', () => {
     vhdsync('create', replica, '--size', '8M');
     run('qemu-io', '-f', 'vpc', '-c', 'write -P 0xab 0 1M', primary);
     // A resync interrupted mid-way (SIGKILL) leaves exactly that.
-    const child = spawn(process.execPath, [CLI, 'resync', primary, replica, '--link', '1mbps'], { stdio: 'ignore' });
-    const gone = new Promise((r) => child.once('exit', r));
+    const { child, exited: gone } = background(['resync', primary, replica, '--link', '1mbps'], { home: join(dir, 'home') });
     for (let i = 0; i < 600 && !existsSync(`${replica}.resync.json`); i++) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGKILL');
     await gone;
     expect(existsSync(`${replica}.resync.json`)).toBe(true);
     refused([replica, '16M'], /a resynchronization of this replica is unfinished .*\(vhdsync resync --cancel /, replica);
-    expect(vhdsync('resync', '--cancel', replica).code).toBe(0);
-    expect(vhdsync('resize', replica, '16M').code).toBe(0);
+    expect(vhdsync('resync', '--cancel', replica).status).toBe(0);
+    expect(vhdsync('resize', replica, '16M').status).toBe(0);
   });
 
   it('differencing disks (VHD and VHDX)', () => {
@@ -265,7 +265,7 @@ describe('vhdsync resize refuses with one line and writes nothing', () => {
   it('a second writer: exit 2 and one line naming the holder; the image untouched', async () => {
     const p = name('busy.vhd');
     vhdsync('create', p, '--size', '8M');
-    const h = sha256(p);
+    const h = sha256File(p);
     // A resync holds the replica's writer lock while it runs; here a tiny holder of the same lock.
     const dist = fileURLToPath(new URL('../dist/writer-lock.js', import.meta.url));
     const holder = spawn(process.execPath, ['--input-type=module', '-e', `
@@ -277,14 +277,14 @@ describe('vhdsync resize refuses with one line and writes nothing', () => {
     try {
       await new Promise<void>((res) => holder.stdout.on('data', (d: Buffer) => d.toString().includes('held') && res()));
       const r = vhdsync('resize', p, '16M');
-      expect(r.code).toBe(2);
+      expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(new RegExp(`busy\\.vhd is in use by process ${holder.pid} on .* \\(since `));
-      expect(sha256(p)).toBe(h);
+      expect(sha256File(p)).toBe(h);
     } finally {
       holder.kill('SIGKILL');
     }
     await new Promise((r) => holder.once('exit', r));
-    expect(vhdsync('resize', p, '16M').code).toBe(0);
+    expect(vhdsync('resize', p, '16M').status).toBe(0);
   });
 });

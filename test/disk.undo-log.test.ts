@@ -3,13 +3,16 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDisk } from '../host/disk/index.js';
 import { appendUndoRecord, parseUndoLog, undoInto, undoRecord, UNDO_RECORD_HEADER, writeUndoLog } from '../host/disk/undo-log.js';
-import { randomBytes, rawImage, sha256File, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { rawImage } from './support/images.js';
+import { tempDir } from './support/temp-dir.js';
 
 /** The one undo-log format, shared by recovery points and the pre-resync point. */
 describe('undo log (host/disk/undo-log.ts)', () => {
   let dir: string;
-  let cleanup: () => Promise<void>;
-  beforeEach(async () => ({ dir, cleanup } = await tempDir('vhdsync-undo-')));
+  let cleanup: () => void;
+  beforeEach(async () => ({ dir, cleanup } = tempDir('vhdsync-undo-')));
   afterEach(async () => cleanup());
 
   it('a record is [offset u64 LE][length u32 LE][before-image]', async () => {
@@ -28,7 +31,7 @@ describe('undo log (host/disk/undo-log.ts)', () => {
 
   it('written whole or appended, then undone last record first: the disk is as it was, the oldest before-image of a byte wins', async () => {
     const img = await rawImage(join(dir, 'a.img'), 1 << 20, [[0, randomBytes(65536, 2)]]);
-    const was = await sha256File(img);
+    const was = sha256File(img);
     const log = join(dir, 'a.undo');
     const disk = await openDisk(img);
     // Two overlapping writes: the first record holds the original bytes, the second the first write's.
@@ -39,10 +42,10 @@ describe('undo log (host/disk/undo-log.ts)', () => {
     await appendUndoRecord(log, await undoRecord(disk, 3000, 8000));
     await disk.write(3000, randomBytes(8000, 4));
     await disk.flush();
-    expect(await sha256File(img)).not.toBe(was);
+    expect(sha256File(img)).not.toBe(was);
     await undoInto(log, disk);
     await disk.close();
-    expect(await sha256File(img)).toBe(was);
+    expect(sha256File(img)).toBe(was);
     expect(parseUndoLog(new Uint8Array(await readFile(log))).map((r) => [r.offset, r.data.byteLength])).toEqual([[1000, 5000], [3000, 8000]]);
   });
 

@@ -6,14 +6,19 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   VhdDynamicDisk, createDifferencing, createOverlay, createVhd, discardOverlay, mergeJournalPath, mergeOverlay, openDisk, type Disk,
 } from '../host/disk/index.js';
-import { expectSameBytes, readAll, removeDir, sha256, tempDir, unpackFixtures, vhdsyncError, MiB } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { expectSameBytes, readAll } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { vhdsyncError } from './support/typed-errors.js';
 import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
 let dir: string;
 beforeAll(() => {
   fx = unpackFixtures();
-  dir = tempDir();
+  dir = tempDir().dir;
 });
 afterAll(() => {
   removeDir(fx);
@@ -145,7 +150,7 @@ describe('differencing writes', () => {
     let b = await openDisk(base);
     await randomWrites(b, model, 7, 30);
     await b.close();
-    const parentHash = sha256(base);
+    const parentHash = sha256File(base);
 
     const child = join(dir, 'chain-child.vhd');
     await createDifferencing(child, base);
@@ -156,7 +161,7 @@ describe('differencing writes', () => {
     c = await openDisk(child, { readOnly: true });
     expectSameBytes(await readAll(c), model, 'chain after reopen');
     await c.close();
-    expect(sha256(base)).toBe(parentHash);
+    expect(sha256File(base)).toBe(parentHash);
   });
 
   it('writing zeros into a child over parent data allocates and shadows the parent', async () => {
@@ -253,7 +258,7 @@ describe('overlay, merge and discard', () => {
     await createVhd(base, { size: 4 * MiB, type: 'dynamic' });
     const overlay = join(dir, 'empty-merge.overlay.vhd');
     await createOverlay(base, overlay);
-    const before = { sha: sha256(base), mtime: statSync(base).mtimeMs };
+    const before = { sha: sha256File(base), mtime: statSync(base).mtimeMs };
     const journalled = vi.fn(async () => {});
     const copied = vi.fn(async () => {});
     const r = await mergeOverlay(overlay, { onJournal: journalled, onCopied: copied });
@@ -262,7 +267,7 @@ describe('overlay, merge and discard', () => {
     expect(existsSync(mergeJournalPath(overlay))).toBe(false);
     expect(journalled).not.toHaveBeenCalled();
     expect(copied).toHaveBeenCalledOnce();
-    expect({ sha: sha256(base), mtime: statSync(base).mtimeMs }).toEqual(before);
+    expect({ sha: sha256File(base), mtime: statSync(base).mtimeMs }).toEqual(before);
   });
 
   it('merge copies only sectors whose bit is set: parent sectors next to them survive', async () => {
@@ -288,11 +293,11 @@ describe('overlay, merge and discard', () => {
   it('discard deletes the overlay and leaves the base byte-identical', async () => {
     const base = join(dir, 'discard-base.vhd');
     copyFileSync(join(fx, 'qemu-dynamic-8M.vhd'), base);
-    const before = sha256(base);
+    const before = sha256File(base);
     const { overlay } = await overlayScenario(base, 99);
     await discardOverlay(overlay);
     expect(existsSync(overlay)).toBe(false);
-    expect(sha256(base)).toBe(before);
+    expect(sha256File(base)).toBe(before);
     expect((await vhdsyncError(discardOverlay(overlay))).code).toBe('NOT_FOUND');
   });
 

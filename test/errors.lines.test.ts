@@ -1,18 +1,20 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { asVhdsyncError, ioError, VhdsyncError } from '../host/errors.js';
-import { CLI, tempDir, rawImage } from './support/files.js';
+import { rawImage } from './support/images.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
+import { background } from './support/cli.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let sock: Server | undefined;
 let primary: string;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-lines-'));
+  ({ dir, cleanup } = tempDir('vhdsync-lines-'));
   primary = await rawImage(join(dir, 'p.img'), 4 * MiB);
 });
 afterAll(async () => {
@@ -21,19 +23,12 @@ afterAll(async () => {
 });
 
 /** Run the CLI, killing it if it has not ended in `ms` (a hang), and collect its output. */
-function run(args: string[], ms = 30_000): Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VHDSYNC_HOME: join(dir, 'home') } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-    child.on('exit', (status, signal) => {
-      clearTimeout(timer);
-      resolve({ status, signal, stdout, stderr });
-    });
-  });
+async function run(args: string[], ms = 30_000): Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }> {
+  const { child, exited } = background(args, { home: join(dir, 'home') });
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const r = await exited;
+  clearTimeout(timer);
+  return { status: r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** One line on stderr naming the path, exit 2, and the code in --json. */

@@ -16,10 +16,11 @@ import { readActivityLog } from '../host/tracking/activity-log.js';
 import { withLogLock } from '../host/tracking/log-files.js';
 import { absorbIntoDirtyMap, scopeOfMap } from '../host/tracking/scope.js';
 import { resync } from '../host/resync/resync.js';
-import { requireBuild } from './crash.support.js';
-import { qemuIdentical } from './support/files.js';
-import { MiB, removeDir, tempDir } from './disk.support.js';
-import { crashWriter, sectorsOutside, trackedPair, type KillMode } from './extents.support.js';
+import { MiB } from '../host/units.js';
+import { requireBuild } from './support/crash-harness.js';
+import { crashWriter, type KillMode, sectorsOutside, trackedPair } from './support/extent-crash.js';
+import { qemuIdentical } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
 
 const CRASHES = Number(process.env.VHDSYNC_EXTENT_CRASHES ?? 30);
 /** The scoped resync runs after every n-th crash (every one in the soak; it costs ~1 s on a busy machine). */
@@ -29,7 +30,7 @@ const SIZE = 48 * MiB;
 let dir: string;
 beforeAll(() => {
   requireBuild();
-  dir = tempDir('vhdsync-extents-');
+  dir = tempDir('vhdsync-extents-').dir;
 });
 afterAll(() => removeDir(dir));
 

@@ -7,7 +7,7 @@
  * Everything goes through the built CLI with its own VHDSYNC_HOME; the disks are changed behind the
  * tracker with qemu-io / qemu-img / cp, and the end is judged by `qemu-img compare`.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, renameSync } from 'node:fs';
 import { readFile, rm as rmFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,29 +16,33 @@ import { loadCore } from '../host/core/index.js';
 import { ActivityLog, activityLogPathFor } from '../host/tracking/activity-log.js';
 import { dirtyExtents, dirtyMapPathFor, encodeDirtyMap, readDirtyMap } from '../host/tracking/dirty-map.js';
 import { trackingLogPathFor } from '../host/tracking/log-files.js';
-import { CLI, cli, qemuIdentical, rawImage, randomBytes, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, background } from './support/cli.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-extents-off-'));
+  ({ dir, cleanup } = tempDir('vhdsync-extents-off-'));
 });
 afterAll(() => cleanup());
 
-/** The CLI with its own VHDSYNC_HOME. */
+/** The CLI with its own VHDSYNC_HOME (and no --home: the environment alone must do). */
 function vhdsyncAt(home: string) {
-  const env = { VHDSYNC_HOME: home };
-  const run = (...args: string[]) => cli(args, env);
+  const at = { home };
+  const run = (...args: string[]) => cli(args, at);
   const ok = (...args: string[]) => {
     const r = run(...args);
     if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
     return r;
   };
   const json = (...args: string[]) => JSON.parse(ok(...args, '--json').stdout);
-  return { env, run, ok, json };
+  return { at, run, ok, json };
 }
 
 /** Change a raw disk behind the tracker, as another tool would. */
@@ -84,12 +88,9 @@ async function crashedVm(name: string, beforeSeen?: (c: Crashed) => Promise<void
 
 /** `vhdsync workload` of the VM, SIGKILLed once its open log holds 1 MiB. */
 async function killedWorkload(c: Crashed): Promise<void> {
-  const child = spawn(process.execPath, [CLI, 'workload', c.name, '--pattern', 'hot', '--rate', '4MB/s', '--duration', '1h', '--seed', '11'], {
-    stdio: 'ignore',
-    env: { ...process.env, ...c.vhd.env },
-  });
+  const { child, exited: closed } = background(['workload', c.name, '--pattern', 'hot', '--rate', '4MB/s', '--duration', '1h', '--seed', '11'], c.vhd.at);
   let gone = false;
-  const exited = new Promise((resolve) => child.on('exit', () => resolve((gone = true))));
+  const exited = closed.then(() => (gone = true));
   for (;;) {
     if (gone) throw new Error('vhdsync workload ended before it was killed');
     if ((await stat(trackingLogPathFor(c.primary)).then((s) => s.size, () => 0)) >= 1 * MiB) break;
@@ -159,15 +160,14 @@ describe('a DirtyExtents scope widens to Full when a disk changed behind the tra
   it('a suspended DirtyExtents resync whose disk is modified while off starts over with a full compare', async () => {
     const c = await crashedVm('offpause');
     const overlay = `${c.replica}.resync.vhd`;
-    const child = spawn(process.execPath, [CLI, 'resume-replication', c.name, '--resynchronize', '--link', '1mbps'], { env: { ...process.env, ...c.vhd.env } });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
+    const resync = background(['resume-replication', c.name, '--resynchronize', '--link', '1mbps'], c.vhd.at);
+    const { child } = resync;
     let code: number | null | undefined;
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (x) => resolve((code = x))));
+    const exited = resync.exited.then((r) => (code = r.code));
     let created = -1;
     // Interrupted once data has reached the replica's overlay (the resync is under way).
     for (;;) {
-      if (code !== undefined) throw new Error(`the resync ended before it was interrupted (exit ${code}): ${stderr}`);
+      if (code !== undefined) throw new Error(`the resync ended before it was interrupted (exit ${code}): ${resync.output().stderr}`);
       const now = await stat(overlay).then((s) => s.size, () => -1);
       if (created < 0 && now > 0) created = now;
       else if (created > 0 && now > created) break;

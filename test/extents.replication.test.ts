@@ -3,7 +3,6 @@
  * (TrackingLogTooLarge) the resync compares only the dirty extents; triggers that can hide a change
  * anywhere, and --full, keep the full compare.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,26 +11,30 @@ import { loadCore } from '../host/core/index.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { dirtyMapPathFor } from '../host/tracking/dirty-map.js';
 import { trackingLogPathFor } from '../host/tracking/log-files.js';
-import { rawDisk, replicatedVm, vhdDisk, MiB } from './replication.support.js';
-import { CLI, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
 import { evaluateTriggers, requireResync } from '../host/replication/resync-required.js';
 import { runResync } from '../host/replication/resync-run.js';
 import { scopeView } from '../host/replication/views.js';
+import { MiB, GiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli, background } from './support/cli.js';
+import { rawDisk, vhdDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { replicatedVm } from './support/replicated-vm.js';
+import { tempDir } from './support/temp-dir.js';
 
-const GiB = 1024 * MiB;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-extents-vm-'));
+  ({ dir, cleanup } = tempDir('vhdsync-extents-vm-'));
 });
 afterAll(() => cleanup());
 
 /** `vhdsync workload` in its own process, SIGKILLed once its open log holds `bytes`. */
 async function crashWorkload(home: string, vm: string, disk: string, bytes: number): Promise<void> {
-  const child = spawn(process.execPath, [CLI, 'workload', vm, '--home', home, '--pattern', 'hot', '--rate', '24MB/s', '--duration', '1h', '--seed', '7'], { stdio: 'ignore' });
+  const { child, exited: closed } = background(['workload', vm, '--home', home, '--pattern', 'hot', '--rate', '24MB/s', '--duration', '1h', '--seed', '7'], { home });
   let gone = false;
-  const exited = new Promise((resolve) => child.on('exit', () => resolve((gone = true))));
+  const exited = closed.then(() => (gone = true));
   for (;;) {
     if (gone) throw new Error('vhdsync workload ended before it was killed');
     const size = await stat(trackingLogPathFor(disk)).then((s) => s.size, () => 0);

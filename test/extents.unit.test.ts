@@ -5,12 +5,14 @@ import { loadCore } from '../host/core/index.js';
 import { ActivityLog, activityLogPathFor, decodeSlot, diskFileId, encodeSlot, parseActivityLog, readActivityLog, slotBytesFor } from '../host/tracking/activity-log.js';
 import { dirtyExtents, emptyDirtyMap, encodeDirtyMap, markDirty, parseDirtyMap, readDirtyMap, setBit, writeDirtyMap } from '../host/tracking/dirty-map.js';
 import { extentRanges, extentsOf, touchesRanges } from '../host/tracking/extents.js';
-import { MiB, removeDir, syncError, tempDir } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { syncError } from './support/typed-errors.js';
 
 let dir: string;
 beforeAll(async () => {
   await loadCore();
-  dir = tempDir('vhdsync-extents-unit-');
+  dir = tempDir('vhdsync-extents-unit-').dir;
 });
 afterAll(() => removeDir(dir));
 

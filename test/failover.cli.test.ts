@@ -2,14 +2,18 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
 
 // Through the built CLI (dist/): run `npx tsc -p host` first.
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-failover-cli-'));
+  ({ dir, cleanup } = tempDir('vhdsync-failover-cli-'));
 });
 afterAll(() => cleanup());
 

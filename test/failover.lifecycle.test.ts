@@ -1,24 +1,28 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
 import { mergeJournalPath } from '../host/disk/merge.js';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { killLeftoverRuns, startRun } from './nbd.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli, killBackground, startRun, background } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { MiB, rawDisk } from './replication.support.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
+import { imageDigest } from './support/digest.js';
 
 // Hyper-V's failover lifecycle through the built CLI (dist/): prepare → fail over → complete or stop,
 // with a local replica directory and through a replica server (mutual TLS), and killed between steps.
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-failover-life-'));
+  ({ dir, cleanup } = tempDir('vhdsync-failover-life-'));
 });
 afterAll(async () => {
-  killLeftoverRuns();
+  killBackground();
   await cleanup();
 });
 
@@ -28,8 +32,6 @@ async function writeView(view: string, offset: number, data: Uint8Array): Promis
   await d.write(offset, data);
   await d.close();
 }
-
-const sum = (p: string) => JSON.parse(cli(['checksum', p, '--json']).stdout).checksum as string;
 
 function oneLine(r: { status: number | null; stderr: string }, re: RegExp): void {
   expect(r.status).toBe(2);
@@ -62,9 +64,9 @@ describe('failover lifecycle (local replica directory)', () => {
     ok('start-failover', 'vm', '--prepare');
     const fo = json('start-failover', 'vm');
     expect(fo).toMatchObject({ Kind: 'planned', State: 'FailedOverWaitingCompletion', Point: { Kind: 'Latest' }, Disks: [view] });
-    expect(sum(view)).toBe(sum(a));
+    expect(await imageDigest(view)).toBe(await imageDigest(a));
     await writeView(view, 3 * MiB, randomBytes(200_000, 12));
-    expect(sum(view)).not.toBe(sum(a));
+    expect(await imageDigest(view)).not.toBe(await imageDigest(a));
     expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOverWaitingCompletion' });
     oneLine(run('start-failover', 'vm', '--test'), /already has a planned failover in effect, waiting for completion: complete-failover vm commits it, stop-failover vm rolls it back/);
     // Stop-VMFailover: the failed-over writes go, the replica is as it was, replication resumes.
@@ -81,11 +83,11 @@ describe('failover lifecycle (local replica directory)', () => {
     const planned = json('start-failover', 'vm', '--planned');
     expect(planned).toMatchObject({ Kind: 'planned', State: 'FailedOverWaitingCompletion', Disks: [view] });
     await writeView(view, 5 * MiB, randomBytes(100_000, 14));
-    const running = sum(view);
+    const running = await imageDigest(view);
     const done = json('complete-failover', 'vm');
     expect(done).toMatchObject({ Kind: 'planned', State: 'FailedOver', Disks: [replica] });
     expect(existsSync(view)).toBe(false);
-    expect(sum(replica)).toBe(running);
+    expect(await imageDigest(replica)).toBe(running);
     expect(json('get-recovery-points', 'vm').map((p: { Kind: string }) => p.Kind)).toEqual(['Latest']);
     oneLine(run('stop-failover', 'vm'), /has no failover to stop: its planned failover is complete \(reverse-replication vm replicates back\)/);
     oneLine(run('complete-failover', 'vm'), /complete-failover needs 'vm' failed over and waiting for completion .*its failover is already complete/);
@@ -167,10 +169,10 @@ describe('failover lifecycle killed between and inside steps', () => {
     const v = await openDisk(view);
     for (let off = 0; off < 96 * MiB; off += 4 * MiB) await v.write(off, randomBytes(2 * MiB, 100 + off / MiB));
     await v.close();
-    const want = sum(view);
+    const want = await imageDigest(view);
 
-    const child = spawn(process.execPath, [CLI, 'complete-failover', 'vm', '--home', join(d, 'home')], { stdio: 'ignore' });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, exited: closed } = background(['complete-failover', 'vm', '--home', join(d, 'home')], { home: join(d, 'home') });
+    const exited = closed.then((r) => r.code);
     const journal = mergeJournalPath(view);
     let killed = false;
     for (let i = 0; i < 2000 && child.exitCode === null; i++) {
@@ -194,7 +196,7 @@ describe('failover lifecycle killed between and inside steps', () => {
     if (killed) expect(again.status, again.stderr).toBe(0);
     expect(json('get-replication', 'vm')).toMatchObject({ State: 'FailedOver' });
     expect(existsSync(view) || existsSync(journal)).toBe(false);
-    expect(sum(replica)).toBe(want);
+    expect(await imageDigest(replica)).toBe(want);
   });
 
   it('start-failover killed after recording itself: stop-failover rolls it back, or start-failover again finishes it', async () => {
@@ -228,47 +230,20 @@ describe('failover lifecycle killed between and inside steps', () => {
 
 // ---- Through a replica server ----
 
-let certs: string;
+let certs: CliCerts;
 let root: string;
-let server: ChildProcess | undefined;
+let server: ServedReplica | undefined;
 let port: number;
-const clientFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
-
-function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    child.stdout!.on('data', (x) => {
-      buffered += x;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        if (e.event === 'listening') resolve({ child, port: e.port });
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (x) => (stderr += x));
-    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
-  });
-}
+const clientFlags = () => certs.clientFlags();
 
 describe('failover lifecycle through a replica server (mutual TLS)', () => {
   beforeAll(async () => {
-    certs = join(dir, 'certs');
-    const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
-    expect(made.status, made.stderr).toBe(0);
+    certs = cliCerts(join(dir, 'certs'), { home: join(dir, 'home') });
     root = join(dir, 'root');
-    await mkdir(root, { recursive: true });
-    ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')]));
+    server = await replicaServer(certs, root, { home: join(dir, 'server-home') });
+    port = server.port;
   });
-  afterAll(async () => {
-    if (server && server.exitCode === null) {
-      const exited = new Promise((r) => server!.once('exit', r));
-      server.kill('SIGTERM');
-      await exited;
-    }
-  });
+  afterAll(() => server?.stop());
 
   it('prepare, fail over, stop, unplanned, complete: every step runs on the server', async () => {
     const d = join(dir, 'net');
@@ -297,11 +272,11 @@ describe('failover lifecycle through a replica server (mutual TLS)', () => {
 
     expect(json('start-failover', 'fo-vm', '--unplanned')).toMatchObject({ Kind: 'unplanned', State: 'FailedOverWaitingCompletion' });
     await writeView(view, 2 * MiB, randomBytes(100_000, 34));
-    const running = sum(view);
+    const running = await imageDigest(view);
     oneLine(run('reverse-replication', 'fo-vm'), /replica server/);
     expect(json('complete-failover', 'fo-vm')).toMatchObject({ Kind: 'unplanned', State: 'FailedOver', Disks: [`${url}/srv.img`] });
     expect(existsSync(view)).toBe(false);
-    expect(sum(replica)).toBe(running);
+    expect(await imageDigest(replica)).toBe(running);
     expect(qemuIdentical(a, replica)).toBe(false);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
+import { copyFile, open, readFile } from 'node:fs/promises';
 import { createOverlay, openDisk } from '../host/disk/index.js';
 import { writeCheckpoint } from '../host/resync/checkpoint.js';
 import { existsSync } from 'node:fs';
@@ -13,29 +13,29 @@ import { reverseReplication } from '../host/replication/reverse.js';
 import type { Replication } from '../host/replication/replication.js';
 import { recoveryPointsDirFor } from '../host/resync/paths.js';
 import { acquireLock } from '../host/pid-lock.js';
-import { qemuIdentical, randomBytes, ROOT, tempDir } from './support/files.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { rawDisk, sameContents } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { ROOT } from './support/paths.js';
+import { FakeClock, replicatedVm } from './support/replicated-vm.js';
+import { tempDir, subDir } from './support/temp-dir.js';
 import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
-import { FakeClock, MiB, rawDisk, replicatedVm, sameContents } from './replication.support.js';
 import { resumeReplication, suspendReplication } from '../host/replication/control.js';
 import { setReplication } from '../host/replication/enable.js';
 import { evaluateTriggers } from '../host/replication/resync-required.js';
 import { runResync } from '../host/replication/resync-run.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-failover-'));
+  ({ dir, cleanup } = tempDir('vhdsync-failover-'));
 });
 afterAll(() => cleanup());
 
-async function sub(): Promise<string> {
-  const d = join(dir, `t${++n}`);
-  await mkdir(d);
-  return d;
-}
+const sub = () => subDir(dir);
 
 const T0 = new Date('2026-03-02T08:00:00Z');
 

@@ -2,11 +2,11 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../host/fsutil.js';
-import { tempDir } from './support/files.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-atomic-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-atomic-')));
 afterAll(() => cleanup());
 
 describe('atomic writes (one helper for all state)', () => {

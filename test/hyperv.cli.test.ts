@@ -1,46 +1,26 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, newSite } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { until } from './support/until.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
 
 /**
  * Issue 18, "Cmdlets and names": what a Hyper-V administrator types, through the built binary.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-hyperv-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-hyperv-')));
 afterAll(() => cleanup());
 
-async function site() {
-  const d = join(dir, `s${++n}`);
-  await mkdir(d);
-  const home = join(d, 'home');
-  return { d, home, replica: join(d, 'replica'), ...homeCli(home) };
-}
-type Site = Awaited<ReturnType<typeof site>>;
-
-/** A CLI in the background (a resync at a slow link); resolves when it exits, with its output. */
-function background(s: Site, args: string[]) {
-  const child = spawn(process.execPath, [CLI, ...args, '--home', s.home], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (x) => (stdout += x));
-  child.stderr.on('data', (x) => (stderr += x));
-  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => child.on('close', (code) => res({ code, stdout, stderr })));
-  return { child, exited };
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) { // each check runs the CLI (a few hundred ms)
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const site = () => newSite(dir);
 
 /** A date as PowerShell's en-US culture writes it: "04/15/2013 12:00:00". */
 function usDate(d: Date): string {
@@ -196,7 +176,7 @@ describe('get-replication and measure-replication as Get-/Measure-VMReplication'
     s.ok('service', '--once');
     expect(s.json('get-replication', 'RESYNC VM').State).toBe('WaitingForStartResynchronize');
 
-    let bg = background(s, ['resume-replication', 'RESYNC VM', '--resynchronize', '--link', '8MB/s', '--json']);
+    let bg = s.background('resume-replication', 'RESYNC VM', '--resynchronize', '--link', '8MB/s', '--json');
     await until(() => s.json('measure-replication', 'RESYNC VM').CurrentTask?.Disk === 1, 'the resync to reach disk 1');
     const running = s.json('measure-replication', 'RESYNC VM').CurrentTask;
     expect(running).toMatchObject({ Task: 'Resynchronization', State: 'Resynchronizing', Running: true, Scope: 'Full', Disk: 1, BytesTotal: 64 * MiB });
@@ -215,7 +195,7 @@ describe('get-replication and measure-replication as Get-/Measure-VMReplication'
     expect(first.Seconds).toBe(first.SessionSeconds);
 
     // Continue, then cancel it (stop-replication): 29244 says cancelled, with the time of both sessions.
-    bg = background(s, ['resume-replication', 'RESYNC VM', '--continue', '--link', '8MB/s', '--json']);
+    bg = s.background('resume-replication', 'RESYNC VM', '--continue', '--link', '8MB/s', '--json');
     await until(() => s.json('events', 'RESYNC VM', '--id', '29242').length === 3, 'the 29242 of disk 1 continued');
     expect(s.json('stop-replication', 'RESYNC VM')).toMatchObject({ State: 'WaitingForStartResynchronize' });
     done = await bg.exited;
@@ -240,15 +220,15 @@ describe('get-replication and measure-replication as Get-/Measure-VMReplication'
 
 describe('the new commands in help and completion', () => {
   it('help lists them under Replication; bash and zsh complete them and their options', () => {
-    const help = cli(['--help'], { VHDSYNC_NO_HELP_CACHE: '1' }).stdout;
+    const help = cli(['--help'], { home: join(dir, 'home'), env: { VHDSYNC_NO_HELP_CACHE: '1' } }).stdout;
     const replication = help.slice(help.indexOf('Replication:'), help.indexOf('Running VMs:'));
     for (const c of ['reset-replication-statistics', 'test-replication-connection', 'import-initial-replication']) expect(replication).toContain(c);
-    const bash = cli(['completion', 'bash']).stdout;
+    const bash = cli(['completion', 'bash'], { home: join(dir, 'home') }).stdout;
     expect(bash).toMatch(/test-replication-connection\) opts='[^']*--vm[^']*--cert/);
     expect(bash).toMatch(/get-replication\) opts='[^']*--list --replication-state --health/);
     expect(bash).toMatch(/import-initial-replication\) opts='[^']*--path --replica-root/);
     expect(bash).toMatch(/start-initial-replication\) opts='[^']*--use-existing-replica --destination-path --initial-replication-start-time/);
-    expect(cli(['completion', 'zsh']).stdout).toContain("'reset-replication-statistics:Reset the replication statistics of a VM'");
+    expect(cli(['completion', 'zsh'], { home: join(dir, 'home') }).stdout).toContain("'reset-replication-statistics:Reset the replication statistics of a VM'");
   });
 });
 
@@ -272,32 +252,19 @@ describe('forcing a resynchronization', () => {
 describe('test-replication-connection', () => {
   let certs: string;
   let root: string;
-  let server: ChildProcess;
+  let server: ServedReplica | undefined;
   let port: number;
-  const client = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
-
+  let tls: CliCerts;
+  const client = () => tls.clientFlags();
   beforeAll(async () => {
     certs = join(dir, 'certs');
-    const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
-    expect(made.status, made.stderr).toBe(0);
-    const other = cli(['cert', '--out', join(dir, 'other-certs'), '--server-names', '127.0.0.1', '--clients', 'primary']);
-    expect(other.status, other.stderr).toBe(0);
+    tls = cliCerts(certs, { home: join(dir, 'home') });
+    cliCerts(join(dir, 'other-certs'), { home: join(dir, 'home') }, { serverNames: '127.0.0.1' });
     root = join(dir, 'root');
-    await mkdir(root);
-    server = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', '--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    port = await new Promise<number>((res, rej) => {
-      let buf = '';
-      server.stdout!.on('data', (d) => {
-        buf += d;
-        const m = /"event":"listening"[^\n]*"port":(\d+)/.exec(buf);
-        if (m) res(Number(m[1]));
-      });
-      server.on('exit', (code) => rej(new Error(`replica serve exited ${code}`)));
-    });
+    server = await replicaServer(tls, root, { home: join(dir, 'server-home') });
+    port = server.port;
   });
-  afterAll(() => {
-    server?.kill();
-  });
+  afterAll(() => server?.stop());
 
   it('checks what enable-replication checks: the server, mutual TLS, the folder; a directory can be written', async () => {
     const s = await site();

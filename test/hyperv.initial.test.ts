@@ -1,24 +1,23 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, newSite } from './support/cli.js';
+import { sha256File } from './support/digest.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
 
 /** Issue 18, "Initial replication options", through the built binary. */
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-initial-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-initial-')));
 afterAll(() => cleanup());
 
-async function site() {
-  const d = join(dir, `s${++n}`);
-  await mkdir(d);
-  const home = join(d, 'home');
-  return { d, home, replica: join(d, 'replica'), ...homeCli(home) };
-}
+const site = () => newSite(dir);
 
 /** Local time as "YYYY-MM-DD HH:MM:SS" (what --initial-replication-start-time takes, besides MM/dd/yyyy). */
 function localTime(d: Date): string {
@@ -84,12 +83,12 @@ describe('a replica disk placed by hand', () => {
     await copyFile(p, seed); // carried over by hand (a backup), then the primary moves on
     await scribble(p, 3 * MiB, 256 * 1024, 11);
     await scribble(p, 20 * MiB, 64 * 1024, 12);
-    const seedSum = await sha256File(seed);
+    const seedSum = sha256File(seed);
 
     const refused = s.run('start-initial-replication', 'RESYNC VM');
     expect(refused.status).toBe(2);
     expect(refused.stderr.trim()).toBe(`vhdsync: ${seed}: a replica disk is already there; to use it as the initial copy add --use-existing-replica (compared block by block: a resynchronization, only the differences are sent), or remove it`);
-    expect(await sha256File(seed)).toBe(seedSum);
+    expect(sha256File(seed)).toBe(seedSum);
     expect(s.json('get-replication', 'RESYNC VM').State).toBe('ReadyForInitialReplication');
 
     const before = s.json('events', 'RESYNC VM').length;
@@ -130,7 +129,7 @@ describe('offline initial replication', () => {
     expect((await readdir(join(media, folder))).sort()).toEqual(['a.img', 'b.img', 'export.json', 'replica.json']);
     expect(qemuIdentical(a, join(media, folder, 'a.img'))).toBe(true); // the copy is the primary as of the export
     expect(existsSync(s.replica)).toBe(false); // nothing crossed to the replica site
-    const exported = await sha256File(join(media, folder, 'a.img'));
+    const exported = sha256File(join(media, folder, 'a.img'));
 
     // Meanwhile the VM runs: its writes are tracked and wait; cycles do not ship before the import.
     s.ok('write', 'OFFLINE VM', '--offset', '2M', '--length', '128K', '--pattern', '0x71');
@@ -168,7 +167,7 @@ describe('offline initial replication', () => {
     // At the replica site: the import.
     const imported = s.json('import-initial-replication', 'offline vm', '--path', media);
     expect(imported).toMatchObject({ VMName: 'OFFLINE VM', State: 'Replicating', Folder: join(s.replica, folder) });
-    expect(await sha256File(join(s.replica, folder, 'a.img'))).toBe(exported);
+    expect(sha256File(join(s.replica, folder, 'a.img'))).toBe(exported);
     const cycle = s.json('service', '--once')[0].Cycle;
     expect(cycle.Result).toBe('replicated');
     expect(cycle.Bytes).toBeGreaterThanOrEqual(192 * 1024); // the writes made since the export, not the disks
@@ -183,29 +182,18 @@ describe('offline initial replication', () => {
   describe('through a replica server', () => {
     let certs: string;
     let root: string;
-    let server: ChildProcess;
+    let server: ServedReplica | undefined;
     let port: number;
-    const client = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+    let tls: CliCerts;
+    const client = () => tls.clientFlags();
     beforeAll(async () => {
       certs = join(dir, 'certs');
-      const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1', '--clients', 'primary']);
-      expect(made.status, made.stderr).toBe(0);
+      tls = cliCerts(certs, { home: join(dir, 'home') }, { serverNames: '127.0.0.1' });
       root = join(dir, 'server-root');
-      await mkdir(root);
-      server = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', '--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')], { stdio: ['ignore', 'pipe', 'pipe'] });
-      port = await new Promise<number>((res, rej) => {
-        let buf = '';
-        server.stdout!.on('data', (x) => {
-          buf += x;
-          const m = /"event":"listening"[^\n]*"port":(\d+)/.exec(buf);
-          if (m) res(Number(m[1]));
-        });
-        server.on('exit', (code) => rej(new Error(`replica serve exited ${code}`)));
-      });
+      server = await replicaServer(tls, root, { home: join(dir, 'server-home') });
+      port = server.port;
     });
-    afterAll(() => {
-      server?.kill();
-    });
+    afterAll(() => server?.stop());
 
     it('imported under the server\'s root (--replica-root), the primary sees it at its next pass and replicates', async () => {
       const s = await site();
@@ -216,11 +204,11 @@ describe('offline initial replication', () => {
       expect(await readdir(media)).toEqual(['far']);
       s.ok('write', 'FAR VM', '--offset', '1M', '--length', '64K', '--pattern', '0x73');
       expect(s.json('service', '--once')[0].Imported).toBeUndefined();
-      const wrong = cli(['import-initial-replication', 'OTHER', '--path', media, '--replica-root', root]);
+      const wrong = cli(['import-initial-replication', 'OTHER', '--path', media, '--replica-root', root], { home: join(dir, 'home') });
       expect(wrong.status).toBe(2);
       expect(wrong.stderr).toMatch(/this is the export of 'FAR VM', not 'OTHER'/);
       // On the server's machine: no VM record there, only its root.
-      const imp = cli(['import-initial-replication', '--path', media, '--replica-root', root, '--json']);
+      const imp = cli(['import-initial-replication', '--path', media, '--replica-root', root, '--json'], { home: join(dir, 'home') });
       expect(imp.status, imp.stderr).toBe(0);
       expect(JSON.parse(imp.stdout)).toMatchObject({ VMName: 'FAR VM', Folder: join(root, 'far') });
       const [pass] = s.json('service', '--once');

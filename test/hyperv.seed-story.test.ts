@@ -2,8 +2,11 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { homeCli, qemuIdentical, tempDir } from './support/files.js';
-import { MiB, rawDisk, vhdDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { homeCli } from './support/cli.js';
+import { rawDisk, vhdDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * The seed's own story (Hyper-V team blog, "Resynchronization of virtual machines in Hyper-V Replica",
@@ -14,8 +17,8 @@ import { MiB, rawDisk, vhdDisk } from './replication.support.js';
  *   replication. Through the built binary, on real files.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-seed-story-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-seed-story-')));
 afterAll(() => cleanup());
 
 const VM = 'RESYNC VM';

@@ -1,29 +1,31 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { MiB, rawDisk, vhdDisk } from './replication.support.js';
-import { killLeftoverRuns, startRun } from './nbd.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { killBackground, newSite, startRun } from './support/cli.js';
+import { rawDisk, vhdDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { imageDigest } from './support/digest.js';
+import { until } from './support/until.js';
 
 /**
  * A running VM's disks written by real NBD clients (qemu-io, qemu-img, nbdcopy from Debian's
  * qemu-utils and libnbd-bin), through `vhdsync run`, then replicated, crashed, resynchronized.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-nbd-io-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-nbd-io-')));
 afterAll(async () => {
-  killLeftoverRuns();
+  killBackground();
   await cleanup();
 });
 
 async function site() {
-  const d = join(dir, `s${++n}`);
-  await mkdir(d);
-  const home = join(d, 'home');
-  return { d, home, replica: join(d, 'replica'), sock: join(d, 'vm.sock'), ...homeCli(home) };
+  const s = await newSite(dir);
+  return { ...s, sock: join(s.d, 'vm.sock') };
 }
 type Site = Awaited<ReturnType<typeof site>>;
 
@@ -31,22 +33,11 @@ const uri = (s: Site, name: string) => `nbd+unix:///${name}?socket=${s.sock}`;
 const qemuIo = (s: Site, name: string, ...cmds: string[]) =>
   execFileSync('qemu-io', ['-f', 'raw', uri(s, name), ...cmds.flatMap((c) => ['-c', c])], { encoding: 'utf8' });
 
-async function until(check: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 3000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 /** The CLI without blocking this process (so that a client it drives keeps going). */
-function cliAsync(s: Site, ...args: string[]): Promise<{ Result: string }> {
-  const child = spawn(process.execPath, [CLI, ...args, '--home', s.home], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (x) => (out += x));
-  child.stderr.on('data', (x) => (err += x));
-  return new Promise((res, rej) => child.on('close', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`vhdsync ${args.join(' ')} exited ${code}: ${err} ${out}`)))));
+async function cliAsync(s: Site, ...args: string[]): Promise<{ Result: string }> {
+  const r = await s.background(...args).exited;
+  if (r.code !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.code}: ${r.stderr} ${r.stdout}`);
+  return JSON.parse(r.stdout);
 }
 
 const logSize = (disk: string) => stat(`${disk}.vhdsync-track`).then((x) => x.size, () => 0);
@@ -131,8 +122,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri(s, '1'), conv]);
     s.ok('stop-vm', 'vm');
     await run.exited;
-    const sum = (p: string) => JSON.parse(cli(['checksum', p, '--json']).stdout).checksum;
-    expect(sum(conv)).toBe(sum(b));
+    expect(await imageDigest(conv)).toBe(await imageDigest(b));
     expect(qemuIdentical(a, src)).toBe(true);
     // 64 MiB written into a VM of 96 MiB: the logs passed half its disks, so the 50 % rule asks for a resync.
     s.ok('service', '--once');
@@ -149,7 +139,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     s.ok('start-initial-replication', 'vm');
     const run = await startRun(s.home, ['vm', '--socket', s.sock]);
     const io = interactiveQemuIo(s, '0');
-    await until(async () => io.written() > 20, 'tracked writes over NBD');
+    await until(async () => io.written() > 20, 'tracked writes over NBD', 3000);
     run.child.kill('SIGKILL');
     expect((await run.exited).signal).toBe('SIGKILL');
     await io.stop(); // qemu-io sees the server gone
@@ -175,14 +165,14 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     const run = await startRun(s.home, ['vm', '--socket', s.sock]);
     expect(run.output().stderr).toMatch(/resynchronization required: ModifiedWhileOff/);
     const io = interactiveQemuIo(s, '0');
-    await until(() => io.written() > 5, 'writes before the resync');
+    await until(() => io.written() > 5, 'writes before the resync', 3000);
     const before = io.written();
     // Asynchronously: the test's event loop keeps qemu-io writing meanwhile.
     const resync = await cliAsync(s, 'resume-replication', 'vm', '--resynchronize', '--link', '8MB/s', '--json');
     const during = io.written() - before;
     expect(resync.Result).toBe('completed');
     expect(during).toBeGreaterThan(0); // the guest wrote while the resync ran
-    await until(() => io.written() > before + during + 10, 'writes after the resync');
+    await until(() => io.written() > before + during + 10, 'writes after the resync', 3000);
     expect(await io.stop()).toBe(0);
     s.ok('stop-vm', 'vm');
     await run.exited;
@@ -198,7 +188,7 @@ describe('vhdsync run: a VM whose disks real NBD clients write', () => {
     s.ok('start-initial-replication', 'vm');
     const run = await startRun(s.home, ['vm', '--socket', s.sock]);
     qemuIo(s, '0', 'write -P 0x41 0 1M', 'write -P 0x42 1M 1M', 'write -P 0x43 0 1M', 'flush');
-    await until(() => s.json('get-replication', 'vm').State === 'WaitingForStartResynchronize', 'the 50 % rule');
+    await until(() => s.json('get-replication', 'vm').State === 'WaitingForStartResynchronize', 'the 50 % rule', 3000);
     expect(s.json('get-replication', 'vm').ResynchronizationReason).toBe('TrackingLogTooLarge');
     s.ok('stop-vm', 'vm');
     await run.exited;

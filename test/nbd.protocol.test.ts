@@ -9,12 +9,15 @@ import {
 } from '../host/nbd/protocol.js';
 import { concatBytes } from '../host/bytes.js';
 import { MAX_PAYLOAD } from '../host/nbd/export.js';
-import { tempDir, randomBytes } from './support/files.js';
-import { MiB, rawDisk, replicatedVm, vhdDisk } from './replication.support.js';
-import { RawClient } from './nbd.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { rawDisk, vhdDisk } from './support/images.js';
+import { RawClient } from './support/nbd-client.js';
+import { replicatedVm } from './support/replicated-vm.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let served: ServedVm;
 let sock: string;
 let raw: string;
@@ -22,7 +25,7 @@ let vhd: string;
 const SIZE = 8 * MiB;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-nbd-'));
+  ({ dir, cleanup } = tempDir('vhdsync-nbd-'));
   raw = await rawDisk(join(dir, 'a.img'), SIZE, 3);
   vhd = vhdDisk(join(dir, 'b.vhd'), 16 * MiB);
   const rep = await replicatedVm(dir, 'vm', [raw, vhd]);

@@ -1,45 +1,29 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { resync } from '../host/index.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
-import { tempDir, qemuIdentical, randomBytes, rawImage, cli, CLI, homeCli } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, homeCli } from './support/cli.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { imageDigest } from './support/digest.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let certs: string;
+let tls: CliCerts;
 let root: string;
-let server: ChildProcess;
+let server: ServedReplica;
 let port: number;
-const serverLog: Record<string, unknown>[] = [];
 
-const clientFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
-const serverFlags = () => ['--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
-
-/** `vhdsync replica serve` as a child process; resolves with its port once it listens. */
-function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    child.stdout!.on('data', (d) => {
-      buffered += d;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        serverLog.push(e);
-        if (e.event === 'listening') resolve({ child, port: e.port });
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
-  });
-}
+const clientFlags = () => tls.clientFlags();
+const serverFlags = () => tls.serverFlags();
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -50,21 +34,16 @@ async function freePort(): Promise<number> {
 }
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-netcli-'));
+  ({ dir, cleanup } = tempDir('vhdsync-netcli-'));
   certs = join(dir, 'certs');
-  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary,backup']);
-  expect(made.status, made.stderr).toBe(0);
+  tls = cliCerts(certs, { home: join(dir, 'home') }, { clients: 'primary,backup' });
   root = join(dir, 'root');
-  await mkdir(root);
-  ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, '--max-active-transfers', '3', ...serverFlags()]));
+  server = await replicaServer(tls, root, { home: join(dir, 'server-home') }, { extra: ['--max-active-transfers', '3'] });
+  port = server.port;
 });
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
-  await cleanup();
+  await server?.stop();
+  cleanup();
 });
 
 async function pair(name: string, size: number, seed: number): Promise<{ primary: string; replica: string; url: string }> {
@@ -88,7 +67,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
 
   it('resyncs to the replica server and prints one JSON object', async () => {
     const { primary, replica, url } = await pair('one', 64 * MiB, 1);
-    const out = cli(['resync', primary, url, '--json', ...clientFlags()], { VHDSYNC_HOME: join(dir, 'home') });
+    const out = cli(['resync', primary, url, '--json', ...clientFlags()], { home: join(dir, 'home') });
     expect(out.stderr).toBe('');
     expect(out.status).toBe(0);
     const j = JSON.parse(out.stdout);
@@ -121,12 +100,11 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     expect(test.Disks).toEqual([`${url}/vm-sys.img.test-failover.vhd`]);
     const view = join(root, 'cli-vm', 'vm-sys.img.test-failover.vhd');
     // A differencing VHD over a raw parent (qemu's vpc driver reads no differencing disks): our checksum of both.
-    const sum = (p: string) => JSON.parse(cli(['checksum', p, '--json']).stdout).checksum;
-    expect(sum(view)).toBe(sum(disk));
+    expect(await imageDigest(view)).toBe(await imageDigest(disk));
     expect(run('stop-failover', 'cli-vm', '--test')).toEqual({ Removed: [`${url}/vm-sys.img.test-failover.vhd`] });
     expect(existsSync(view)).toBe(false);
     // The VM's network settings change with set-replication (checked first: a wrong file changes nothing).
-    const bad = cli(['set-replication', 'cli-vm', '--cert', join(dir, 'nope.crt'), '--home', home]);
+    const bad = cli(['set-replication', 'cli-vm', '--cert', join(dir, 'nope.crt'), '--home', home], { home: join(dir, 'home') });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/nope\.crt: no such file/);
     run('set-replication', 'cli-vm', '--bandwidth', 'unlimited', '--cert', join(certs, 'backup.crt'), '--key', join(certs, 'backup.key'));
@@ -135,12 +113,12 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     run('workload', 'cli-vm', '--bytes', '256K', '--rate', 'unlimited', '--seed', '7');
     expect(run('service', '--once')[0].Cycle.Result).toBe('replicated');
     // The server's log line may trail the client's answer by a moment.
-    for (let i = 0; i < 100 && !serverLog.some((e) => e.event === 'started' && e.client === 'backup'); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(serverLog.filter((e) => e.event === 'started').map((e) => e.client)).toContain('backup');
+    for (let i = 0; i < 100 && !server.events().some((e) => e.event === 'started' && e.client === 'backup'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(server.events().filter((e) => e.event === 'started').map((e) => e.client)).toContain('backup');
     expect(qemuIdentical(disk, replica)).toBe(true);
-    const local = cli(['set-replication', 'nope', '--bandwidth', '1mbps', '--home', home]);
+    const local = cli(['set-replication', 'nope', '--bandwidth', '1mbps', '--home', home], { home: join(dir, 'home') });
     expect(local.status).toBe(2);
-    const reverse = cli(['reverse-replication', 'cli-vm', '--home', home]);
+    const reverse = cli(['reverse-replication', 'cli-vm', '--home', home], { home: join(dir, 'home') });
     expect(reverse.status).toBe(2);
     expect(reverse.stderr).toMatch(/reverse-replication needs 'cli-vm' failed over/);
   });
@@ -175,7 +153,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
       [['cert'], /required option '--out <dir>'/],
     ];
     for (const [args, msg] of cases) {
-      const out = cli(args);
+      const out = cli(args, { home: join(dir, 'home') });
       expect(out.status, args.join(' ')).toBe(2);
       expect(out.stderr, args.join(' ')).toMatch(msg);
       expect(out.stderr.trim().split('\n').length, out.stderr).toBeLessThanOrEqual(2);
@@ -187,7 +165,7 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
     const size = 64 * MiB;
     const pairs = await Promise.all(Array.from({ length: 8 }, (_, i) => pair(`load${i}`, size, 100 * (i + 1))));
     const tls = await loadTlsMaterial({ cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') });
-    const logFrom = serverLog.length;
+    const logFrom = server.events().length;
     const t0 = performance.now();
     const results = await Promise.all(pairs.map((p) => resync({ primary: p.primary, replica: p.url, network: { tls } })));
     const seconds = (performance.now() - t0) / 1000;
@@ -195,11 +173,11 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
       expect(r.result).toBe('completed');
       expect(qemuIdentical(pairs[i].primary, pairs[i].replica)).toBe(true);
     }
-    const log = serverLog.slice(logFrom);
+    const log = server.events().slice(logFrom);
     expect(log.filter((e) => e.event === 'started').map((e) => e.active as number).every((n) => n <= 3)).toBe(true);
     expect(log.filter((e) => e.event === 'queued').length).toBeGreaterThanOrEqual(5);
     // Peak resident memory of the server process over its whole life (Linux: VmHWM).
-    const status = await readFile(`/proc/${server.pid}/status`, 'utf8');
+    const status = await readFile(`/proc/${server.child.pid}/status`, 'utf8');
     const peakMiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
     const payload = results.reduce((n, r) => n + r.bytesSent, 0);
     console.log(`[network] load: 8 × ${size / MiB} MiB (${payload / MiB} MiB sent) in ${seconds.toFixed(2)} s; replica server peak RSS ${peakMiB.toFixed(0)} MiB`);
@@ -207,8 +185,8 @@ describe('vhdsync cert, replica serve and resync tls:// (CLI)', () => {
   });
 
   it('SIGTERM stops the server cleanly', async () => {
-    const exited = new Promise<number | null>((r) => server.once('exit', (code) => r(code)));
-    server.kill('SIGTERM');
+    const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)));
+    server.child.kill('SIGTERM');
     expect(await exited).toBe(0);
   });
 });

@@ -1,5 +1,4 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createConnection, createServer, type Socket } from 'node:net';
@@ -12,46 +11,29 @@ import { loadTlsMaterial, type TlsMaterial } from '../host/transport/tls-config.
 import { dialReplicaServer } from '../host/transport/tls-connect.js';
 import { parseReplicaAddress } from '../host/transport/replica-address.js';
 import type { TlsLink } from '../host/transport/tls-link.js';
-import { cli, CLI, qemuIdentical, randomBytes, rawImage, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliCerts, replicaServer, type ServedReplica } from './support/served-replica.js';
+import { MiB } from '../host/units.js';
 
 /**
  * Issue 13, "Hostile peers": a real `vhdsync replica serve` process, attacked the way a stranger on the
  * network (items 8) or a client holding a valid certificate (item 9) can, with the server's resident
  * memory sampled from /proc throughout.
  */
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let certs: string;
 let root: string;
-let server: ChildProcess;
+let server: ServedReplica;
 let port: number;
 let tls: TlsMaterial;
-const serverLog: Record<string, unknown>[] = [];
-
-function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    child.stdout!.on('data', (d) => {
-      buffered += d;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        serverLog.push(e);
-        if (e.event === 'listening') resolve({ child, port: e.port });
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
-  });
-}
 
 /** The server's resident set in MiB, from /proc. */
 function rssMiB(): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'));
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'));
   return Math.round(Number(m![1]) / 1024);
 }
 
@@ -63,24 +45,18 @@ function sampleRss(): { stop: () => number; samples: number[] } {
 }
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-hostile-'));
+  ({ dir, cleanup } = tempDir('vhdsync-hostile-'));
   certs = join(dir, 'certs');
-  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1', '--clients', 'primary']);
-  expect(made.status, made.stderr).toBe(0);
+  const made = cliCerts(certs, { home: join(dir, 'home') }, { serverNames: '127.0.0.1' });
   root = join(dir, 'root');
-  await mkdir(root);
-  const flags = ['--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
   // The default handshake deadline (10 s) and caps: what a user runs.
-  ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, ...flags]));
+  server = await replicaServer(made, root, { home: join(dir, 'server-home') });
+  port = server.port;
   tls = await loadTlsMaterial({ cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') });
 });
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
-  await cleanup?.();
+  await server?.stop();
+  cleanup?.();
 });
 
 async function pair(name: string, size: number, seed: number): Promise<{ primary: string; replica: string; url: string }> {
@@ -229,7 +205,7 @@ describe('a replica server under hostile peers (a real `replica serve` process, 
       rss.stop();
       for (const f of [...idle, drips, slowTls, sameAddress]) f.stop();
     }
-    expect(server.exitCode).toBe(null);
+    expect(server.child.exitCode).toBe(null);
   }, 120_000);
 
   it('a drip that never completes the handshake is dropped by the deadline, not kept alive by its bytes', async () => {
@@ -270,7 +246,7 @@ describe('a replica server under hostile peers (a real `replica serve` process, 
       link.destroy();
       expect(e?.code).toBe('PROTOCOL');
       expect(e?.message).toMatch(message);
-      expect(server.exitCode).toBe(null);
+      expect(server.child.exitCode).toBe(null);
     }, 30_000);
 
     it('a 2 MB compressed data frame claiming 2 GiB is refused before it is inflated; RSS stays bounded', async () => {
@@ -299,7 +275,7 @@ describe('a replica server under hostile peers (a real `replica serve` process, 
         const e = await refused(target, () => [m], SHAPE);
         seen.push(`${name}: ${e?.code} ${e?.message}`);
         expect(e?.code, name).toBe('PROTOCOL');
-        expect(server.exitCode).toBe(null);
+        expect(server.child.exitCode).toBe(null);
       }
       const peak = rss.stop();
       console.log(`hostile frames: server RSS ${before} MiB before, peak ${peak} MiB after ${cases.length} crafted frames\n  ${seen.join('\n  ')}`);

@@ -15,13 +15,20 @@ import { encode } from '../host/transport/protocol.js';
 import { parseSiteAddress } from '../host/transport/replica-address.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { callReplicaServer } from '../host/transport/tls-connect.js';
-import { qemuIdentical, randomBytes } from './support/files.js';
-import { serverFixture, snapshot, startServer, TcpProxy, type ServerFixture, type TestCerts } from './network.support.js';
-import { FakeClock, MiB, rawDisk, sameContents } from './replication.support.js';
 import { resumeReplication, suspendReplication } from '../host/replication/control.js';
 import { enableReplication, removeReplication } from '../host/replication/enable.js';
 import { runResync, startInitialReplication } from '../host/replication/resync-run.js';
 import { measureReplication } from '../host/replication/views.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { type TestCerts } from './support/certs.js';
+import { rawDisk, sameContents } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { serverFixture, type ServerFixture, startServer } from './support/replica-server.js';
+import { FakeClock } from './support/replicated-vm.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { snapshot } from './support/tree-snapshot.js';
+import { subDir } from './support/temp-dir.js';
 
 /**
  * `enable-replication --replica tls://HOST:PORT/NAME`: a VM replicated to a replica server on
@@ -42,12 +49,7 @@ beforeAll(async () => {
 });
 afterAll(() => net?.close());
 
-let n = 0;
-async function sub(): Promise<string> {
-  const d = join(dir, `t${++n}`);
-  await mkdir(d);
-  return d;
-}
+const sub = () => subDir(dir);
 
 const client = () => certs.files('client');
 

@@ -6,7 +6,7 @@ import { TokenBucket, parseBandwidthSchedule, scheduledRate, bandwidthLimiter } 
 import { TlsLink } from '../host/transport/tls-link.js';
 import { parseReplicaAddress, parseListen, isReplicaAddress } from '../host/transport/replica-address.js';
 import { confineTarget } from '../host/replica/root.js';
-import { tempDir } from './support/files.js';
+import { tempDir } from './support/temp-dir.js';
 
 /** Two ends of a loopback TCP connection (the framing does not care whether TLS is underneath). */
 async function socketPair(): Promise<[Socket, Socket]> {
@@ -99,9 +99,9 @@ describe('replica addresses', () => {
 
 describe('replica root confinement', () => {
   let dir: string;
-  let cleanup: () => Promise<void>;
+  let cleanup: () => void;
   beforeAll(async () => {
-    ({ dir, cleanup } = await tempDir());
+    ({ dir, cleanup } = tempDir());
     await mkdir(join(dir, 'root', 'vm'), { recursive: true });
     await mkdir(join(dir, 'outside'));
     await writeFile(join(dir, 'root', 'vm', 'disk.vhd'), 'x');

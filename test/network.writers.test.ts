@@ -10,10 +10,13 @@ import { cancelResync, resync, startResync } from '../host/index.js';
 import { lockHolderOf } from '../host/writer-lock.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { bandwidthLimiter } from '../host/transport/token-bucket.js';
-import { qemuIdentical, randomBytes, rawImage, sha256File } from './support/files.js';
-import { serverFixture, type ServerFixture } from './network.support.js';
+import { randomBytes } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { serverFixture, type ServerFixture } from './support/replica-server.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let net: ServerFixture;
 beforeAll(async () => (net = await serverFixture('vhdsync-netw-')));
 afterAll(() => net?.close());
@@ -56,7 +59,7 @@ describe('one writer on the replica server', () => {
 
   it('a served resync holds the replica: a local resync of the same file is refused; a cancel stops the session and leaves the base untouched', async () => {
     const { primary, replica } = await pair('cx');
-    const before = await sha256File(replica);
+    const before = sha256File(replica);
     const running = startResync({ primary, replica: url('cx/disk.img'), network: await slow() });
     const outcome = running.done.then(() => 'completed', (e) => e);
     await heldBy(replica, process.pid); // the server runs in this test's process
@@ -66,7 +69,7 @@ describe('one writer on the replica server', () => {
     expect(c.stopped?.pid).toBe(process.pid);
     const ended = await outcome;
     expect(ended).toMatchObject({ code: 'CANCELLED' });
-    expect(await sha256File(replica)).toBe(before);
+    expect(sha256File(replica)).toBe(before);
     expect(existsSync(`${replica}.resync.json`)).toBe(false);
     expect(existsSync(`${replica}.resync.vhd`)).toBe(false);
     const again = await resync({ primary, replica: url('cx/disk.img'), network: await client() });

@@ -9,7 +9,8 @@ import { cpSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, tempDir } from './support/files.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 let files: string[];
@@ -76,7 +77,7 @@ describe('a consumer installing the packed tarball', () => {
   };
 
   it('npm pack then npm i ./vhdsync-*.tgz prints no install-script warning, and npx vhdsync --version runs the installed bin', async () => {
-    const { dir, cleanup } = await tempDir('vhdsync-consumer-');
+    const { dir, cleanup } = tempDir('vhdsync-consumer-');
     try {
       // Pack a copy of what `files` ships plus the pack script, so the worktree's package.json is never
       // rewritten under tests running beside this one. Same manifest, same lifecycle (prepack, postpack).

@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, ROOT, tempDir } from './support/files.js';
+import { CLI, ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
 
 interface Block {
   /** 1-based line of the opening fence. */
@@ -48,11 +49,11 @@ export function shellBlocks(markdown: string): Block[] {
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const blocks = shellBlocks(readme);
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let bin: string;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-readme-'));
+  ({ dir, cleanup } = tempDir('vhdsync-readme-'));
   bin = join(dir, 'bin');
   mkdirSync(bin);
   symlinkSync(CLI, join(bin, 'vhdsync'));

@@ -1,8 +1,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { homeCli, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { homeCli } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * Every versioned JSON state file of a VM's replication — the VM's record (vm.json), the replica's
@@ -12,12 +14,12 @@ import { MiB, rawDisk } from './replication.support.js';
  * (code STATE), never a TypeError. Each kind is corrupted four ways through the built CLI.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let cli: ReturnType<typeof homeCli>;
 let replicaDir: string;
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-state-files-'));
+  ({ dir, cleanup } = tempDir('vhdsync-state-files-'));
   cli = homeCli(join(dir, 'home'));
   replicaDir = join(dir, 'replica');
   const a = await rawDisk(join(dir, 'a.img'), 4 * MiB, 5);

@@ -1,61 +1,40 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
-import { CLI, cli, homeCli, randomBytes, tempDir } from './support/files.js';
-import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { FakeClock, replicatedVm } from './support/replicated-vm.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
 
 // Get-VMReplication on the replica side, through the built CLI: what the replica folders say of
 // themselves (Mode Replica), in a local replica directory and on a replica server over mutual TLS.
 let dir: string;
-let cleanup: () => Promise<void>;
-let certs: string;
+let cleanup: () => void;
+let certs: CliCerts;
 let root: string;
-let server: ChildProcess | undefined;
+let server: ServedReplica | undefined;
 let port: number;
-
-function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    child.stdout!.on('data', (x) => {
-      buffered += x;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        if (e.event === 'listening') resolve({ child, port: e.port });
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (x) => (stderr += x));
-    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
-  });
-}
 
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-replica-view-'));
-  certs = join(dir, 'certs');
-  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
-  expect(made.status, made.stderr).toBe(0);
+  ({ dir, cleanup } = tempDir('vhdsync-replica-view-'));
+  certs = cliCerts(join(dir, 'certs'), { home: join(dir, 'home') });
   root = join(dir, 'root');
-  await mkdir(root, { recursive: true });
-  ({ child: server, port } = await serve(['--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')]));
+  server = await replicaServer(certs, root, { home: join(dir, 'server-home') });
+  port = server.port;
 });
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server!.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
-  await cleanup();
+  await server?.stop();
+  cleanup();
 });
 
-const clientFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+const clientFlags = () => certs.clientFlags();
 
 describe('get-replication on the replica side', () => {
   it('--replica-path: Mode Replica, State/Health, last applied time and the recovery points; the failover states as the replica sees them', async () => {

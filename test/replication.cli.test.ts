@@ -1,54 +1,22 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, homeCli, qemuIdentical, tempDir } from './support/files.js';
-import { MiB, rawDisk, vhdDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { newSite, type Site } from './support/cli.js';
+import { rawDisk, vhdDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { until } from './support/until.js';
+import { sha256File } from './support/digest.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-repl-cli-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-repl-cli-')));
 afterAll(() => cleanup());
 
-/** A fresh site: its disks, its home, its replica directory, and a `vhdsync` bound to that home. */
-async function site() {
-  const d = join(dir, `s${++n}`);
-  await mkdir(d);
-  const home = join(d, 'home');
-  return { d, home, replica: join(d, 'replica'), ...homeCli(home) };
-}
-
-type Site = Awaited<ReturnType<typeof site>>;
-
-/** Start `vhdsync workload` in the background; resolves once the VM is running, with a way to stop or kill it. */
-function background(s: Site, args: string[]) {
-  const child = spawn(process.execPath, [CLI, ...args, '--home', s.home], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (x) => (stdout += x));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    // 'close', not 'exit': only then has everything the child printed been read.
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  const started = new Promise<void>((res) =>
-    child.stderr.on('data', (x) => {
-      stderr += x;
-      if (/is running \(process|resynchroniz/i.test(stderr)) res();
-    }),
-  );
-  return { child, started, exited };
-}
-
-/** Wait (polling files, never a fixed sleep) until `check` holds. */
-async function until(check: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const site = () => newSite(dir);
 
 const logSize = (disk: string) => stat(`${disk}.vhdsync-track`).then((s) => s.size, () => 0);
 
@@ -103,8 +71,8 @@ describe('vhdsync replication (CLI, real files)', () => {
     }
 
     // SIGKILL the running VM: its logs stay open (end-of-log 0) with a dead writer.
-    const bg = background(s, ['workload', 'vm', '--pattern', 'random', '--rate', '4MB/s', '--duration', '30s']);
-    await bg.started;
+    const bg = s.background('workload', 'vm', '--pattern', 'random', '--rate', '4MB/s', '--duration', '30s');
+    await bg.ready((o) => /is running \(process|resynchroniz/i.test(o.stderr));
     await until(async () => (await logSize(raw)) > 64 * 1024, 'tracked writes');
     bg.child.kill('SIGKILL');
     expect((await bg.exited).signal).toBe('SIGKILL');
@@ -197,8 +165,8 @@ describe('vhdsync replication (CLI, real files)', () => {
     const p = await rawDisk(join(s.d, 'p.img'), 16 * MiB);
     s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica);
     s.ok('start-initial-replication', 'vm');
-    const bg = background(s, ['workload', 'vm', '--pattern', 'random', '--rate', '2MB/s', '--duration', '30s']);
-    await bg.started;
+    const bg = s.background('workload', 'vm', '--pattern', 'random', '--rate', '2MB/s', '--duration', '30s');
+    await bg.ready((o) => /is running \(process|resynchroniz/i.test(o.stderr));
     await until(async () => (await logSize(p)) > 16 * 1024, 'tracked writes');
     await rm(`${p}.vhdsync-track`); // the volume holding the log loses it
     await until(() => s.json('get-replication', 'vm').State !== 'Replicating', 'the VM to notice');
@@ -238,10 +206,10 @@ describe('vhdsync replication (CLI, real files)', () => {
     const bytes = new Uint8Array(await readFile(sealed));
     bytes[bytes.length - 100] ^= 0x40; // bit rot in the last write's data
     await writeFile(sealed, bytes);
-    const replicaBefore = execFileSync('sha256sum', [join(s.replica, 'vm', 'p.img')], { encoding: 'utf8' }).split(' ')[0];
+    const replicaBefore = sha256File(join(s.replica, 'vm', 'p.img'));
     const [pass] = s.json('service', '--once');
     expect(pass.Cycle).toMatchObject({ Result: 'resync-required', Trigger: { Reason: 'ReplicaLogInvalid' } });
-    expect(execFileSync('sha256sum', [join(s.replica, 'vm', 'p.img')], { encoding: 'utf8' }).split(' ')[0]).toBe(replicaBefore);
+    expect(sha256File(join(s.replica, 'vm', 'p.img'))).toBe(replicaBefore);
     expectRequired(s, 'ReplicaLogInvalid', /00000001-0\.log: a record is damaged/);
     resyncAndCheck(s, [p], 16 * MiB);
   });
@@ -255,7 +223,7 @@ describe('vhdsync replication (CLI, real files)', () => {
     for (const p of [a, b]) execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 1M 1M', p]);
     s.ok('service', '--once'); // sees the change: resync required (manual policy: nothing starts)
     const started = () => {
-      const bg = background(s, ['resume-replication', 'vm', '--resynchronize', '--link', '2MB/s', '--json']);
+      const bg = s.background('resume-replication', 'vm', '--resynchronize', '--link', '2MB/s', '--json');
       return bg;
     };
     let bg = started();
@@ -298,17 +266,16 @@ describe('vhdsync replication (CLI, real files)', () => {
     const p = await rawDisk(join(s.d, 'p.img'), 16 * MiB, 3);
     s.ok('enable-replication', 'vm', '--disk', p, '--replica', s.replica, '--auto-resynchronize-enabled', '1', '--auto-resynchronize-interval-start', '00:00:00', '--auto-resynchronize-interval-end', '23:59:59');
     s.ok('start-initial-replication', 'vm');
-    const svc = spawn(process.execPath, [CLI, 'service', '--tick', '50ms', '--home', s.home], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let log = '';
-    svc.stderr.on('data', (x) => (log += x));
-    const exited = new Promise<number | null>((res) => svc.on('exit', (code) => res(code)));
-    await until(() => /replication service started/.test(log), 'the service');
+    const svc = s.background('service', '--tick', '50ms');
+    const log = () => svc.output().stderr;
+    const exited = svc.exited.then((r) => r.code);
+    await until(() => /replication service started/.test(log()), 'the service');
     expect(s.run('service', '--once').stderr).toMatch(/already running for this home \(process \d+\)/);
     execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 5M 256k', p]);
-    await until(() => /resynchronization completed/.test(log), 'the automatic resync');
-    expect(log).toMatch(/resynchronization required: ModifiedWhileOff/);
-    expect(log).toMatch(/starting an automatic resynchronization/);
-    svc.kill('SIGTERM');
+    await until(() => /resynchronization completed/.test(log()), 'the automatic resync');
+    expect(log()).toMatch(/resynchronization required: ModifiedWhileOff/);
+    expect(log()).toMatch(/starting an automatic resynchronization/);
+    svc.child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(s.json('get-replication', 'vm')).toMatchObject({ State: 'Replicating', Health: 'Normal' });
     expect(qemuIdentical(p, join(s.replica, 'vm', 'p.img'))).toBe(true);

@@ -1,49 +1,53 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
-import { copyFile } from 'node:fs/promises';
 import { loadCore } from '../host/core/index.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { ExtendedReplication } from '../host/replication/extended.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { ReplicationService } from '../host/service/service.js';
 import { Replication } from '../host/replication/replication.js';
-import { serveReplica, stopProcess } from './support/replica-serve.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli, background, stopChild } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { FakeClock, replicatedVm } from './support/replicated-vm.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
 
 // Extended replication (issue 18): A (primary) → B (replica server) → C (extended replica, a replica
 // server too), every step a real CLI process, mutual TLS between the sites. B's side runs in its own
 // home (`enable-replication --extended --replica-path <B's root>`), its cycles by `service --once`.
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let certs: string;
+let tlsCerts: CliCerts;
 const servers = new Set<ChildProcess>();
 
-async function serve(root: string, port = 0): Promise<{ port: number; child: ChildProcess }> {
-  const server = await serveReplica(root, certs, port);
+async function serve(root: string, port = 0): Promise<ServedReplica> {
+  const server = await replicaServer(tlsCerts, root, { home: join(dir, 'server-home') }, { port });
   servers.add(server.child);
   server.child.once('exit', () => servers.delete(server.child));
   return server;
 }
 
-const kill = stopProcess;
+const kill = stopChild;
 
 /** A CLI process in the background (for a kill at a moment of the test's choosing). */
-function background(args: string[]): { child: ChildProcess; done: Promise<number | null> } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
-  return { child, done: new Promise((r) => child.once('exit', (code) => r(code))) };
+function inBackground(args: string[]): { child: ChildProcess; done: Promise<number | null> } {
+  const bg = background(args, { home: join(dir, 'home') });
+  return { child: bg.child, done: bg.exited.then((r) => r.code) };
 }
 
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-extended-'));
+  ({ dir, cleanup } = tempDir('vhdsync-extended-'));
   certs = join(dir, 'certs');
-  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
-  expect(made.status, made.stderr).toBe(0);
+  tlsCerts = cliCerts(certs, { home: join(dir, 'home') });
 });
 afterAll(async () => {
   for (const s of [...servers]) await kill(s, 'SIGTERM');
@@ -174,7 +178,7 @@ describe('extended replication A → B → C', () => {
     // 2. B's server killed while it applies a large cycle (or at whatever moment the kill lands):
     // the log being applied is kept before its first write, the apply is resumed by the next cycle.
     A.ok('workload', 'vm', '--bytes', '24M', '--rate', 'unlimited', '--seed', '23');
-    const shipping = background(['service', '--once', '--home', join(s.base, 'homeA')]);
+    const shipping = inBackground(['service', '--once', '--home', join(s.base, 'homeA')]);
     let caughtApplying: number | undefined;
     let keptWhileApplying = false;
     for (let i = 0; i < 20_000 && shipping.child.exitCode === null; i++) {
@@ -200,7 +204,7 @@ describe('extended replication A → B → C', () => {
 
     // 3. B's extended cycle itself killed while it ships: the next one finishes the job.
     s.writeAndShip('16M', 24);
-    const onward = background(['service', '--once', '--home', join(s.base, 'homeB')]);
+    const onward = inBackground(['service', '--once', '--home', join(s.base, 'homeB')]);
     await new Promise((r) => setTimeout(r, 150));
     await kill(onward.child);
     const again = s.extendedCycle();

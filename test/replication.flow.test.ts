@@ -6,7 +6,6 @@ import { execFileSync } from 'node:child_process';
 import { loadCore } from '../host/core/index.js';
 import { createVhdx, openDisk } from '../host/disk/index.js';
 import { getRecoveryPoints, startFailover, stopFailover } from '../host/replication/failover.js';
-import { diskChecksum } from '../host/resync/checksum.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { replicateCycle } from '../host/replication/cycle.js';
 import { driveWorkload } from '../host/replication/workload-driver.js';
@@ -14,28 +13,28 @@ import { ReplicationService } from '../host/service/service.js';
 import { nodeLogFs, type LogFs } from '../host/tracking/log-fs.js';
 import { listSealedLogs, trackingLogPathFor } from '../host/tracking/log-files.js';
 import { readTrackingLog, HEADER_BYTES, RECORD_HEAD } from '../host/tracking/log.js';
-import { qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
-import { MiB, fileBytes, rawDisk, replicatedVm } from './replication.support.js';
 import { resumeReplication, stopReplication, suspendReplication } from '../host/replication/control.js';
 import { evaluateTriggers } from '../host/replication/resync-required.js';
 import { runResync } from '../host/replication/resync-run.js';
 import { healthNow, measureReplication } from '../host/replication/views.js';
+import { MiB } from '../host/units.js';
+import { fileBytes, randomBytes } from './support/bytes.js';
+import { sha256File, imageDigest } from './support/digest.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { replicatedVm } from './support/replicated-vm.js';
+import { tempDir, subDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-repl-flow-'));
+  ({ dir, cleanup } = tempDir('vhdsync-repl-flow-'));
 });
 afterAll(() => cleanup());
 
 /** A fresh sub-directory per test. */
-async function sub(): Promise<string> {
-  const d = join(dir, `t${++n}`);
-  await (await import('node:fs/promises')).mkdir(d);
-  return d;
-}
+const sub = () => subDir(dir);
 
 describe('replication cycles', () => {
   it('logs are sealed, shipped and applied strictly in sequence; after each cycle the replica equals the primary as of the seal', async () => {
@@ -142,16 +141,7 @@ describe('VHDX disks (Hyper-V\'s own format)', () => {
 });
 
 /** Format-independent digests of disks, read through our disk layer. */
-async function checksums(paths: string[]): Promise<string[]> {
-  const core = await loadCore();
-  const out: string[] = [];
-  for (const p of paths) {
-    const disk = await openDisk(p, { readOnly: true });
-    out.push(await diskChecksum(core, disk));
-    await disk.close();
-  }
-  return out;
-}
+const checksums = (paths: string[]) => Promise.all(paths.map(imageDigest));
 
 describe('resync triggers detected from evidence (in process)', () => {
   it('a write failure to the tracking log (injected in the file layer) requires a resync; the guest write still lands', async () => {
@@ -228,7 +218,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     const vm = await RunningVm.start(rep, 'vm');
     for (let i = 0; i < 4; i++) await vm.write(0, i * 8192, randomBytes(8192, 400 + i));
     await vm.close();
-    const before = await sha256File(replica);
+    const before = sha256File(replica);
     const [sealed] = await listSealedLogs(a);
     const bytes = await fileBytes(sealed.path);
     bytes[HEADER_BYTES + 2 * (RECORD_HEAD + 8192) + RECORD_HEAD + 100] ^= 0x01; // one bit of the third write's data
@@ -236,7 +226,7 @@ describe('resync triggers detected from evidence (in process)', () => {
     const c = await replicateCycle(rep, 'vm');
     expect(c).toMatchObject({ result: 'resync-required', trigger: { reason: 'ReplicaLogInvalid' } });
     if (c.result === 'resync-required') expect(c.trigger.evidence).toMatch(/a record is damaged \(CRC-32C mismatch/);
-    expect(await sha256File(replica)).toBe(before);
+    expect(sha256File(replica)).toBe(before);
     expect((await rep.get('vm')).state).toBe('WaitingForStartResynchronize');
   });
 

@@ -1,29 +1,28 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadCore } from '../host/core/index.js';
 import type { Replication } from '../host/replication/replication.js';
 import { RunningVm } from '../host/replication/running-vm.js';
 import { ReplicationService } from '../host/service/service.js';
-import { qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { FakeClock, MiB, rawDisk, replicatedVm } from './replication.support.js';
 import { resumeReplication } from '../host/replication/control.js';
 import { healthNow } from '../host/replication/views.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { FakeClock, replicatedVm } from './support/replicated-vm.js';
+import { tempDir, subDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-repl-svc-'));
+  ({ dir, cleanup } = tempDir('vhdsync-repl-svc-'));
 });
 afterAll(() => cleanup());
 
-async function sub(): Promise<string> {
-  const d = join(dir, `t${++n}`);
-  await mkdir(d);
-  return d;
-}
+const sub = () => subDir(dir);
 
 /** Local time on a fixed day, so the window tests mean the same in every time zone. */
 const at = (h: number, m = 0, day = 10) => new Date(2024, 5, day, h, m, 0);

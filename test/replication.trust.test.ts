@@ -1,28 +1,24 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { ROOT, cli, homeCli, qemuIdentical, tempDir } from './support/files.js';
-import { killLeftoverRuns, startRun } from './nbd.support.js';
-import { MiB, rawDisk } from './replication.support.js';
+import { MiB } from '../host/units.js';
+import { cli, killBackground, startRun, newSite } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
 
 /** Issue 13, "Ordinary operations": what users do to a replicated VM that must not fool the replica. */
 let dir: string;
-let cleanup: () => Promise<void>;
-let n = 0;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-repl-trust-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-repl-trust-')));
 afterAll(() => {
-  killLeftoverRuns();
+  killBackground();
   return cleanup();
 });
-
-async function site() {
-  const d = join(dir, `s${++n}`);
-  await mkdir(d);
-  const home = join(d, 'home');
-  return { d, home, replica: join(d, 'replica'), ...homeCli(home) };
-}
+const site = () => newSite(dir);
 
 describe('a missing replica is never silently re-seeded', () => {
   it('resume-replication --resynchronize refuses a missing replica folder (an unmounted volume), creating nothing', async () => {
@@ -62,7 +58,7 @@ describe('a missing replica is never silently re-seeded', () => {
 
 /** An image command (no replication home): must exit 0. */
 function image(...args: string[]): string {
-  const r = cli(args);
+  const r = cli(args, { home: join(dir, 'home') });
   if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
@@ -92,7 +88,7 @@ describe('a resized disk', () => {
     s.ok('start-initial-replication', 'vm');
     const running = await startRun(s.home, ['vm', '--socket', join(s.d, 'vm.sock')]);
     try {
-      const r = cli(['resize', p, '16M']);
+      const r = cli(['resize', p, '16M'], { home: join(dir, 'home') });
       expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(new RegExp(`p\\.vhd is in use by process ${running.child.pid} on .*run vm`));

@@ -15,13 +15,14 @@ import { replicationHealth } from '../host/replication/health.js';
 import { newRecord, type VmRecord } from '../host/replication/store.js';
 import { DEFAULTS } from '../host/replication/names.js';
 import { REPLICATION_STATES } from '../host/replica/states.js';
-import { ROOT, tempDir } from './support/files.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-repl-unit-'));
+  ({ dir, cleanup } = tempDir('vhdsync-repl-unit-'));
 });
 afterAll(() => cleanup());
 

@@ -2,13 +2,17 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { copyFile, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { tempDir, qemuIdentical, sha256File, randomBytes, cli, CLI, rawImage } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, background } from './support/cli.js';
+import { sha256File } from './support/digest.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir()));
 afterAll(() => cleanup());
 
 /**
@@ -16,23 +20,16 @@ afterAll(() => cleanup());
  * least one finished region; resolves with its exit and output.
  */
 async function signalAfterProgress(args: string[], replica: string, signal: NodeJS.Signals): Promise<{ signalled: boolean; stdout: string; code: number | null }> {
-  const child = spawn(process.execPath, [CLI, ...args]);
-  let stdout = '';
-  child.stdout.on('data', (d) => (stdout += d));
+  const run = background(args, { home: join(dir, 'home') });
   let done = false;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, sig) => {
-      done = true;
-      resolve({ code, signal: sig });
-    }),
-  );
+  const exited = run.exited.then((r) => ((done = true), r));
   const cp = replica + '.resync.json';
   while (!done && !(existsSync(cp) && JSON.parse(await readFile(cp, 'utf8').catch(() => '{}')).nextRegion > 0)) {
     await new Promise((res) => setTimeout(res, 10));
   }
   const signalled = !done;
-  if (signalled) child.kill(signal);
-  const { code } = await exited;
+  if (signalled) run.child.kill(signal);
+  const { code, stdout } = await exited;
   return { signalled, stdout, code };
 }
 
@@ -40,7 +37,7 @@ describe('vhdsync resync (CLI)', () => {
   it('prints one JSON object with the documented fields and exits 0 when the replica is equal', async () => {
     const p = await rawImage(join(dir, 'j-p.img'), 32 * MiB, [[MiB, randomBytes(65536, 1)]]);
     const r = await rawImage(join(dir, 'j-r.img'), 32 * MiB);
-    const out = cli(['resync', p, r, '--json', '--link', '1gbps'], { VHDSYNC_HOME: join(dir, 'home') });
+    const out = cli(['resync', p, r, '--json', '--link', '1gbps'], { home: join(dir, 'home') });
     expect(out.stderr).toBe('');
     expect(out.status).toBe(0);
     const j = JSON.parse(out.stdout);
@@ -63,12 +60,12 @@ describe('vhdsync resync (CLI)', () => {
       ['resync', p, r, '--leaf', '3000'],
       ['resync', p, r, '--bogus'],
     ]) {
-      const out = cli(args);
+      const out = cli(args, { home: join(dir, 'home') });
       expect(out.status, args.join(' ')).toBe(2);
       expect(out.stderr.trim().split('\n').length, out.stderr).toBeLessThanOrEqual(2);
       expect(out.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
     }
-    expect(cli(['resync', p, r]).stderr).toMatch(/virtual size 4 MiB .* differs .* grow the replica first: vhdsync resize /);
+    expect(cli(['resync', p, r], { home: join(dir, 'home') }).stderr).toMatch(/virtual size 4 MiB .* differs .* grow the replica first: vhdsync resize /);
   });
 
   it('wire efficiency: 50 scattered 64 KiB changes on a 1 GiB disk cost at most 1.15x the changed bytes + 64 KiB', async () => {
@@ -79,7 +76,7 @@ describe('vhdsync resync (CLI)', () => {
     for (let i = 0; i < 50; i++) changes.push([Math.floor((next() * (size - 65536)) / 4096) * 4096, randomBytes(65536, 1000 + i)]);
     const p = await rawImage(join(dir, 'w-p.img'), size, [[0, randomBytes(8 * MiB, 5)], ...changes]);
     const r = await rawImage(join(dir, 'w-r.img'), size, [[0, randomBytes(8 * MiB, 5)]]);
-    const out = cli(['resync', p, r, '--json']);
+    const out = cli(['resync', p, r, '--json'], { home: join(dir, 'home') });
     expect(out.status, out.stderr).toBe(0);
     const j = JSON.parse(out.stdout);
     const changed = j.bytesSent; // leaves that really differ (overlapping changes count once)
@@ -104,8 +101,7 @@ describe('vhdsync resync (CLI)', () => {
     // Kill each run at a random moment after its checkpoint has moved past the previous run's.
     for (let i = 0; i < 5 && !finishedEarly; i++) {
       const last = await checkpointRegion();
-      const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const { child, exited } = background(args, { home: join(dir, 'home') });
       let done = false;
       void exited.then(() => (done = true));
       while (!done && (await checkpointRegion()) <= last) await new Promise((res) => setTimeout(res, 10));
@@ -123,7 +119,7 @@ describe('vhdsync resync (CLI)', () => {
     }
     expect(kills).toBeGreaterThanOrEqual(2);
     for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
-    const finished = cli(args);
+    const finished = cli(args, { home: join(dir, 'home') });
     expect(finished.status, finished.stderr).toBe(0);
     const j = JSON.parse(finished.stdout);
     if (!finishedEarly) {
@@ -150,7 +146,7 @@ describe('vhdsync resync (CLI)', () => {
     expect(j.events.map((e: { id: number; result?: string }) => [e.id, e.result])).toEqual([[29242, undefined], [29244, 'paused']]);
     expect(existsSync(r + '.resync.json')).toBe(true);
 
-    const again = cli(['resync', p, r, '--json', '--restart']);
+    const again = cli(['resync', p, r, '--json', '--restart'], { home: join(dir, 'home') });
     expect(again.status, again.stderr).toBe(0);
     const k = JSON.parse(again.stdout);
     expect(k.resumedFrom).toBe(0);
@@ -165,16 +161,16 @@ describe('vhdsync resync (CLI)', () => {
     const p = await rawImage(join(dir, 'c-p.img'), size, writes);
     const r = await rawImage(join(dir, 'c-r.img'), size, [[0, randomBytes(4096, 9)]]);
     await copyFile(r, r + '.orig');
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const res = await signalAfterProgress(['resync', p, r, '--link', '10MB/s'], r, 'SIGKILL');
     expect(res.signalled).toBe(true);
     expect(existsSync(r + '.resync.vhd')).toBe(true);
-    const out = cli(['resync', '--cancel', r]);
+    const out = cli(['resync', '--cancel', r], { home: join(dir, 'home') });
     expect(out.status).toBe(0);
     expect(out.stdout).toMatch(/cancelled/);
     expect(existsSync(r + '.resync.vhd')).toBe(false);
     expect(existsSync(r + '.resync.json')).toBe(false);
-    expect(await sha256File(r)).toBe(before);
-    expect(cli(['resync', '--cancel', r, p]).status).toBe(2);
+    expect(sha256File(r)).toBe(before);
+    expect(cli(['resync', '--cancel', r, p], { home: join(dir, 'home') }).status).toBe(2);
   });
 });

@@ -5,18 +5,23 @@ import { join } from 'node:path';
 import { resync } from '../host/index.js';
 import { VhdsyncError } from '../host/errors.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
-import { CLI, tempDir, qemuIdentical, randomBytes, rawImage } from './support/files.js';
-import { makeCerts, startServer, type TestCerts } from './network.support.js';
 import type { ReplicaServer, ServerEvent } from '../host/replica/server.js';
+import { randomBytes } from './support/bytes.js';
+import { makeCerts, type TestCerts } from './support/certs.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { startServer } from './support/replica-server.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
+import { cli } from './support/cli.js';
 
 /**
  * A replica on a real, small file system that fills up during the compare (a 40 MiB tmpfs; the
  * overlay needs about 48 MiB). Needs mount(8) permission (root in CI); skipped with a message otherwise.
  */
-const MiB = 1024 * 1024;
 const SIZE = 96 * MiB;
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 const mounts: string[] = [];
 let mountError = '';
 
@@ -35,7 +40,7 @@ async function smallFs(name: string): Promise<string> {
   }
 }
 
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-full-')));
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-full-')));
 afterAll(async () => {
   for (const m of mounts) spawnSync('umount', ['-l', m]);
   await cleanup();
@@ -61,8 +66,8 @@ describe.skipIf(process.platform !== 'linux')('a replica disk that fills up duri
     const mnt = await smallFs('local-fs');
     if (!mnt) return ctx.skip();
     const { primary, replica } = await pair(mnt, 'local');
-    const env = { ...process.env, VHDSYNC_HOME: join(dir, 'home') };
-    const full = spawnSync(process.execPath, [CLI, 'resync', primary, replica, '--no-progress'], { encoding: 'utf8', env, timeout: 60_000 });
+    const at = { home: join(dir, 'home') };
+    const full = cli(['resync', primary, replica, '--no-progress'], at, 60_000);
     expect(full.signal, 'the resync hung on a full disk and was killed').toBeNull();
     expect(full.status).toBe(2);
     const lines = full.stderr.trim().split('\n');
@@ -70,7 +75,7 @@ describe.skipIf(process.platform !== 'linux')('a replica disk that fills up duri
     expect(lines[0]).toMatch(new RegExp(`^vhdsync: ${mnt}/local/disk\\.img\\S*: no space left on the device holding ${mnt}/local/disk\\.img\\S*; free space there`));
 
     grow(mnt);
-    const again = spawnSync(process.execPath, [CLI, 'resync', primary, replica, '--json'], { encoding: 'utf8', env, timeout: 120_000 });
+    const again = cli(['resync', primary, replica, '--json'], at, 120_000);
     expect(again.status, again.stderr).toBe(0);
     const r = JSON.parse(again.stdout);
     expect(r).toMatchObject({ result: 'completed', identical: true });

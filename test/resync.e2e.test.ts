@@ -5,12 +5,16 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk, trackingLogPathFor } from '../host/index.js';
 import { resizeImage } from '../host/disk/resize.js';
-import { tempDir, qemuIdentical, sha256File, randomBytes, rawImage } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir()));
 afterAll(() => cleanup());
 
 let n = 0;
@@ -154,15 +158,15 @@ describe('resync end to end on real files', () => {
     n++;
     const p = await rawImage(path('p.img'), 32 * MiB);
     const r = await rawImage(path('r.img'), 16 * MiB, [[0, randomBytes(4096, 1)]]);
-    const before = await sha256File(r);
+    const before = sha256File(r);
     await expect(resync({ primary: p, replica: r })).rejects.toThrow(/virtual size 16 MiB .* differs from .* \(32 MiB/);
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
     expect(existsSync(overlayPathFor(r))).toBe(false);
     // The fix it names works: a smaller replica is grown, then the resync completes.
     await expect(resync({ primary: p, replica: r })).rejects.toThrow(`grow the replica first: vhdsync resize ${r} ${32 * MiB}`);
     await resizeImage(r, { to: 32 * MiB });
     expect((await resync({ primary: p, replica: r })).result).toBe('completed');
-    expect(await sha256File(r)).toBe(await sha256File(p));
+    expect(sha256File(r)).toBe(sha256File(p));
     // A larger dynamic VHD cannot be cut: the message says so and names the way out.
     const big = join(dir, 'big.vhd');
     await createVhd(big, { size: 64 * MiB, type: 'dynamic' });
@@ -174,12 +178,12 @@ describe('resync end to end on real files', () => {
     const size = 32 * MiB;
     const p = await rawImage(path('p.img'), size, [[3 * MiB, randomBytes(8192, 2)]]);
     const r = await rawImage(path('r.img'), size);
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const res = await resync({ primary: p, replica: r, dryRun: true });
     expect(res.dryRun).toBe(true);
     expect(res.identical).toBe(false);
     expect(res.bytesSent).toBe(8192);
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
     expect(existsSync(overlayPathFor(r))).toBe(false);
     expect(existsSync(checkpointPathFor(r))).toBe(false);
   });
@@ -204,7 +208,7 @@ describe('resync end to end on real files', () => {
     for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 8192, randomBytes(256 * 1024, off / MiB)]);
     const p = await rawImage(path('p.img'), size, writes);
     const r = await rawImage(path('r.img'), size);
-    const before = await sha256File(r);
+    const before = sha256File(r);
     // 256 KiB per region at 20 MB/s: ~13 ms a region
     const h = startResync({
       primary: p,
@@ -216,7 +220,7 @@ describe('resync end to end on real files', () => {
     expect(first.result).toBe('paused');
     expect(first.bytesCompared).toBeLessThan(size);
     expect(existsSync(checkpointPathFor(r))).toBe(true);
-    expect(await sha256File(r)).toBe(before); // base untouched while the overlay takes the writes
+    expect(sha256File(r)).toBe(before); // base untouched while the overlay takes the writes
 
     const second = await resync({ primary: p, replica: r });
     expect(second.result).toBe('completed');
@@ -226,7 +230,7 @@ describe('resync end to end on real files', () => {
 
     // Cancel: a paused resync of a fresh replica is dropped and the base is byte-identical.
     const r2 = await rawImage(path('r2.img'), size, [[0, randomBytes(4096, 77)]]);
-    const before2 = await sha256File(r2);
+    const before2 = sha256File(r2);
     const h2 = startResync({
       primary: p,
       replica: r2,
@@ -237,7 +241,7 @@ describe('resync end to end on real files', () => {
     expect(await cancelResync(r2)).toEqual({ cancelled: true });
     expect(existsSync(overlayPathFor(r2))).toBe(false);
     expect(existsSync(checkpointPathFor(r2))).toBe(false);
-    expect(await sha256File(r2)).toBe(before2);
+    expect(sha256File(r2)).toBe(before2);
     const third = await resync({ primary: p, replica: r2 });
     expect(third.resumedFrom).toBe(0);
     expect(qemuIdentical(p, r2)).toBe(true);

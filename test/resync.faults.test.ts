@@ -9,12 +9,15 @@ import { connectReplica, type ReplicaConnection } from '../host/resync/connect.j
 import { ReplicaEndpoint } from '../host/resync/replica.js';
 import { createMemoryLink, MemoryLink } from '../host/transport/memory-link.js';
 import { VhdsyncError } from '../host/errors.js';
-import { tempDir, qemuIdentical, randomBytes, rawImage } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-faults-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-faults-')));
 afterAll(() => cleanup());
 
 /** Fails the test instead of hanging it: the promise must settle within `ms`. */

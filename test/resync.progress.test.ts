@@ -2,12 +2,16 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { resync, parseRate, type ResyncProgress } from '../host/index.js';
 import { compareDetail } from '../host/cli/progress.js';
-import { cli, qemuIdentical, randomBytes, rawImage, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli } from './support/cli.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir()));
 afterAll(() => cleanup());
 
 describe('resync progress, as rsync users read it', () => {
@@ -50,7 +54,7 @@ describe('link rates without a unit', () => {
   it('--link 1.5 is refused with exit 2 and the hint 1.5mbps; nothing is resynced', async () => {
     const p = await rawImage(join(dir, 'l-p.img'), 4 * MiB, [[0, randomBytes(4096, 9)]]);
     const r = await rawImage(join(dir, 'l-r.img'), 4 * MiB);
-    const out = cli(['resync', p, r, '--link', '1.5'], { VHDSYNC_HOME: join(dir, 'home') });
+    const out = cli(['resync', p, r, '--link', '1.5'], { home: join(dir, 'home') });
     expect(out.status).toBe(2);
     expect(out.stderr).toMatch(/^vhdsync: --link: '1\.5' has no unit.*did you mean 1\.5mbps\?/);
     expect(out.stderr.trim().split('\n')).toHaveLength(1);

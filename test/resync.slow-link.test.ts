@@ -1,8 +1,12 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { tempDir, qemuIdentical, randomBytes, cli, CLI, rawImage } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { cli, background, type CliAt } from './support/cli.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
 /**
  * Issue 13 item 13: control over a slow link. Ctrl-C pauses within ~2 s whatever the link's rate
@@ -10,10 +14,9 @@ import { tempDir, qemuIdentical, randomBytes, cli, CLI, rawImage } from './suppo
  * resync to an identical replica. The in-flight window follows the link's rate, and a pause that the
  * replica has not confirmed in time drops the link without delivering what is still queued.
  */
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir()));
 afterAll(() => cleanup());
 
 /** Generous for a loaded 2-core machine, far below the runs' full length (≥ 45 s at these rates). */
@@ -27,24 +30,16 @@ async function sizeOf(path: string): Promise<number> {
  * Start `vhdsync resync` at `rate`, SIGINT it once data has reached the replica's overlay (its file
  * grows past its size at creation), and measure how long it takes to exit from then.
  */
-async function interruptWhileSending(p: string, r: string, rate: string, env: Record<string, string>): Promise<{ code: number | null; ms: number; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, 'resync', p, r, '--link', rate], { env: { ...process.env, ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
+async function interruptWhileSending(p: string, r: string, rate: string, at: CliAt): Promise<{ code: number | null; ms: number; stdout: string; stderr: string }> {
+  const run = background(['resync', p, r, '--link', rate], at);
+  const { child } = run;
   let exitedEarly = false;
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
-      exitedEarly = true;
-      resolve(code);
-    }),
-  );
+  const exited = run.exited.then((x) => ((exitedEarly = true), x.code));
   const overlay = r + '.resync.vhd';
   let created = -1;
   // Sending has started once the overlay has grown past its size at creation (data was written into it).
   for (;;) {
-    if (exitedEarly) throw new Error(`the resync ended before it sent anything: ${stderr}`);
+    if (exitedEarly) throw new Error(`the resync ended before it sent anything: ${run.output().stderr}`);
     const now = await sizeOf(overlay);
     if (created < 0 && now > 0) created = now;
     else if (created > 0 && now > created) break;
@@ -55,7 +50,7 @@ async function interruptWhileSending(p: string, r: string, rate: string, env: Re
   const timer = setTimeout(() => child.kill('SIGKILL'), EXIT_BOUND_MS);
   const code = await exited;
   clearTimeout(timer);
-  return { code, ms: performance.now() - t0, stdout, stderr };
+  return { code, ms: performance.now() - t0, ...run.output() };
 }
 
 describe('pause over a slow link (issue 13 item 13)', () => {
@@ -69,7 +64,7 @@ describe('pause over a slow link (issue 13 item 13)', () => {
       const p = await rawImage(join(dir, `${rate}-p.img`), size, [[0, data]]);
       const r = await rawImage(join(dir, `${rate}-r.img`), size);
       const home = join(dir, `home-${rate}`);
-      const paused = await interruptWhileSending(p, r, rate, { VHDSYNC_HOME: home, VHDSYNC_REPLICA_THREAD: thread });
+      const paused = await interruptWhileSending(p, r, rate, { home, env: { VHDSYNC_REPLICA_THREAD: thread } });
       console.log(`pause at ${rate}: exit ${paused.code} ${(paused.ms / 1000).toFixed(2)} s after SIGINT`);
       expect(paused.code, paused.stderr).toBe(3);
       expect(paused.ms).toBeLessThan(EXIT_BOUND_MS);
@@ -78,7 +73,7 @@ describe('pause over a slow link (issue 13 item 13)', () => {
       expect(cp.nextRegion).toBeLessThan(size / (16 * MiB));
       expect(qemuIdentical(p, r)).toBe(false);
 
-      const resumed = cli(['resync', p, r], { VHDSYNC_HOME: home, VHDSYNC_REPLICA_THREAD: thread });
+      const resumed = cli(['resync', p, r], { home, env: { VHDSYNC_REPLICA_THREAD: thread } });
       expect(resumed.status, resumed.stderr).toBe(0);
       expect(qemuIdentical(p, r)).toBe(true);
     }, 60_000);

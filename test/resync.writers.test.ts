@@ -9,12 +9,17 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { lockHolderOf } from '../host/writer-lock.js';
-import { tempDir, qemuIdentical, sha256File, rawImage, cli, CLI, ROOT, qemuImg } from './support/files.js';
+import { cli, background } from './support/cli.js';
+import { sha256File } from './support/digest.js';
+import { rawImage } from './support/images.js';
+import { qemuIdentical, qemuImg } from './support/oracles.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-writers-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-writers-')));
 afterAll(() => cleanup());
 
 interface Run {
@@ -24,12 +29,7 @@ interface Run {
 }
 
 function start(args: string[], env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, VHDSYNC_HOME: join(dir, 'home'), ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+  const { child, exited } = background(args, { home: join(dir, 'home'), env });
   return { pid: child.pid!, exited, kill: (s = 'SIGKILL') => child.kill(s) };
 }
 
@@ -91,27 +91,27 @@ describe('two writers of one replica', () => {
 
   it('resync --cancel during a running resync asks it to stop: the runner exits as cancelled, the canceller reports it, the base is untouched', async () => {
     const { p, r } = await pair('cancel');
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const a = start(['resync', p, r, '--json', ...SLOW]);
     await progressed(r, a);
-    const c = cli(['resync', '--cancel', r], { VHDSYNC_HOME: join(dir, 'home') });
+    const c = cli(['resync', '--cancel', r], { home: join(dir, 'home') });
     expect(c.stderr).toBe('');
     expect(c.status).toBe(0);
     expect(c.stdout).toMatch(new RegExp(`asked process ${a.pid} on \\S+ to stop; resync of .* cancelled; the replica is as it was before the resync`));
     const ran = await a.exited;
     expect(ran.code).toBe(1);
     expect(JSON.parse(ran.stdout)).toMatchObject({ result: 'cancelled', identical: false });
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
     expect(existsSync(`${r}.resync.json`)).toBe(false);
     expect(existsSync(`${r}.resync.vhd`)).toBe(false);
     // The next resync starts from the beginning and completes.
-    expect(cli(['resync', p, r, '--no-progress'], { VHDSYNC_HOME: join(dir, 'home') }).status).toBe(0);
+    expect(cli(['resync', p, r, '--no-progress'], { home: join(dir, 'home') }).status).toBe(0);
     expect(qemuIdentical(p, r)).toBe(true);
   });
 
   it('a missing overlay is "already merged" only when the checkpoint says the merge finished; otherwise an error, never identical', async () => {
     const { p, r } = await pair('gone');
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const a = start(['resync', p, r, ...SLOW]);
     await progressed(r, a);
     a.kill('SIGKILL');
@@ -120,29 +120,29 @@ describe('two writers of one replica', () => {
     const cp = JSON.parse(await readFile(`${r}.resync.json`, 'utf8'));
     await writeFile(`${r}.resync.json`, JSON.stringify({ ...cp, phase: 'merging', nextRegion: 4 }));
     await rm(`${r}.resync.vhd`);
-    const out = cli(['resync', p, r, '--json', '--no-progress'], { VHDSYNC_HOME: join(dir, 'home') });
+    const out = cli(['resync', p, r, '--json', '--no-progress'], { home: join(dir, 'home') });
     expect(out.status).toBe(2);
     expect(JSON.parse(out.stdout)).toMatchObject({ error: { code: 'STATE' } });
     expect(out.stderr).toMatch(/overlay .* is gone but no merge journal says it was merged/);
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
   });
 });
 
 describe('the point of no return is where the base is written', () => {
   it('a read-only replica (chattr +i): the merge fails, the phase is not merging, and --cancel leaves the replica untouched', async (ctx) => {
     const { p, r } = await pair('ro');
-    const before = await sha256File(r);
+    const before = sha256File(r);
     if (spawnSync('chattr', ['+i', r]).status !== 0) return ctx.skip();
     try {
-      const out = cli(['resync', p, r, '--no-progress'], { VHDSYNC_HOME: join(dir, 'home') });
+      const out = cli(['resync', p, r, '--no-progress'], { home: join(dir, 'home') });
       expect(out.status).toBe(2);
       expect(out.stderr.trim().split('\n')).toHaveLength(1);
       expect(JSON.parse(await readFile(`${r}.resync.json`, 'utf8')).phase).toBe('compared');
-      const c = cli(['resync', '--cancel', r], { VHDSYNC_HOME: join(dir, 'home') });
+      const c = cli(['resync', '--cancel', r], { home: join(dir, 'home') });
       expect(c.stderr).toBe('');
       expect(c.status).toBe(0);
       expect(existsSync(`${r}.resync.json`)).toBe(false);
-      expect(await sha256File(r)).toBe(before);
+      expect(sha256File(r)).toBe(before);
     } finally {
       spawnSync('chattr', ['-i', r]);
     }
@@ -212,13 +212,13 @@ describe('preflight: the replica is not the primary', () => {
     const base = join(dir, 'chain-base.vhdx');
     const child = join(dir, 'chain-child.vhdx');
     qemuImg('create', '-q', '-f', 'vhdx', base, '16M');
-    expect(cli(['create', child, '--parent', base]).status).toBe(0);
-    const baseBefore = await sha256File(base);
+    expect(cli(['create', child, '--parent', base], { home: join(dir, 'home') }).status).toBe(0);
+    const baseBefore = sha256File(base);
     const hard = join(dir, 'chain-hard.vhdx');
     const soft = join(dir, 'chain-soft.vhdx');
     await link(child, hard);
     await symlink(child, soft);
-    const home = { VHDSYNC_HOME: join(dir, 'home') };
+    const home = { home: join(dir, 'home') };
     const inChain = cli(['resync', child, base, '--no-progress'], home);
     expect(inChain.status).toBe(2);
     expect(inChain.stderr).toMatch(/^vhdsync: .*chain-base\.vhdx: is in the parent chain of the primary .*chain-child\.vhdx; a resync would change the primary — choose another replica\n$/);
@@ -227,7 +227,7 @@ describe('preflight: the replica is not the primary', () => {
       expect(out.status).toBe(2);
       expect(out.stderr).toMatch(/^vhdsync: .*: is the primary .*chain-child\.vhdx itself \(the same file by another name\); choose another replica\n$/);
     }
-    expect(await sha256File(base)).toBe(baseBefore);
+    expect(sha256File(base)).toBe(baseBefore);
     expect(existsSync(`${base}.resync.json`)).toBe(false);
   });
 });

@@ -1,59 +1,42 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openDisk } from '../host/disk/index.js';
 import { Replication } from '../host/replication/replication.js';
-import { CLI, cli, homeCli, qemuIdentical, randomBytes, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
 import { enableReplication } from '../host/replication/enable.js';
+import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { homeCli } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { cliCerts, replicaServer, type CliCerts, type ServedReplica } from './support/served-replica.js';
 
 // Reverse replication of a VM that failed over to a replica server, run on that server's machine and
 // replicating back to the old primary's side through a replica server there (two servers, mutual TLS).
 let dir: string;
-let cleanup: () => Promise<void>;
-let certs: string;
-const servers: ChildProcess[] = [];
+let cleanup: () => void;
+let certs: CliCerts;
+const servers: ServedReplica[] = [];
 
-function serve(root: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const args = ['--listen', '127.0.0.1:0', '--root', root, '--cert', join(certs, 'server.crt'), '--key', join(certs, 'server.key'), '--ca', join(certs, 'ca.crt')];
-    const child = spawn(process.execPath, [CLI, 'replica', 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    servers.push(child);
-    let buffered = '';
-    child.stdout!.on('data', (x) => {
-      buffered += x;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const e = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        if (e.event === 'listening') resolve(e.port);
-      }
-    });
-    let stderr = '';
-    child.stderr!.on('data', (x) => (stderr += x));
-    child.on('exit', (code) => reject(new Error(`replica serve exited ${code}: ${stderr}`)));
-  });
+/** A replica server serving `root` (made when missing); its port. */
+async function serve(root: string): Promise<number> {
+  const server = await replicaServer(certs, root, { home: join(dir, `server-home-${servers.length}`) });
+  servers.push(server);
+  return server.port;
 }
 
 beforeAll(async () => {
-  ({ dir, cleanup } = await tempDir('vhdsync-reverse-srv-'));
-  certs = join(dir, 'certs');
-  const made = cli(['cert', '--out', certs, '--server-names', '127.0.0.1,localhost', '--clients', 'primary']);
-  expect(made.status, made.stderr).toBe(0);
+  ({ dir, cleanup } = tempDir('vhdsync-reverse-srv-'));
+  certs = cliCerts(join(dir, 'certs'), { home: join(dir, 'home') });
 });
 afterAll(async () => {
-  for (const s of servers) {
-    if (s.exitCode !== null) continue;
-    const exited = new Promise((r) => s.once('exit', r));
-    s.kill('SIGTERM');
-    await exited;
-  }
-  await cleanup();
+  for (const s of servers) await s.stop();
+  cleanup();
 });
 
-const tlsFlags = () => ['--cert', join(certs, 'primary.crt'), '--key', join(certs, 'primary.key'), '--ca', join(certs, 'ca.crt')];
+const tlsFlags = () => certs.clientFlags();
 
 describe('reverse-replication through replica servers', () => {
   it('fail over to server B, reverse on B back to the old primary served by A: a resync, then cycles; the replica folder on B is a primary now', async () => {
@@ -91,7 +74,7 @@ describe('reverse-replication through replica servers', () => {
     // A first reverse on B killed right after it enabled the VM (before anything else): simulated by
     // enabling it as that run would have; the run below finishes it, the failover's writes included.
     const homeB = join(dir, 'homeB');
-    await enableReplication(new Replication(homeB), { name: 'vm', disks: [join(rootB, 'vm', 'a.img')], replica: `tls://127.0.0.1:${portA}/vm`, network: { cert: join(certs, 'primary.crt'), key: join(certs, 'primary.key'), ca: join(certs, 'ca.crt') } });
+    await enableReplication(new Replication(homeB), { name: 'vm', disks: [join(rootB, 'vm', 'a.img')], replica: `tls://127.0.0.1:${portA}/vm`, network: { cert: join(certs.dir, 'primary.crt'), key: join(certs.dir, 'primary.key'), ca: join(certs.dir, 'ca.crt') } });
     const siteB = homeCli(homeB);
     const out = siteB.json('reverse-replication', 'vm', '--replica-path', rootB, '--replica', `tls://127.0.0.1:${portA}/vm`, ...tlsFlags());
     expect(out).toMatchObject({ Result: 'completed' });

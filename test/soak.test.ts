@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT } from './support/files.js';
+import { ROOT } from './support/paths.js';
 
 /** Run the soak in its own process group, so that a timeout ends it and every process it started. */
 function soak(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string }> {

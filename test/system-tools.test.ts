@@ -3,21 +3,21 @@
  * for real with a PATH that hides a tool (a directory of links to every tool but that one).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './support/files.js';
+import { ROOT } from './support/paths.js';
 // @ts-expect-error a plain .mjs script without types
 import { TOOLS, plan } from '../scripts/system-tools.mjs';
+import { tempDir, removeDir } from './support/temp-dir.js';
 
 const SCRIPT = join(ROOT, 'scripts', 'system-tools.mjs');
 const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() => dirs.forEach(removeDir));
 
 /** A PATH of one directory holding links to every tool the script checks (and apt-get), minus `hide`. */
 function pathWithout(...hide: string[]): string {
-  const dir = mkdtempSync(join(tmpdir(), 'vhdsync-path-'));
+  const { dir } = tempDir('vhdsync-path-');
   dirs.push(dir);
   const cmds = (TOOLS as { cmd?: string[] }[]).flatMap((t) => t.cmd ?? []).concat('apt-get');
   for (const c of cmds) {

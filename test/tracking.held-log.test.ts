@@ -7,9 +7,11 @@ import { openTrackedDisk } from '../host/tracking/tracked-disk.js';
 import { createCurrentLog, listSealedLogs, sealCurrentLog, trackingLogPathFor, withLogLock } from '../host/tracking/log-files.js';
 import { scanTrackingLog, type TrackRecord } from '../host/tracking/log.js';
 import { syncLogFs } from '../host/tracking/log-fs.js';
-import { homeCli, qemuIdentical, tempDir } from './support/files.js';
-import { MiB, rawDisk } from './replication.support.js';
-import { killLeftoverRuns, startRun } from './nbd.support.js';
+import { MiB } from '../host/units.js';
+import { homeCli, killBackground, startRun } from './support/cli.js';
+import { rawDisk } from './support/images.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * A tracker holding its log's lock (holdLog: an NBD client's stream of batches) keeps the log open
@@ -17,13 +19,13 @@ import { killLeftoverRuns, startRun } from './nbd.support.js';
  * holds (a replication cycle takes the same lock), so the next hold must append to the new log.
  */
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 beforeAll(async () => {
   await loadCore();
-  ({ dir, cleanup } = await tempDir('vhdsync-held-log-'));
+  ({ dir, cleanup } = tempDir('vhdsync-held-log-'));
 });
 afterAll(async () => {
-  killLeftoverRuns();
+  killBackground();
   await cleanup();
 });
 

@@ -4,7 +4,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MiB, qemuInfo, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { qemuInfo } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { cli } from './support/cli.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
 
@@ -13,21 +17,19 @@ let dir: string;
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' first (npm test does)`);
   fx = unpackFixtures();
-  dir = tempDir('vhdsync-vhdx-cli-');
+  dir = tempDir('vhdsync-vhdx-cli-').dir;
 });
 afterAll(() => {
   removeDir(fx);
   removeDir(dir);
 });
 
-function vhdsync(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI, in this file's home. */
+const vhdsync = (...args: string[]) => cli(args, { home: join(dir, 'home') });
 
 function json(...args: string[]): Record<string, any> {
   const r = vhdsync(...args, '--json');
-  expect(r.code, r.stderr).toBe(0);
+  expect(r.status, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Record<string, any>;
 }
 
@@ -47,7 +49,7 @@ describe('vhdsync create x.vhdx', () => {
 
   it('creates fixed and dynamic VHDX that qemu accepts, and a differencing VHDX linked to its parent', () => {
     const f = join(dir, 'fixed.vhdx');
-    expect(vhdsync('create', f, '--size', '16M', '--type', 'fixed', '--block-size', '1M').code).toBe(0);
+    expect(vhdsync('create', f, '--size', '16M', '--type', 'fixed', '--block-size', '1M').status).toBe(0);
     expect(qemuInfo(f, 'vhdx')).toMatchObject({ format: 'vhdx', 'virtual-size': 16 * MiB, 'cluster-size': MiB });
     const d = join(dir, 'dyn.vhdx');
     const plain = vhdsync('create', d, '--size', '64M');
@@ -74,7 +76,7 @@ describe('vhdsync create x.vhdx', () => {
     [['--size', '65T'], /exceeds the VHDX limit of 64 TiB/],
   ])('refuses %j with one clear line and exit 2', (args, message) => {
     const r = vhdsync('create', join(dir, 'refused.vhdx'), ...args);
-    expect(r.code).toBe(2);
+    expect(r.status).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(message);
     expect(existsSync(join(dir, 'refused.vhdx'))).toBe(false);
@@ -82,7 +84,7 @@ describe('vhdsync create x.vhdx', () => {
 
   it('refuses VHDX sector options for a VHD', () => {
     const r = vhdsync('create', join(dir, 'x.vhd'), '--size', '1M', '--logical-sector', '4096');
-    expect(r.code).toBe(2);
+    expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/apply to VHDX images/);
   });
 });
@@ -103,8 +105,8 @@ describe('vhdsync info on VHDX', () => {
   it('describes a differencing VHDX whose parent is gone, with the reason', () => {
     const p = join(dir, 'gone-parent.vhdx');
     const c = join(dir, 'orphan.vhdx');
-    expect(vhdsync('create', p, '--size', '8M', '--block-size', '1M').code).toBe(0);
-    expect(vhdsync('create', c, '--parent', p).code).toBe(0);
+    expect(vhdsync('create', p, '--size', '8M', '--block-size', '1M').status).toBe(0);
+    expect(vhdsync('create', c, '--parent', p).status).toBe(0);
     spawnSync('rm', [p]);
     const i = json('info', c);
     expect(i).toMatchObject({ format: 'vhdx', type: 'differencing', parent: null, parentError: { code: 'PARENT_MISSING' } });

@@ -11,13 +11,16 @@ import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VhdxDisk, createOverlay, createVhdx, createVhdxDifferencing, openDisk, type Disk } from '../host/disk/index.js';
-import { acknowledged, checkWrites, killMerges, payload, readImage, requireBuild, runChild, same, writeScript, type RunResult } from './crash.support.js';
-import { MiB, expectSameBytes, libvhdiRead, qemuRaw, readAll, removeDir, tempDir } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { expectSameBytes, readAll, same } from './support/bytes.js';
+import { acknowledged, checkWrites, killMerges, payload, readImage, requireBuild, runChild, type RunResult, writeScript } from './support/crash-harness.js';
+import { libvhdiRead, qemuRaw } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
 
 let dir: string;
 beforeAll(() => {
   requireBuild();
-  dir = tempDir('vhdsync-vhdx-crash-');
+  dir = tempDir('vhdsync-vhdx-crash-').dir;
 });
 afterAll(() => removeDir(dir));
 

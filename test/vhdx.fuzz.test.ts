@@ -20,21 +20,23 @@ import { findActiveSequence } from '../host/disk/vhdx/log.js';
 import { interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx/metadata.js';
 import { parseRegionTable, validateRegions } from '../host/disk/vhdx/region.js';
 import { VhdsyncError } from '../host/errors.js';
-import { MiB, removeDir, tempDir, unpackFixtures } from './disk.support.js';
+import { MiB, KiB } from '../host/units.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { onlyTyped } from './support/typed-errors.js';
 import { rng } from '../host/tracking/workload.js'; // seeded mulberry32: a failure replays exactly
 
 let fx: string;
 let work: string;
 beforeAll(() => {
   fx = unpackFixtures();
-  work = tempDir('vhdsync-vhdx-fuzz-');
+  work = tempDir('vhdsync-vhdx-fuzz-').dir;
 });
 afterAll(() => {
   removeDir(fx);
   removeDir(work);
 });
 
-const KiB = 1024;
 const INTERESTING = [0, 1, 2, 3, 4, 5, 6, 7, 0x1ff, 0x200, 0x1000, 0xfff, 0x100000, 0x200000, 0x300000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
 
 /** A field to mutate, and the checksummed structure it belongs to (resealed half of the time). */
@@ -282,13 +284,6 @@ describe('targeted malformations', () => {
 });
 
 describe('random bytes into the pure parsers', () => {
-  const onlyTyped = (fn: () => unknown) => {
-    try {
-      fn();
-    } catch (e) {
-      if (!(e instanceof VhdsyncError)) throw e;
-    }
-  };
   it('headers, region tables, metadata, parent locators, BATs and logs', () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 0, maxLength: 4096 }), fc.uint8Array({ minLength: 4096, maxLength: 4096 }), (a, h) => {

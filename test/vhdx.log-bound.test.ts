@@ -11,9 +11,10 @@ import { openDisk } from '../host/disk/index.js';
 import { HEADER_OFFSETS, HEADER_SIZE, buildHeader, pickHeader } from '../host/disk/vhdx/header.js';
 import { randomGuid } from '../host/disk/vhdx/le.js';
 import { LOG_SECTOR, buildEntry, checkReplayBound, parseEntry, replayPlan, type LogWrite } from '../host/disk/vhdx/log.js';
-import { sha256File, tempDir } from './support/files.js';
+import { sha256File } from './support/digest.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 const TiB = 1024 * 1024 * MiB;
 
 describe('a VHDX log replay is bounded by the image', () => {
@@ -44,7 +45,7 @@ describe('a VHDX log replay is bounded by the image', () => {
   });
 
   it('a crafted entry (valid CRC, LastFileOffset 2 TiB) in a qemu-made image: opening it is refused, the file untouched', async () => {
-    const { dir, cleanup } = await tempDir('vhdsync-logbound-');
+    const { dir, cleanup } = tempDir('vhdsync-logbound-');
     try {
       const path = join(dir, 'crafted.vhdx');
       execFileSync('qemu-img', ['create', '-q', '-f', 'vhdx', path, '64M']);
@@ -63,7 +64,7 @@ describe('a VHDX log replay is bounded by the image', () => {
       const next = buildHeader({ ...cur.header, logGuid: guid, sequenceNumber: cur.header.sequenceNumber + 1n });
       await fh.write(next, 0, HEADER_SIZE, HEADER_OFFSETS[cur.index === 0 ? 1 : 0]);
       await fh.close();
-      const before = await sha256File(path);
+      const before = sha256File(path);
 
       for (const readOnly of [false, true]) {
         const opened = openDisk(path, { readOnly });
@@ -71,7 +72,7 @@ describe('a VHDX log replay is bounded by the image', () => {
         await expect(opened).rejects.toThrow(/the VHDX log would grow the file to 2 TiB, past the .* its structures can hold; the log is corrupt/);
       }
       expect((await stat(path)).size).toBe(size);
-      expect(await sha256File(path)).toBe(before);
+      expect(sha256File(path)).toBe(before);
     } finally {
       await cleanup();
     }

@@ -11,9 +11,8 @@ import { guidBytes, guidText, randomGuid } from '../host/disk/vhdx/le.js';
 import { LOG_SECTOR, buildEntry, findActiveSequence, pagesPerEntry, parseEntry, type LogWrite } from '../host/disk/vhdx/log.js';
 import { buildMetadataRegion, buildParentLocator, interpretMetadata, parseMetadataTable, parseParentLocator, type ItemKind } from '../host/disk/vhdx/metadata.js';
 import { BAT_REGION_GUID, METADATA_REGION_GUID, buildRegionTable, pickRegionTable, validateRegions } from '../host/disk/vhdx/region.js';
-import { syncError } from './disk.support.js';
-
-const MiB = 1024 * 1024;
+import { syncError } from './support/typed-errors.js';
+import { MiB } from '../host/units.js';
 
 describe('GUIDs', () => {
   it('are stored mixed-endian (vhd-formats.md §2)', () => {

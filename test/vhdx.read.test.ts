@@ -9,7 +9,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VhdxDisk, openDisk } from '../host/disk/index.js';
-import { expectSameBytes, qemuRaw, readAll, removeDir, unpackFixtures } from './disk.support.js';
+import { expectSameBytes, readAll } from './support/bytes.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { qemuRaw } from './support/oracles.js';
+import { removeDir } from './support/temp-dir.js';
 
 let fx: string;
 beforeAll(() => {

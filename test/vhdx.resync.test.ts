@@ -14,12 +14,15 @@ import {
 } from '../host/disk/index.js';
 import { overlayPathFor } from '../host/resync/paths.js';
 import { cancelResync, resync, startResync } from '../host/resync/resync.js';
-import { qemuIdentical, randomBytes, sha256File, tempDir } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { sha256File } from './support/digest.js';
+import { qemuIdentical } from './support/oracles.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-vhdx-resync-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-vhdx-resync-')));
 afterAll(() => cleanup());
 
 async function image(path: string, size: number, writes: Array<[number, Uint8Array]>, blockSize?: number): Promise<string> {
@@ -109,24 +112,24 @@ describe('pause, resume and cancel with a VHDX replica', () => {
     for (let off = size / 2; off < size; off += 16 * MiB) writes.push([off + 8192, randomBytes(256 * 1024, off / MiB)]);
     const p = await image(join(dir, 'pr-p.vhdx'), size, writes, 2 * MiB);
     const r = await image(join(dir, 'pr-r.vhdx'), size, [], 2 * MiB);
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const h = startResync({ primary: p, replica: r, link: { rate: 20e6, latencyMs: 1 }, onProgress: (x) => x.bytesCompared > 0 && h.pause() });
     const first = await h.done;
     expect(first.result).toBe('paused');
     expect(existsSync(overlayPathFor(r))).toBe(true);
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
     const second = await resync({ primary: p, replica: r });
     expect(second.result).toBe('completed');
     expect(second.resumedFrom).toBeGreaterThan(0);
     expect(qemuIdentical(p, r)).toBe(true);
 
     const r2 = await image(join(dir, 'pr-r2.vhdx'), size, [[0, randomBytes(4096, 77)]], 2 * MiB);
-    const before2 = await sha256File(r2);
+    const before2 = sha256File(r2);
     const h2 = startResync({ primary: p, replica: r2, link: { rate: 20e6, latencyMs: 1 }, onProgress: (x) => x.bytesCompared > 0 && h2.pause() });
     expect((await h2.done).result).toBe('paused');
     expect(await cancelResync(r2)).toEqual({ cancelled: true });
     expect(existsSync(overlayPathFor(r2))).toBe(false);
-    expect(await sha256File(r2)).toBe(before2);
+    expect(sha256File(r2)).toBe(before2);
   });
 });
 
@@ -134,13 +137,13 @@ describe('discarding a VHDX overlay (resync cancel)', () => {
   it('deletes the overlay and leaves the base byte-identical; refuses to delete a base', async () => {
     const size = 8 * MiB;
     const r = await image(join(dir, 'd-r.vhdx'), size, base(size, 9), 1 * MiB);
-    const before = await sha256File(r);
+    const before = sha256File(r);
     const ov = overlayPathFor(r);
     await createOverlay(r, ov);
     await writeTo(ov, changes(size, 70));
     await discardOverlay(ov);
     expect(existsSync(ov)).toBe(false);
-    expect(await sha256File(r)).toBe(before);
+    expect(sha256File(r)).toBe(before);
     await expect(discardOverlay(r)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
     expect(existsSync(r)).toBe(true);
   });

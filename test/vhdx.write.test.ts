@@ -11,11 +11,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VhdxDisk, createVhdx, createVhdxDifferencing, openDisk, type Disk } from '../host/disk/index.js';
 import { buildMetadataRegion, buildParentLocator, linkageText } from '../host/disk/vhdx/metadata.js';
-import { MiB, firstDifference, libvhdiRead, qemuInfo, qemuRaw, readAll, removeDir, tempDir, vhdsyncError } from './disk.support.js';
+import { MiB } from '../host/units.js';
+import { firstDifference, readAll } from './support/bytes.js';
+import { libvhdiRead, qemuInfo, qemuRaw } from './support/oracles.js';
+import { removeDir, tempDir } from './support/temp-dir.js';
+import { vhdsyncError } from './support/typed-errors.js';
 
 let dir: string;
 beforeAll(() => {
-  dir = tempDir('vhdsync-vhdx-write-');
+  dir = tempDir('vhdsync-vhdx-write-').dir;
 });
 afterAll(() => removeDir(dir));
 

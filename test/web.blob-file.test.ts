@@ -1,7 +1,8 @@
 /** BlobFile's reads (direct and through read-ahead windows) against the bytes themselves. */
 import { describe, expect, it } from 'vitest';
 import { BlobFile } from '../host/web/blob-file.js';
-import { randomBytes } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { KiB } from '../host/units.js';
 
 /** A Blob that counts what is fetched from it, and can be told to fail. */
 function countingBlob(bytes: Uint8Array) {
@@ -18,8 +19,6 @@ function countingBlob(bytes: Uint8Array) {
   } as unknown as Blob;
   return { blob, stats };
 }
-
-const KiB = 1024;
 
 /** Byte equality without vitest's element-by-element diff, which takes seconds on 100 KiB arrays. */
 function expectSameBytes(got: Uint8Array, expected: Uint8Array): void {

@@ -8,16 +8,15 @@ import { gunzipSync } from 'node:zlib';
 import type { BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createVhd, openDisk } from '../host/disk/index.js';
-import { formatSize } from '../host/units.js';
-import { FIXTURES } from './disk.support.js';
-import { cli, randomBytes, tempDir } from './support/files.js';
-import { OUTPUT, compareInPage, launchChromium, startWebCli } from './web.support.js';
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
+import { formatSize, KiB, MiB } from '../host/units.js';
+import { compareInPage, launchChromium, OUTPUT, startWebCli } from './support/browser.js';
+import { randomBytes } from './support/bytes.js';
+import { cli } from './support/cli.js';
+import { FIXTURES } from './support/fixtures.js';
+import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 let context: BrowserContext;
 let server: Awaited<ReturnType<typeof startWebCli>>;
@@ -29,7 +28,7 @@ function formatSizeText(n: number): string {
 
 /** `vhdsync compare --json` on the same pair. */
 function cliCompare(a: string, b: string) {
-  const r = cli(['compare', '--json', a, b]);
+  const r = cli(['compare', '--json', a, b], { home: join(dir, 'home') });
   expect(r.status, r.stderr).not.toBe(2);
   return JSON.parse(r.stdout) as { identical: boolean; differingBytes: number; ranges: { start: number; end: number }[]; sizeA: number; sizeB: number };
 }
@@ -51,7 +50,7 @@ function unitsTouched(ranges: { start: number; end: number }[], unit: number): n
 
 beforeAll(async () => {
   mkdirSync(OUTPUT, { recursive: true });
-  ({ dir, cleanup } = await tempDir('vhdsync-web-e2e-'));
+  ({ dir, cleanup } = tempDir('vhdsync-web-e2e-'));
   // primary.vhd: 32 MiB dynamic with data in blocks 0, 1, 5 and 9 (2 MiB blocks).
   await makeVhd(join(dir, 'primary.vhd'), 32 * MiB, 2 * MiB, [
     [0, randomBytes(3 * MiB, 1)],
@@ -92,7 +91,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'corrupt-bat-past-eof.vhd'), gunzipSync(readFileSync(join(FIXTURES, 'corrupt-bat-past-eof.vhd.gz'))));
   writeFileSync(join(dir, 'diff-child-aligned.vhd'), gunzipSync(readFileSync(join(FIXTURES, 'diff-child-aligned.vhd.gz'))));
 
-  server = await startWebCli();
+  server = await startWebCli({ home: join(dir, 'home') });
   browser = await launchChromium();
   context = browser.context;
 });
@@ -224,7 +223,7 @@ describe('the compare page in headless Chromium', () => {
     const line = await page.textContent('#replica .image-error');
     expect(line).toMatch(/^corrupt-bat-past-eof\.vhd: .*BAT/);
     // The command line says the same thing about the same file.
-    const viaCli = cli(['info', join(dir, 'corrupt-bat-past-eof.vhd')]);
+    const viaCli = cli(['info', join(dir, 'corrupt-bat-past-eof.vhd')], { home: join(dir, 'home') });
     expect(viaCli.stderr.trim()).toBe(`vhdsync: ${line!.replace('corrupt-bat-past-eof.vhd', join(dir, 'corrupt-bat-past-eof.vhd'))}`);
     await expect(page.textContent('#message')).resolves.toBe(`The replica image cannot be opened: ${line}`);
     expect(await page.isVisible('#message')).toBe(true);
@@ -246,7 +245,7 @@ describe('the compare page in headless Chromium', () => {
   it('lists the differing ranges, and its JSON download is byte for byte what vhdsync compare --json prints', async () => {
     const a = join(dir, 'primary.vhd');
     const b = join(dir, 'replica.img');
-    const printed = cli(['compare', '--json', a, b]);
+    const printed = cli(['compare', '--json', a, b], { home: join(dir, 'home') });
     expect(printed.status).toBe(1);
     const expected = JSON.parse(printed.stdout) as { ranges: { start: number; end: number }[]; differingBytes: number };
 
@@ -275,7 +274,7 @@ describe('the compare page in headless Chromium', () => {
   it('with more ranges than it lists, the page says how many more and the download still has them all', async () => {
     const a = join(dir, 'many-a.img');
     const b = join(dir, 'many-b.img');
-    const printed = cli(['compare', '--json', a, b]);
+    const printed = cli(['compare', '--json', a, b], { home: join(dir, 'home') });
     expect(JSON.parse(printed.stdout).ranges).toHaveLength(1500);
     const page = await context.newPage();
     const run = await compareInPage(page, server.url, a, b);

@@ -12,8 +12,9 @@ import { openDisk } from '../host/disk/index.js';
 import { VhdsyncError } from '../host/errors.js';
 import { diffDisks } from '../host/resync/diff.js';
 import { openImage } from '../host/web/open-image.js';
-import { removeDir, unpackFixtures } from './disk.support.js';
-import { randomBytes } from './support/files.js';
+import { randomBytes } from './support/bytes.js';
+import { unpackFixtures } from './support/fixtures.js';
+import { removeDir } from './support/temp-dir.js';
 
 let dir: string;
 const core = loadCoreSync();

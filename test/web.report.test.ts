@@ -17,9 +17,7 @@ import {
   resyncBytes,
   transferSeconds,
 } from '../host/web/report.js';
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
+import { KiB, MiB } from '../host/units.js';
 
 /** Brute force: mark every granularity unit that holds a differing byte, sum the units' lengths. */
 function bruteResyncBytes(ranges: { start: number; end: number }[], size: number, g: number): number {

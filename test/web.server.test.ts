@@ -4,10 +4,10 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveStatic, serveWeb, type WebServer } from '../host/cli/commands/web.js';
-import { tempDir } from './support/files.js';
+import { tempDir } from './support/temp-dir.js';
 
 let web: WebServer;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 const SECRET = 'do-not-serve-this';
 
 /** A raw request: the path goes out exactly as written (fetch and URL would normalise `..` away). */
@@ -26,7 +26,7 @@ function get(path: string, method = 'GET'): Promise<{ status: number; body: stri
 }
 
 beforeAll(async () => {
-  const t = await tempDir('vhdsync-web-');
+  const t = tempDir('vhdsync-web-');
   cleanup = t.cleanup;
   const root = join(t.dir, 'web');
   mkdirSync(join(root, 'sub'), { recursive: true });
@@ -98,7 +98,7 @@ describe('vhdsync web server', () => {
   });
 
   it('says how to fix a missing build instead of serving an empty directory', async () => {
-    const t = await tempDir('vhdsync-web-empty-');
+    const t = tempDir('vhdsync-web-empty-');
     try {
       await expect(serveWeb({ port: 0, root: t.dir })).rejects.toThrow(/the web app is not built .*run 'npm run build' first/);
     } finally {

@@ -12,15 +12,17 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createVhd, openDisk } from '../host/disk/index.js';
-import { CLI, randomBytes, tempDir } from './support/files.js';
-import { OUTPUT, compareInPage, launchChromium, startWebCli } from './web.support.js';
+import { compareInPage, launchChromium, OUTPUT, startWebCli } from './support/browser.js';
+import { randomBytes } from './support/bytes.js';
+import { cli } from './support/cli.js';
+import { tempDir } from './support/temp-dir.js';
+import { MiB } from '../host/units.js';
 
-const MiB = 1024 * 1024;
 const SIZE = 1024 * MiB;
 const RUNS = 3;
 
 let dir: string;
-let cleanup: () => Promise<void>;
+let cleanup: () => void;
 
 /** Read a file end to end so that every run, CLI or browser, starts from the page cache. */
 function warm(path: string): void {
@@ -34,7 +36,7 @@ const mbps = (bytes: number, ms: number) => Math.round(bytes / 1e6 / (ms / 1000)
 
 describe.skipIf(!process.env.VHDSYNC_WEB_BENCH)('compare throughput on a 1 GiB pair: browser vs CLI', () => {
   beforeAll(async () => {
-    ({ dir, cleanup } = await tempDir('vhdsync-web-bench-'));
+    ({ dir, cleanup } = tempDir('vhdsync-web-bench-'));
     const pattern = randomBytes(4 * MiB, 11);
     await createVhd(join(dir, 'primary.vhd'), { size: SIZE, type: 'fixed' });
     const vhd = await openDisk(join(dir, 'primary.vhd'));
@@ -62,7 +64,7 @@ describe.skipIf(!process.env.VHDSYNC_WEB_BENCH)('compare throughput on a 1 GiB p
     let cliJson = '';
     for (let i = 0; i < RUNS; i++) {
       const t0 = performance.now();
-      const r = spawnSync(process.execPath, [CLI, 'compare', '--json', a, b], { encoding: 'utf8' });
+      const r = cli(['compare', '--json', a, b], { home: join(dir, 'home') });
       cliMs.push(performance.now() - t0);
       expect(r.status, r.stderr).toBe(1);
       cliJson = r.stdout;
@@ -70,7 +72,7 @@ describe.skipIf(!process.env.VHDSYNC_WEB_BENCH)('compare throughput on a 1 GiB p
     const expected = JSON.parse(cliJson);
     expect(expected.ranges).toHaveLength(16);
 
-    const server = await startWebCli();
+    const server = await startWebCli({ home: join(dir, 'home') });
     const browser = await launchChromium();
     const pageMs: Record<string, number[]> = { simd: [], scalar: [] };
     const stalls: number[] = [];

@@ -4,12 +4,13 @@ import { link, readFile, stat, symlink, unlink, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { askToStop, fallbackPath, lockFile, lockHolderOf, lockKey, tryLockFile } from '../host/writer-lock.js';
-import { ROOT, tempDir } from './support/files.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/temp-dir.js';
 
 const LIB = pathToFileURL(join(ROOT, 'dist', 'writer-lock.js')).href;
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeAll(async () => ({ dir, cleanup } = await tempDir('vhdsync-lock-')));
+let cleanup: () => void;
+beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-lock-')));
 afterAll(() => cleanup());
 
 /** A child process that takes the lock on `path` and says 'held' (or 'busy'); with `stop`, it agrees to stop requests and exits. */

@@ -8,10 +8,11 @@ import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import { mergeJournalPath, mergeOverlay, openDisk } from '../host/disk/index.js';
-import { expectSameBytes, readAll, removeDir, tempDir } from './disk.support.js';
+import { mergeJournalPath, mergeOverlay, openDisk } from '../../host/disk/index.js';
+import { expectSameBytes, readAll, same } from './bytes.js';
+import { tempDir } from './temp-dir.js';
 
-export const DIST = fileURLToPath(new URL('../dist/disk/index.js', import.meta.url));
+export const DIST = fileURLToPath(new URL('../../dist/disk/index.js', import.meta.url));
 
 export function requireBuild(): void {
   if (!existsSync(DIST)) throw new Error(`${DIST} is missing: run 'npm run build' first (npm test does)`);
@@ -99,10 +100,6 @@ export function acknowledged(run: RunResult): number {
   return Math.max(0, ...run.lines.filter((l) => l.startsWith('durable ')).map((l) => Number(l.slice(8))));
 }
 
-export function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
-}
-
 /** Every acknowledged write is there, the two in flight are old or new per sector, later ones absent. */
 export function checkWrites(view: Uint8Array, original: Uint8Array, writes: number, region: Region, acked: number, what: string): void {
   for (let i = 0; i < writes; i++) {
@@ -150,12 +147,12 @@ export async function killMerges(dir: string, base: string, overlay: string, ite
     return [b, o];
   };
   const calibDir = tempDir('vhdsync-crash-merge-');
-  const calib = await runChild(dir, MERGE_SCRIPT, [copies(calibDir)[1]]);
-  removeDir(calibDir);
+  const calib = await runChild(dir, MERGE_SCRIPT, [copies(calibDir.dir)[1]]);
+  calibDir.cleanup();
 
   let resumedMidway = 0;
   for (let iter = 0; iter < iterations; iter++) {
-    const work = tempDir('vhdsync-crash-merge-');
+    const { dir: work, cleanup } = tempDir('vhdsync-crash-merge-');
     try {
       const [b, o] = copies(work);
       await runChild(dir, MERGE_SCRIPT, [o], Math.floor(Math.random() * calib.ms * 1.1));
@@ -171,7 +168,7 @@ export async function killMerges(dir: string, base: string, overlay: string, ite
       expectSameBytes(await readImage(b), expected, `iteration ${iter}: merged base`);
       check?.(b, `iteration ${iter}`);
     } finally {
-      removeDir(work);
+      cleanup();
     }
   }
   return resumedMidway;

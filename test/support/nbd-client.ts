@@ -1,11 +1,9 @@
 import { connect, type Socket } from 'node:net';
-import { spawn } from 'node:child_process';
-import { SocketReader } from '../host/nbd/socket-reader.js';
+import { SocketReader } from '../../host/nbd/socket-reader.js';
 import {
   IHAVEOPT, OPT, OPT_REPLY_MAGIC, REQUEST_BYTES, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, encodeRequest, view, type Request,
-} from '../host/nbd/protocol.js';
-import { concatBytes } from '../host/bytes.js';
-import { CLI } from './support/files.js';
+} from '../../host/nbd/protocol.js';
+import { concatBytes } from '../../host/bytes.js';
 
 /** A bare NBD client speaking bytes, for the cases real clients never send. */
 export class RawClient {
@@ -94,36 +92,3 @@ export class RawClient {
 }
 
 export const REQ_BYTES = REQUEST_BYTES;
-
-const started = new Set<import('node:child_process').ChildProcess>();
-
-/** Every `vhdsync run` a test started and left running (a failed test) is killed: call in afterAll. */
-export function killLeftoverRuns(): void {
-  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  started.clear();
-}
-
-/** `vhdsync run` in the background; resolves once it serves, with its output and a way to stop or kill it. */
-export async function startRun(home: string, args: string[]) {
-  const child = spawn(process.execPath, [CLI, 'run', ...args, '--home', home], { stdio: ['ignore', 'pipe', 'pipe'] });
-  started.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (x) => (stdout += x));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  await new Promise<void>((res, rej) => {
-    // Both streams: the exports (stdout) and "is running" (stderr) may arrive in either order.
-    const check = () => {
-      if (/is running \(process/.test(stderr) && /export |"Exports"/.test(stdout)) res();
-    };
-    child.stderr.on('data', (x) => {
-      stderr += x;
-      check();
-    });
-    child.stdout.on('data', check);
-    void exited.then((r) => rej(new Error(`vhdsync run exited ${r.code}: ${r.stderr}`)));
-  });
-  return { child, exited, output: () => ({ stdout, stderr }) };
-}

@@ -3,7 +3,7 @@
  * definitions, never from the wasm sources. Hash digests are checked against hash-wasm instead.
  */
 import { createXXHash128, type IHasher } from 'hash-wasm';
-import { loadCoreSync, type Core } from '../host/core/index.js';
+import { loadCoreSync, type Core } from '../../host/core/index.js';
 
 /** Both builds, for describe.each: every behaviour must hold for SIMD and scalar alike. */
 export const BUILDS = [
@@ -27,25 +27,6 @@ export async function oracle128(): Promise<(data: Uint8Array) => string> {
     h.update(data);
     return h.digest('hex');
   };
-}
-
-export function hex(bytes: Uint8Array): string {
-  let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
-  return s;
-}
-
-/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
-export function randomBytes(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 /** LSB-first bitmap from a predicate over block indexes. */

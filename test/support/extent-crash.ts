@@ -10,9 +10,9 @@ import { copyFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runChild, type RunResult } from './crash.support.js';
+import { runChild, type RunResult } from './crash-harness.js';
 
-const dist = (p: string) => JSON.stringify(fileURLToPath(new URL(`../dist/${p}`, import.meta.url)));
+const dist = (p: string) => JSON.stringify(fileURLToPath(new URL(`../../dist/${p}`, import.meta.url)));
 
 export type KillMode = 'timer' | 'in-append' | 'after-append';
 
@@ -102,8 +102,8 @@ export async function trackedPair(dir: string, size: number, seed: number): Prom
   }
   await fh.close();
   copyFileSync(primary, replica);
-  const { createTrackingLog } = await import('../host/tracking/log.js');
-  const { trackingLogPathFor } = await import('../host/tracking/log-files.js');
+  const { createTrackingLog } = await import('../../host/tracking/log.js');
+  const { trackingLogPathFor } = await import('../../host/tracking/log-files.js');
   await createTrackingLog(trackingLogPathFor(primary), { sequence: 1 });
   return { primary, replica };
 }

@@ -1,19 +1,19 @@
 /** Shared by the browser tests: Debian's Chromium through playwright-core, and `vhdsync web` as a child process. */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { CLI } from './support/files.js';
+import { background, type CliAt } from './cli.js';
+import { ROOT } from './paths.js';
+import { tempDir } from './temp-dir.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
-export const OUTPUT = join(import.meta.dirname, '..', 'test-output');
+export const OUTPUT = join(ROOT, 'test-output');
 
 /** A headless Chromium with a fresh profile. A missing browser is a failure, not a skip (.ci/run installs it). */
 export async function launchChromium(): Promise<{ context: BrowserContext; close: () => Promise<void> }> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)`);
-  const profile = mkdtempSync(join(tmpdir(), 'vhdsync-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  const profile = tempDir('vhdsync-chromium-');
+  const context = await chromium.launchPersistentContext(profile.dir, {
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -32,40 +32,30 @@ export async function launchChromium(): Promise<{ context: BrowserContext; close
     context,
     close: async () => {
       await context.close();
-      rmSync(profile, { recursive: true, force: true });
+      profile.cleanup();
     },
   };
 }
 
 /** `vhdsync web --port 0` from the built CLI; resolves with the URL it prints. */
-export async function startWebCli(): Promise<{ url: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [CLI, 'web', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const orphanGuard = () => child.kill('SIGKILL'); // never leave a server behind if the test process dies
+export async function startWebCli(at: CliAt): Promise<{ url: string; stop: () => Promise<void> }> {
+  const web = background(['web', '--port', '0'], at);
+  const orphanGuard = () => web.child.kill('SIGKILL'); // never leave a server behind if the test process dies
   process.once('exit', orphanGuard);
-  let output = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vhdsync web printed no URL in 10 s: ${output}`)), 10_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[0]);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`vhdsync web exited with ${code}: ${output}`)));
-  });
+  const printed = () => /http:\/\/127\.0\.0\.1:\d+\//.exec(web.output().stdout + web.output().stderr);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    web.ready(() => printed() !== null),
+    new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`vhdsync web printed no URL in 10 s: ${web.output().stdout}${web.output().stderr}`)), 10_000))),
+  ]).finally(() => clearTimeout(timer));
   return {
-    url,
-    stop: () =>
-      new Promise((resolve) => {
-        process.off('exit', orphanGuard);
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    url: printed()![0],
+    stop: async () => {
+      process.off('exit', orphanGuard);
+      if (web.child.exitCode !== null || web.child.signalCode !== null) return;
+      web.child.kill('SIGTERM');
+      await web.exited;
+    },
   };
 }
 
