@@ -1,4 +1,4 @@
-import { open, rename, mkdir, unlink, stat, link, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, rename, mkdir, unlink, stat, link, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VhdsyncError, ioError } from './errors.js';
@@ -45,6 +45,25 @@ export async function replaceAtomic(path: string, fill: (fh: FileHandle) => Prom
     throw e;
   }
   await syncDir(dirname(path));
+}
+
+/** Copy a whole file so that `dst` is either absent or the complete, durable copy: temp, fsync, rename, fsync of the directory. */
+export async function copyFileAtomic(src: string, dst: string): Promise<void> {
+  const tmp = tempPathFor(dst);
+  try {
+    await copyFile(src, tmp);
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, dst);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await syncDir(dirname(dst));
 }
 
 export async function syncDir(dir: string): Promise<void> {

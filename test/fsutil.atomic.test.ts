@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../host/fsutil.js';
+import { copyFileAtomic, writeFileAtomic } from '../host/fsutil.js';
 import { tempDir } from './support/temp-dir.js';
 
 let dir: string;
@@ -24,5 +24,19 @@ describe('atomic writes (one helper for all state)', () => {
     await writeFile(join(sub, 'target', 'keep'), 'x'); // a non-empty folder: rename onto it fails
     await expect(writeFileAtomic(join(sub, 'target'), 'new')).rejects.toThrow();
     expect((await readdir(sub)).sort()).toEqual(['target']);
+  });
+
+  it('copyFileAtomic: the copy appears whole; a copy that fails leaves neither the target nor a temp file', async () => {
+    const sub = join(dir, 'copy');
+    await mkdir(sub);
+    const src = join(sub, 'src.img');
+    await writeFile(src, new Uint8Array(3 * 1024 * 1024).map((_, i) => i * 7));
+    await copyFileAtomic(src, join(sub, 'dst.img'));
+    expect(Buffer.compare(await readFile(join(sub, 'dst.img')), await readFile(src))).toBe(0);
+    await mkdir(join(sub, 'busy'));
+    await writeFile(join(sub, 'busy', 'keep'), 'x'); // a non-empty folder as target: the rename fails
+    await expect(copyFileAtomic(src, join(sub, 'busy'))).rejects.toThrow();
+    await expect(copyFileAtomic(join(sub, 'missing.img'), join(sub, 'other.img'))).rejects.toThrow();
+    expect((await readdir(sub)).sort()).toEqual(['busy', 'dst.img', 'src.img']);
   });
 });

@@ -1,7 +1,7 @@
-import { copyFile, mkdir, readFile, readdir, rename, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
-import { pathExists, removeIfExists, writeFileAtomic } from '../fsutil.js';
+import { copyFileAtomic, pathExists, writeFileAtomic } from '../fsutil.js';
 import { jsonText } from '../json-text.js';
 import { Fields, parseStateText, type StateFile } from '../state-file.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
@@ -137,13 +137,11 @@ async function adopt(manifest: ExportManifest, from: string, root: string, label
       throw ioError(src, e);
     });
     if (!st.isFile()) throw new VhdsyncError('STATE', `${src}: not a file`);
+    // Durable before replica.json says the site is at the exported point (site.rebase below).
     const dst = site.diskPath(d.index);
-    const tmp = `${dst}.import.tmp`;
-    await removeIfExists(tmp);
-    await copyFile(src, tmp).catch((e) => {
-      throw ioError(src, e);
+    await copyFileAtomic(src, dst).catch((e) => {
+      throw ioError(dst, e);
     });
-    await rename(tmp, dst);
   }
   await site.rebase(manifest.lastApplied);
   return site.vmDir;
