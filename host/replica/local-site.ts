@@ -20,6 +20,7 @@ import { applyCycles, diskIdentities } from './apply.js';
 import { failoverViewPathFor, replicaDiskPathFor, SITE_FILES, testViewPathFor } from './site-files.js';
 import { readFailoverRecord, readReplicaState, writeReplicaState, type ReplicaFolderState, type ReplicaState } from './site-state.js';
 import type { ApplyOptions, ApplyResult, FailoverRecord, LogWriter, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './site.js';
+import { MiB } from '../units.js';
 
 /**
  * The replica site of one VM in a local directory (site-files.ts names its files; the replica of each
@@ -434,6 +435,6 @@ function missingFolder(dir: string, vm: string): VhdsyncError {
 }
 
 /** Logs are copied in pieces of this size. */
-const RECEIVE_CHUNK = 1024 * 1024;
+const RECEIVE_CHUNK = MiB;
 
 

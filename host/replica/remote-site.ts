@@ -7,6 +7,7 @@ import type { TlsLink } from '../transport/tls-link.js';
 import type { RecoveryPoint } from './recovery-points.js';
 import type { ReplicaView } from './view.js';
 import type { ApplyOptions, ApplyResult, FailoverRecord, RebaseOptions, ReplicaDiskSpec, ReplicaSite } from './site.js';
+import { MiB } from '../units.js';
 
 /**
  * A VM's replica site on a replica server (`tls://HOST:PORT/NAME`): every operation is one session
@@ -36,7 +37,7 @@ export interface SiteSpec {
   disks: Omit<ReplicaDiskSpec, 'path'>[];
 }
 
-const CHUNK = 1024 * 1024;
+const CHUNK = MiB;
 
 export class RemoteReplicaSite implements ReplicaSite {
   /** Loaded at the first call, then shared by this site's sessions (one bandwidth bucket for them all). */

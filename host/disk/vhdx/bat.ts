@@ -5,9 +5,9 @@
  * encode single entries and check a loaded table against the file.
  */
 import { VhdsyncError } from '../../errors.js';
-import { formatSize } from '../../units.js';
+import { MiB, formatSize } from '../../units.js';
 import { HEADER_SECTION_SIZE } from './header.js';
-import { MiB, le32, putLe32 } from './le.js';
+import { le32, putLe32 } from './le.js';
 import type { Extent } from './region.js';
 
 export const PAYLOAD_NOT_PRESENT = 0;

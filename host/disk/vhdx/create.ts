@@ -8,11 +8,11 @@
 import { dirname, relative, resolve } from 'node:path';
 import { VhdsyncError } from '../../errors.js';
 import { writeNewFile } from '../../fsutil.js';
-import { formatSize } from '../../units.js';
+import { MiB, formatSize } from '../../units.js';
 import { ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, batLayout, payloadIndex, putEntry } from './bat.js';
 import { VhdxDisk } from './disk.js';
 import { HEADER_OFFSETS, HEADER_SECTION_SIZE, VHDX_CREATOR, buildFileIdentifier, buildHeader } from './header.js';
-import { MiB, isPowerOfTwo, randomGuid, roundUp } from './le.js';
+import { isPowerOfTwo, randomGuid, roundUp } from './le.js';
 import {
   MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, buildMetadataRegion, buildParentLocator, linkageText, type VhdxParams,
 } from './metadata.js';

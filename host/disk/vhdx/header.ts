@@ -5,10 +5,8 @@
  * the previous header valid. Pure functions over bytes; I/O lives in image.ts.
  */
 import { VhdsyncError } from '../../errors.js';
-import {
-  KiB, MiB, crcValid, le16, le32, le64, le64Big, putLe16, putLe32, putLe64, putLe64Big, putSignature,
-  sealCrc, shownSignature, signature, utf16le,
-} from './le.js';
+import { crcValid, le16, le32, le64, le64Big, putLe16, putLe32, putLe64, putLe64Big, putSignature, sealCrc, shownSignature, signature, utf16le } from './le.js';
+import { KiB, MiB } from '../../units.js';
 
 export const HEADER1_OFFSET = 64 * KiB;
 export const HEADER2_OFFSET = 128 * KiB;

@@ -5,8 +5,6 @@
  */
 import { getCore } from '../../core/index.js';
 
-export const KiB = 1024;
-export const MiB = 1024 * KiB;
 
 export function le16(b: Uint8Array, off: number): number {
   return b[off] | (b[off + 1] << 8);

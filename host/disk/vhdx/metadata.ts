@@ -5,11 +5,8 @@
  * required must be refused. Pure functions over bytes.
  */
 import { VhdsyncError } from '../../errors.js';
-import { formatSize } from '../../units.js';
-import {
-  KiB, MiB, encodeUtf16le, guidBytes, guidEqual, guidText, isGuidText, isPowerOfTwo, le16, le32, le64, putLe16, putLe32, putLe64,
-  putSignature, shownSignature, signature, utf16le,
-} from './le.js';
+import { KiB, MiB, formatSize } from '../../units.js';
+import { encodeUtf16le, guidBytes, guidEqual, guidText, isGuidText, isPowerOfTwo, le16, le32, le64, putLe16, putLe32, putLe64, putSignature, shownSignature, signature, utf16le } from './le.js';
 
 export const METADATA_TABLE_SIZE = 64 * KiB;
 export const MAX_METADATA_ENTRIES = 2047;

@@ -6,9 +6,8 @@
  */
 import { VhdsyncError } from '../../errors.js';
 import { HEADER_SECTION_SIZE } from './header.js';
-import {
-  KiB, MiB, crcValid, guidBytes, guidEqual, guidText, le32, le64, putLe32, putLe64, putSignature, sealCrc, shownSignature, signature,
-} from './le.js';
+import { crcValid, guidBytes, guidEqual, guidText, le32, le64, putLe32, putLe64, putSignature, sealCrc, shownSignature, signature } from './le.js';
+import { KiB, MiB } from '../../units.js';
 
 export const REGION_TABLE1_OFFSET = 192 * KiB;
 export const REGION_TABLE2_OFFSET = 256 * KiB;

@@ -7,13 +7,13 @@
  * present (zeros). The BAT region is not moved: when it cannot hold the larger table, the resize is refused.
  */
 import { VhdsyncError } from '../../errors.js';
-import { formatSize } from '../../units.js';
+import { MiB, formatSize } from '../../units.js';
 import type { ImageFile } from '../file-io.js';
 import {
   ENTRY_SIZE, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, batLayout, entryOffset, entryState, hasData, payloadIndex, putEntry,
 } from './bat.js';
 import { headerWriterFor, logTarget, type VhdxImage } from './image.js';
-import { MiB, le64, putLe64, randomGuid, roundUp } from './le.js';
+import { le64, putLe64, randomGuid, roundUp } from './le.js';
 import { commitThroughLog } from './log.js';
 import { MAX_VIRTUAL_SIZE, METADATA_TABLE_SIZE, parseMetadataTable } from './metadata.js';
 import { zeroRange, type StepHook } from '../vhd/resize.js';
