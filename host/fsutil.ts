@@ -30,8 +30,7 @@ async function writeAtomic(path: string, data: string | Uint8Array): Promise<voi
 
 /** As writeFileAtomic, with the content written by `fill` into the open temp file (for streamed content). */
 export async function replaceAtomic(path: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const tmp = tempPathFor(path);
-  try {
+  await viaTemp(path, async (tmp) => {
     const fh = await open(tmp, 'wx');
     try {
       await fill(fh);
@@ -39,18 +38,12 @@ export async function replaceAtomic(path: string, fill: (fh: FileHandle) => Prom
     } finally {
       await fh.close();
     }
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await syncDir(dirname(path));
+  });
 }
 
 /** Copy a whole file so that `dst` is either absent or the complete, durable copy: temp, fsync, rename, fsync of the directory. */
 export async function copyFileAtomic(src: string, dst: string): Promise<void> {
-  const tmp = tempPathFor(dst);
-  try {
+  await viaTemp(dst, async (tmp) => {
     await copyFile(src, tmp);
     const fh = await open(tmp, 'r+');
     try {
@@ -58,12 +51,20 @@ export async function copyFileAtomic(src: string, dst: string): Promise<void> {
     } finally {
       await fh.close();
     }
-    await rename(tmp, dst);
+  });
+}
+
+/** `make` writes a durable temp file; it then replaces `path` by rename. A failure removes the temp file. */
+async function viaTemp(path: string, make: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    await make(tmp);
+    await rename(tmp, path);
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
     throw e;
   }
-  await syncDir(dirname(dst));
+  await syncDir(dirname(path));
 }
 
 export async function syncDir(dir: string): Promise<void> {
