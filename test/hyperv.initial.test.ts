@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MiB } from '../host/units.js';
 import { randomBytes } from './support/bytes.js';
@@ -161,6 +161,24 @@ describe('offline initial replication', () => {
       expect(refused.stderr).toContain(`${field} is not a plain file name`);
     }
     await writeFile(manifestPath, manifest);
+    // A disk swapped on the media (smaller, larger, not a disk of that size) is refused in one line, and no copy stays.
+    const exportedDisk = join(media, folder, 'a.img');
+    const original = await readFile(exportedDisk);
+    for (const swapped of [original.subarray(0, 1000), Buffer.concat([original, Buffer.alloc(MiB)])]) {
+      await writeFile(exportedDisk, swapped);
+      const refused = s.run('import-initial-replication', 'OFFLINE VM', '--path', media);
+      expect(refused.status).toBe(2);
+      expect(refused.stderr.trim().split('\n')).toEqual([expect.stringMatching(/a\.img: a raw disk of \d+ bytes, not the raw disk of 16777216 bytes its export recorded; this is not the exported disk/)]);
+      expect(existsSync(join(s.replica, folder, 'a.img'))).toBe(false);
+    }
+    await writeFile(exportedDisk, original);
+    // A manifest whose disks are not the VM's (a size edited to match a swapped file) is refused too.
+    await writeFile(manifestPath, manifest.replace('"virtualSize": 8388608', '"virtualSize": 4096'));
+    const foreign = s.run('import-initial-replication', 'OFFLINE VM', '--path', media);
+    expect(foreign.status).toBe(2);
+    expect(foreign.stderr.trim().split('\n')).toEqual([expect.stringMatching(/export\.json: its disks are not the disks of 'OFFLINE VM' \(export again\)/)]);
+    await writeFile(manifestPath, manifest);
+    await rm(s.replica, { recursive: true, force: true });
     expect(existsSync(s.replica)).toBe(false);
     expect(existsSync(join(s.d, 'escape.img')) || existsSync(join(s.d, 'escape'))).toBe(false);
 

@@ -1,4 +1,5 @@
-import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { openDisk } from '../disk/index.js';
 import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { copyFileAtomic, pathExists, writeFileAtomic } from '../fsutil.js';
@@ -142,9 +143,27 @@ async function adopt(manifest: ExportManifest, from: string, root: string, label
     await copyFileAtomic(src, dst).catch((e) => {
       throw ioError(dst, e);
     });
+    // The copy, not the media (which may change meanwhile), must be the disk the manifest names.
+    await checkCopiedDisk(src, dst, d).catch(async (e) => {
+      await rm(dst, { force: true });
+      throw e;
+    });
   }
   await site.rebase(manifest.lastApplied);
   return site.vmDir;
+}
+
+/** An imported disk is of the format and virtual size its export recorded: a file swapped on the media (a smaller, larger or foreign one) is refused in one line. */
+async function checkCopiedDisk(src: string, copy: string, d: Omit<ReplicaDiskSpec, 'path'>): Promise<void> {
+  const refused = (why: string) => new VhdsyncError('STATE', `${src}: ${why}, not the ${d.format} disk of ${d.virtualSize} bytes its export recorded; this is not the exported disk (export again)`);
+  const disk = await openDisk(copy, { readOnly: true }).catch((e) => {
+    throw refused(`not a readable disk image (${e instanceof Error ? e.message : String(e)})`);
+  });
+  try {
+    if (disk.format !== d.format || disk.virtualSize !== d.virtualSize) throw refused(`a ${disk.format} disk of ${disk.virtualSize} bytes`);
+  } finally {
+    await disk.close();
+  }
 }
 
 /**
@@ -172,6 +191,9 @@ export async function importInitialReplication(rep: Replication | undefined, inp
   }
   const { manifest, from } = await readExport(path, replicaFolder(vm));
   if (manifest.vmId !== vm.vmId) throw new VhdsyncError('STATE', `${join(from, MANIFEST)}: this export is of another VM ('${manifest.vmName}', id ${manifest.vmId})`);
+  const want = diskSpecs(vm);
+  const same = manifest.disks.length === want.length && manifest.disks.every((d, i) => (['index', 'name', 'diskId', 'virtualSize', 'format', 'sectorSize'] as const).every((k) => d[k] === want[i][k]));
+  if (!same) throw new VhdsyncError('STATE', `${join(from, MANIFEST)}: its disks are not the disks of '${vm.name}' (export again)`);
   if (manifest.lastApplied !== o.sequence - 1) throw new VhdsyncError('STATE', `${join(from, MANIFEST)}: an older export of '${vm.name}' (cycle ${manifest.lastApplied}, the VM expects ${o.sequence - 1})`);
   const folder = await adopt(manifest, from, vm.replica, vm.name);
   return { folder, manifest, vm: await finishImport(rep, vm.name) };
