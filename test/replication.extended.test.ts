@@ -154,6 +154,14 @@ describe('extended replication A → B → C', () => {
     const damaged = B.run('get-replication', 'vm', '--extended');
     expect(damaged.status).not.toBe(0);
     expect(damaged.stderr.trim().split('\n')).toEqual([expect.stringMatching(/extended\.json: the extended replication state is damaged \(state is not one of .*\); remove it/)]);
+    // A record names no place outside the sites' folders: a folder or disk name that is a path is damage.
+    for (const [field, text] of [['folder', good.replace('"folder": "vm"', '"folder": "../escape"')], ['disks[0].name', good.replace('"name": "a.img"', '"name": "../../escape.img"')]]) {
+      expect(text).not.toBe(good);
+      await writeFile(recordPath, text);
+      const escape = B.run('service', '--once');
+      expect(escape.stderr).toContain(`${field} is not a plain file name`);
+      expect(existsSync(join(s.base, 'escape')) || existsSync(join(s.rootC, 'escape.img'))).toBe(false);
+    }
     await writeFile(recordPath, good);
     // A fourth site is refused: C is itself an extended replica.
     const fourth = homeCli(join(s.base, 'homeC')).run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', join(s.base, 'D'));

@@ -130,12 +130,13 @@ function extendedStateFile(name: string): StateFile<ExtendedRecord> {
     fix: `remove it (vhdsync remove-replication ${shellWord(name)} --extended) and enable it again`,
     read: (f) => {
       f.string('name');
-      for (const k of ['replicaRoot', 'folder', 'replica', 'vmId']) f.string(k);
+      for (const k of ['replicaRoot', 'replica', 'vmId']) f.string(k);
+      f.fileName('folder');
       checkNetworkField(f);
       f.array('disks', (d, at) => {
         const x = Fields.of(d, at);
         x.int('index');
-        x.string('name');
+        x.fileName('name');
         x.string('diskId');
         x.int('virtualSize');
         x.oneOf('format', ['raw', 'vhd', 'vhdx']);
