@@ -430,6 +430,27 @@ describe("Enable-VMReplication's spellings", () => {
   });
 });
 
+describe('an extended replica in a folder', () => {
+  it('its folder deleted: the cycle fails naming the command that copies it again (with --extended), and that command does', async () => {
+    const base = join(dir, 'folders');
+    await mkdir(base, { recursive: true });
+    const disk = await rawDisk(join(base, 'a.img'), 4 * MiB, 31);
+    const A = homeCli(join(base, 'homeA'));
+    const B = homeCli(join(base, 'homeB'));
+    A.ok('enable-replication', 'vm', '--disk', disk, '--replica', join(base, 'B'));
+    A.ok('start-initial-replication', 'vm');
+    B.ok('enable-replication', 'vm', '--extended', '--replica-path', join(base, 'B'), '--replica', join(base, 'C'));
+    B.ok('start-initial-replication', 'vm', '--extended');
+    await rm(join(base, 'C', 'vm'), { recursive: true });
+    A.ok('write', 'vm', '--offset', '1M', '--length', '64K', '--pattern', '0x5a');
+    A.ok('service', '--once');
+    const failed = B.run('service', '--once');
+    expect(failed.stdout).toMatch(/the replica is missing .*; restore it, or run the initial replication again: vhdsync start-initial-replication vm --extended --again\)/);
+    B.ok('start-initial-replication', 'vm', '--extended', '--again');
+    expect(await sameBytes(disk, join(base, 'C', 'vm', 'a.img'))).toBe(true);
+  }, SLOW);
+});
+
 async function sameBytes(a: string, b: string): Promise<boolean> {
   const [x, y] = [await openDisk(a, { readOnly: true }), await openDisk(b, { readOnly: true })];
   try {

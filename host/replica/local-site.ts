@@ -38,7 +38,9 @@ export class LocalReplicaSite implements ReplicaSite {
     readonly vmId: string,
     readonly disks: readonly ReplicaDiskSpec[],
     /** The VM's name for the commands messages suggest (vmName is its folder; vm-name.ts). */
-    private readonly label = vmName,
+    label = vmName,
+    /** The command messages suggest to copy the replica again (the extended replica's needs --extended). */
+    private readonly again = `vhdsync start-initial-replication ${shellWord(label)} --again`,
   ) {
     this.vmDir = join(root, vmName);
     this.logsDir = join(this.vmDir, SITE_FILES.logs);
@@ -103,7 +105,7 @@ export class LocalReplicaSite implements ReplicaSite {
   }
 
   async requireReplica(): Promise<void> {
-    const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: vhdsync start-initial-replication ${shellWord(this.label)} --again`);
+    const missing = (what: string) => new VhdsyncError('NOT_FOUND', `${what}: the replica is missing (unmounted or deleted?); restore it, or run the initial replication again: ${this.again}`);
     let folder = await stat(this.vmDir).then((st) => st.isDirectory(), () => false);
     if (!folder && this.disks.every((d) => d.path)) {
       // Every disk is kept elsewhere (reverse replication: the old primary): the folder holds only bookkeeping.
@@ -156,7 +158,7 @@ export class LocalReplicaSite implements ReplicaSite {
           if (!st.isDirectory()) throw new VhdsyncError('IO', `${this.logsDir}: the replica's log folder is not a folder`);
         });
       }
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.label);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.again);
       throw ioError(this.logsDir, e);
     });
     const target = join(this.logsDir, logName(sequence, diskIndex));
@@ -367,7 +369,7 @@ export class LocalReplicaSite implements ReplicaSite {
    */
   private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     await stat(this.vmDir).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.label);
+      if (e.code === 'ENOENT') throw missingFolder(this.vmDir, this.again);
       throw ioError(this.vmDir, e);
     });
     return withLock(join(this.vmDir, SITE_FILES.lock), () => this.withDiskLocks(fn), { what: `the replica site ${this.vmDir}`, timeoutMs: 10 * 60_000 });
@@ -430,8 +432,8 @@ async function withViewLocks<T>(views: string[], fn: () => Promise<T>): Promise<
   }
 }
 
-function missingFolder(dir: string, vm: string): VhdsyncError {
-  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); restore it, or run the initial replication again (vhdsync start-initial-replication ${shellWord(vm)} --again)`);
+function missingFolder(dir: string, again: string): VhdsyncError {
+  return new VhdsyncError('NOT_FOUND', `${dir}: the replica folder is missing (unmounted or deleted?); restore it, or run the initial replication again (${again})`);
 }
 
 /** Logs are copied in pieces of this size. */

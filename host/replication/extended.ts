@@ -253,7 +253,7 @@ export class ExtendedReplication {
       const address = parseSiteAddress(rec.replica, rec.folder);
       return new RemoteReplicaSite(address, { vm: address.target, vmId: rec.vmId, disks: rec.disks }, () => this.dial(rec));
     }
-    return new LocalReplicaSite(rec.replica, rec.folder, rec.vmId, rec.disks, rec.name);
+    return new LocalReplicaSite(rec.replica, rec.folder, rec.vmId, rec.disks, rec.name, `vhdsync start-initial-replication ${shellWord(rec.name)} --extended --again`);
   }
 
   private dial(rec: ExtendedRecord) {
