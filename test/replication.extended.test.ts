@@ -295,6 +295,10 @@ describe('extended replication A → B → C', () => {
     // B's extended cycle ships nothing while C is failed over.
     expect(s.extendedCycle()).toMatchObject({ Result: 'skipped' });
     expect(C.json('stop-failover', 'vm', '--replica-path', s.rootC)).toMatchObject({ Removed: [join(s.rootC, 'vm', 'a.img.failover.vhd')] });
+    // Its text names the next steps as this site spells them (this home has no extended record: --extended alone is refused here).
+    const text = C.ok('start-failover', 'vm', '--replica-path', s.rootC).stdout;
+    expect(text).toContain(`commit with: vhdsync complete-failover vm --replica-path '${s.rootC}'   or roll back with: vhdsync stop-failover vm --replica-path '${s.rootC}'`);
+    C.ok('stop-failover', 'vm', '--replica-path', s.rootC);
     // A replica of the primary relationship is failed over from the primary's home, not from its folder.
     const simple = C.run('start-failover', 'vm', '--replica-path', s.rootB);
     expect(simple.status).not.toBe(0);

@@ -132,11 +132,13 @@ export async function startFailoverExtended(name: string, flags: SiteFlags & { p
     printJson({ Kind: 'unplanned', Relationship: 'Extended', Point: { Time: out.point.time, Kind: out.point.kind, Sequence: out.point.sequence }, Disks: out.disks, State: out.rec.state });
     return;
   }
+  // At the extended site itself (no extended record in this home), the same --replica-path again.
+  const how = flags.replicaPath !== undefined ? `--replica-path ${shellWord(resolve(flags.replicaPath))}` : '--extended';
   process.stdout.write(
     [
       `failover of ${name} to its extended replica at ${out.point.time} (${out.point.kind}, cycle ${out.point.sequence})`,
       ...out.disks.map((d) => `  ${d}`),
-      `the disks above are the running copy; commit with: vhdsync complete-failover ${shellWord(name)} --extended   or roll back with: vhdsync stop-failover ${shellWord(name)} --extended`,
+      `the disks above are the running copy; commit with: vhdsync complete-failover ${shellWord(name)} ${how}   or roll back with: vhdsync stop-failover ${shellWord(name)} ${how}`,
     ].join('\n') + '\n',
   );
 }
