@@ -171,6 +171,14 @@ describe('offline initial replication', () => {
       expect(refused.stderr.trim().split('\n')).toEqual([expect.stringMatching(/a\.img: a raw disk of \d+ bytes, not the raw disk of 16777216 bytes its export recorded; this is not the exported disk/)]);
       expect(existsSync(join(s.replica, folder, 'a.img'))).toBe(false);
     }
+    // Same format and size, other bytes (a bit flipped on the media): the export's checksum says so.
+    const flipped = Buffer.from(original);
+    flipped[5 * MiB + 17] ^= 0x01;
+    await writeFile(exportedDisk, flipped);
+    const damaged = s.run('import-initial-replication', 'OFFLINE VM', '--path', media);
+    expect(damaged.status).toBe(2);
+    expect(damaged.stderr.trim().split('\n')).toEqual([expect.stringMatching(/a\.img: its checksum [0-9a-f]{32} is not the [0-9a-f]{32} its export recorded; the media's copy is damaged/)]);
+    expect(existsSync(join(s.replica, folder, 'a.img'))).toBe(false);
     await writeFile(exportedDisk, original);
     // A manifest whose disks are not the VM's (a size edited to match a swapped file) is refused too.
     await writeFile(manifestPath, manifest.replace('"virtualSize": 8388608', '"virtualSize": 4096'));

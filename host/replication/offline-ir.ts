@@ -1,10 +1,12 @@
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { getCore } from '../core/index.js';
 import { openDisk } from '../disk/index.js';
+import { diskChecksum } from '../resync/checksum.js';
 import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { copyFileAtomic, pathExists, writeFileAtomic } from '../fsutil.js';
 import { jsonText } from '../json-text.js';
-import { Fields, parseStateText, type StateFile } from '../state-file.js';
+import { FieldError, Fields, parseStateText, type StateFile } from '../state-file.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
 import type { ReplicaDiskSpec } from '../replica/site.js';
@@ -39,6 +41,8 @@ export interface ExportManifest {
   /** The replica equals the primaries as of this cycle; replication continues with the next. */
   lastApplied: number;
   exportedAt: string;
+  /** Each exported disk's checksum (`vhdsync checksum`), by disk index: the import checks its copy against it. */
+  digests: string[];
 }
 
 const MANIFEST = 'export.json';
@@ -58,6 +62,10 @@ const EXPORT_MANIFEST: StateFile<ExportManifest> = {
     }),
     lastApplied: f.int('lastApplied'),
     exportedAt: f.time('exportedAt'),
+    digests: f.array('digests', (v, at) => {
+      if (typeof v !== 'string' || !/^[0-9a-f]{32}$/.test(v)) throw new FieldError(`${at} is not a checksum`);
+      return v;
+    }),
   }),
 };
 
@@ -100,7 +108,10 @@ export async function exportInitialReplication(rep: Replication, name: string, d
   const out = await runResync(rep, name, { ...opts, origin: 'manual', site });
   if (out.result === 'completed') {
     const o = out.vm.offlineInitialReplication!;
-    const manifest: ExportManifest = { version: 1, vmName: vm.name, vmId: vm.vmId, folder, disks: diskSpecs(vm), lastApplied: o.sequence - 1, exportedAt: o.exportedAt! };
+    const disks = diskSpecs(vm);
+    const digests: string[] = [];
+    for (const d of disks) digests.push(await checksumOf(site.diskPath(d.index)));
+    const manifest: ExportManifest = { version: 1, vmName: vm.name, vmId: vm.vmId, folder, disks, lastApplied: o.sequence - 1, exportedAt: o.exportedAt!, digests };
     await writeFileAtomic(join(site.vmDir, MANIFEST), jsonText(manifest));
   }
   return out;
@@ -144,7 +155,7 @@ async function adopt(manifest: ExportManifest, from: string, root: string, label
       throw ioError(dst, e);
     });
     // The copy, not the media (which may change meanwhile), must be the disk the manifest names.
-    await checkCopiedDisk(src, dst, d).catch(async (e) => {
+    await checkCopiedDisk(src, dst, d, manifest.digests[d.index]).catch(async (e) => {
       await rm(dst, { force: true });
       throw e;
     });
@@ -154,13 +165,28 @@ async function adopt(manifest: ExportManifest, from: string, root: string, label
 }
 
 /** An imported disk is of the format and virtual size its export recorded: a file swapped on the media (a smaller, larger or foreign one) is refused in one line. */
-async function checkCopiedDisk(src: string, copy: string, d: Omit<ReplicaDiskSpec, 'path'>): Promise<void> {
+async function checkCopiedDisk(src: string, copy: string, d: Omit<ReplicaDiskSpec, 'path'>, digest: string | undefined): Promise<void> {
   const refused = (why: string) => new VhdsyncError('STATE', `${src}: ${why}, not the ${d.format} disk of ${d.virtualSize} bytes its export recorded; this is not the exported disk (export again)`);
   const disk = await openDisk(copy, { readOnly: true }).catch((e) => {
     throw refused(`not a readable disk image (${e instanceof Error ? e.message : String(e)})`);
   });
   try {
     if (disk.format !== d.format || disk.virtualSize !== d.virtualSize) throw refused(`a ${disk.format} disk of ${disk.virtualSize} bytes`);
+    // Same format and size, other bytes (a damaged or swapped copy): its checksum says so.
+    const got = await diskChecksum(getCore(), disk);
+    if (got !== digest) {
+      throw new VhdsyncError('STATE', `${src}: its checksum ${got} is not the ${digest ?? '(none)'} its export recorded; the media's copy is damaged or not the exported disk (export again)`);
+    }
+  } finally {
+    await disk.close();
+  }
+}
+
+/** `vhdsync checksum` of an image. */
+async function checksumOf(path: string): Promise<string> {
+  const disk = await openDisk(path, { readOnly: true });
+  try {
+    return await diskChecksum(getCore(), disk);
   } finally {
     await disk.close();
   }
