@@ -10,7 +10,7 @@ import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
 import { vhdsyncHome } from './resync.js';
-import { formatList, formatTable, type HomeFlags } from './replication-common.js';
+import { formatList, formatTable, type HomeFlags, tableMiB } from './replication-common.js';
 
 /**
  * `--extended` on the replication verbs (Hyper-V's `-ReplicationRelationshipType Extended`): the same
@@ -170,11 +170,10 @@ export async function measureExtended(name: string | undefined, flags: HomeFlags
     printJson(name === undefined || isNamePattern(name) ? all : all[0]);
     return;
   }
-  const mb = (b: number) => (b / (1024 * 1024)).toFixed(2);
   process.stdout.write(
     formatTable(
       ['VMName', 'State', 'Health', 'LReplTime', 'PReplSize(M)', 'Relationship'],
-      all.map((m) => [m.VMName, m.State, m.Health, m.LastReplicationTime ?? '', mb(m.PendingReplicationSize), m.Relationship]),
+      all.map((m) => [m.VMName, m.State, m.Health, m.LastReplicationTime ?? '', tableMiB(m.PendingReplicationSize), m.Relationship]),
     ) + all.flatMap((m) => m.ReplicationHealthDetails.map((d) => `${m.VMName}: ${d}\n`)).join(''),
   );
 }

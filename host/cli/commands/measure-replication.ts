@@ -3,7 +3,7 @@ import { formatSize } from '../../units.js';
 import { printJson } from '../output.js';
 import type { CurrentTask } from '../../replication/views.js';
 import { isNamePattern } from '../../replica/vm-name.js';
-import { formatTable, matchingVms, replicationFor, withHome, type HomeFlags } from './replication-common.js';
+import { formatTable, type HomeFlags, matchingVms, replicationFor, tableMiB, withHome } from './replication-common.js';
 import { measureReplication } from '../../replication/views.js';
 import { measureExtended, relationshipFlag, withExtended } from './extended.js';
 
@@ -34,11 +34,10 @@ export function register(program: Command): void {
       printJson(name === undefined || isNamePattern(name) ? all : all[0]);
       return;
     }
-    const mb = (b: number) => (b / (1024 * 1024)).toFixed(2);
     process.stdout.write(
       formatTable(
         ['VMName', 'State', 'Health', 'LReplTime', 'PReplSize(M)', 'AvgLatency', 'AvgReplSize(M)', 'Relationship'],
-        all.map((m) => [m.VMName, m.State, m.Health, m.LastReplicationTime ?? '', mb(m.PendingReplicationSize), `${m.AverageReplicationLatency.toFixed(2)} s`, mb(m.AverageReplicationSize), m.Relationship]),
+        all.map((m) => [m.VMName, m.State, m.Health, m.LastReplicationTime ?? '', tableMiB(m.PendingReplicationSize), `${m.AverageReplicationLatency.toFixed(2)} s`, tableMiB(m.AverageReplicationSize), m.Relationship]),
       ),
     );
     for (const m of all) {

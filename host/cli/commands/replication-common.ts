@@ -4,7 +4,7 @@ import { Replication } from '../../replication/replication.js';
 import { replicationView } from '../../replication/views.js';
 import { type ResyncRunOptions, type ResyncRunOutcome } from '../../replication/resync-run.js';
 import { parseRate } from '../../transport/rate.js';
-import { formatSize } from '../../units.js';
+import { MiB, formatSize } from '../../units.js';
 import { ProgressBar, compareDetail } from '../progress.js';
 import type { VmRecord } from '../../replication/store.js';
 import { vhdsyncHome } from './resync.js';
@@ -66,6 +66,11 @@ export function formatList(objects: Record<string, unknown>[]): string {
 }
 
 /** A plain text table, columns padded to their widest cell (like `Format-Table`). */
+/** A size in the (M) columns of Measure-VMReplication's table: MiB with two decimals. */
+export function tableMiB(bytes: number): string {
+  return (bytes / MiB).toFixed(2);
+}
+
 export function formatTable(headers: string[], rows: (string | number | null | undefined)[][]): string {
   const cells = rows.map((r) => r.map((c) => (c === null || c === undefined ? '' : String(c))));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
