@@ -78,8 +78,22 @@ function systemErrorLine(e: unknown, path?: string): { code: ErrorCode; what: st
       return { code: 'IO', what: 'is a directory, not a disk image' };
     case 'EIO':
       return { code: 'IO', what: 'input/output error from the device; check the disk (dmesg) before going on' };
+    case 'ENOTDIR':
+      return { code: 'IO', what: 'a part of this path is a file, not a directory; give the directory that holds it' };
+    case 'ELOOP':
+      return { code: 'IO', what: 'too many symbolic links (a link that points at itself?)' };
+    case 'ENAMETOOLONG':
+      return { code: 'IO', what: 'the path is too long for the file system' };
+    case 'EMFILE':
+    case 'ENFILE':
+      return { code: 'IO', what: 'too many open files; raise the limit (ulimit -n) and run the same command again' };
   }
-  return { code: 'IO', what: err?.message ?? String(e) };
+  return { code: 'IO', what: withoutNodePath(err?.message ?? String(e)) };
+}
+
+/** Node's "EXDEV: cross-device link not permitted, rename 'a' -> 'b'" without its syscall and paths (the line names the path once). */
+function withoutNodePath(message: string): string {
+  return message.replace(/^[A-Z0-9]+: /, '').replace(/, [a-z_]+ '[^']*'( -> '[^']*')?$/, '');
 }
 
 /** A Node system error (it has an errno code such as ENOSPC), as opposed to a bug in our code. */

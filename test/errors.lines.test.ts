@@ -98,6 +98,13 @@ describe('errors mapped in one place (asVhdsyncError): a file and a next step, n
     expect(ioError('/x/disk.vhd', sys('EIO', 'read')).message).toBe('/x/disk.vhd: input/output error from the device; check the disk (dmesg) before going on');
   });
 
+  it('a file where a folder should be, and any other errno: one line naming the path once, without Node\'s syscall text', () => {
+    const notDir = Object.assign(new Error("ENOTDIR: not a directory, open '/etc/passwd/vm1/replica.json'"), { code: 'ENOTDIR', errno: -20, syscall: 'open', path: '/etc/passwd/vm1/replica.json' });
+    expect(asVhdsyncError(notDir).message).toBe('/etc/passwd/vm1/replica.json: a part of this path is a file, not a directory; give the directory that holds it');
+    const xdev = Object.assign(new Error("EXDEV: cross-device link not permitted, rename '/a/x' -> '/b/x'"), { code: 'EXDEV', errno: -18, syscall: 'rename', path: '/a/x', dest: '/b/x' });
+    expect(asVhdsyncError(xdev).message).toBe('/a/x: cross-device link not permitted');
+  });
+
   it('no file known at all: still one line with the syscall and the next step, not the raw message', () => {
     const e = asVhdsyncError(sys('ENOSPC', 'write'));
     expect(e.code).toBe('IO');

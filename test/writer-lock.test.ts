@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { link, readFile, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +13,13 @@ let cleanup: () => void;
 beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-lock-')));
 afterAll(() => cleanup());
 
+/** Every holder started, so one a failed assertion left running is killed after its test. */
+const children = new Set<ChildProcess>();
+afterEach(async () => {
+  await Promise.all([...children].map(killed));
+  children.clear();
+});
+
 /** A child process that takes the lock on `path` and says 'held' (or 'busy'); with `stop`, it agrees to stop requests and exits. */
 function holder(path: string, env: Record<string, string> = {}, stop = false): Promise<{ child: ChildProcess; line: string }> {
   const script = `
@@ -24,6 +31,7 @@ process.stdout.write('held\\n');
 setInterval(() => {}, 1000);
 `;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  children.add(child);
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d) => {
@@ -36,6 +44,7 @@ setInterval(() => {}, 1000);
 
 function killed(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
     child.once('exit', () => resolve());
     child.kill('SIGKILL');
   });
