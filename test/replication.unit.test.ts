@@ -210,4 +210,20 @@ describe('counters', () => {
     expect(await Promise.all(runs)).toEqual([0, 0, 0, 0]);
     expect(await new CounterStore(file).read()).toEqual({ vm: { 'Resynchronized Bytes': 100, 'Network Bytes Sent': 1000, 'Network Bytes Received': 0 } });
   });
+
+  it('a damaged file is refused in one line, not read as zeros; the next add keeps it aside and counts from zero', async () => {
+    const file = join(dir, 'damaged-counters.json');
+    const store = new CounterStore(file);
+    for (const [text, what] of [
+      ['{"vm": {"Resynchronized Bytes": 5', 'not valid JSON'],
+      ['[1, 2]', 'not an object of VMs'],
+      ['{"vm": {"Resynchronized Bytes": "5"}}', "the counters of 'vm' are not counts"],
+    ]) {
+      await writeFile(file, text);
+      await expect(store.read()).rejects.toMatchObject({ code: 'STATE', message: `${file}: the counters file is damaged (${what}); the next resync or replication cycle keeps it as ${file}.damaged and counts from zero again` });
+    }
+    expect(await store.add('vm', { 'Resynchronized Bytes': 7 })).toMatchObject({ 'Resynchronized Bytes': 7 });
+    expect(await readFile(`${file}.damaged`, 'utf8')).toBe('{"vm": {"Resynchronized Bytes": "5"}}');
+    expect(await store.read()).toEqual({ vm: { 'Resynchronized Bytes': 7, 'Network Bytes Sent': 0, 'Network Bytes Received': 0 } });
+  });
 });
