@@ -113,10 +113,20 @@ export class Fields {
   }
 
   /** An array whose items are each read by `item`. */
-  array<V>(key: string, item: (value: unknown, at: string) => V): V[] {
+  /** A list, each item checked by `item`; with `min`, of at least that many items. */
+  array<V>(key: string, item: (value: unknown, at: string, index: number) => V, min = 0): V[] {
     const v = this.o[key];
-    if (!Array.isArray(v)) throw this.bad(key, 'a list');
-    return v.map((x, i) => item(x, `${this.name(key)}[${i}]`));
+    if (!Array.isArray(v) || v.length < min) throw this.bad(key, min > 0 ? `a list of at least ${min}` : 'a list');
+    return v.map((x, i) => item(x, `${this.name(key)}[${i}]`, i));
+  }
+
+  /** A VM's list of disks: at least one, each `index` its place in the list. */
+  disks<V>(key: string, item: (x: Fields) => V): V[] {
+    return this.array(key, (d, at, i) => {
+      const x = Fields.of(d, at);
+      if (x.int('index') !== i) throw new FieldError(`${at}.index is not ${i}`);
+      return item(x);
+    }, 1);
   }
 
   /** A list of whole numbers (≥ 0). */

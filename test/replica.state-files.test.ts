@@ -66,6 +66,23 @@ const corruptions: [string, (o: Record<string, unknown>, field: string) => strin
   ['a field of the wrong type', (o, f) => JSON.stringify({ ...o, [f]: 'twelve' }), /\(\w+ is not /],
 ];
 
+describe('a record of a VM without disks is damaged, never a VM that replicates nothing', () => {
+  for (const k of kinds.filter((k) => /vm\.json|export\.json/.test(k.name))) {
+    it(k.name, async () => {
+      const path = k.path();
+      const good = await readFile(path, 'utf8');
+      await writeFile(path, JSON.stringify({ ...(JSON.parse(good) as object), disks: [] }));
+      try {
+        const r = cli.run(...k.read.map(arg));
+        expect(r.status).toBe(2);
+        expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/\(disks is not a list of at least 1\)/)]);
+      } finally {
+        await writeFile(path, good);
+      }
+    });
+  }
+});
+
 describe('a damaged state file is one line naming the file, never a TypeError', () => {
   for (const k of kinds) {
     for (const [how, corrupt, detail] of corruptions) {

@@ -162,6 +162,14 @@ describe('extended replication A → B → C', () => {
       expect(escape.stderr).toContain(`${field} is not a plain file name`);
       expect(existsSync(join(s.base, 'escape')) || existsSync(join(s.rootC, 'escape.img'))).toBe(false);
     }
+    // A record without disks, or with its disks out of place, is damage too (nothing to replicate, or the wrong file).
+    const rec = JSON.parse(good) as { disks: { index: number }[] };
+    for (const [disks, detail] of [[[], 'disks is not a list of at least 1'], [[{ ...rec.disks[0], index: 3 }], 'disks[0].index is not 0']] as const) {
+      await writeFile(recordPath, JSON.stringify({ ...rec, disks }));
+      const r = B.run('get-replication', 'vm', '--extended');
+      expect(r.status).not.toBe(0);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringContaining(`the extended replication state is damaged (${detail})`)]);
+    }
     await writeFile(recordPath, good);
     // A fourth site is refused: C is itself an extended replica.
     const fourth = homeCli(join(s.base, 'homeC')).run('enable-replication', 'vm', '--extended', '--replica-path', s.rootC, '--replica', join(s.base, 'D'));

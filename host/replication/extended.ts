@@ -6,7 +6,7 @@ import { VhdsyncError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { jsonText } from '../json-text.js';
-import { FieldError, Fields, readStateFile, type StateFile } from '../state-file.js';
+import { FieldError, readStateFile, type StateFile } from '../state-file.js';
 import { tryLock, lockHolder, withLock } from '../pid-lock.js';
 import { dropKept, extendedLogsDir, keptBytes, keptLogs, stopKeeping } from '../replica/extended-logs.js';
 import { resync } from '../resync/resync.js';
@@ -133,9 +133,7 @@ function extendedStateFile(name: string): StateFile<ExtendedRecord> {
       for (const k of ['replicaRoot', 'replica', 'vmId']) f.string(k);
       f.fileName('folder');
       checkNetworkField(f);
-      f.array('disks', (d, at) => {
-        const x = Fields.of(d, at);
-        x.int('index');
+      f.disks('disks', (x) => {
         x.fileName('name');
         x.string('diskId');
         x.int('virtualSize');

@@ -6,7 +6,7 @@ import { basename, join, resolve } from 'node:path';
 import { VhdsyncError, ioError } from '../errors.js';
 import { copyFileAtomic, pathExists, writeFileAtomic } from '../fsutil.js';
 import { jsonText } from '../json-text.js';
-import { FieldError, Fields, parseStateText, type StateFile } from '../state-file.js';
+import { FieldError, parseStateText, type StateFile } from '../state-file.js';
 import { isReplicaAddress, parseSiteAddress } from '../transport/replica-address.js';
 import { LocalReplicaSite } from '../replica/local-site.js';
 import type { ReplicaDiskSpec } from '../replica/site.js';
@@ -56,8 +56,7 @@ const EXPORT_MANIFEST: StateFile<ExportManifest> = {
     vmName: f.string('vmName'),
     vmId: f.string('vmId'),
     folder: f.fileName('folder'),
-    disks: f.array('disks', (d, at) => {
-      const x = Fields.of(d, at);
+    disks: f.disks('disks', (x) => {
       return { index: x.int('index'), name: x.fileName('name'), diskId: x.string('diskId'), virtualSize: x.int('virtualSize'), format: x.oneOf('format', ['raw', 'vhd', 'vhdx']), sectorSize: x.int('sectorSize', 1) };
     }),
     lastApplied: f.int('lastApplied'),

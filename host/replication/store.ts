@@ -305,9 +305,7 @@ function checkVmRecord(f: Fields): VmRecord {
   f.time('createdAt');
   f.string('replica');
   checkNetworkField(f);
-  f.array('disks', (d, at) => {
-    const x = Fields.of(d, at);
-    x.int('index');
+  f.disks('disks', (x) => {
     x.string('path');
     x.string('diskId');
     x.oneOf('format', ['raw', 'vhd', 'vhdx']);
