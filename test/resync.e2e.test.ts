@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { open, stat, copyFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, watch } from 'node:fs';
+import { basename, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk, trackingLogPathFor } from '../host/index.js';
 import { resizeImage } from '../host/disk/resize.js';
@@ -56,6 +56,45 @@ describe('resync end to end on real files', () => {
     expect(qemuIdentical(p, r)).toBe(true);
     expect(existsSync(overlayPathFor(r))).toBe(false);
     expect(existsSync(checkpointPathFor(r))).toBe(false);
+  });
+
+  it('identical disks: no overlay is ever created and the replica file is not written (issue 17)', async () => {
+    n++;
+    const size = 48 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 2));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    const before = await stat(r);
+    const seen: string[] = [];
+    const watcher = watch(dir, (_event, name) => name && seen.push(String(name)));
+    try {
+      const res = await resync({ primary: p, replica: r });
+      expect(res).toMatchObject({ result: 'completed', identical: true, bytesSent: 0 });
+    } finally {
+      watcher.close();
+    }
+    expect(seen.filter((f) => f.includes(basename(overlayPathFor(r))))).toEqual([]);
+    const after = await stat(r);
+    expect([after.mtimeMs, after.ctimeMs, after.size]).toEqual([before.mtimeMs, before.ctimeMs, before.size]);
+    expect(existsSync(checkpointPathFor(r))).toBe(false);
+  });
+
+  it('identical disks paused and resumed: the pause keeps its progress (an overlay comes with the checkpoint)', async () => {
+    n++;
+    const size = 256 * MiB;
+    const p = await rawImage(path('p.img'), size, [[0, randomBytes(MiB, 31)], [200 * MiB, randomBytes(MiB, 32)]]);
+    const r = path('r.img');
+    await copyFile(p, r);
+    const h = startResync({ primary: p, replica: r, onProgress: (x) => x.bytesCompared >= 3 * 16 * MiB && h.pause() });
+    const first = await h.done;
+    expect(first.result).toBe('paused');
+    expect(existsSync(checkpointPathFor(r))).toBe(true);
+    expect(existsSync(overlayPathFor(r))).toBe(true);
+    const second = await resync({ primary: p, replica: r });
+    expect(second).toMatchObject({ result: 'completed', bytesSent: 0 });
+    expect(second.resumedFrom).toBeGreaterThan(0);
+    expect(sha256File(r)).toBe(sha256File(p));
+    expect(existsSync(overlayPathFor(r))).toBe(false);
   });
 
   it('scattered 4 KiB and 64 KiB changes: only the changed leaves are sent', async () => {
@@ -268,5 +307,25 @@ describe('resync end to end on real files', () => {
     expect(res.result).toBe('completed');
     expect(res.trackedWritesApplied).toBe(2);
     expect(qemuIdentical(p, r)).toBe(true);
+  });
+
+  it('writes tracked during a resync of identical disks (no overlay to merge) reach the replica', async () => {
+    n++;
+    const size = 128 * MiB;
+    const p = await vhdImage(path('p.vhd'), size, baseWrites(size, 40));
+    const r = path('r.vhd');
+    await copyFile(p, r);
+    let compared = 0;
+    const h = startResync({ primary: p, replica: r, link: { rate: 8e6, latencyMs: 2 }, onProgress: (x) => (compared = x.bytesCompared) });
+    while (compared === 0) await new Promise((res) => setTimeout(res, 5));
+    const guest = await openTrackedDisk(p);
+    await guest.write(0, randomBytes(4096, 41)); // region already compared
+    await guest.write(size - 8192, randomBytes(8192, 42)); // region not compared yet
+    await guest.close();
+    const res = await h.done;
+    expect(res.result).toBe('completed');
+    expect(res.trackedWritesApplied).toBe(2);
+    expect(qemuIdentical(p, r)).toBe(true);
+    expect(existsSync(checkpointPathFor(r))).toBe(false);
   });
 });

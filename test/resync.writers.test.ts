@@ -114,6 +114,8 @@ describe('two writers of one replica', () => {
     const before = sha256File(r);
     const a = start(['resync', p, r, ...SLOW]);
     await progressed(r, a);
+    // The overlay is made with the first differing leaf (issue 17): wait for it.
+    while (!existsSync(`${r}.resync.vhd`)) await new Promise((res) => setTimeout(res, 10));
     a.kill('SIGKILL');
     await a.exited;
     // The overlay removed behind the resync's back, while its checkpoint says it was being merged.

@@ -39,12 +39,29 @@ const CHECKPOINT_INTERVAL_MS = 250;
  * The replica side of one resync. It hashes its own disk (through the overlay, so a resumed run sees
  * what it already received), answers the primary's digest requests, writes differing leaves into the
  * overlay, checkpoints, and at the end merges the overlay into the base and applies tracked writes.
+ *
+ * A fresh run creates the overlay only when it first needs it (issue 17): for the first differing
+ * leaf, or for a checkpoint that records progress. Until then it hashes the base itself, opened
+ * read-only, and keeps doing so after the overlay appears: the overlay then holds only leaves of
+ * regions already hashed, so the regions still to scan read the same through either. A resync of
+ * identical disks thus creates, flushes, merges and deletes no overlay. On disk this only ever shows
+ * states the eager overlay showed too: a checkpoint without an overlay (restarted from scratch, as
+ * before), and `merged` without an overlay, written before the first tracked write reaches the base.
  */
 export class ReplicaEndpoint {
   private readonly ch: Channel;
   private readonly checkpointPath: string;
   private readonly overlayPath: string;
+  /** What the scan reads: the overlay, or (a fresh run) the base until the end of the compare. */
   private disk: Disk | undefined;
+  /** What received leaves are written to; undefined while a fresh run has not needed one yet. */
+  private overlay: Disk | undefined;
+  /** A fresh run that has not created its overlay yet (see the class comment). */
+  private overlayPending = false;
+  /** merge() found no overlay to merge: tracked writes go straight into the base. */
+  private nothingMerged = false;
+  /** nextRegion as last written in the checkpoint file. */
+  private savedRegion = 0;
   private shape: TreeShape | undefined;
   /** A scoped resync's ranges (undefined: the whole disk). */
   private scope: [number, number][] | undefined;
@@ -156,9 +173,10 @@ export class ReplicaEndpoint {
           this.checkpoint = existing;
           resumeFrom = existing.nextRegion;
           phase = existing.phase;
+          if (phase === 'comparing' || phase === 'compared') this.disk = this.overlay = await this.open(this.overlayPath);
         } else {
           await this.discardLeftovers();
-          await createOverlay(this.replicaPath, this.overlayPath);
+          this.overlayPending = true;
           this.checkpoint = {
             version: 1,
             primary: primaryName,
@@ -174,9 +192,11 @@ export class ReplicaEndpoint {
             updatedAt: '',
           };
           await writeCheckpoint(this.checkpointPath, this.checkpoint);
+          this.lastCheckpoint = Date.now();
+          this.disk = await this.open(this.replicaPath, { readOnly: true });
         }
-        if (phase === 'comparing' || phase === 'compared') this.disk = await this.open(this.overlayPath);
       }
+      this.savedRegion = resumeFrom;
       this.nextRegion = resumeFrom;
       await this.ch.control('started', { resumeFrom, phase, ackBytes: this.ackBytes, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
       if (phase === 'comparing') this.scanning = this.scan(resumeFrom);
@@ -247,6 +267,7 @@ export class ReplicaEndpoint {
     const raw = await decompressPayload(codec, payload, expected);
     if (raw.byteLength !== rawLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data length does not match its header');
     // Coalesce consecutive leaves into one write each.
+    const overlay = this.overlay ?? (await this.createOverlayNow());
     let pos = 0;
     let i = 0;
     while (i < leaves.length) {
@@ -255,7 +276,7 @@ export class ReplicaEndpoint {
       const from = leaves[i] * shape.leafSize;
       const to = Math.min(leaves[j - 1] * shape.leafSize + shape.leafSize, length);
       if (from >= length || pos + (to - from) > raw.byteLength) throw new VhdsyncError('PROTOCOL', 'protocol error: data leaves out of range');
-      await this.disk.write(start + from, raw.subarray(pos, pos + (to - from)));
+      await overlay.write(start + from, raw.subarray(pos, pos + (to - from)));
       pos += to - from;
       i = j;
     }
@@ -291,11 +312,34 @@ export class ReplicaEndpoint {
 
   private async saveCheckpoint(phase?: Checkpoint['phase']): Promise<void> {
     if (this.dryRun || !this.checkpoint) return;
-    if (this.disk) await this.disk.flush();
+    if (this.overlayPending && phase !== 'merged') {
+      // Nothing received yet. `compared` alone is not worth a file (a crash before the merge redoes
+      // the compare); progress is, and a checkpoint past region 0 stands only beside an overlay.
+      if (phase === 'compared' || this.nextRegion === this.savedRegion) return;
+      await this.createOverlayNow();
+    }
+    if (this.overlay) await this.overlay.flush();
     this.checkpoint.nextRegion = this.nextRegion;
     if (phase) this.checkpoint.phase = phase;
     await writeCheckpoint(this.checkpointPath, this.checkpoint);
+    this.savedRegion = this.nextRegion;
     this.lastCheckpoint = Date.now();
+  }
+
+  /** A fresh run's overlay, made when first needed; the scan goes on reading the base (class comment). */
+  private async createOverlayNow(): Promise<Disk> {
+    if (!this.overlayPending) throw new VhdsyncError('INTERNAL', `${this.replicaPath}: no overlay to create`);
+    this.overlayPending = false;
+    await createOverlay(this.replicaPath, this.overlayPath);
+    this.overlay = await this.open(this.overlayPath);
+    this.lastCheckpoint = 0; // the next finished region is checkpointed, as after an eager overlay's start
+    return this.overlay;
+  }
+
+  private async closeDisks(): Promise<void> {
+    const disks = new Set([this.disk, this.overlay]);
+    this.disk = this.overlay = undefined;
+    for (const d of disks) await d?.close();
   }
 
   private compareDone(): Promise<void> {
@@ -323,11 +367,21 @@ export class ReplicaEndpoint {
    */
   private merge(): Promise<void> {
     return this.guard(async () => {
-      if (this.disk) {
-        await this.disk.close();
-        this.disk = undefined;
-      }
+      await this.closeDisks();
       const cp = this.checkpoint!;
+      // Nothing was received (identical disks): no overlay, nothing to merge. The checkpoint stays as
+      // it was; `merged` is written before a tracked write touches the base (trackedWrite).
+      if (this.overlayPending && !this.keepPreResync) {
+        this.nothingMerged = true;
+        await dropPreResyncPoint(this.replicaPath);
+        await this.ch.control('merged', {});
+        return;
+      }
+      if (this.overlayPending) {
+        // The pre-resync point is made from an overlay (empty here): the common path, as before.
+        await this.createOverlayNow();
+        await this.closeDisks();
+      }
       const journal = mergeJournalPath(this.overlayPath);
       const overlayThere = await pathExists(this.overlayPath);
       const journalThere = await pathExists(journal);
@@ -366,6 +420,11 @@ export class ReplicaEndpoint {
 
   private async trackedWrite(offset: number, data: Uint8Array): Promise<void> {
     if (this.dryRun) throw new VhdsyncError('PROTOCOL', 'protocol error: tracked write during a dry run');
+    if (this.overlayPending) {
+      if (!this.nothingMerged) throw protocolError('tracked write before the merge');
+      // The base changes from here: past the point of no return, as an overlay's merge leaves it.
+      if (this.checkpoint?.phase !== 'merged') await this.saveCheckpoint('merged');
+    }
     const base = (this.base ??= await this.open(this.replicaPath));
     this.capturingWrites ??= this.keepPreResync && (await pathExists(preResyncUndoPathFor(this.replicaPath)));
     if (this.capturingWrites) await capturePreResyncWrite(this.replicaPath, base, offset, data.byteLength);
@@ -413,9 +472,8 @@ export class ReplicaEndpoint {
     this.creditWaiter?.();
     await this.scanning?.catch(() => {});
     if (this.checkpoint && this.disk && this.checkpoint.phase === 'comparing') await this.saveCheckpoint().catch(() => {});
-    await this.disk?.close().catch(() => {});
+    await this.closeDisks().catch(() => {});
     await this.base?.close().catch(() => {});
-    this.disk = undefined;
     this.base = undefined;
   }
 
