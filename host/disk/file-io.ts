@@ -42,6 +42,11 @@ export function useSyncIo(on: boolean): void {
   syncIo = on;
 }
 
+/** Whether this thread reads synchronously: a read is then done when its call returns, so reading ahead gains nothing. */
+export function syncIoInUse(): boolean {
+  return syncIo;
+}
+
 export class DiskFile implements ImageFile {
   private closed = false;
 

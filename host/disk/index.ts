@@ -6,7 +6,7 @@ export { createVhd, createDifferencing, type CreateVhdOptions, type CreateDiffer
 export { createOverlay } from './overlay.js';
 export { mergeOverlay, discardOverlay, mergeJournalPath, type MergeOptions, type MergeResult } from './merge.js';
 export { RawDisk, FLAT_BLOCK_SIZE } from './raw.js';
-export { useSyncIo } from './file-io.js';
+export { useSyncIo, syncIoInUse } from './file-io.js';
 export { VhdFixedDisk } from './vhd/fixed.js';
 export { VhdDynamicDisk } from './vhd/dynamic.js';
 export {

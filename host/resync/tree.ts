@@ -1,5 +1,6 @@
 import type { Core, WasmRegion } from '../core/types.js';
 import type { Disk } from '../disk/disk.js';
+import { syncIoInUse } from '../disk/file-io.js';
 import { VhdsyncError } from '../errors.js';
 import { MiB, KiB, formatSize } from '../units.js';
 
@@ -91,8 +92,11 @@ export class RegionScanner {
     private readonly core: Core,
     private readonly disk: Disk,
     private readonly shape: TreeShape,
-    /** Reads kept in flight ahead of the hashing. */
-    private readonly depth = 2,
+    /**
+     * Reads kept in flight ahead of the hashing. None with synchronous I/O: each read is done when its
+     * call returns, and one buffer instead of three spares the first touch of 8 MiB of WASM memory.
+     */
+    private readonly depth = syncIoInUse() ? 0 : 2,
     /**
      * A scoped resync (resync/scope.ts): only leaves meeting these sorted byte ranges are read; the
      * rest are known equal on both sides and take the zero digest, as absent blocks do.
@@ -153,8 +157,9 @@ export class RegionScanner {
     try {
       for (let k = 0; k < this.depth; k++) readInto(k);
       for (let k = 0; k < chunks.length; k++) {
+        if (this.depth === 0) readInto(k);
         await reads[k];
-        readInto(k + this.depth);
+        if (this.depth > 0) readInto(k + this.depth);
         const c = chunks[k];
         fillZeros(c.leaf);
         const digests = this.core.hashBlocksIn(this.buffers[k % ring], 0, c.length, s.leafSize);
