@@ -35,6 +35,17 @@ describe.each(BUILDS)('CRC-32C ($name build)', ({ simd }) => {
     }
   });
 
+  it('equals the reference around the three-stripe lengths (3 x 320 and 3 x 5440 bytes) and past them', () => {
+    const data = randomBytes(3 * 5440 * 2 + 3 * 320 + 64, 21);
+    for (const len of [959, 960, 961, 968, 1919, 1920, 1927, 16319, 16320, 16321, 16328, 17280, 17287, 32640, 32641, 4096, 65536, data.length]) {
+      for (const at of [0, 3]) {
+        const view = data.subarray(at, Math.min(data.length, at + len));
+        expect(core.crc32c(view)).toBe(refCrc32c(view));
+        expect(core.crc32c(view, 0x12345678)).toBe(refCrc32c(view, 0x12345678));
+      }
+    }
+  });
+
   it('continues across pieces: crc32c(b, crc32c(a)) equals crc32c(a ++ b), also past 256 KiB', () => {
     const data = randomBytes(700_001, 3);
     const whole = core.crc32c(data);

@@ -8,6 +8,7 @@ import {
   REPLY_FLAG_DONE, REPLY_TYPE, REP, REQUEST_BYTES, TFLAG, chunkHead, errorChunk, optionReply, parseGo, parseMetaContext,
   parseRequest, simpleReply, u16, view, type Request,
 } from './protocol.js';
+import { BufferPool } from './buffer-pool.js';
 import { ConnectionClosed, SocketReader } from './socket-reader.js';
 import { MiB } from '../units.js';
 
@@ -37,6 +38,7 @@ export class NbdConnection {
   private idle?: () => void;
   private stopping = false;
   private corked = false;
+  private readonly buffers = new BufferPool();
   readonly done: Promise<void>;
 
   constructor(
@@ -233,7 +235,7 @@ export class NbdConnection {
           this.reply(req, refusal, `write of ${req.length} bytes at ${req.offset} refused`);
           continue;
         }
-        payload = await this.reader.read(req.length);
+        payload = await this.reader.read(req.length, this.buffers.take(req.length));
       } else {
         const refusal = this.stopping ? NBD_ESHUTDOWN : this.check(exp, req);
         if (refusal) {
@@ -243,6 +245,8 @@ export class NbdConnection {
       }
       this.inFlight++;
       void this.serve(exp, req, payload).finally(() => {
+        // The write is in the log and on the disk (or failed): nothing holds its payload any more.
+        if (payload) this.buffers.give(payload);
         this.inFlight--;
         this.slotFree?.();
         this.slotFree = undefined;
@@ -292,16 +296,22 @@ export class NbdConnection {
       switch (req.type) {
         case CMD.READ: {
           if (req.length === 0) break;
-          const data = new Uint8Array(req.length);
-          await exp.read(req.offset, data);
+          const data = this.buffers.take(req.length);
+          try {
+            await exp.read(req.offset, data);
+          } catch (e) {
+            this.buffers.give(data);
+            throw e;
+          }
           if (this.structured) {
             const head = new Uint8Array(28);
             head.set(chunkHead(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + req.length), 0);
             view(head).setBigUint64(20, BigInt(req.offset));
-            this.send(head, data);
+            this.send(head);
           } else {
-            this.send(simpleReply(req.cookie, 0), data);
+            this.send(simpleReply(req.cookie, 0));
           }
+          this.sendThenReuse(data);
           return;
         }
         case CMD.WRITE:
@@ -343,6 +353,16 @@ export class NbdConnection {
     if (structuredOnly && error !== 0) this.send(errorChunk(req.cookie, error, message));
     else if (structuredOnly) this.send(chunkHead(req.cookie, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0));
     else this.send(simpleReply(req.cookie, error));
+  }
+
+  /** Send `data`, and take it back into the pool once the socket has written it. */
+  private sendThenReuse(data: Uint8Array): void {
+    if (this.socket.destroyed) {
+      this.buffers.give(data);
+      return;
+    }
+    this.send();
+    this.socket.write(data, () => this.buffers.give(data));
   }
 
   /** Replies still corked leave first (a destroyed socket drops what it holds). */
