@@ -99,13 +99,15 @@ export function parseHeader(b: Uint8Array, path: string): TrackHeader {
   };
 }
 
+/** The 12 bytes a record's CRC starts with (offset, length): one array reused, not one per record. */
+const CRC_HEAD = new Uint8Array(12);
+const CRC_HEAD_VIEW = new DataView(CRC_HEAD.buffer);
+
 function recordCrc(offset: number, data: Uint8Array): number {
-  const head = new Uint8Array(12);
-  const v = new DataView(head.buffer);
-  setU64(v, 0, offset);
-  v.setUint32(8, data.byteLength, true);
+  setU64(CRC_HEAD_VIEW, 0, offset);
+  CRC_HEAD_VIEW.setUint32(8, data.byteLength, true);
   const core = getCore();
-  return core.crc32c(data, core.crc32c(head));
+  return core.crc32c(data, core.crc32c(CRC_HEAD));
 }
 
 /**

@@ -85,6 +85,7 @@ class TrackedDiskImpl implements TrackedDisk {
     this.dataWriteId = opts.dataWriteId ?? crypto.getRandomValues(new Uint8Array(16));
     this.extentSize = opts.extentSize ?? DEFAULT_EXTENT_SIZE;
     this.alCapacity = opts.activityLogExtents ?? DEFAULT_AL_EXTENTS;
+    this.activityLogOn = !(opts.activityLog === false || (opts.activityLog === undefined && process.env.VHDSYNC_ACTIVITY_LOG === 'off'));
   }
 
   /** Activity-log transactions this tracker wrote (its cost in the write path). */
@@ -141,9 +142,8 @@ class TrackedDiskImpl implements TrackedDisk {
     }
   }
 
-  private get activityLogOn(): boolean {
-    return !(this.opts.activityLog === false || (this.opts.activityLog === undefined && process.env.VHDSYNC_ACTIVITY_LOG === 'off'));
-  }
+  /** Read once: process.env is a slow lookup to make per batch. */
+  private readonly activityLogOn: boolean;
 
   private async admitExtents(writes: readonly TrackRecord[]): Promise<void> {
     if (!this.activityLogOn) return;
