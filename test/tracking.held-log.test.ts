@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { mkdir, readFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { openTrackedDisk } from '../host/tracking/tracked-disk.js';
 import { createCurrentLog, listSealedLogs, sealCurrentLog, trackingLogPathFor, withLogLock } from '../host/tracking/log-files.js';
 import { scanTrackingLog, type TrackRecord } from '../host/tracking/log.js';
 import { syncLogFs } from '../host/tracking/log-fs.js';
+import { RawDisk } from '../host/disk/raw.js';
 import { MiB } from '../host/units.js';
 import { homeCli, killBackground, startRun } from './support/cli.js';
 import { rawDisk } from './support/images.js';
@@ -64,6 +65,24 @@ describe('a tracker holding its log open across batches', () => {
     expect([bytes[0], bytes[4096], bytes[8192], bytes[MiB]]).toEqual([1, 2, 3, 4]);
   });
 
+  it('contiguous writes of a batch reach the disk in one writeRun, each its own record in order; a later overlapping write wins', async () => {
+    const disk = await rawDisk(join(dir, 'runs.img'), 8 * MiB);
+    await createCurrentLog(disk, { sequence: 1 });
+    const runs = vi.spyOn(RawDisk.prototype, 'writeRun');
+    try {
+      const t = await openTrackedDisk(disk, { fs: syncLogFs, logSyncOnFlush: true, onLogError: (e) => expect.fail(e.message) });
+      // Three contiguous writes, one elsewhere, then one over the middle of the run.
+      await t.holdLog(() => t.writeMany([w(0, 1), w(4096, 2), w(8192, 3), w(MiB, 4), w(4096, 5)]));
+      await t.close();
+      expect(runs.mock.calls.map(([offset, parts]) => [offset, parts.length])).toEqual([[0, 3]]);
+    } finally {
+      runs.mockRestore();
+    }
+    expect(await records(trackingLogPathFor(disk))).toEqual([0, 4096, 8192, MiB, 4096]);
+    const bytes = await readFile(disk);
+    expect([bytes[0], bytes[4095], bytes[4096], bytes[8191], bytes[8192], bytes[12287], bytes[12288], bytes[MiB]]).toEqual([1, 1, 5, 5, 3, 3, 0, 4]);
+  });
+
   it('vhdsync run: a qemu-io write, service --once, another write, service --once: the replica equals the export', async () => {
     const d = join(dir, 'run');
     await mkdir(d);
@@ -78,6 +97,9 @@ describe('a tracker holding its log open across batches', () => {
     qemuIo('write -P 0x41 1M 64k', 'write -P 0x42 5M 4k', 'flush');
     expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
     qemuIo('write -P 0x43 1M 8k', 'write -P 0x44 9M 128k', 'flush');
+    expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    // A queue-depth client writing sequentially: its batches are runs of contiguous writes.
+    execFileSync('qemu-img', ['bench', '-f', 'raw', '-w', '-c', '96', '-d', '16', '-s', '4096', '-o', String(2 * MiB), '--pattern', '0x45', `nbd+unix:///0?socket=${sock}`], { stdio: 'ignore' });
     expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
     // The VM still runs: every write it acknowledged reached the replica through the logs.
     expect(qemuIdentical(a, join(d, 'replica', 'vm', 'a.img'))).toBe(true);

@@ -36,6 +36,11 @@ export interface Disk {
   read(offset: number, into: Uint8Array): Promise<void>;
   /** Write `data` at `offset`. Throws READ_ONLY when opened read-only. */
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Optional: write the parts one after another from `offset`, as one write of their concatenation
+   * (a batch of contiguous guest writes in one system call where the backend can).
+   */
+  writeRun?(offset: number, parts: readonly Uint8Array[]): Promise<void>;
   /** Make every completed write durable (fsync of data and metadata). */
   flush(): Promise<void>;
   /** Flush if writable, then release the file (and the parent chain). Idempotent. */

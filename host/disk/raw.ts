@@ -54,6 +54,14 @@ export class RawDisk implements Disk {
     await this.file.writeAt(data, offset);
   }
 
+  async writeRun(offset: number, parts: readonly Uint8Array[]): Promise<void> {
+    checkOpen(this.path, this.closed);
+    checkWritable(this.path, this.readOnly);
+    checkRange(this.path, this.virtualSize, offset, parts.reduce((n, p) => n + p.byteLength, 0));
+    if (this.file.writevAt) await this.file.writevAt(parts, offset);
+    else for (let at = offset, i = 0; i < parts.length; at += parts[i++].byteLength) await this.file.writeAt(parts[i], at);
+  }
+
   async flush(): Promise<void> {
     if (this.readOnly || this.closed) return;
     await this.file.sync();

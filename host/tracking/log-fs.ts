@@ -1,5 +1,6 @@
 import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync, writev } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { writeParts } from '../disk/file-io.js';
 
 /**
  * The file operations a tracker uses to append to its log, behind an interface so that tests can put a
@@ -53,7 +54,7 @@ function logFile(path: string, fh: LogHandle): LogFile {
         done += bytesWritten;
       }
     },
-    writev: fh.writev ? (parts, position) => writeAllParts(path, parts, position, async (p, at) => (await fh.writev!(p, at)).bytesWritten) : undefined,
+    writev: fh.writev ? (parts, position) => writeParts(path, parts, position, async (p, at) => (await fh.writev!(p, at)).bytesWritten) : undefined,
     async size() {
       return (await fh.stat()).size;
     },
@@ -84,7 +85,7 @@ export const syncLogFs: LogFs = {
       },
       // The bulk of an append goes to the thread pool, so that the disk's write can run beside it.
       writev: (parts, position) =>
-        writeAllParts(path, parts, position, (p, at) => new Promise((resolve, reject) => writev(fd, p, at, (e, n) => (e ? reject(e) : resolve(n))))),
+        writeParts(path, parts, position, (p, at) => new Promise((resolve, reject) => writev(fd, p, at, (e, n) => (e ? reject(e) : resolve(n))))),
       async size() {
         return fstatSync(fd).size;
       },
@@ -97,22 +98,3 @@ export const syncLogFs: LogFs = {
     };
   },
 };
-
-/** The most pieces one writev takes (IOV_MAX on Linux). */
-const IOV_MAX = 1024;
-
-/** writev until every piece is written: a short write continues where it stopped; nothing written is EIO. */
-async function writeAllParts(path: string, parts: readonly Uint8Array[], position: number, writevAt: (parts: Uint8Array[], position: number) => Promise<number>): Promise<void> {
-  let rest = parts.slice();
-  let at = position;
-  while (rest.length > 0) {
-    const n = await writevAt(rest.slice(0, IOV_MAX), at);
-    if (n === 0) throw Object.assign(new Error(`short write to ${path}`), { code: 'EIO' });
-    at += n;
-    let skip = n;
-    let i = 0;
-    while (i < rest.length && skip >= rest[i].byteLength) skip -= rest[i++].byteLength;
-    rest = rest.slice(i);
-    if (skip > 0) rest[0] = rest[0].subarray(skip);
-  }
-}

@@ -159,9 +159,7 @@ class TrackedDiskImpl implements TrackedDisk {
     let appended: { size: number; bytes: number } | undefined;
     let untracked = false;
     await this.locked(async () => {
-      const toDisk = async () => {
-        for (const w of writes) await this.inner.write(w.offset, w.data);
-      };
+      const toDisk = () => writeInOrder(this.inner, writes);
       let diskDone = false;
       let diskFailure: { error: unknown } | undefined;
       // The disk's write may run beside the log's (on two cores) only where a crash between the two is
@@ -262,5 +260,20 @@ class TrackedDiskImpl implements TrackedDisk {
     await this.inner.close();
     // A graceful close: the log stays open for whoever tracks next, but no longer names us as its writer.
     if (this.wrote) await withLogLock(this.inner.path, () => releaseCurrentLog(this.inner.path, process.pid)).catch(() => undefined);
+  }
+}
+
+/**
+ * The writes to the disk in order; each run of contiguous ones (a guest writing sequentially) in one
+ * writeRun where the disk has it: one system call instead of one per write.
+ */
+async function writeInOrder(disk: Disk, writes: readonly TrackRecord[]): Promise<void> {
+  for (let i = 0; i < writes.length; ) {
+    let j = i + 1;
+    let end = writes[i].offset + writes[i].data.byteLength;
+    while (disk.writeRun && j < writes.length && writes[j].offset === end) end += writes[j++].data.byteLength;
+    if (j - i === 1) await disk.write(writes[i].offset, writes[i].data);
+    else await disk.writeRun!(writes[i].offset, writes.slice(i, j).map((w) => w.data));
+    i = j;
   }
 }
