@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { asVhdsyncError, VhdsyncError } from '../errors.js';
-import { connectReplica, type ReplicaConnection } from '../resync/connect.js';
+import { connectReplica, dropReplicaThreadReady, keepReplicaThreadReady, type ReplicaConnection } from '../resync/connect.js';
 import { MAX_FRAME_BYTES } from '../transport/link.js';
 import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
 import { describeLinkError, serverTlsOptions, type TlsMaterial } from '../transport/tls-config.js';
@@ -143,6 +143,8 @@ export class ReplicaServer {
       s.server.listen(opts.port, opts.host, () => resolve());
     });
     const { port } = s.address;
+    // The first session's replica thread is up before it connects (connect.ts), and each session's next one.
+    keepReplicaThreadReady();
     s.log({ event: 'listening', host: opts.host, port, root: opts.root });
     return s;
   }
@@ -159,6 +161,7 @@ export class ReplicaServer {
     if (this.dropped.timer) clearTimeout(this.dropped.timer);
     for (const link of this.links) link.destroy(new VhdsyncError('LINK', 'the replica server is shutting down'));
     await Promise.all(this.sessions);
+    await dropReplicaThreadReady();
     await closed;
   }
 
@@ -335,8 +338,8 @@ export class ReplicaServer {
           void link.send(encode({ t: 'control', op: 'error', body: { code: 'CANCELLED', message: `${String(open.target)}: the resync was cancelled on the replica server (resync --cancel); run it again to start over` } })).catch(() => {}).finally(() => link.close());
           return { stopping: true };
         });
-        conn = await connectReplica(target!, { link: { rate: Infinity, latencyMs: 0 } });
-        outcome = await relay(link, conn, served);
+        conn = await connectReplica(target!, { link: { rate: Infinity, latencyMs: 0 }, readyThread: true });
+        outcome = await relay(link, conn, served, helloOf(open.hello));
       }
     } catch (e) {
       outcome = `error: ${(e as Error).message}`;
@@ -430,7 +433,7 @@ function readOpen(link: TlsLink, timeout: { left: number; total: number }): Prom
  * Relay frames between the client and the replica endpoint's thread until one side closes.
  * Resolves with how the session ended, as the endpoint said it (committed, paused, an error).
  */
-function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolean; cancelled: boolean }): Promise<string> {
+function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolean; cancelled: boolean }, hello: Record<string, unknown> | undefined): Promise<string> {
   return new Promise((resolve) => {
     let outcome = 'disconnected';
     link.maxFrameBytes = MAX_FRAME_BYTES;
@@ -475,8 +478,17 @@ function relay(link: TlsLink, conn: ReplicaConnection, served: { merging: boolea
       link.send(encode({ t: 'control', op: 'error', body: { code: err.code, message: err.message } })).catch(() => {});
       link.close();
     });
-    void link.send(opened()).catch(() => {});
+    void link.send(opened(hello ? { hello: true } : {})).catch(() => {});
+    // The client's hello came with 'open': the endpoint hears it first, as if it had been its own frame.
+    if (hello) void conn.link.send(encode({ t: 'control', op: 'hello', body: hello })).catch(() => {});
   });
+}
+
+/** The resync's hello carried in 'open' (protocol.ts), as a control body: an object, without an op of its own. */
+function helloOf(v: unknown): Record<string, unknown> | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const { op: _op, ...body } = v as Record<string, unknown>;
+  return body;
 }
 
 /** Queue keys: a file's identity (dev:ino) where it exists, else its path. */
@@ -484,8 +496,8 @@ async function identityKeys(paths: string[]): Promise<string[]> {
   return Promise.all(paths.map((p) => lockKey(p).catch(() => `path:${p}`)));
 }
 
-function opened(): Uint8Array {
-  return encode({ t: 'control', op: 'opened', body: { version: PROTOCOL_VERSION } });
+function opened(extra: Record<string, unknown> = {}): Uint8Array {
+  return encode({ t: 'control', op: 'opened', body: { version: PROTOCOL_VERSION, ...extra } });
 }
 
 const CONTROL_TYPE = encode({ t: 'control', op: '', body: {} })[0];

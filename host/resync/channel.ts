@@ -21,6 +21,7 @@ export class Channel {
   private chain: Promise<void> = Promise.resolve();
   private failure: Error | undefined;
   private closeListeners: ((e?: Error) => void)[] = [];
+  private held = new Map<string, Message[]>();
 
   constructor(readonly link: Link) {
     link.onFrame((frame) => {
@@ -37,6 +38,21 @@ export class Channel {
 
   on<K extends Message['t']>(t: K, handler: (m: Extract<Message, { t: K }>) => void | Promise<void>): void {
     this.handlers.set(t, handler as Handler);
+    const held = this.held.get(t);
+    this.held.delete(t);
+    try {
+      for (const m of held ?? []) void (handler as Handler)(m);
+    } catch (e) {
+      this.abort(e);
+    }
+  }
+
+  /**
+   * Keep messages of type `t` that arrive before anyone handles them, for the handler `on` sets: a
+   * peer may stream them as soon as it is asked (roots right behind 'started').
+   */
+  holdUntilHandled(t: Message['t']): void {
+    if (!this.handlers.has(t)) this.held.set(t, []);
   }
 
   /**
@@ -133,6 +149,8 @@ export class Channel {
       return;
     }
     const h = this.handlers.get(m.t);
+    const held = this.held.get(m.t);
+    if (!h && held) return void held.push(m);
     if (!h) throw new VhdsyncError('PROTOCOL', `protocol error: unexpected message '${m.t}'`);
     await h(m);
   }

@@ -19,6 +19,8 @@ export interface ReplicaConnection {
   failed: Promise<never>;
   /** Close the link and wait for the replica side to finish its last writes. */
   close(): Promise<void>;
+  /** The replica server took `hello` with 'open' (ConnectOptions.hello): its 'welcome' comes unasked. */
+  helloSent?: boolean;
 }
 
 export interface ConnectOptions {
@@ -28,6 +30,13 @@ export interface ConnectOptions {
   network?: DialOptions;
   /** The disks' virtual size, to serve a small local replica in this thread (see REPLICA_THREAD_MIN_BYTES); absent: a thread. */
   virtualSize?: number;
+  /**
+   * The resync's 'hello', carried in a replica server's 'open' so the two need one round trip, not
+   * two (protocol.ts); a server that does not take it (older) gets it as its own frame.
+   */
+  hello?: Record<string, unknown>;
+  /** Serve a local replica on the thread kept ready (keepReplicaThreadReady), if there is one: a replica server's sessions. */
+  readyThread?: boolean;
 }
 
 /**
@@ -51,14 +60,50 @@ const WORKER_URL = (() => {
   return new URL('./replica-worker.js', base);
 })();
 
+/**
+ * A replica thread started ahead of its job (`keepReplicaThreadReady`): its isolate, modules and WASM
+ * core are loaded by the time a session needs it, which saves that session ~50–80 ms before its
+ * welcome. A replica server keeps one ready; it gets its job (link, replica) as its first message.
+ */
+let ready: { worker: Worker; alive: boolean } | undefined;
+
+/** Start a replica thread now for the next local replica endpoint (a replica server calls this). */
+export function keepReplicaThreadReady(): void {
+  if (ready?.alive) return;
+  const worker = new Worker(WORKER_URL, { workerData: { core: compiledModule(), waitForJob: true } });
+  const spare = { worker, alive: true };
+  worker.unref(); // idle, it keeps no process alive
+  // Dead before it was used (out of memory, a broken install): the next session starts its own.
+  worker.on('error', () => (spare.alive = false));
+  worker.once('exit', () => (spare.alive = false));
+  ready = spare;
+}
+
+/** End the thread kept ready (a replica server that closes). */
+export async function dropReplicaThreadReady(): Promise<void> {
+  const spare = ready;
+  ready = undefined;
+  if (spare?.alive) await spare.worker.terminate();
+}
+
 export async function connectReplica(replica: string, opts: ConnectOptions): Promise<ReplicaConnection> {
   if (isReplicaAddress(replica)) return connectReplicaServer(replica, opts);
   const { local, remotePort } = createMemoryLink(opts.link);
   if (!replicaThread(opts.virtualSize)) return connectInThread(replica, opts, local, remotePort);
-  const worker = new Worker(WORKER_URL, {
-    workerData: { port: remotePort, shape: opts.link, replicaPath: replica, core: compiledModule() },
-    transferList: [remotePort],
-  });
+  let worker: Worker;
+  const spare = opts.readyThread && ready?.alive ? ready : undefined;
+  if (spare) {
+    ready = undefined;
+    worker = spare.worker;
+    worker.ref();
+    worker.postMessage({ port: remotePort, shape: opts.link, replicaPath: replica }, [remotePort]);
+    keepReplicaThreadReady(); // for the next session
+  } else {
+    worker = new Worker(WORKER_URL, {
+      workerData: { port: remotePort, shape: opts.link, replicaPath: replica, core: compiledModule() },
+      transferList: [remotePort],
+    });
+  }
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   const failed = new Promise<never>((_, reject) => {
     worker.once('error', (e) => reject(asVhdsyncError(e)));
@@ -99,11 +144,12 @@ async function connectReplicaServer(replica: string, opts: ConnectOptions): Prom
   const address = parseReplicaAddress(replica);
   if (!opts.network) throw new VhdsyncError('USAGE', `${replica}: a replica server needs --cert, --key and --ca`);
   // Loaded here: node:tls costs a local resync ~10–40 ms it has no use for.
-  const { dialReplicaServer } = await import('../transport/tls-connect.js');
-  const link = await dialReplicaServer(address, opts.network);
+  const { openReplicaSession } = await import('../transport/tls-connect.js');
+  const { link, opened } = await openReplicaSession(address, opts.network, { target: address.target, ...(opts.hello ? { hello: opts.hello } : {}) });
   const closed = new Promise<void>((resolve) => link.onClose(() => resolve()));
   return {
     link,
+    helloSent: opts.hello !== undefined && opened.hello === true,
     // The server's failures reach us over the link, or as the link breaking.
     failed: new Promise<never>(() => {}),
     async close() {

@@ -4,6 +4,7 @@ import { VhdsyncError } from '../errors.js';
 import type { Codec } from '../transport/protocol.js';
 import type { Channel } from './channel.js';
 import { AdaptiveCompression } from './compression.js';
+import type { Compressor } from '../transport/codec.js';
 import {
   RegionScanner,
   childrenOf,
@@ -100,6 +101,10 @@ export interface CompareOptions {
   onRegion?: (c: CompareCounters) => void;
   /** A scoped resync: the byte ranges compared (resync/scope.ts); undefined = the whole disk. */
   scope?: readonly [number, number][];
+  /** The replica granted CREDIT_WINDOW with 'started' (asked for in 'start'): no first 'credit' to send. */
+  credited?: boolean;
+  /** A compressor started ahead of the compare (its thread warm by the first frame); kept open. */
+  compressor?: Compressor;
 }
 
 /**
@@ -128,7 +133,7 @@ export class PrimaryCompare {
     private readonly shape: TreeShape,
     private readonly opts: CompareOptions,
   ) {
-    this.compression = new AdaptiveCompression(opts.compress, opts.codecs, opts.linkRate);
+    this.compression = new AdaptiveCompression(opts.compress, opts.codecs, opts.linkRate, opts.compressor);
     ch.onControl('data-ack', (b) => {
       this.dataAcked = Math.max(this.dataAcked, Number(b.bytes));
       const waiters = this.ackWaiters;
@@ -168,7 +173,7 @@ export class PrimaryCompare {
     let next = from;
     let scanning: Promise<RegionTree> | undefined;
     try {
-      await this.ch.send({ t: 'credit', regions: CREDIT_WINDOW });
+      if (!this.opts.credited) await this.ch.send({ t: 'credit', regions: CREDIT_WINDOW });
       // Scan one region ahead so the disk stays busy while the current root is awaited.
       scanning = next < total ? scanner.scan(next) : undefined;
       while (next < total && !this.opts.shouldStop() && failure === undefined) {

@@ -1,4 +1,4 @@
-import { workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { adoptCompiledModule } from '../core/index.js';
 import { useSyncIo } from '../disk/index.js';
 import { MemoryLink, type LinkShape } from '../transport/memory-link.js';
@@ -10,6 +10,13 @@ import { ReplicaEndpoint } from './replica.js';
  * scattered leaf writes, then the merge). The WASM module comes compiled from the primary's thread.
  */
 useSyncIo(true);
-const { port, shape, replicaPath, core } = workerData as { port: MessagePort; shape: LinkShape; replicaPath: string; core?: Parameters<typeof adoptCompiledModule>[0] };
-if (core) adoptCompiledModule(core);
-await new ReplicaEndpoint(new MemoryLink(port, shape), replicaPath).run();
+interface Job {
+  port: MessagePort;
+  shape: LinkShape;
+  replicaPath: string;
+}
+const data = workerData as Partial<Job> & { core?: Parameters<typeof adoptCompiledModule>[0]; waitForJob?: boolean };
+if (data.core) adoptCompiledModule(data.core);
+// A thread kept ready (connect.ts keepReplicaThreadReady) gets its job as its first message.
+const job: Job = data.waitForJob ? await new Promise<Job>((resolve) => parentPort!.once('message', resolve)) : (data as Job);
+await new ReplicaEndpoint(new MemoryLink(job.port, job.shape), job.replicaPath).run();

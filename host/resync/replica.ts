@@ -146,7 +146,17 @@ export class ReplicaEndpoint {
       await probe.close();
       this.codecs = await localCodecs();
       this.replicaSize = info.virtualSize;
-      await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null, codecs: this.codecs });
+      // A 'start' sent with the hello (protocol.ts) holds only where it is the one the primary would send
+      // after reading this welcome: a fresh run (no checkpoint to resume, or restart, or a dry run) on a
+      // replica of the primary's size and sector size. Else the primary sends its own.
+      const start = b.start;
+      const takeStart =
+        typeof start === 'object' && start !== null && !Array.isArray(start) &&
+        (checkpoint === undefined || (start as Record<string, unknown>).restart === true || (start as Record<string, unknown>).dryRun === true) &&
+        (start as { shape?: { virtualSize?: unknown } }).shape?.virtualSize === info.virtualSize &&
+        (start as Record<string, unknown>).sectorSize === info.sectorSize;
+      await this.ch.control('welcome', { version: PROTOCOL_VERSION, replica: info, checkpoint: checkpoint ?? null, codecs: this.codecs, started: takeStart });
+      if (takeStart) await this.start(start as Record<string, unknown>);
     });
   }
 
@@ -198,7 +208,13 @@ export class ReplicaEndpoint {
       }
       this.savedRegion = resumeFrom;
       this.nextRegion = resumeFrom;
-      await this.ch.control('started', { resumeFrom, phase, ackBytes: this.ackBytes, received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null });
+      // Credit asked for in 'start' is granted at once: the roots flow without waiting for a 'credit'.
+      const credit = typeof b.credit === 'number' && Number.isInteger(b.credit) && b.credit > 0 && b.credit <= LIMITS.maxCreditRegions ? b.credit : 0;
+      this.credit += credit;
+      await this.ch.control('started', {
+        resumeFrom, phase, ackBytes: this.ackBytes, credit,
+        received: this.checkpoint ? { bytes: this.checkpoint.bytesReceived, leaves: this.checkpoint.leavesReceived } : null,
+      });
       if (phase === 'comparing') this.scanning = this.scan(resumeFrom);
     });
   }

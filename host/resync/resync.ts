@@ -9,7 +9,7 @@ import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
 import type { LinkShape } from '../transport/memory-link.js';
 import { PROTOCOL_VERSION, type Codec } from '../transport/protocol.js';
-import { commonCodecs, localCodecs } from '../transport/codec.js';
+import { commonCodecs, Compressor, localCodecs } from '../transport/codec.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { scanTrackingLog, type LogInit } from '../tracking/log.js';
@@ -24,7 +24,7 @@ import { mergeJournalPath } from '../disk/index.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { dropPreResyncPoint } from './pre-resync-point.js';
 import type { CompressionStats } from './compression.js';
-import { PrimaryCompare, agreedFlow, flowFor, type CompareCounters } from './primary.js';
+import { CREDIT_WINDOW, PrimaryCompare, agreedFlow, flowFor, type CompareCounters } from './primary.js';
 import { makeShape, regionCount, DEFAULT_LEAF, type TreeShape } from './tree.js';
 
 export interface ResyncOptions {
@@ -315,6 +315,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
   let primary: Disk | undefined;
   let session: Session | undefined;
   let pauseDeadline: PauseDeadline | undefined;
+  let warmCompressor: Compressor | undefined;
   // Wire bytes of sessions whose link was lost, plus the current one's.
   const lostWire = { sent: 0, received: 0 };
   const wireSent = () => lostWire.sent + (session?.conn.link.stats.bytesSent ?? 0);
@@ -324,7 +325,21 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const pd = await openDisk(opts.primary, { readOnly: true });
     primary = pd;
     if (!isReplicaAddress(opts.replica)) await refuseReplicaInPrimary(opts, pd);
-    session = await openSession(opts, pd);
+    // Compressing threads start now, while the link is set up (the codec is settled in welcome).
+    if (opts.compress === true && !dryRun && (await localCodecs())[0] === 'zstd') warmCompressor = new Compressor('zstd').warm();
+    // About a second of data in flight at the link's rate: what a pause waits for (issue 13 item 13).
+    const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
+    const askedFlow = flowFor(linkRate);
+    const startOf = (shape: TreeShape, scopeMap?: DirtyMap) => ({
+      shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true,
+      ackBytes: askedFlow.ackBytes, credit: CREDIT_WINDOW, sectorSize: pd.sectorSize,
+      ...(scopeMap ? { scope: scopeWire(scopeMap) } : {}),
+    });
+    // The start of a fresh run goes with the hello (the replica takes it only if it is the one we would
+    // send after its welcome: see ReplicaEndpoint.hello). A scoped resync reads its map after tracking
+    // starts, and that depends on the welcome: it sends its start after.
+    const early = opts.scope !== 'auto' && pd.virtualSize % 512 === 0 ? startOf(makeShape(pd.virtualSize, opts.leafSize ?? DEFAULT_LEAF)) : undefined;
+    session = await openSession(opts, pd, early);
     let c = session.ch;
     const welcome = session.welcome;
 
@@ -353,15 +368,14 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const scope = scopeMap ? rangesOfMap(scopeMap, pd.virtualSize) : undefined;
     const scopeKind: ResyncScopeKind = scope ? 'DirtyExtents' : 'Full';
     const scopeSize = scopeBytes(scope, pd.virtualSize);
-    // About a second of data in flight at the link's rate: what a pause waits for (issue 13 item 13).
-    const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
-    const askedFlow = flowFor(linkRate);
-    const start = {
-      shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true,
-      ackBytes: askedFlow.ackBytes,
-      ...(scopeMap ? { scope: scopeWire(scopeMap) } : {}),
-    };
-    const started = await c.request('start', start, 'started');
+    const start = session.startTaken ? early! : startOf(shape, scopeMap);
+    let startedReply = session.started;
+    if (!session.startTaken) {
+      startedReply ??= c.expect('started');
+      await c.control('start', start);
+    }
+    const started = await startedReply!;
+    let credited = started.credit === CREDIT_WINDOW;
     let flow = agreedFlow(askedFlow, started.ackBytes);
     let resumeRegion = Number(started.resumeFrom);
     let phase = String(started.phase) as Checkpoint['phase'];
@@ -422,6 +436,18 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const pausing = (pauseDeadline = new PauseDeadline(shouldStop, () => session?.conn.link.abort()));
     let next: number;
     let compared: Record<string, unknown> | undefined;
+    const progress = (phase: ResyncPhase, extra: Partial<ResyncProgress> = {}) =>
+      opts.onProgress?.({ phase, virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs(), ...extra });
+    /** Send 'merge'; its reply is awaited later (MergeAsked), its progress reported meanwhile. */
+    const askMerge = async (ch: Channel): Promise<MergeAsked> => {
+      ch.onControl('merge-progress', (b) => progress('merging', { mergeDone: Number(b.done), mergeTotal: Number(b.total) }));
+      const merged = ch.expect('merged');
+      merged.catch(() => {});
+      await ch.control('merge', {});
+      return { merged };
+    };
+    /** The merge asked for right behind 'compare-done' (undefined once a link was lost: ask again). */
+    let merging: MergeAsked | undefined;
     for (;;) {
       const from = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
       const compare = new PrimaryCompare(c, core, pd, shape, {
@@ -432,6 +458,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         shouldStop: pausing.check,
         scope,
         flow,
+        credited,
+        compressor: warmCompressor,
         onRegion: (now) => reportCompare(from, now),
       });
       // Also between regions: a region of differing data can take minutes to cross a slow link.
@@ -439,8 +467,19 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       ticker?.unref();
       try {
         next = phase === 'comparing' ? await compare.run(resumeRegion) : regionCount(shape);
-        // The reply comes after every queued data frame reached the replica and was written.
-        if (next === regionCount(shape)) compared = await c.request('compare-done', {}, 'compared');
+        if (next === regionCount(shape)) {
+          // The point of no return, decided in one step (no await between): a cancel asked from now on
+          // is refused as merging. The merge follows 'compare-done' on the wire at once: the replica
+          // handles them in order and merges only if the compare was complete, so waiting for its
+          // 'compared' in between would only cost a round trip.
+          const mergeNow = !dryRun && !stop.cancel;
+          if (mergeNow) stop.merging = true;
+          // The reply comes after every queued data frame reached the replica and was written.
+          const reply = c.expect('compared');
+          await c.control('compare-done', {});
+          merging = mergeNow ? await askMerge(c) : undefined;
+          compared = await reply;
+        }
         break;
       } catch (e) {
         if (pausing.dropped && isLinkLost(e)) {
@@ -453,6 +492,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
         resumeRegion = Number(started.resumeFrom);
         phase = String(started.phase) as Checkpoint['phase'];
         flow = agreedFlow(askedFlow, started.ackBytes);
+        credited = started.credit === CREDIT_WINDOW;
+        merging = undefined;
         reconnects.push({ resumedFrom: Math.min(resumeRegion * shape.regionSize, shape.virtualSize), error: (e as Error).message });
       } finally {
         clearInterval(ticker);
@@ -492,9 +533,8 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
       ...extra,
     });
 
-    // Decided in one step (no await between): a cancel asked from now on is refused as merging.
-    const cancelled = stop.cancel && !dryRun;
-    if (!cancelled && !dryRun && next === regionCount(shape)) stop.merging = true;
+    // Decided at the end of the compare (stop.merging), or cancelled before it.
+    const cancelled = stop.cancel && !dryRun && !stop.merging;
     if (next < regionCount(shape) || cancelled) {
       // Paused at a region boundary: the replica checkpoints; the next run continues from there
       // (or, cancelled, the caller removes the overlay and the checkpoint once the replica let go).
@@ -526,14 +566,13 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     // 6. Merge the overlay into the base: the point of no return. 7. Writes tracked since the start
     //    replicate now; then recovery points go and the resync commits. A link lost here is
     //    re-established too: the replica resumes its merge (journaled), and the taken writes are sent
-    //    again until a commit confirms them (tracking keeps them until then).
-    const progress = (phase: ResyncPhase, extra: Partial<ResyncProgress> = {}) =>
-      opts.onProgress?.({ phase, virtualSize: shape.virtualSize, bytesCompared: shape.virtualSize, bytesSent: k.bytesSent, wireBytes: wire(), seconds: secs(), ...extra });
-    const mergeAndCommit = async (ch: Channel) => {
+    //    again until a commit confirms them (tracking keeps them until then). The commit waits for
+    //    'merged': a replica commits (and forgets its checkpoint) only once the primary knows it merged,
+    //    so a link lost before the commit resumes the merge, never the compare.
+    const mergeAndCommit = async (ch: Channel, asked?: MergeAsked) => {
       progress('merging');
-      ch.onControl('merge-progress', (b) => progress('merging', { mergeDone: Number(b.done), mergeTotal: Number(b.total) }));
       const tMerge = performance.now();
-      await ch.request('merge', {}, 'merged');
+      await (asked ?? (await askMerge(ch))).merged;
       phases.merge += (performance.now() - tMerge) / 1000;
       const tApply = performance.now();
       progress('applying');
@@ -553,9 +592,10 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     let done: Awaited<ReturnType<typeof mergeAndCommit>>;
     for (;;) {
       try {
-        done = await mergeAndCommit(c);
+        done = await mergeAndCommit(c, merging);
         break;
       } catch (e) {
+        merging = undefined;
         if (!isLinkLost(e)) throw e;
         await reestablish(e as Error, 'the merge');
         reconnects.push({ resumedFrom: shape.virtualSize, error: (e as Error).message });
@@ -578,9 +618,15 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     throw e;
   } finally {
     pauseDeadline?.end();
+    warmCompressor?.close();
     await closeSession(session);
     await primary?.close().catch(() => {});
   }
+}
+
+/** A 'merge' sent, its reply to come. */
+interface MergeAsked {
+  merged: Promise<Record<string, unknown>>;
 }
 
 /** A pause not confirmed by the replica this long after it was asked for drops the link. */
@@ -671,14 +717,34 @@ interface Session {
   welcome: Record<string, unknown>;
   /** Payload codecs both ends support, ours first. */
   codecs: Codec[];
+  /** The replica took the 'start' sent with the hello: its 'started' is `started`. */
+  startTaken: boolean;
+  /** The reply 'started', awaited from before the hello when a start went with it. */
+  started?: Promise<Record<string, unknown>>;
 }
 
-async function openSession(opts: ResyncOptions, pd: Disk): Promise<Session> {
-  const conn = await (opts.connect ?? connectReplica)(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: opts.smallReplicaInThread ? pd.virtualSize : undefined });
-  const session: Session = { conn, ch: new Channel(conn.link), welcome: {}, codecs: [] };
+/**
+ * Connect and say hello (with a replica server, inside 'open': one round trip for both). `start`, when
+ * given, goes with the hello; the welcome says whether the replica took it (see ReplicaEndpoint.hello).
+ */
+async function openSession(opts: ResyncOptions, pd: Disk, start?: Record<string, unknown>): Promise<Session> {
+  const ours = await localCodecs();
+  const hello = { version: PROTOCOL_VERSION, codecs: ours, ...(start ? { start } : {}) };
+  const conn = await (opts.connect ?? connectReplica)(opts.replica, { link: opts.link ?? { rate: Infinity, latencyMs: 0 }, network: opts.network, virtualSize: opts.smallReplicaInThread ? pd.virtualSize : undefined, hello });
+  const session: Session = { conn, ch: new Channel(conn.link), welcome: {}, codecs: [], startTaken: false };
+  // A start that grants credit has the replica's roots flowing before the compare is set up.
+  session.ch.holdUntilHandled('roots');
+  // Both replies are awaited before a frame can arrive (a server sends its welcome right behind 'opened').
+  const welcome = session.ch.expect('welcome');
+  welcome.catch(() => {});
+  if (start) {
+    session.started = session.ch.expect('started');
+    session.started.catch(() => {});
+  }
   try {
-    const ours = await localCodecs();
-    session.welcome = await Promise.race([session.ch.request('hello', { version: PROTOCOL_VERSION, codecs: ours }, 'welcome'), conn.failed]);
+    if (!conn.helloSent) await session.ch.control('hello', hello);
+    session.welcome = await Promise.race([welcome, conn.failed]);
+    session.startTaken = start !== undefined && session.welcome.started === true;
     session.codecs = commonCodecs(ours, session.welcome.codecs);
     preflight(opts, pd, session.welcome.replica as { virtualSize: number; sectorSize: number });
     return session;

@@ -135,11 +135,24 @@ export class Compressor {
     return this.inWorker(raw, level);
   }
 
+  /**
+   * Start the compressing threads now (WASM zstd: a thread and its module take ~50 ms), so that the
+   * first frame does not wait for them: a resync calls this before it connects.
+   */
+  warm(): this {
+    if (this.codec === 'zstd' && !this.useBuiltin && this.workers.length === 0) this.spawnAll();
+    return this;
+  }
+
   close(): void {
     for (const w of this.workers) void w.worker.terminate();
     this.workers = [];
     for (const p of this.pending.values()) p.reject(new VhdsyncError('IO', 'the compressor was closed'));
     this.pending.clear();
+  }
+
+  private spawnAll(): void {
+    for (let i = 0; i < Math.max(1, this.threads); i++) this.workers.push(this.spawn());
   }
 
   private spawn(): { worker: Worker; ready: Promise<void>; busy: number } {
@@ -165,7 +178,7 @@ export class Compressor {
   }
 
   private async inWorker(raw: Uint8Array, level: number): Promise<Packed> {
-    if (this.workers.length === 0) for (let i = 0; i < Math.max(1, this.threads); i++) this.workers.push(this.spawn());
+    if (this.workers.length === 0) this.spawnAll();
     const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     w.busy++;
     try {

@@ -20,6 +20,18 @@ import { KiB, MiB } from '../units.js';
  *   in started {ackBytes} with what it agreed to. A replica without the field acks every 4 MiB, and P
  *   then keeps its full 32 MiB window (a smaller one would wait forever for an ack).
  *
+ *   Round trips (each one is a link's latency twice, paid in full on a slow WAN): nothing that the next
+ *   message would confirm anyway is waited for. Every addition is a field an older peer ignores, and
+ *   an older peer's silence about it means "do as before":
+ *   - hello {start}: a fresh run's start goes with the hello; R takes it only where it is the start P
+ *     would send after reading the welcome (no checkpoint, or restart, or a dry run; same virtual and
+ *     sector size) and says so in welcome {started: true}, then answers started. Else P sends start.
+ *   - start {credit}: R grants that much credit at once (started {credit} echoes it); roots flow
+ *     without waiting for a first 'credit'.
+ *   - merge follows compare-done at once: R handles them in order and merges only after a complete
+ *     compare. The tracked writes and commit wait for merged: R forgets its checkpoint at the commit,
+ *     so P must know the merge is done before, or a link lost there would restart the compare.
+ *
  * Over the network (tls-link.ts: u32 little-endian length, then the frame; a zero length is a
  * keepalive) a session opens before hello, so that a replica server can check the version and the
  * disk before any disk is touched (host/replica/server.ts):
@@ -30,6 +42,9 @@ import { KiB, MiB } from '../units.js';
  *                  {version, site: {vm, vmId, disks}, call, args} is one operation of a VM's replica
  *                  site (host/replica/remote-site.ts, host/replica/site-calls.ts)
  *   R→P queued     control {position}: waiting for a transfer slot (--max-active-transfers)
+ *                  A resync's open may carry the hello itself ({hello: {...}}): the server hands it to
+ *                  the replica endpoint and says opened {hello: true}, and the welcome follows unasked
+ *                  (one round trip for both). An older server ignores the field: P sends hello itself.
  *   R→P opened     control {version}: the replica endpoint answers hello ... commit from here on
  *                  (a call: P sends what it needs — a log's bytes as 'write' frames at their offsets)
  *   R→P result     control {value}: a call's answer, then close

@@ -32,6 +32,15 @@ export interface DialOptions {
 export type OpenRequest = Record<string, unknown>;
 
 export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptions, request: OpenRequest = { target: address.target }): Promise<TlsLink> {
+  return (await openReplicaSession(address, opts, request)).link;
+}
+
+/**
+ * As dialReplicaServer, and what the server said in 'opened': `{hello: true}` when it took the resync's
+ * hello from 'open' (the request's `hello`) and its 'welcome' follows without being asked. Frames that
+ * follow 'opened' are kept for the link's next handler.
+ */
+export async function openReplicaSession(address: ReplicaAddress, opts: DialOptions, request: OpenRequest): Promise<{ link: TlsLink; opened: Record<string, unknown> }> {
   const peer = `replica server ${address.display}`;
   const socket = await handshake(address, opts, peer);
   const link = new TlsLink(socket, {
@@ -40,12 +49,11 @@ export async function dialReplicaServer(address: ReplicaAddress, opts: DialOptio
     describeError: (e) => describeLinkError(e, peer, opts.tls.caSubject),
   });
   try {
-    await openTarget(link, address, opts, peer, request);
+    return { link, opened: await openTarget(link, address, opts, peer, request) };
   } catch (e) {
     link.destroy();
     throw e;
   }
-  return link;
 }
 
 function handshake(address: ReplicaAddress, opts: DialOptions, peer: string): Promise<TLSSocket> {
@@ -66,7 +74,7 @@ function handshake(address: ReplicaAddress, opts: DialOptions, peer: string): Pr
 }
 
 /** Send 'open', wait through 'queued' notices for 'opened' (or the server's error). */
-function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, peer: string, request: OpenRequest): Promise<void> {
+function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, peer: string, request: OpenRequest): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     link.onFrame((frame) => {
       let m;
@@ -83,7 +91,8 @@ function openTarget(link: TlsLink, address: ReplicaAddress, opts: DialOptions, p
       if (m.body.version !== PROTOCOL_VERSION) {
         return reject(new VhdsyncError('PROTOCOL', `${peer} speaks protocol version ${String(m.body.version)}; this vhdsync speaks ${PROTOCOL_VERSION} — upgrade vhdsync on both sides`));
       }
-      resolve();
+      link.holdFrames();
+      resolve(m.body);
     });
     link.onClose((e) => {
       // A server that does not trust our certificate drops us right after the handshake (TLS 1.3: the

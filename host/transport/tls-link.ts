@@ -47,6 +47,7 @@ export class TlsLink implements Link {
   maxFrameBytes: number;
   private readonly stallMs: number;
   private handler: FrameHandler = () => {};
+  private held: Uint8Array[] | undefined;
   private closeHandlers: ((error?: Error) => void)[] = [];
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -85,6 +86,19 @@ export class TlsLink implements Link {
 
   onFrame(handler: FrameHandler): void {
     this.handler = handler;
+    const held = this.held;
+    this.held = undefined;
+    // Replayed after the caller's synchronous set-up (its handlers and awaited replies are in place).
+    if (held) queueMicrotask(() => held.forEach((frame) => this.deliver(frame)));
+  }
+
+  /**
+   * Keep the frames that arrive from now until the next `onFrame`, for it: a reply the peer sent
+   * right behind another (a 'welcome' behind 'opened') is not lost between two handlers.
+   */
+  holdFrames(): void {
+    const held: Uint8Array[] = (this.held = []);
+    this.handler = (frame) => void held.push(frame);
   }
 
   /** Called once when the link closes (at once, if it already has). */
