@@ -6,6 +6,7 @@ import { Channel } from '../host/resync/channel.js';
 import { ReplicaEndpoint } from '../host/resync/replica.js';
 import { makeShape } from '../host/resync/tree.js';
 import { commonCodecs, decompressPayload, loadWasm, localCodecs } from '../host/transport/codec.js';
+import { looksIncompressible } from '../host/resync/compression.js';
 import { createMemoryLink, MemoryLink } from '../host/transport/memory-link.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { PROTOCOL_VERSION } from '../host/transport/protocol.js';
@@ -190,5 +191,37 @@ describe('zstd round trips through the real protocol', () => {
     expect(r.compression.codec).toBe('deflate');
     expect(r.compression.framesCompressed).toBeGreaterThan(0);
     expect(r.payloadWireBytes).toBeLessThan(r.bytesSent * 0.5);
+  });
+});
+
+describe('which frames are worth compressing', () => {
+  it('media-like bytes go raw untried; text, and text mixed into media, are compressed', () => {
+    const frame = MiB;
+    expect(looksIncompressible(randomBytes(frame, 41))).toBe(true);
+    expect(looksIncompressible(textBytes(frame, 42))).toBe(false);
+    const mixed = randomBytes(frame, 43);
+    mixed.set(textBytes(frame / 4, 44), frame / 2);
+    expect(looksIncompressible(mixed)).toBe(false);
+    // Small frames are always tried.
+    expect(looksIncompressible(randomBytes(16 * KiB, 45))).toBe(false);
+  });
+
+  it('in a disk of media files with text between them, every text frame is compressed', async () => {
+    // 15 MiB of media, then 1 MiB of text, four times (a file server's shares), to an empty replica.
+    const size = 64 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let at = 0, i = 0; at < size; at += 16 * MiB, i++) {
+      writes.push([at, randomBytes(15 * MiB, 50 + i)]);
+      writes.push([at + 15 * MiB, textBytes(MiB, 60 + i)]);
+    }
+    const primary = await rawImage(join(dir, 'mixed-p.img'), size, writes);
+    const replica = await rawImage(join(dir, 'mixed-r.img'), size);
+    // A link the compressor keeps up with even on a loaded machine (it falls back to raw past that).
+    const r = await resync({ primary, replica, compress: true, link: { rate: 20e6, latencyMs: 0 } });
+    expect(r.result).toBe('completed');
+    expect(qemuIdentical(primary, replica)).toBe(true);
+    // Each 1 MiB text frame is compressed, however many raw media frames came before it.
+    expect(r.compression.framesCompressed).toBeGreaterThanOrEqual(4);
+    expect(r.payloadWireBytes).toBeLessThan(60 * MiB + 4 * MiB * 0.5);
   });
 });

@@ -23,6 +23,15 @@ const HEADROOM = 4;
 const QUEUE_WHEN_SLOWER = 2;
 /** Frames must shrink at least this much to go compressed (else the replica decompresses for nothing). */
 const MIN_SAVING = 0.01;
+/**
+ * A frame whose sampled bytes carry at least this many bits per byte (order-0 entropy) is media, an
+ * archive or ciphertext: zstd and deflate gain < 1 % there, so it goes raw without being tried. A
+ * frame that mixes such data with anything compressible stays below it and is compressed.
+ */
+const RAW_ENTROPY_BITS = 7.95;
+/** The entropy is estimated from SAMPLE_BYTES of every SAMPLE_STRIDE bytes of a frame (1/16 of it). */
+const SAMPLE_BYTES = 4096;
+const SAMPLE_STRIDE = 65536;
 
 export interface CompressionStats {
   /** The codec used for data ('none' when compression is off or nothing was negotiated). */
@@ -42,24 +51,29 @@ export interface CompressionStats {
  * still ≥ HEADROOM × R (so slow links get stronger compression). When C < R, compressing every frame
  * would slow the transfer to C: frames go compressed while the compressor keeps up and raw past that,
  * so the link never idles waiting for it. With no known rate every frame is compressed at level 1 while
- * the compressor keeps up. A stream that stops shrinking (media, archives) is tried every 16th frame.
+ * the compressor keeps up. A frame that looks incompressible (sampled entropy, looksIncompressible)
+ * goes raw at once: decided per frame, so the text between a disk's media files is still compressed.
  */
 export class AdaptiveCompression {
   readonly stats: CompressionStats;
   private readonly compressor: Compressor | undefined;
   private readonly codec: Codec | undefined;
-  private ratio = 0.5;
   /** Measured speed / prior speed (EWMA), once something was compressed. */
   private scale: number | undefined;
-  private frames = 0;
+
+  /** A compressor handed in (warm) stays open for its owner; one made here is closed by close(). */
+  private readonly owned: boolean;
 
   constructor(
     enabled: boolean,
     codecs: Codec[],
     private linkRate: number,
+    given?: Compressor,
   ) {
     this.codec = enabled ? codecs[0] : undefined;
-    this.compressor = this.codec ? new Compressor(this.codec) : undefined;
+    const fits = given !== undefined && given.codec === this.codec;
+    this.owned = !fits;
+    this.compressor = this.codec ? (fits ? given : new Compressor(this.codec)) : undefined;
     this.stats = { codec: this.codec ?? 'none', framesCompressed: 0, framesRaw: 0, levels: {}, compressorBytes: 0, compressorMs: 0 };
   }
 
@@ -81,8 +95,7 @@ export class AdaptiveCompression {
 
   async pack(raw: Uint8Array): Promise<{ payload: Uint8Array; codec: PayloadCodec }> {
     if (!this.compressor || !this.codec) return this.raw(raw);
-    const frame = this.frames++;
-    if (this.ratio > 1 - MIN_SAVING * 5 && frame % 16 !== 0) return this.raw(raw);
+    if (looksIncompressible(raw)) return this.raw(raw);
     const level = this.level();
     const keepsUp = this.speedAt(level) >= this.linkRate;
     if (!keepsUp && this.compressor.inFlight >= QUEUE_WHEN_SLOWER) return this.raw(raw);
@@ -92,7 +105,6 @@ export class AdaptiveCompression {
     const prior = this.speedAt(level) / (this.scale ?? 1);
     const sample = raw.byteLength / Math.max(z.ms / 1000, 1e-6) / prior;
     this.scale = this.scale === undefined ? sample : 0.8 * this.scale + 0.2 * sample;
-    this.ratio = 0.8 * this.ratio + 0.2 * (z.payload.byteLength / raw.byteLength);
     if (z.payload.byteLength > raw.byteLength * (1 - MIN_SAVING)) return this.raw(raw);
     this.stats.framesCompressed++;
     this.stats.levels[level] = (this.stats.levels[level] ?? 0) + 1;
@@ -100,11 +112,34 @@ export class AdaptiveCompression {
   }
 
   close(): void {
-    this.compressor?.close();
+    if (this.owned) this.compressor?.close();
   }
 
   private raw(raw: Uint8Array): { payload: Uint8Array; codec: PayloadCodec } {
     this.stats.framesRaw++;
     return { payload: raw, codec: 'none' };
   }
+}
+
+/**
+ * Whether a frame of at least SAMPLE_STRIDE bytes looks incompressible: the order-0 entropy of a 1/16
+ * sample (~0.1 ms for 1 MiB) at or above RAW_ENTROPY_BITS. Smaller frames are always tried (cheap,
+ * and a small sample's estimate is biased low).
+ */
+export function looksIncompressible(frame: Uint8Array): boolean {
+  if (frame.byteLength < SAMPLE_STRIDE) return false;
+  const counts = new Uint32Array(256);
+  let n = 0;
+  for (let at = 0; at < frame.byteLength; at += SAMPLE_STRIDE) {
+    const end = Math.min(at + SAMPLE_BYTES, frame.byteLength);
+    for (let i = at; i < end; i++) counts[frame[i]]++;
+    n += end - at;
+  }
+  let bits = 0;
+  for (const c of counts) {
+    if (c === 0) continue;
+    const p = c / n;
+    bits -= p * Math.log2(p);
+  }
+  return bits >= RAW_ENTROPY_BITS;
 }
