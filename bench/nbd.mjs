@@ -1,13 +1,15 @@
 // npm run bench:nbd [-- --size 1G --count 4000 --depth 16 --runs 3 --json out.json]
 //
-// Throughput of a running VM's disk served by `vhdsync run` (every write through the tracker: appended
-// to the tracking log and fsynced before it is acknowledged) against `qemu-nbd` exporting the same raw
+// Throughput of a running VM's disk served by `vhdsync run` (every write through the tracker: in the
+// tracking log before it is acknowledged; log, then disk, made durable by the client's FLUSH or FUA, as
+// NBD asks, not fsynced per write) against `qemu-nbd` exporting the same raw
 // image with no tracking, measured in the same run with the same client: `qemu-img bench` over a Unix
-// socket, 64 KiB and 4 KiB, writes and reads, queue depth --depth. Each figure is the best of --runs.
+// socket, 64 KiB and 4 KiB, writes and reads, queue depth --depth. Each figure is the best of --runs;
+// beside it, each server's CPU time per request (the least of --runs), which other load moves less.
 // Targets (issue 15): tracked writes >= 0.5x qemu-nbd at 64 KiB, reads >= 0.8x.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,24 +57,37 @@ async function server(cmd, argv, sock, ready) {
     if (child.exitCode !== null) throw new Error(`${cmd} exited: ${err}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-  return { stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('close', r), child.kill('SIGTERM')))) };
+  return { pid: child.pid, stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('close', r), child.kill('SIGTERM')))) };
 }
 
-/** qemu-img bench over the export: MiB/s (best of `runs`); `after` runs after each write run. */
-function bench(uri, bytes, write, after = () => undefined) {
+/** CPU seconds (user + system, all threads) a process has used: /proc/PID/stat, in USER_HZ (100 on Linux). */
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/**
+ * qemu-img bench over the export served by process `pid`: MiB/s (best of `runs`) and the server's CPU
+ * microseconds per request (least of `runs`: under other load, the figure that moves least); `after`
+ * runs after each write run.
+ */
+function bench(pid, uri, bytes, write, after = () => undefined) {
   let best = 0;
+  let cpu = Infinity;
   // 4 KiB requests: 4x as many (a run long enough to measure), 64 KiB: --count.
   const n = bytes < 65536 ? count * 4 : count;
   for (let i = 0; i < runs; i++) {
     const a = ['bench', '-f', 'raw', '-c', String(n), '-d', String(depth), '-s', String(bytes), '-S', String(bytes)];
     if (write) a.push('-w', '--pattern', '0x5a');
     a.push(uri);
+    const before = cpuSeconds(pid);
     const out = execFileSync('qemu-img', a, { encoding: 'utf8' });
+    cpu = Math.min(cpu, ((cpuSeconds(pid) - before) * 1e6) / n);
     const secs = Number(/Run completed in ([\d.]+) seconds/.exec(out)?.[1]);
     best = Math.max(best, (n * bytes) / secs / 1024 ** 2);
     if (write) after();
   }
-  return best;
+  return { mib: best, cpu };
 }
 
 const CASES = [
@@ -94,19 +109,24 @@ try {
   // Several rounds, alternating the servers, so that the page cache and the machine's load hit both alike.
   const sockV = join(dir, 'v.sock');
   const sockQ = join(dir, 'q.sock');
-  for (const [name] of CASES) results[name] = { vhdsync: 0, qemuNbd: 0 };
+  for (const [name] of CASES) results[name] = { vhdsync: 0, qemuNbd: 0, vhdsyncCpuUs: Infinity, qemuNbdCpuUs: Infinity };
+  const keep = (r, who, m) => {
+    r[who] = Math.max(r[who], m.mib);
+    r[`${who}CpuUs`] = Math.min(r[`${who}CpuUs`], m.cpu);
+  };
+  const load = [loadavg()[0]];
   for (let round = 0; round < 2; round++) {
     const v = await server(process.execPath, [BIN, 'run', 'vm', '--socket', sockV], sockV, (e) => /is running/.test(e));
     for (const [name, bytes, write] of CASES) {
       // Ship the logs after each write run (the service replicates while the VM runs), so that the
       // 50 % rule never stops tracking: every write measured here is tracked.
-      results[name].vhdsync = Math.max(results[name].vhdsync, bench(`nbd+unix:///0?socket=${sockV}`, bytes, write, () => vhdsync('service', '--once')));
+      keep(results[name], 'vhdsync', bench(v.pid, `nbd+unix:///0?socket=${sockV}`, bytes, write, () => vhdsync('service', '--once')));
     }
     await v.stop();
     const state = JSON.parse(vhdsync('get-replication', 'vm', '--json')).State;
     if (state !== 'Replicating') throw new Error(`the VM is ${state} (${JSON.parse(vhdsync('get-replication', 'vm', '--json')).ResynchronizationEvidence}): writes were not all tracked; use a larger --size or a smaller --count`);
     const q = await server('qemu-nbd', ['-f', 'raw', '-x', '0', '-k', sockQ, '--persistent', '--shared', '8', img], sockQ, () => existsSync(sockQ));
-    for (const [name, bytes, write] of CASES) results[name].qemuNbd = Math.max(results[name].qemuNbd, bench(`nbd+unix:///0?socket=${sockQ}`, bytes, write));
+    for (const [name, bytes, write] of CASES) keep(results[name], 'qemuNbd', bench(q.pid, `nbd+unix:///0?socket=${sockQ}`, bytes, write));
     await q.stop();
     if (round === 0) {
       // qemu-nbd wrote the VM's disk while the VM was off: vhdsync sees it (ModifiedWhileOff) and a resync
@@ -115,18 +135,21 @@ try {
       vhdsync('resume-replication', 'vm', '--resynchronize');
     }
   }
+  load.push(loadavg()[0]);
   const targets = { 'write 64 KiB': 0.5, 'read 64 KiB': 0.8 };
   console.log(`qemu-img bench, ${count} requests of 64 KiB / ${count * 4} of 4 KiB, depth ${depth}, ${sizeText} raw image, best of ${runs * 2} runs each`);
-  console.log('case          vhdsync run   qemu-nbd    ratio  target');
+  console.log(`node ${process.version}, load average ${load.map((l) => l.toFixed(1)).join(' -> ')} (1 min, at start and end)`);
+  console.log('case          vhdsync run   qemu-nbd    ratio  target          server CPU per request: vhdsync  qemu-nbd');
   for (const [name] of CASES) {
     const r = results[name];
     r.ratio = r.vhdsync / r.qemuNbd;
     const t = targets[name];
+    const verdict = t ? `>= ${t}x ${r.ratio >= t ? 'met' : 'MISSED'}` : '';
     console.log(
-      `${name.padEnd(13)} ${r.vhdsync.toFixed(0).padStart(7)} MiB/s ${r.qemuNbd.toFixed(0).padStart(6)} MiB/s ${r.ratio.toFixed(2).padStart(6)}x  ${t ? `>= ${t}x ${r.ratio >= t ? 'met' : 'MISSED'}` : ''}`,
+      `${name.padEnd(13)} ${r.vhdsync.toFixed(0).padStart(7)} MiB/s ${r.qemuNbd.toFixed(0).padStart(6)} MiB/s ${r.ratio.toFixed(2).padStart(6)}x  ${verdict.padEnd(15)} ${r.vhdsyncCpuUs.toFixed(0).padStart(24)} us ${r.qemuNbdCpuUs.toFixed(0).padStart(6)} us`,
     );
   }
-  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ bench: 'nbd', node: process.version, size, count, depth, runs, results, targets }, null, 2) + '\n');
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ bench: 'nbd', node: process.version, loadAverage: load, size, count, depth, runs, results, targets }, null, 2) + '\n');
 } finally {
   cleanup();
 }
