@@ -3,7 +3,7 @@
  * sessions hold the replica's lock like a local resync, and a cancel asks the running session to stop.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { link, mkdir } from 'node:fs/promises';
+import { copyFile, link, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cancelResync, resync, startResync } from '../host/index.js';
@@ -45,10 +45,13 @@ describe('one writer on the replica server', () => {
   it('two resyncs of one disk under two hard-linked names run one after the other, never at once', async () => {
     const { primary, replica } = await pair('hl');
     await link(replica, join(net.root, 'hl', 'other-name.img'));
+    // Two primaries of the same content: one primary is the source of one resync at a time (resync-source.ts).
+    const twin = join(net.root, 'hl-twin.img');
+    await copyFile(primary, twin);
     const before = net.server.peakActive;
     const [a, b] = await Promise.all([
       resync({ primary, replica: url('hl/disk.img'), network: await slow() }),
-      resync({ primary, replica: url('hl/other-name.img'), network: await slow() }),
+      resync({ primary: twin, replica: url('hl/other-name.img'), network: await slow() }),
     ]);
     expect([a.result, b.result]).toEqual(['completed', 'completed']);
     expect(qemuIdentical(primary, replica)).toBe(true);

@@ -75,6 +75,33 @@ describe('two writers of one replica', () => {
     expect(existsSync(`${r}.resync.json`)).toBe(false);
   });
 
+  it('the primary of a running resync is not written around its tracker: a resync onto it, a resize and a second resync from it are refused in one line; the first completes equal', async () => {
+    const { p, r } = await pair('source');
+    const other = await rawImage(join(dir, 'source-other.img'), 64 * MiB);
+    const r2 = await rawImage(join(dir, 'source-r2.img'), 64 * MiB);
+    const before = sha256File(p);
+    const a = start(['resync', p, r, ...SLOW]);
+    await progressed(r, a);
+    const holderLine = (what: string) => new RegExp(`^vhdsync: ${what.replace(/[.]/g, '\\.')} is in use by process ${a.pid} on \\S+ \\(since .*resync.*\\): it is the primary of that resync`);
+    for (const [args, tail] of [
+      [['resync', other, p, '--no-progress'], /so a resync onto it now would change it behind the resync's back; wait for that resync to end\n$/],
+      [['resize', p, '+1M'], /so resizing it now would change it behind the resync's back; wait for that resync to end\n$/],
+      [['resync', p, r2, '--no-progress'], /and its writes are tracked in one log; wait for that resync to end, or run again with --wait\n$/],
+    ] as const) {
+      const refused = cli([...args], { home: join(dir, 'home') });
+      expect(refused.status, args.join(' ')).toBe(2);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(refused.stderr).toMatch(holderLine(p));
+      expect(refused.stderr).toMatch(tail);
+    }
+    expect(sha256File(p)).toBe(before);
+    expect((await a.exited).code).toBe(0);
+    expect(qemuIdentical(p, r)).toBe(true);
+    // Once it ended, the same commands go through.
+    expect(cli(['resync', p, r2, '--no-progress'], { home: join(dir, 'home') }).status).toBe(0);
+    expect(qemuIdentical(p, r2)).toBe(true);
+  });
+
   it('with --wait the second resync waits for the first, then runs, and the replica equals the primary', async () => {
     const { p, r } = await pair('wait');
     const a = start(['resync', p, r, ...SLOW]);

@@ -9,6 +9,7 @@
  */
 import { VhdsyncError } from '../errors.js';
 import { formatSize } from '../units.js';
+import { refuseResyncSource } from '../resync-source.js';
 import { lockFile, type Holder } from '../writer-lock.js';
 import type { ImageFormat } from './detect.js';
 import type { DiskType } from './disk.js';
@@ -61,6 +62,7 @@ export function parseResizeTarget(text: string, parse: (t: string) => number): R
 export async function resizeImage(path: string, target: ResizeTarget, options: ResizeOptions = {}): Promise<ResizeResult> {
   const lock = await lockFile(path, { what: path, wait: options.wait, onWait: options.onWait });
   try {
+    await refuseResyncSource(path, 'resizing it');
     await options.beforeWrite?.();
     const result = await resizeLocked(path, target, options);
     if (result.changed) {

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { asVhdsyncError, VhdsyncError } from '../errors.js';
+import { refuseResyncSource } from '../resync-source.js';
 import { connectReplica, dropReplicaThreadReady, keepReplicaThreadReady, type ReplicaConnection } from '../resync/connect.js';
 import { MAX_FRAME_BYTES } from '../transport/link.js';
 import { decode, encode, PROTOCOL_VERSION } from '../transport/protocol.js';
@@ -332,6 +333,7 @@ export class ReplicaServer {
         // One writer: this session holds the replica like a local resync would (a local `vhdsync resync`
         // or another server on this host is refused, and asked to stop by `resync --cancel`).
         lock = await lockFile(target!, { what: String(open.target) });
+        await refuseResyncSource(target!, 'a resync onto it');
         lock.onStop(() => {
           if (served.merging) return { stopping: false, why: 'it is merging its overlay into the replica (the point of no return)' };
           served.cancelled = true;

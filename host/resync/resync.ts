@@ -4,6 +4,7 @@ import type { Disk } from '../disk/disk.js';
 import { openDisk, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
+import { holdResyncSource, refuseResyncSource } from '../resync-source.js';
 import { askToStop, describeHolder, fileIdentity, lockFile, type HeldLock, type Holder } from '../writer-lock.js';
 import { EventLog, type EventRecord } from '../events/event-log.js';
 import type { CounterStore } from '../events/counters.js';
@@ -265,20 +266,48 @@ async function refuseReplicaInPrimary(opts: ResyncOptions, pd: Disk): Promise<vo
   }
 }
 
-/**
- * One writer (ARCHITECTURE.md): a replica on this machine is locked by its identity for the whole run (a
- * replica server locks its own files). A `resync --cancel` from another process is answered here: the
- * run stops at its next region boundary, removes its overlay and checkpoint, and ends as 'cancelled' —
- * unless the merge was already asked for, which is past the point of no return.
- */
 /** 29244's time taken: the whole resync across pauses, and this session's part of it. */
 function timeTaken(session: number, prior = 0): { seconds: number; sessionSeconds: number } {
   return { seconds: prior + session, sessionSeconds: session };
 }
 
+/**
+ * One writer (ARCHITECTURE.md): a replica on this machine is locked by its identity for the whole run (a
+ * replica server locks its own files), and the primary is held as a resync's source (host/resync-source.ts).
+ * A `resync --cancel` from another process is answered here: the run stops at its next region boundary,
+ * removes its overlay and checkpoint, and ends as 'cancelled' — unless the merge was already asked for,
+ * which is past the point of no return.
+ */
 async function runLocked(opts: ResyncOptions, shouldPause: () => boolean, cancelAsked: () => boolean = () => false): Promise<ResyncResult> {
-  if (isReplicaAddress(opts.replica) || opts.dryRun) return runResync(opts, shouldPause, { cancel: false, merging: false }, cancelAsked);
+  if (opts.dryRun) return runResync(opts, shouldPause, { cancel: false, merging: false }, cancelAsked);
+  if (isReplicaAddress(opts.replica)) return asSource(opts, () => runResync(opts, shouldPause, { cancel: false, merging: false }, cancelAsked));
   const lock = await lockFile(opts.replica, { what: opts.replica, wait: opts.wait, onWait: opts.onWait });
+  let handedOver = false; // from then on runLockedReplica releases it, with the outcome
+  try {
+    await refuseResyncSource(opts.replica, 'a resync onto it');
+    return await asSource(opts, () => {
+      handedOver = true;
+      return runLockedReplica(opts, lock, shouldPause, cancelAsked);
+    });
+  } finally {
+    if (!handedOver) await lock.release();
+  }
+}
+
+/** Run `fn` holding the primary as this resync's source (host/resync-source.ts). */
+async function asSource<T>(opts: ResyncOptions, fn: () => Promise<T>): Promise<T> {
+  const source = await holdResyncSource(opts.primary, { wait: opts.wait, onWait: opts.onWait }).catch((e: unknown) => {
+    if (e instanceof VhdsyncError && e.code === 'NOT_FOUND') return undefined; // openDisk says it in its words
+    throw e;
+  });
+  try {
+    return await fn();
+  } finally {
+    await source?.release();
+  }
+}
+
+async function runLockedReplica(opts: ResyncOptions, lock: HeldLock, shouldPause: () => boolean, cancelAsked: () => boolean): Promise<ResyncResult> {
   const stop = { cancel: false, merging: false };
   lock.onStop((reason) => {
     if (reason !== 'cancel') return { stopping: false, why: `unknown request '${reason}'` };
