@@ -286,6 +286,46 @@ describe('resync end to end on real files', () => {
     expect(qemuIdentical(p, r2)).toBe(true);
   });
 
+  it('a resumed resync whose primary was replaced or written around its tracker while paused compares again from the start: "completed" means equal', async () => {
+    n++;
+    const size = 128 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 8192, randomBytes(256 * 1024, 300 + off / MiB)]);
+    const p = await rawImage(path('p.img'), size, writes);
+    const pausedAfter = async (primary: string, replica: string) => {
+      const h = startResync({ primary, replica, link: { rate: 20e6, latencyMs: 1 }, onProgress: (x) => x.bytesCompared >= 32 * MiB && h.pause() });
+      const r = await h.done;
+      expect(r.result).toBe('paused');
+      return r;
+    };
+    // Written by something other than the tracker (a raw write to the file) in a region already compared.
+    const r = await rawImage(path('r.img'), size);
+    await pausedAfter(p, r);
+    const fh = await open(p, 'r+');
+    await fh.write(randomBytes(64 * 1024, 9), 0, 64 * 1024, 1 * MiB);
+    await fh.close();
+    const resumed = await resync({ primary: p, replica: r });
+    expect(resumed.result).toBe('completed');
+    expect(resumed.comparedAgain).toMatch(/was written while the resync was interrupted, not through its tracking log/);
+    expect(qemuIdentical(p, r)).toBe(true);
+    // Another file of the same name (a copy elsewhere, with different data) resumes the same checkpoint.
+    const other = join(dir, `${n}-other`);
+    await (await import('node:fs/promises')).mkdir(other);
+    const twin = await rawImage(join(other, `${n}-p.img`), size, writes.map(([o, d]) => [o, d.map((b) => b ^ 0x5a)]));
+    const r2 = await rawImage(path('r2.img'), size);
+    await pausedAfter(p, r2);
+    const switched = await resync({ primary: twin, replica: r2 });
+    expect(switched.comparedAgain).toMatch(/is not the file the interrupted resync compared/);
+    expect(qemuIdentical(twin, r2)).toBe(true);
+    // Nothing changed while paused: resumed as before (from its checkpoint), no second compare.
+    const r3 = await rawImage(path('r3.img'), size);
+    await pausedAfter(p, r3);
+    const plain = await resync({ primary: p, replica: r3 });
+    expect(plain.result).toBe('completed');
+    expect(plain.comparedAgain).toBeUndefined();
+    expect(qemuIdentical(p, r3)).toBe(true);
+  });
+
   // Identical disks have no overlay to merge (issue 17): the tracked writes then go straight into the base.
   it.each([
     ['the replica differs by a MiB', true],

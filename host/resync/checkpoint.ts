@@ -23,6 +23,24 @@ export interface Checkpoint {
   leavesReceived: number;
   startedAt: string;
   updatedAt: string;
+  /** The primary file when its last session started: a resumed resync tells another or a changed file by it. */
+  primaryFile?: PrimaryStamp;
+  /** Why the compare must run once more from the start when this resync completes (sticky across sessions). */
+  compareAgain?: string;
+}
+
+export interface PrimaryStamp {
+  dev: string;
+  ino: string;
+  ctimeNs: string;
+}
+
+/** A stamp from the wire or a file, or undefined when it is not one (an older peer sends none). */
+export function asPrimaryStamp(v: unknown): PrimaryStamp | undefined {
+  const o = v as Partial<PrimaryStamp> | null;
+  if (typeof o !== 'object' || o === null) return undefined;
+  const digits = (x: unknown) => typeof x === 'string' && /^\d{1,40}$/.test(x);
+  return digits(o.dev) && digits(o.ino) && digits(o.ctimeNs) ? { dev: o.dev!, ino: o.ino!, ctimeNs: o.ctimeNs! } : undefined;
 }
 
 export async function readCheckpoint(path: string): Promise<Checkpoint | undefined> {
@@ -50,7 +68,9 @@ export async function readCheckpoint(path: string): Promise<Checkpoint | undefin
     intOk(c.nextRegion) &&
     (c.phase === 'comparing' || c.phase === 'compared' || c.phase === 'merging' || c.phase === 'merged') &&
     intOk(c.bytesReceived) &&
-    intOk(c.leavesReceived);
+    intOk(c.leavesReceived) &&
+    (c.primaryFile === undefined || asPrimaryStamp(c.primaryFile) !== undefined) &&
+    (c.compareAgain === undefined || typeof c.compareAgain === 'string');
   if (!valid) throw new VhdsyncError('CHECKPOINT', `${path}: the resync checkpoint is damaged; run with --restart (or --cancel) to start over`);
   return c as Checkpoint;
 }

@@ -11,7 +11,7 @@ import { checkName, checkShape, LIMITS, PROTOCOL_VERSION, type Codec, type Paylo
 import { decompressPayload, localCodecs } from '../transport/codec.js';
 import { Channel } from './channel.js';
 import { DEFAULT_ACK_BYTES, MIN_ACK_BYTES } from './primary.js';
-import { readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
+import { asPrimaryStamp, readCheckpoint, writeCheckpoint, deleteCheckpoint, type Checkpoint } from './checkpoint.js';
 import { checkpointPathFor, overlayPathFor, preResyncUndoPathFor, recoveryPointsDirFor } from './paths.js';
 import { capturePreResyncPoint, capturePreResyncWrite, dropPreResyncPoint } from './pre-resync-point.js';
 import { scopeFromWire } from './scope.js';
@@ -183,6 +183,14 @@ export class ReplicaEndpoint {
           this.checkpoint = existing;
           resumeFrom = existing.nextRegion;
           phase = existing.phase;
+          // This session's primary, and a compare to run again (the primary decided): kept for the next resume.
+          const stamp = asPrimaryStamp(b.primaryFile);
+          const again = typeof b.compareAgain === 'string' ? b.compareAgain.slice(0, 500) : undefined;
+          if (stamp || again) {
+            if (stamp) existing.primaryFile = stamp;
+            if (again) existing.compareAgain = again;
+            await writeCheckpoint(this.checkpointPath, existing);
+          }
           if (phase === 'comparing' || phase === 'compared') this.disk = this.overlay = await this.open(this.overlayPath);
         } else {
           await this.discardLeftovers();
@@ -200,6 +208,7 @@ export class ReplicaEndpoint {
             leavesReceived: 0,
             startedAt: new Date().toISOString(),
             updatedAt: '',
+            ...(asPrimaryStamp(b.primaryFile) ? { primaryFile: asPrimaryStamp(b.primaryFile) } : {}),
           };
           await writeCheckpoint(this.checkpointPath, this.checkpoint);
           this.lastCheckpoint = Date.now();

@@ -1,9 +1,11 @@
+import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
 import { openDisk, discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
+import { fileIdentity as fileIdentityOf } from '../file-identity.js';
 import { holdResyncSource, refuseResyncSource } from '../resync-source.js';
 import { askToStop, describeHolder, fileIdentity, lockFile, type HeldLock, type Holder } from '../writer-lock.js';
 import { EventLog, type EventRecord } from '../events/event-log.js';
@@ -13,14 +15,14 @@ import { PROTOCOL_VERSION, type Codec } from '../transport/protocol.js';
 import { commonCodecs, Compressor, localCodecs } from '../transport/codec.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
-import { scanTrackingLog, type LogInit } from '../tracking/log.js';
-import { dropTakenLogs, startTrackingLog, takeTrackingLog } from '../tracking/log-files.js';
+import { HEADER_BYTES, scanTrackingLog, type LogInit } from '../tracking/log.js';
+import { dropTakenLogs, startTrackingLog, takeTrackingLog, trackingLogPathFor } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
 import { readDirtyMap, type DirtyMap } from '../tracking/dirty-map.js';
 import { rangesOfMap, replicaKey, scopeBytes, scopeWire, type ResyncScopeKind } from './scope.js';
 import { Channel } from './channel.js';
 import { connectReplica, type ReplicaConnection } from './connect.js';
-import { readCheckpoint, type Checkpoint } from './checkpoint.js';
+import { readCheckpoint, type Checkpoint, type PrimaryStamp } from './checkpoint.js';
 import { mergeJournalPath } from '../disk/index.js';
 import { checkpointPathFor, overlayPathFor } from './paths.js';
 import { dropPreResyncPoint } from './pre-resync-point.js';
@@ -135,6 +137,11 @@ export interface ResyncResult {
   scopeBytes: number;
   seconds: number;
   resumedFrom: number;
+  /**
+   * Why the compare ran a second time from the start: a resumed resync found its primary changed outside
+   * the tracking log (another file, or written by something else) while it was interrupted.
+   */
+  comparedAgain?: string;
   /** Links lost during the compare and re-established: where the replica resumed, and why the link dropped. */
   reconnects: { resumedFrom: number; error: string }[];
   trackedWritesApplied: number;
@@ -330,7 +337,43 @@ async function runLockedReplica(opts: ResyncOptions, lock: HeldLock, shouldPause
   }
 }
 
+/**
+ * A resumed resync whose primary changed outside its tracking while it was interrupted finishes what it
+ * had (the replica's checkpoint trusts the regions before it), then compares everything once more from
+ * the start: only the regions that differ are sent again, and "completed" means equal.
+ */
 async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: { cancel: boolean; merging: boolean }, cancelAsked: () => boolean = () => false): Promise<ResyncResult> {
+  const first = await runResyncOnce(opts, shouldStop, stop, cancelAsked);
+  if (first.result !== 'completed' || first.comparedAgain === undefined) return first;
+  stop.merging = false;
+  const again = await runResyncOnce({ ...opts, restart: true }, shouldStop, stop, cancelAsked);
+  return { ...again, comparedAgain: first.comparedAgain, events: [...first.events, ...again.events] };
+}
+
+/** The primary file as a resumed resync finds it again (host/resync/checkpoint.ts). */
+async function primaryStamp(path: string): Promise<PrimaryStamp> {
+  const id = await fileIdentityOf(path);
+  return { dev: id.dev, ino: id.ino, ctimeNs: id.ctimeNs };
+}
+
+/**
+ * Why a resumed resync cannot trust the regions it compared before it was interrupted, if it cannot: the
+ * primary is another file, or it changed since the last session started and its last change is not a
+ * tracked write (a tracked write appends to the log first, then writes the disk, so the disk's change
+ * time follows the log's by far less than a second). An older checkpoint has no stamp: trusted, as before.
+ */
+async function changedOutsideTracking(primary: string, was: PrimaryStamp | undefined, now: PrimaryStamp): Promise<string | undefined> {
+  if (!was) return undefined;
+  if (was.dev !== now.dev || was.ino !== now.ino) return `${primary} is not the file the interrupted resync compared (it was replaced or copied)`;
+  if (was.ctimeNs === now.ctimeNs) return undefined;
+  const log = await stat(trackingLogPathFor(primary), { bigint: true }).catch(() => undefined);
+  if (log && log.size > BigInt(HEADER_BYTES) && BigInt(now.ctimeNs) <= log.mtimeNs + TRACKED_WRITE_SLACK_NS) return undefined;
+  return `${primary} was written while the resync was interrupted, not through its tracking log`;
+}
+
+const TRACKED_WRITE_SLACK_NS = 2_000_000_000n;
+
+async function runResyncOnce(opts: ResyncOptions, shouldStop: () => boolean, stop: { cancel: boolean; merging: boolean }, cancelAsked: () => boolean = () => false): Promise<ResyncResult> {
   const t0 = performance.now();
   const secs = () => (performance.now() - t0) / 1000;
   // A dry run writes nothing, events included: they stay in memory and come back marked dryRun.
@@ -359,10 +402,12 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     // About a second of data in flight at the link's rate: what a pause waits for (issue 13 item 13).
     const linkRate = opts.link?.rate ?? opts.network?.limiter?.rate ?? Infinity;
     const askedFlow = flowFor(linkRate);
+    const stamp = dryRun ? undefined : await primaryStamp(opts.primary);
     const startOf = (shape: TreeShape, scopeMap?: DirtyMap) => ({
       shape, dryRun, restart: opts.restart === true, primary: basename(opts.primary), keepPreResyncPoint: opts.keepPreResyncPoint === true,
       ackBytes: askedFlow.ackBytes, credit: CREDIT_WINDOW, sectorSize: pd.sectorSize,
       ...(scopeMap ? { scope: scopeWire(scopeMap) } : {}),
+      ...(stamp ? { primaryFile: stamp } : {}),
     });
     // The start of a fresh run goes with the hello (the replica takes it only if it is the one we would
     // send after its welcome: see ReplicaEndpoint.hello). A scoped resync reads its map after tracking
@@ -376,6 +421,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const cp = welcome.checkpoint as Checkpoint | null;
     const resuming = !dryRun && !opts.restart && cp !== null;
     if (resuming) checkResumable(opts, pd, cp!);
+    const compareAgain = resuming ? (cp!.compareAgain ?? (await changedOutsideTracking(opts.primary, cp!.primaryFile, stamp!))) : undefined;
     const leafSize = resuming && opts.leafSize === undefined ? cp!.leafSize : (opts.leafSize ?? DEFAULT_LEAF);
     const shape: TreeShape = makeShape(pd.virtualSize, leafSize);
     phases.preflight = secs();
@@ -397,7 +443,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     const scope = scopeMap ? rangesOfMap(scopeMap, pd.virtualSize) : undefined;
     const scopeKind: ResyncScopeKind = scope ? 'DirtyExtents' : 'Full';
     const scopeSize = scopeBytes(scope, pd.virtualSize);
-    const start = session.startTaken ? early! : startOf(shape, scopeMap);
+    const start = session.startTaken ? early! : { ...startOf(shape, scopeMap), ...(compareAgain ? { compareAgain } : {}) };
     let startedReply = session.started;
     if (!session.startTaken) {
       startedReply ??= c.expect('started');
@@ -639,6 +685,7 @@ async function runResync(opts: ResyncOptions, shouldStop: () => boolean, stop: {
     progress('done');
     return finish('completed', {
       identical: true,
+      ...(compareAgain ? { comparedAgain: compareAgain } : {}),
       trackedWritesApplied: done.tracked.records,
       recoveryPointsDeleted: done.committed.recoveryPointsDeleted === true,
     });

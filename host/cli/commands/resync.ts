@@ -133,6 +133,7 @@ function printReport(primary: string, replica: string, r: ResyncResult, link: st
     r.dryRun ? `Dry run: ${primary} → ${replica} (nothing written)` : `Resync ${primary} → ${replica}: ${r.result}`,
     `  virtual size     ${formatSize(r.virtualSize)} (${r.virtualSize} bytes), leaf ${formatSize(r.leafSize)}`,
     r.resumedFrom > 0 ? `  resumed from     ${formatSize(r.resumedFrom)}` : undefined,
+    r.comparedAgain ? `  compared again   from the start: ${r.comparedAgain}` : undefined,
     `  compared         ${formatSize(r.bytesCompared)} in ${r.phases.compare.toFixed(2)} s`,
     `  scope            ${r.scope}${r.scope === 'DirtyExtents' ? ` (${formatSize(r.scopeBytes)})` : ''}, ${formatSize(r.bytesRead)} read from the primary`,
     `  ${r.dryRun ? 'would send      ' : 'sent            '} ${formatSize(r.bytesSent)} in ${r.blocksSent} blocks`,
