@@ -424,11 +424,12 @@ describe('failover and resync', () => {
       }),
     ).rejects.toThrow(/killed during the merge/);
     // The compare finished; the replica writes `merging` before it touches the base: as if the process
-    // died right there.
+    // died right there. (The merge is asked for right behind compare-done, so the replica in this
+    // process may already have finished it: then it died just after, with the checkpoint at `merged`.)
     const { readCheckpoint } = await import('../host/resync/checkpoint.js');
     const cp = await readCheckpoint(cpPath);
-    expect(cp?.phase).toBe('compared');
-    await writeCheckpoint(cpPath, { ...cp!, phase: 'merging' });
+    expect(['compared', 'merged']).toContain(cp?.phase);
+    if (cp?.phase === 'compared') await writeCheckpoint(cpPath, { ...cp!, phase: 'merging' });
     const out = await startFailover(rep, 'vm', 'unplanned');
     expect(out.vm.state).toBe('FailedOverWaitingCompletion');
     expect(out.resync).toBe('merge-finished');

@@ -4,7 +4,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { MiB } from '../host/units.js';
-import { cli, killBackground, startRun, newSite } from './support/cli.js';
+import { cli, homeCli, killBackground, startRun, newSite } from './support/cli.js';
 import { rawDisk } from './support/images.js';
 import { qemuIdentical } from './support/oracles.js';
 import { ROOT } from './support/paths.js';
@@ -62,6 +62,24 @@ function image(...args: string[]): string {
   if (r.status !== 0) throw new Error(`vhdsync ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
+
+describe("another VM's replica is never taken over", () => {
+  it('a second home enabling a VM of the same name on the same local replica folder is refused in one line; the first VM replicates on', async () => {
+    const s = await site();
+    const a = await rawDisk(join(s.d, 'a.img'), 8 * MiB, 11);
+    const b = await rawDisk(join(s.d, 'b.img'), 8 * MiB, 12);
+    s.ok('enable-replication', 'vm', '--disk', a, '--replica', s.replica);
+    s.ok('start-initial-replication', 'vm');
+    const other = homeCli(join(s.d, 'home-other'));
+    const r = other.run('enable-replication', 'vm', '--disk', b, '--replica', s.replica);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/vm[/\\]replica\.json: this replica belongs to another VM \(id [0-9a-f-]{36}\); choose another replica directory/)]);
+    expect(other.run('get-replication', 'vm').status).not.toBe(0); // nothing was enabled there
+    s.ok('write', 'vm', '--disk', '0', '--offset', '1M', '--length', '64K', '--pattern', '0xab');
+    expect(s.json('service', '--once')[0].Cycle.Result).toBe('replicated');
+    expect(qemuIdentical(a, join(s.replica, 'vm', 'a.img'))).toBe(true);
+  });
+});
 
 describe('a resized disk', () => {
   it('the VM record follows a disk grown on both sides, so writes past the old end replicate', async () => {

@@ -405,7 +405,11 @@ export class LocalReplicaSite implements ReplicaSite {
 
   async writeState(s: Pick<ReplicaState, 'lastAppliedSequence' | 'applying' | 'disks' | 'base' | 'relationship'>): Promise<void> {
     // The base and the relationship stay until a rebase sets them; disk ids stay when this site's caller lacks them.
-    const prev = s.base === undefined || s.relationship === undefined || s.disks.some((d) => !d.diskId) ? await this.readState().catch(() => undefined) : undefined;
+    // Another VM's replica is never written over (readState refuses it); only damage is written over.
+    const prev = s.base === undefined || s.relationship === undefined || s.disks.some((d) => !d.diskId) ? await this.readState().catch((e: unknown) => {
+      if (e instanceof VhdsyncError && e.code === 'STATE' && e.message.includes('belongs to another VM')) throw e;
+      return undefined;
+    }) : undefined;
     const disks = s.disks.map((d) => (d.diskId ? d : { ...d, ...(prev?.disks.find((p) => p.name === d.name)?.diskId ? { diskId: prev.disks.find((p) => p.name === d.name)!.diskId } : {}) }));
     const base = s.base ?? prev?.base;
     const relationship = s.relationship ?? prev?.relationship;

@@ -64,9 +64,10 @@ export async function enableReplication(rep: Replication, input: EnableInput): P
   }
   const vm = newRecord({ name, vmId: randomUUID(), replica, disks, settings, ...(network ? { network } : {}) }, now);
   if (irTime) vm.initialReplicationStartTime = irTime;
-  // A replica server is asked now whether it takes this VM (Hyper-V's Enable-VMReplication checks
-  // the connection too): a wrong address, certificate or a folder of another VM is one line here.
-  if (remote) await rep.site(vm).lastApplied();
+  // The replica site is asked now whether it takes this VM (Hyper-V's Enable-VMReplication checks the
+  // connection too): a wrong address, certificate, or a folder that holds another VM's replica (a
+  // local one as much as a server's) is one line here, before anything is written there.
+  await rep.site(vm).lastApplied();
   await rep.store.create(vm, (others) => {
     for (const o of others) {
       for (const d of o.disks) {

@@ -189,10 +189,14 @@ async function viewsAndState(rep: Replication, name: string, f: { kind: 'planned
  */
 async function settleResync(rep: Replication, name: string, at: string | undefined): Promise<FailoverResult['resync']> {
   const vm = await rep.get(name);
-  // A merge that started (checkpoint `merging`, the point of no return) must finish whatever the
-  // state says: a resync process that died in it leaves the VM in Resynchronization Required.
+  // A merge that started (checkpoint `merging`, the point of no return) or ended without the resync's
+  // commit (`merged`: the base is the resynced disk, the tracked writes are still to apply) must finish
+  // whatever the state says: a resync process that died there leaves the VM in Resynchronization Required.
   const merging = [];
-  for (const d of vm.disks) if ((await rep.site(vm).resyncPhase(d.index)) === 'merging') merging.push(d.replicaPath);
+  for (const d of vm.disks) {
+    const phase = await rep.site(vm).resyncPhase(d.index);
+    if (phase === 'merging' || phase === 'merged') merging.push(d.replicaPath);
+  }
   // Disks are resynchronized one after another: once one is merged, cancelling would leave the VM's
   // disks from two different times. Finish the resync then, too.
   const inResync = vm.state === 'Resynchronizing' || vm.state === 'ResynchronizeSuspended';
