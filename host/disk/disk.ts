@@ -43,6 +43,14 @@ export interface Disk {
   writeRun?(offset: number, parts: readonly Uint8Array[]): Promise<void>;
   /** Make every completed write durable (fsync of data and metadata). */
   flush(): Promise<void>;
+  /**
+   * Formats that keep metadata in memory between flushes (a dynamic VHD's BAT entries, a VHDX's BAT and
+   * bitmap pages): write it to the file now, data made durable first, so that another process opening
+   * the file sees every completed write. Nothing to do (and absent) where reads of the file always do.
+   */
+  publish?(): Promise<void>;
+  /** Whether `publish` has anything to write. */
+  readonly unpublished?: boolean;
   /** Flush if writable, then release the file (and the parent chain). Idempotent. */
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { openDisk } from '../disk/index.js';
+import { openPrimary } from '../tracking/log-files.js';
 import { VhdsyncError } from '../errors.js';
 import { EventLog } from '../events/event-log.js';
 import { startResync, type ResyncProgress, type ResyncResult } from '../resync/resync.js';
@@ -357,7 +357,7 @@ function stopRequested(vm: VmRecord | undefined, opts: ResyncRunOptions): 'pause
 async function followResize(vm: VmRecord): Promise<boolean> {
   let changed = false;
   for (const d of vm.disks) {
-    const disk = await openDisk(d.path, { readOnly: true });
+    const disk = await openPrimary(d.path) // the VM may be running: between two of its batches;
     const size = disk.virtualSize;
     await disk.close();
     if (size === d.virtualSize) continue;

@@ -180,12 +180,17 @@ export class RunningVm {
     const disk = this.vm.disks[diskIndex];
     this.queue(async () => {
       try {
-        const vm = await this.rep.store.load(this.name);
-        // With a DirtyExtents scope, the disk's dirty map takes every write (bitmap mode) until its
-        // resync's log does: a write that found neither is missing from the scope.
-        const scoped = vm.resync?.scope === 'DirtyExtents' && (vm.state === 'WaitingForStartResynchronize' || RESYNC_STATES.includes(vm.state));
-        if (!scoped && (!TRACKING_STATES.includes(vm.state) || RESYNC_STATES.includes(vm.state))) return;
-        if (await currentLog(disk.path)) return; // a switch opened the next one meanwhile
+        // Under the VM's lock: a resync starting removes the logs and saves its state in one update.
+        const seen = await this.rep.store.inspect(this.name, async (vm) => {
+          // With a DirtyExtents scope, the disk's dirty map takes every write (bitmap mode) until its
+          // resync's log does: a write that found neither is missing from the scope.
+          const scoped = vm.resync?.scope === 'DirtyExtents' && (vm.state === 'WaitingForStartResynchronize' || RESYNC_STATES.includes(vm.state));
+          if (!scoped && (!TRACKING_STATES.includes(vm.state) || RESYNC_STATES.includes(vm.state))) return undefined;
+          if (await currentLog(disk.path)) return undefined; // a switch opened the next one meanwhile
+          return { vm, scoped };
+        });
+        if (!seen) return;
+        const { vm, scoped } = seen;
         const trigger: Trigger = scoped
           ? { reason: 'TrackingLogWriteFailure', evidence: `${dirtyMapPathFor(disk.path)}: a write found neither a tracking log nor the dirty map (${vm.state}, scope DirtyExtents); the write is missing from the scope` }
           : {

@@ -254,6 +254,16 @@ export class VmStore {
   }
 
   /**
+   * Look at the record, and at what changes with it (a disk's logs), under the VM's lock: an update
+   * that removes the logs and then saves the state that goes with them is never seen half done.
+   * Nothing is saved.
+   */
+  async inspect<T>(name: string, fn: (vm: VmRecord) => Promise<T>): Promise<T> {
+    await this.load(name);
+    return withLock(this.stateLockPath(name), async () => fn(await this.load(name)), { what: `the replication state of ${name}` });
+  }
+
+  /**
    * Read-modify-write under the VM's lock. `fn` mutates the record (or throws: nothing is saved).
    * State changes are recorded as events after the save.
    */

@@ -1,5 +1,4 @@
-import { openDisk } from '../disk/index.js';
-import { currentLog, listSealedLogs, trackingLogPathFor } from '../tracking/log-files.js';
+import { currentLog, listSealedLogs, openPrimary, trackingLogPathFor } from '../tracking/log-files.js';
 import { checkDirtyMap } from '../tracking/scope.js';
 import { isProcessAlive } from '../pid-lock.js';
 import { formatSize } from '../units.js';
@@ -82,7 +81,7 @@ export async function detectScopeBreach(vm: VmRecord, opts: { running: boolean }
       if (v.kind === 'modified') return { reason: 'ModifiedWhileOff', evidence: v.evidence };
       if (v.kind === 'reverted') return { reason: 'RevertedToOlderPoint', evidence: v.evidence };
     }
-    const disk = await openDisk(d.path, { readOnly: true });
+    const disk = await openPrimary(d.path) // the VM may be running: between two of its batches;
     const size = disk.virtualSize;
     await disk.close();
     if (size !== d.virtualSize) {

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
-import { openDisk, discardOverlay } from '../disk/index.js';
+import { discardOverlay } from '../disk/index.js';
 import { VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
 import { fileIdentity as fileIdentityOf } from '../file-identity.js';
@@ -16,7 +16,7 @@ import { commonCodecs, Compressor, localCodecs } from '../transport/codec.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { HEADER_BYTES, scanTrackingLog, type LogInit } from '../tracking/log.js';
-import { dropTakenLogs, startTrackingLog, takeTrackingLog, trackingLogPathFor } from '../tracking/log-files.js';
+import { dropTakenLogs, openPrimary, takeTrackingLog, trackingLogPathFor } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
 import { readDirtyMap, type DirtyMap } from '../tracking/dirty-map.js';
 import { rangesOfMap, replicaKey, scopeBytes, scopeWire, type ResyncScopeKind } from './scope.js';
@@ -394,8 +394,23 @@ async function runResyncOnce(opts: ResyncOptions, shouldStop: () => boolean, sto
   const wireReceived = () => lostWire.received + (session?.conn.link.stats.bytesReceived ?? 0);
   const wire = () => wireSent() + wireReceived();
   try {
-    const pd = await openDisk(opts.primary, { readOnly: true });
+    const trackInit = { sequence: 0, ...opts.tracking?.log };
+    // Opened as a running VM's writer leaves it between two batches (log-files.ts openPrimary), for the
+    // preflight; the compare reads the disk opened again once tracking has started (trackAndReopen).
+    let pd = await openPrimary(opts.primary);
     primary = pd;
+    /**
+     * Tracking starts and the disk is opened again in one hold of the log's lock: a write before it is
+     * in what the compare reads (the writer published it, block allocations included), one after it is
+     * in the log, applied after the merge. Nothing falls between the two.
+     */
+    const trackAndReopen = async (fresh: boolean) => {
+      const again = await openPrimary(opts.primary, { init: trackInit, fresh });
+      const old = pd;
+      pd = again;
+      primary = again;
+      await old.close();
+    };
     if (!isReplicaAddress(opts.replica)) await refuseReplicaInPrimary(opts, pd);
     // Compressing threads start now, while the link is set up (the codec is settled in welcome).
     if (opts.compress === true && !dryRun && (await localCodecs())[0] === 'zstd') warmCompressor = new Compressor('zstd').warm();
@@ -429,12 +444,11 @@ async function runResyncOnce(opts: ResyncOptions, shouldStop: () => boolean, sto
     // 2–3. Start tracking, create (or reopen) the overlay on the replica. A scoped resync starts
     //    tracking first and reads the dirty map after: a write before went into the map, one after
     //    goes into the log (applied after the merge), so none falls between the two.
-    const trackInit = { sequence: 0, ...opts.tracking?.log };
     let tracking = false;
     let scopeMap: DirtyMap | undefined;
     if (opts.scope === 'auto') {
       if (!dryRun) {
-        await startTrackingLog(opts.primary, trackInit, { fresh: !resuming || (cp!.nextRegion === 0 && cp!.phase === 'comparing') });
+        await trackAndReopen(!resuming || (cp!.nextRegion === 0 && cp!.phase === 'comparing'));
         tracking = true;
       }
       const map = await readDirtyMap(opts.primary).catch(() => undefined);
@@ -454,9 +468,7 @@ async function runResyncOnce(opts: ResyncOptions, shouldStop: () => boolean, sto
     let flow = agreedFlow(askedFlow, started.ackBytes);
     let resumeRegion = Number(started.resumeFrom);
     let phase = String(started.phase) as Checkpoint['phase'];
-    if (!dryRun && !tracking) {
-      await startTrackingLog(opts.primary, trackInit, { fresh: resumeRegion === 0 && phase === 'comparing' });
-    }
+    if (!dryRun && !tracking) await trackAndReopen(resumeRegion === 0 && phase === 'comparing');
     const resumedFrom = Math.min(resumeRegion * shape.regionSize, shape.virtualSize);
     const blocks = pd.blockCount;
     await events.emit({

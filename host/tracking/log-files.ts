@@ -6,6 +6,7 @@ import {
   createTrackingLog, readTrackingHeader, sealTrackingLog, writeTrackingHeader,
   type LogInit, type TrackHeader,
 } from './log.js';
+import { openDisk, type Disk } from '../disk/index.js';
 import { withLock } from '../pid-lock.js';
 import { withFileLock } from '../writer-lock.js';
 
@@ -145,12 +146,28 @@ export async function logBytes(primaryPath: string): Promise<number> {
  * resumed run keeps appending to its log.
  */
 export async function startTrackingLog(primaryPath: string, init: LogInit, opts: { fresh: boolean }): Promise<void> {
-  await withLogLock(primaryPath, async () => {
-    if (opts.fresh) {
-      await removeIfExists(trackingLogPathFor(primaryPath));
-      await dropTakenLogs(primaryPath);
-    }
-    if (!(await currentLog(primaryPath))) await createCurrentLog(primaryPath, init);
+  await withLogLock(primaryPath, () => beginTracking(primaryPath, init, opts));
+}
+
+async function beginTracking(primaryPath: string, init: LogInit, opts: { fresh: boolean }): Promise<void> {
+  if (opts.fresh) {
+    await removeIfExists(trackingLogPathFor(primaryPath));
+    await dropTakenLogs(primaryPath);
+  }
+  if (!(await currentLog(primaryPath))) await createCurrentLog(primaryPath, init);
+}
+
+/**
+ * Open a primary disk read-only beside its running writer (a resync, a size check): under the log's
+ * lock, when the writer (tracked-disk.ts) is between two batches and has published every write it
+ * made, metadata included, so the file's size, its BAT and its data agree. With `tracking`, a resync's
+ * log starts in the same hold: every write is then either in what this open sees, or in that log —
+ * a block the guest allocates later reads as absent here, and its writes are replayed from the log.
+ */
+export async function openPrimary(primaryPath: string, tracking?: { init: LogInit; fresh: boolean }): Promise<Disk> {
+  return withLogLock(primaryPath, async () => {
+    if (tracking) await beginTracking(primaryPath, tracking.init, tracking);
+    return openDisk(primaryPath, { readOnly: true });
   });
 }
 

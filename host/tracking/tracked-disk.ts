@@ -230,12 +230,17 @@ class TrackedDiskImpl implements TrackedDisk {
   }
 
   async flush(): Promise<void> {
-    // The log first: a disk write made durable is never missing from a durable log.
-    if (this.opts.logSyncOnFlush && this.wrote) {
-      if (this.held && this.appender) await this.appender.sync();
-      else await this.locked(() => syncTrackingLog(this.log, this.opts.fs));
-    }
-    await this.inner.flush();
+    // Under the log's lock, as every change of the file (its metadata is written now).
+    await this.locked(async () => {
+      // The log first: a disk write made durable is never missing from a durable log.
+      if (this.opts.logSyncOnFlush && this.wrote) await this.syncLog();
+      await this.inner.flush();
+    });
+  }
+
+  private async syncLog(): Promise<void> {
+    if (this.held && this.appender) await this.appender.sync();
+    else await syncTrackingLog(this.log, this.opts.fs);
   }
 
   async holdLog<T>(fn: () => Promise<T>): Promise<T> {
@@ -244,19 +249,45 @@ class TrackedDiskImpl implements TrackedDisk {
       try {
         return await fn();
       } finally {
-        this.held = false;
-        // The lock goes next: a seal or a switch may replace the log, so the next hold opens it again.
-        await this.dropAppender();
+        try {
+          await this.publishInner();
+        } finally {
+          this.held = false;
+          // The lock goes next: a seal or a switch may replace the log, so the next hold opens it again.
+          await this.dropAppender();
+        }
       }
     });
   }
 
   private locked<T>(fn: () => Promise<T>): Promise<T> {
-    return this.held ? fn() : withLogLock(this.inner.path, fn);
+    if (this.held) return fn();
+    return withLogLock(this.inner.path, async () => {
+      try {
+        return await fn();
+      } finally {
+        await this.publishInner();
+      }
+    });
+  }
+
+  /**
+   * Before the log's lock goes: whoever takes it next (a resync starting its log and opening the disk,
+   * log-files.ts openPrimary) finds every write made so far in the file itself, metadata included —
+   * not only in this process's memory. The log first (a disk write made durable is never missing from
+   * a durable log); costs a datasync only after a write that allocated a block or changed a bitmap.
+   */
+  private async publishInner(): Promise<void> {
+    if (!this.inner.unpublished) return;
+    if (this.opts.logSyncOnFlush && this.wrote) await this.syncLog();
+    await this.inner.publish?.();
   }
 
   async close(): Promise<void> {
     await this.al?.close().catch(() => undefined);
+    // Under the log's lock, as every write: a resync opening the disk meanwhile sees it whole.
+    // (A failure here is the close's own flush's to report.)
+    if (!this.inner.readOnly) await withLogLock(this.inner.path, () => this.inner.flush()).catch(() => undefined);
     await this.inner.close();
     // A graceful close: the log stays open for whoever tracks next, but no longer names us as its writer.
     if (this.wrote) await withLogLock(this.inner.path, () => releaseCurrentLog(this.inner.path, process.pid)).catch(() => undefined);

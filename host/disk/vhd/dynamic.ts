@@ -135,6 +135,16 @@ export class VhdDynamicDisk extends BlockDisk {
     });
   }
 
+  get unpublished(): boolean {
+    return this.pendingBat.size > 0 || this.dirtyBitmaps.size > 0;
+  }
+
+  /** The BAT entries and bitmaps kept in memory reach the file (after a datasync of their data), without a full sync. */
+  async publish(): Promise<void> {
+    if (this.readOnly || this.closed || !this.unpublished) return;
+    await this.exclusive(() => this.writeBack());
+  }
+
   /** Make data durable, then write the metadata that points at it. */
   private async writeBack(): Promise<void> {
     if (this.pendingBat.size === 0 && this.dirtyBitmaps.size === 0) return;

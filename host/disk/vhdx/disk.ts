@@ -221,6 +221,16 @@ export class VhdxDisk extends BlockDisk {
     });
   }
 
+  get unpublished(): boolean {
+    return this.dirtyBatPages.size > 0 || this.dirtyBitmaps.size > 0;
+  }
+
+  /** The BAT and bitmap pages kept in memory reach the file (data made durable first, then through the log). */
+  async publish(): Promise<void> {
+    if (this.readOnly || this.closed || !this.unpublished) return;
+    await this.exclusive(() => this.writeBack());
+  }
+
   /** Make data durable, then commit the metadata pages that point at it through the log. */
   private async writeBack(): Promise<void> {
     if (this.dirtyBatPages.size === 0 && this.dirtyBitmaps.size === 0) return;
