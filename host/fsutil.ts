@@ -1,4 +1,5 @@
-import { copyFile, open, rename, mkdir, unlink, stat, link, type FileHandle } from 'node:fs/promises';
+import { readlinkSync } from 'node:fs';
+import { copyFile, open, rename, mkdir, unlink, stat, link, lstat, realpath, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VhdsyncError, ioError } from './errors.js';
@@ -102,12 +103,43 @@ export async function pathExists(path: string): Promise<boolean> {
 /**
  * Create a new file under a temporary name, fill and fsync it, then give it its name — never clobbering
  * an existing file unless `overwrite` (a hard link refuses to replace; a rename where links don't exist).
+ * `overwrite` replaces only a regular file (a symlink's target, not the link), held by its writer lock
+ * meanwhile and never the disk a running resync reads: a device, FIFO, socket or folder is refused.
  */
 export async function writeNewFile(path: string, overwrite: boolean, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
   const refuse = () => new VhdsyncError('EXISTS', `${path}: already exists; remove it first or overwrite it explicitly (--force)`);
-  if (!overwrite && (await pathExists(path))) throw refuse();
-  const dir = dirname(resolve(path));
-  const tmp = tempPathFor(resolve(path));
+  const existing = await lstat(path).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw ioError(path, e);
+  });
+  if (!existing) {
+    const folder = dirname(resolve(path));
+    if (!(await pathExists(folder))) throw new VhdsyncError('NOT_FOUND', `${folder}: no such folder; create it first (mkdir -p)`);
+  } else if (!overwrite) {
+    throw refuse();
+  }
+  let target = path;
+  if (existing?.isSymbolicLink()) target = await realpath(path).catch(() => resolve(dirname(path), readlinkSync(path)));
+  const kind = existing ? await stat(target).catch(() => undefined) : undefined;
+  if (kind && !kind.isFile()) {
+    const what = kind.isDirectory() ? 'a folder' : kind.isCharacterDevice() ? 'a character device' : kind.isBlockDevice() ? 'a block device' : kind.isFIFO() ? 'a FIFO (named pipe)' : kind.isSocket() ? 'a socket' : 'not a regular file';
+    throw new VhdsyncError('UNSUPPORTED', `${path}: is ${what}, not a disk image file; --force replaces only a regular file`);
+  }
+  if (!kind) return writeNewFileAt(target, path, overwrite, refuse, fill);
+  const { lockFile } = await import('./writer-lock.js');
+  const { refuseResyncSource } = await import('./resync-source.js');
+  const lock = await lockFile(target, { what: target });
+  try {
+    await refuseResyncSource(target, 'replacing it');
+    await writeNewFileAt(target, path, overwrite, refuse, fill);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function writeNewFileAt(target: string, path: string, overwrite: boolean, refuse: () => VhdsyncError, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const dir = dirname(resolve(target));
+  const tmp = tempPathFor(resolve(target));
   try {
     const fh = await open(tmp, 'wx');
     try {
@@ -117,15 +149,15 @@ export async function writeNewFile(path: string, overwrite: boolean, fill: (fh: 
       await fh.close();
     }
     if (overwrite) {
-      await rename(tmp, path);
+      await rename(tmp, target);
     } else {
       try {
-        await link(tmp, path);
+        await link(tmp, target);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EEXIST') throw refuse();
         if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw e;
-        await rename(tmp, path); // file systems without hard links
+        await rename(tmp, target); // file systems without hard links
       }
       await unlink(tmp).catch(() => undefined);
     }

@@ -1,5 +1,6 @@
 /** `vhdsync info` and `vhdsync create`, run as the user runs them (the built CLI in a child process). */
-import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -134,5 +135,28 @@ describe('vhdsync create', () => {
     expect(again.stderr).toMatch(/already exists/);
     expect(vhdsync('create', p, '--size', '2M', '--force').status).toBe(0);
     expect(qemuInfo(p)['virtual-size']).toBe(2 * MiB);
+  });
+
+  it('--force replaces only a regular file: a device, a FIFO, a folder are refused untouched; a symlink\'s target is replaced, the link stays', () => {
+    const fifo = join(dir, 'pipe.vhd');
+    execFileSync('mkfifo', [fifo]);
+    const dev = join(dir, 'null.vhd');
+    execFileSync('mknod', ['-m', '666', dev, 'c', '1', '3']); // a private /dev/null
+    for (const [path, what] of [[fifo, 'a FIFO \\(named pipe\\)'], [dev, 'a character device'], [dir, 'a folder']] as const) {
+      const r = vhdsync('create', path, '--size', '1M', '--force');
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`: is ${what}, not a disk image file; --force replaces only a regular file$`))]);
+    }
+    expect(lstatSync(fifo).isFIFO() && lstatSync(dev).isCharacterDevice()).toBe(true);
+    const target = join(dir, 'target.vhd');
+    expect(vhdsync('create', target, '--size', '1M').status).toBe(0);
+    const link = join(dir, 'link.vhd');
+    symlinkSync(target, link);
+    expect(vhdsync('create', link, '--size', '3M', '--force').status).toBe(0);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(qemuInfo(target)['virtual-size']).toBe(3 * MiB);
+    // A folder that is not there is named as the folder.
+    const missing = vhdsync('create', join(dir, 'nope', 'sub', 'x.vhd'), '--size', '1M');
+    expect(missing.stderr.trim()).toBe(`vhdsync: ${join(dir, 'nope', 'sub')}: no such folder; create it first (mkdir -p)`);
   });
 });
