@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { copyFile } from 'node:fs/promises';
@@ -36,6 +37,12 @@ describe('the bundled CLI (dist/cli/bin.js, the package bin)', () => {
       expect(b.stdout).toBe(unbundled(args).stdout);
     }
     expect(cli(['--help'], { home: join(dir, 'home') }).stdout).toMatch(/^Usage: vhdsync/);
+  });
+
+  it('is pure ASCII, so code-cache.ts reads it as a one-byte string (issue 17)', () => {
+    // Its non-ASCII text (the help's dash) is kept as escapes: the help test above compares it.
+    expect(isAscii(readFileSync(join(ROOT, 'dist', 'cli', 'bundle', 'vhdsync.cjs')))).toBe(true);
+    expect(readFileSync(join(ROOT, 'dist', 'cli', 'bundle', 'help.txt'), 'utf8')).toContain('Hyper-V Replica does \u2014');
   });
 
   it('fails on a bad command line with one line and exit 2, as the unbundled program does', () => {
