@@ -126,7 +126,25 @@ export function busyError(what: string, holder: Holder | undefined, hint = 'wait
 export async function tryLockFile(path: string, opts: LockOptions = {}): Promise<HeldLock | { holder: Holder | undefined }> {
   const key = await lockKey(path, opts.sub);
   const what = opts.what ?? (opts.sub ? join(path, opts.sub) : path);
-  return useSockets() ? trySocket(key, what) : tryFile(key, what);
+  const sockets = useSockets();
+  const r = sockets ? await trySocket(key, what) : await tryFile(key, what);
+  if (!('release' in r)) return r;
+  // Processes of the two modes (VHDSYNC_LOCK=file beside the default) see each other: each takes its own
+  // lock, then looks at the other's; of two at once, at least one sees the other and lets go.
+  const other = sockets ? await liveFileHolder(key) : process.platform === 'linux' ? await socketHolder(key) : 'free';
+  if (other === 'free') return r;
+  await r.release();
+  return { holder: other };
+}
+
+async function liveFileHolder(key: string): Promise<Holder | undefined | 'free'> {
+  const h = await readFileHolder(fallbackPath(key));
+  return h && h.pid !== 0 && (await fileHolderAlive(h)) ? h : 'free';
+}
+
+async function socketHolder(key: string): Promise<Holder | undefined | 'free'> {
+  const r = await ask(key, { op: 'who' });
+  return r === 'free' ? 'free' : (r?.holder as Holder | undefined);
 }
 
 /** Take the lock, refusing with one line naming the holder (BUSY), or waiting when asked to. */
@@ -160,10 +178,9 @@ export async function withFileLock<T>(path: string, fn: (lock: HeldLock) => Prom
 /** Who holds the lock on `path` now (undefined when it is free). */
 export async function lockHolderOf(path: string, sub?: string): Promise<Holder | undefined | 'free'> {
   const key = await lockKey(path, sub);
-  if (useSockets()) {
-    const r = await ask(key, { op: 'who' });
-    return r === 'free' ? 'free' : (r?.holder as Holder | undefined);
-  }
+  // Either mode's holder (see tryLockFile).
+  const bySocket = process.platform === 'linux' ? await socketHolder(key) : 'free';
+  if (bySocket !== 'free') return bySocket;
   const h = await readFileHolder(fallbackPath(key));
   return h && (await fileHolderAlive(h)) ? h : 'free';
 }

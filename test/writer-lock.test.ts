@@ -110,6 +110,33 @@ describe.each([
     }));
 });
 
+describe('one writer: the two lock modes see each other', () => {
+  it.each([
+    ['held by the default (socket) mode, refused to VHDSYNC_LOCK=file', {}, 'file'],
+    ['held by VHDSYNC_LOCK=file, refused to the default mode', { VHDSYNC_LOCK: 'file' }, undefined],
+  ] as const)('%s', async (_name, holderEnv, takerMode) => {
+    const p = join(dir, `modes-${takerMode ?? 'socket'}.img`);
+    await writeFile(p, '');
+    const h = await holder(p, holderEnv);
+    const was = process.env.VHDSYNC_LOCK;
+    try {
+      if (takerMode) process.env.VHDSYNC_LOCK = takerMode;
+      else delete process.env.VHDSYNC_LOCK;
+      const r = await tryLockFile(p, { what: p });
+      expect('release' in r).toBe(false);
+      expect((r as { holder?: { pid: number } }).holder?.pid).toBe(h.child.pid);
+      expect((await lockHolderOf(p)) as { pid: number }).toMatchObject({ pid: h.child.pid });
+      await killed(h.child);
+      const free = await tryLockFile(p, { what: p });
+      expect('release' in free).toBe(true);
+      if ('release' in free) await free.release();
+    } finally {
+      if (was === undefined) delete process.env.VHDSYNC_LOCK;
+      else process.env.VHDSYNC_LOCK = was;
+    }
+  });
+});
+
 describe('one writer: what the lock does not trust', () => {
   it('file mode: a lock file naming a live but recycled pid (another start time) is stale', async () => {
     process.env.VHDSYNC_LOCK = 'file';
