@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { open, stat, copyFile } from 'node:fs/promises';
-import { existsSync, watch } from 'node:fs';
+import { existsSync, readFileSync, watch, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resync, startResync, cancelResync, createVhd, openDisk, overlayPathFor, checkpointPathFor, EventLog, openTrackedDisk, trackingLogPathFor } from '../host/index.js';
@@ -324,6 +324,32 @@ describe('resync end to end on real files', () => {
     expect(plain.result).toBe('completed');
     expect(plain.comparedAgain).toBeUndefined();
     expect(qemuIdentical(p, r3)).toBe(true);
+  });
+
+  it('killed in its merge: --restart is refused naming the way out, and a run from any primary of that size finishes it and compares again', async () => {
+    n++;
+    const size = 128 * MiB;
+    const writes: [number, Uint8Array][] = [];
+    for (let off = 0; off < size; off += 16 * MiB) writes.push([off + 8192, randomBytes(256 * 1024, 500 + off / MiB)]);
+    const p = await rawImage(path('p.img'), size, writes);
+    const r = await rawImage(path('r.img'), size);
+    // A run stopped with part of the disk in its overlay, its checkpoint then marked as a merge that
+    // started: what a kill right after the merge journal was written leaves (the overlay holds what it holds).
+    const h = startResync({ primary: p, replica: r, link: { rate: 20e6, latencyMs: 1 }, onProgress: (x) => x.bytesCompared >= 32 * MiB && h.pause() });
+    expect((await h.done).result).toBe('paused');
+    const cp = JSON.parse(readFileSync(checkpointPathFor(r), 'utf8')) as { virtualSize: number; regionSize: number };
+    writeFileSync(checkpointPathFor(r), JSON.stringify({ ...cp, phase: 'merging', nextRegion: Math.ceil(cp.virtualSize / cp.regionSize) }));
+    await expect(resync({ primary: p, replica: r, restart: true })).rejects.toMatchObject({
+      code: 'STATE',
+      message: expect.stringMatching(/has started merging into this replica \(the point of no return\), so it cannot start over; run the resync again without --restart to finish it/),
+    });
+    // The original primary is gone: another file of the same size finishes the merge, then the compare runs against it.
+    const other = await rawImage(path('other.img'), size, [[8 * MiB, randomBytes(MiB, 43)]]);
+    const done = await resync({ primary: other, replica: r });
+    expect(done.result).toBe('completed');
+    expect(done.comparedAgain).toMatch(/is not the file the interrupted resync compared/);
+    expect(qemuIdentical(other, r)).toBe(true);
+    expect(existsSync(checkpointPathFor(r))).toBe(false);
   });
 
   // Identical disks have no overlay to merge (issue 17): the tracked writes then go straight into the base.

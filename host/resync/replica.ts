@@ -503,6 +503,11 @@ export class ReplicaEndpoint {
   }
 
   private async discardLeftovers(): Promise<void> {
+    // A merge that started is past the point of no return: --restart cannot undo it, a plain run finishes it.
+    const cp = await readCheckpoint(this.checkpointPath).catch(() => undefined);
+    if (cp?.phase === 'merging' || cp?.phase === 'merged' || (await pathExists(mergeJournalPath(this.overlayPath)))) {
+      throw new VhdsyncError('STATE', `${this.replicaPath}: an interrupted resync${cp ? ` from '${cp.primary}'` : ''} has started merging into this replica (the point of no return), so it cannot start over; run the resync again without --restart to finish it (any primary of its size will do: it finishes the merge, then compares again)`);
+    }
     if (await pathExists(this.overlayPath)) await discardOverlay(this.overlayPath);
     await deleteCheckpoint(this.checkpointPath);
     await dropPreResyncPoint(this.replicaPath);

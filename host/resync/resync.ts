@@ -910,8 +910,11 @@ function preflight(opts: ResyncOptions, primary: Disk, rep: { virtualSize: numbe
 }
 
 function checkResumable(opts: ResyncOptions, primary: Disk, cp: Checkpoint): void {
-  if (cp.primary !== basename(opts.primary) || cp.virtualSize !== primary.virtualSize) {
-    throw new VhdsyncError('CHECKPOINT', `${opts.replica}: an unfinished resync from '${cp.primary}' is in progress on this replica; finish it, or start over with --restart (or --cancel)`);
+  // Past the point of no return any primary of the replica's size finishes the merge: the compare then
+  // runs again against it (changedOutsideTracking tells it is another file).
+  const merging = cp.phase === 'merging' || cp.phase === 'merged';
+  if ((!merging && cp.primary !== basename(opts.primary)) || cp.virtualSize !== primary.virtualSize) {
+    throw new VhdsyncError('CHECKPOINT', `${opts.replica}: an unfinished resync from '${cp.primary}' is in progress on this replica; finish it (vhdsync resync with that primary), or start over with --restart (or --cancel)`);
   }
   if (opts.leafSize !== undefined && opts.leafSize !== cp.leafSize && cp.phase === 'comparing') {
     throw new VhdsyncError('CHECKPOINT', `${opts.replica}: the resync in progress uses --leaf ${cp.leafSize}; continue with the same leaf size, or start over with --restart`);
