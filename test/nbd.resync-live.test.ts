@@ -1,7 +1,14 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { loadCore } from '../host/core/index.js';
+import { suspendReplication } from '../host/replication/control.js';
+import { RunningVm } from '../host/replication/running-vm.js';
+import { stopTracking } from '../host/replication/vm-logs.js';
 import { MiB } from '../host/units.js';
+import { randomBytes } from './support/bytes.js';
+import { rawDisk } from './support/images.js';
+import { replicatedVm } from './support/replicated-vm.js';
 import { killBackground, newSite, startRun } from './support/cli.js';
 import { qemuIdentical } from './support/oracles.js';
 import { tempDir } from './support/temp-dir.js';
@@ -17,7 +24,10 @@ import { until } from './support/until.js';
  */
 let dir: string;
 let cleanup: () => void;
-beforeAll(async () => ({ dir, cleanup } = tempDir('vhdsync-nbd-live-')));
+beforeAll(async () => {
+  await loadCore();
+  ({ dir, cleanup } = tempDir('vhdsync-nbd-live-'));
+});
 afterAll(async () => {
   killBackground();
   await cleanup();
@@ -115,5 +125,29 @@ describe('a running VM resynchronized while its guest allocates blocks: no ackno
     ['vhdx', 'initial', 2],
   ] as const)('%s: %s of the running VM after %i of the guest\'s writes to fresh blocks: the replica equals the primary', async (format, verb, before) => {
     await liveRun(format, verb, before);
+  });
+});
+
+describe('a running VM while a resync starts', () => {
+  it('a write that finds no log between the resync removing the logs and saving its state is not taken for a lost log', async () => {
+    const s = await newSite(dir);
+    const a = await rawDisk(join(s.d, 'a.img'), 8 * MiB);
+    const rep = await replicatedVm(s.d, 'vm', [a]);
+    await suspendReplication(rep, 'vm');
+    const vm = await RunningVm.start(rep, 'vm');
+    try {
+      // As a resync's start does (resync-run.ts): in one update of the record, the logs go, then the state is saved.
+      await rep.store.update('vm', async (v) => {
+        await stopTracking(v);
+        await vm.write(0, 0, randomBytes(4096, 1)); // no log: the VM checks whether one should be there
+        await new Promise((r) => setTimeout(r, 300)); // that check runs while the update is not saved yet
+        v.state = 'Resynchronizing';
+      });
+      await vm.settle();
+      expect(vm.triggers).toEqual([]);
+      expect((await rep.get('vm')).state).toBe('Resynchronizing');
+    } finally {
+      await vm.close();
+    }
   });
 });
