@@ -16,7 +16,7 @@ import { commonCodecs, Compressor, localCodecs } from '../transport/codec.js';
 import type { DialOptions } from '../transport/tls-connect.js';
 import { isReplicaAddress, parseReplicaAddress } from '../transport/replica-address.js';
 import { HEADER_BYTES, scanTrackingLog, type LogInit } from '../tracking/log.js';
-import { dropTakenLogs, openPrimary, takeTrackingLog, trackingLogPathFor } from '../tracking/log-files.js';
+import { dropTakenLogs, listTakenLogs, openPrimary, takeTrackingLog, trackingLogPathFor } from '../tracking/log-files.js';
 import { formatSize } from '../units.js';
 import { readDirtyMap, type DirtyMap } from '../tracking/dirty-map.js';
 import { rangesOfMap, replicaKey, scopeBytes, scopeWire, type ResyncScopeKind } from './scope.js';
@@ -366,8 +366,11 @@ async function changedOutsideTracking(primary: string, was: PrimaryStamp | undef
   if (!was) return undefined;
   if (was.dev !== now.dev || was.ino !== now.ino) return `${primary} is not the file the interrupted resync compared (it was replaced or copied)`;
   if (was.ctimeNs === now.ctimeNs) return undefined;
-  const log = await stat(trackingLogPathFor(primary), { bigint: true }).catch(() => undefined);
-  if (log && log.size > BigInt(HEADER_BYTES) && BigInt(now.ctimeNs) <= log.mtimeNs + TRACKED_WRITE_SLACK_NS) return undefined;
+  // A run interrupted after its take keeps its tracked writes in the taken logs until the replica commits them.
+  for (const path of [trackingLogPathFor(primary), ...(await listTakenLogs(primary))]) {
+    const log = await stat(path, { bigint: true }).catch(() => undefined);
+    if (log && log.size > BigInt(HEADER_BYTES) && BigInt(now.ctimeNs) <= log.mtimeNs + TRACKED_WRITE_SLACK_NS) return undefined;
+  }
   return `${primary} was written while the resync was interrupted, not through its tracking log`;
 }
 
