@@ -6,7 +6,7 @@ import { Channel } from '../host/resync/channel.js';
 import { ReplicaEndpoint } from '../host/resync/replica.js';
 import { makeShape } from '../host/resync/tree.js';
 import { commonCodecs, decompressPayload, loadWasm, localCodecs } from '../host/transport/codec.js';
-import { looksIncompressible } from '../host/resync/compression.js';
+import { AdaptiveCompression, looksIncompressible } from '../host/resync/compression.js';
 import { createMemoryLink, MemoryLink } from '../host/transport/memory-link.js';
 import { loadTlsMaterial } from '../host/transport/tls-config.js';
 import { PROTOCOL_VERSION } from '../host/transport/protocol.js';
@@ -204,6 +204,22 @@ describe('which frames are worth compressing', () => {
     expect(looksIncompressible(mixed)).toBe(false);
     // Small frames are always tried.
     expect(looksIncompressible(randomBytes(16 * KiB, 45))).toBe(false);
+  });
+
+  it('a compressor slower than the link: frames past two in flight go raw, unless what was sent is backed up anyway', async () => {
+    // A link far faster than any compressor: only the queue decides.
+    const frames = Array.from({ length: 8 }, (_, i) => textBytes(256 * KiB, 70 + i));
+    const free = new AdaptiveCompression(true, ['zstd'], 1e12);
+    const backedUp = new AdaptiveCompression(true, ['zstd'], 1e12);
+    try {
+      const a = await Promise.all(frames.map((f) => free.pack(f)));
+      const b = await Promise.all(frames.map((f) => backedUp.pack(f, true)));
+      expect(a.filter((p) => p.codec === 'zstd')).toHaveLength(2);
+      expect(b.filter((p) => p.codec === 'zstd')).toHaveLength(8);
+    } finally {
+      free.close();
+      backedUp.close();
+    }
   });
 
   it('in a disk of media files with text between them, every text frame is compressed', async () => {

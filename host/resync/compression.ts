@@ -21,6 +21,11 @@ const PRIOR_SPEED: Record<Codec, [level: number, bytesPerSecond: number][]> = {
 const HEADROOM = 4;
 /** Compressions queued at once when the compressor is slower than the link (more go raw). */
 const QUEUE_WHEN_SLOWER = 2;
+/**
+ * ... and when what was sent is backed up downstream (the link, or a replica writing slower than the
+ * link): the link does not wait for the compressor then, and raw frames would only cost bytes.
+ */
+const QUEUE_WHEN_BACKLOGGED = 8;
 /** Frames must shrink at least this much to go compressed (else the replica decompresses for nothing). */
 const MIN_SAVING = 0.01;
 /**
@@ -50,7 +55,8 @@ export interface CompressionStats {
  * its own core (measured on recent frames). When C ≥ R every frame is compressed, at the highest level
  * still ≥ HEADROOM × R (so slow links get stronger compression). When C < R, compressing every frame
  * would slow the transfer to C: frames go compressed while the compressor keeps up and raw past that,
- * so the link never idles waiting for it. With no known rate every frame is compressed at level 1 while
+ * so the link never idles waiting for it — unless what was sent is backed up downstream anyway (a
+ * replica writing slower than the link, a loaded machine), where raw frames save no time. With no known rate every frame is compressed at level 1 while
  * the compressor keeps up. A frame that looks incompressible (sampled entropy, looksIncompressible)
  * goes raw at once: decided per frame, so the text between a disk's media files is still compressed.
  */
@@ -93,12 +99,13 @@ export class AdaptiveCompression {
     return (table.find(([l]) => l === level)?.[1] ?? table[0][1]) * (this.scale ?? 1);
   }
 
-  async pack(raw: Uint8Array): Promise<{ payload: Uint8Array; codec: PayloadCodec }> {
+  /** `backlogged`: the sender's window is half full or more (what was sent is not yet written on the replica). */
+  async pack(raw: Uint8Array, backlogged = false): Promise<{ payload: Uint8Array; codec: PayloadCodec }> {
     if (!this.compressor || !this.codec) return this.raw(raw);
     if (looksIncompressible(raw)) return this.raw(raw);
     const level = this.level();
     const keepsUp = this.speedAt(level) >= this.linkRate;
-    if (!keepsUp && this.compressor.inFlight >= QUEUE_WHEN_SLOWER) return this.raw(raw);
+    if (!keepsUp && this.compressor.inFlight >= (backlogged ? QUEUE_WHEN_BACKLOGGED : QUEUE_WHEN_SLOWER)) return this.raw(raw);
     const z = await this.compressor.compress(raw, level);
     this.stats.compressorBytes += raw.byteLength;
     this.stats.compressorMs += z.ms;

@@ -271,7 +271,7 @@ export class PrimaryCompare {
       this.counters.leavesSent += batch.length;
       this.counters.bytesSent += bytes;
       if (this.opts.dryRun) continue;
-      const { payload, codec } = await this.compression.pack(raw);
+      const { payload, codec } = await this.compression.pack(raw, this.dataSent - this.dataAcked >= windowBytes / 2);
       this.counters.payloadWireBytes += payload.byteLength;
       while (this.dataSent - this.dataAcked > windowBytes && !this.ch.failed) {
         // A pause must not wait for the window to free (on a slow link that is the window's time).
