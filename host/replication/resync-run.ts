@@ -228,11 +228,14 @@ async function runResyncLocked(rep: Replication, name: string, opts: ResyncRunOp
         stopped = asked;
         break;
       }
+      // A merge past its point of no return (killed in it) is finished, never started over: a fresh
+      // compare follows it anyway (the next resync of this VM, or the replica's own rule).
+      const phase = fresh ? await site.resyncPhase(d.index) : null;
       const handle = startResync({
         primary: d.path,
         replica: opts.site ? opts.site.diskPath(d.index) : d.replicaPath,
         vm: started.name,
-        restart: fresh,
+        restart: fresh && phase !== 'merging' && phase !== 'merged',
         keepPreResyncPoint: !initial && started.resync!.keepPreResyncPoint === true,
         ...(network ? { network } : { link: opts.link ?? rep.link }),
         // An initial replication is not a resync: its 29242/29244 and Resynchronized Bytes stay private.
