@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MiB } from '../host/units.js';
@@ -39,6 +39,13 @@ describe('failover commands through the CLI', () => {
     const none = run('stop-failover', 'vm', '--test');
     expect(none.status).not.toBe(0);
     expect(none.stderr.trim().split('\n')).toEqual([expect.stringMatching(/has no test failover to stop/)]);
+    // A user's own file where the view goes is neither replaced nor deleted.
+    await writeFile(`${replicaDisk}.test-failover.vhd`, 'my notes');
+    const taken = run('start-failover', 'vm', '--test');
+    expect(taken.status).toBe(2);
+    expect(taken.stderr.trim().split('\n')).toEqual([expect.stringMatching(/test-failover\.vhd: a file of that name is already there and is not a view of .*a\.img; move it away/)]);
+    expect(await readFile(`${replicaDisk}.test-failover.vhd`, 'utf8')).toBe('my notes');
+    await rm(`${replicaDisk}.test-failover.vhd`);
 
     const usage = run('resume-replication', 'vm', '--keep-pre-resync-point');
     expect(usage.status).not.toBe(0);

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { copyFile, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from './support/bytes.js';
@@ -50,6 +50,18 @@ describe('vhdsync resync (CLI)', () => {
     expect(counters['j-p']['Resynchronized Bytes']).toBe(65536);
   });
 
+  it('counters that cannot be written after the replica is equal are one warning line, exit 0 (the work is done)', async () => {
+    const p = await rawImage(join(dir, 'cw-p.img'), 8 * MiB, [[MiB, randomBytes(65536, 3)]]);
+    const r = await rawImage(join(dir, 'cw-r.img'), 8 * MiB);
+    const home = join(dir, 'home-counters');
+    await mkdir(join(home, 'counters.json'), { recursive: true }); // in the way of the counters file
+    const out = cli(['resync', p, r, '--no-progress'], { home });
+    expect(out.status).toBe(0);
+    expect(out.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^vhdsync: warning: the counters were not updated: .*counters\.json: is a directory/)]);
+    expect(out.stdout).toMatch(/: completed/);
+    expect(qemuIdentical(p, r)).toBe(true);
+  });
+
   it('wrong flags and bad images fail with one line and exit 2', async () => {
     const p = await rawImage(join(dir, 'e-p.img'), 8 * MiB);
     const r = await rawImage(join(dir, 'e-r.img'), 4 * MiB);
@@ -66,6 +78,10 @@ describe('vhdsync resync (CLI)', () => {
       expect(out.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
     }
     expect(cli(['resync', p, r], { home: join(dir, 'home') }).stderr).toMatch(/virtual size 4 MiB .* differs .* grow the replica first: vhdsync resize /);
+    // An 11-day one-way latency is a typo (a pause would wait for it).
+    const late = cli(['resync', p, p, '--latency', '1e9'], { home: join(dir, 'home') });
+    expect(late.status).toBe(2);
+    expect(late.stderr).toBe('vhdsync: --latency: 1e9 ms is more than 2000 ms (a satellite link is ~600 ms one way); give the one-way delay in milliseconds\n');
   });
 
   it('wire efficiency: 50 scattered 64 KiB changes on a 1 GiB disk cost at most 1.15x the changed bytes + 64 KiB', async () => {

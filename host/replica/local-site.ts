@@ -15,7 +15,7 @@ import { withLock } from '../pid-lock.js';
 import { readCheckpoint } from '../resync/checkpoint.js';
 import { checkpointPathFor } from '../resync/paths.js';
 import { mergeJournalPath, mergeOverlay } from '../disk/merge.js';
-import { adoptPreResyncPoint, createPointView, deleteRecoveryPoints, listPoints, revertReplicaTo, type RecoveryPoint } from './recovery-points.js';
+import { adoptPreResyncPoint, createPointView, viewOf, deleteRecoveryPoints, listPoints, revertReplicaTo, type RecoveryPoint } from './recovery-points.js';
 import { applyCycles, diskIdentities } from './apply.js';
 import { failoverViewPathFor, replicaDiskPathFor, SITE_FILES, testViewPathFor } from './site-files.js';
 import { readFailoverRecord, readReplicaState, writeReplicaState, type ReplicaFolderState, type ReplicaState } from './site-state.js';
@@ -272,7 +272,8 @@ export class LocalReplicaSite implements ReplicaSite {
     const removed: string[] = [];
     for (const d of this.disks) {
       const view = testViewPathFor(this.diskPath(d.index));
-      if (await removeIfExists(view)) removed.push(view);
+      // Only a view of this replica: a file of that name that is someone else's stays.
+      if ((await viewOf(view, this.diskPath(d.index))) === 'ours' && (await removeIfExists(view))) removed.push(view);
     }
     return removed;
   }

@@ -186,6 +186,9 @@ async function rollBack(replica: string, disk: Disk, sequence: number, latest: n
 
 /** A writable differencing view over the replica, as it was after cycle `sequence` (a test failover). */
 export async function createPointView(replica: string, view: string, sequence: number, latest: number): Promise<void> {
+  if ((await viewOf(view, replica)) === 'foreign') {
+    throw new VhdsyncError('EXISTS', `${view}: a file of that name is already there and is not a view of ${replica}; move it away, then run the failover again`);
+  }
   await createOverlay(replica, view, { overwrite: true });
   const disk = await openDisk(view);
   try {
@@ -243,4 +246,22 @@ export async function adoptPreResyncPoint(replica: string, latest: number, time:
 /** Before an apply resumed after a crash: the before-images it would capture are already overwritten. */
 export async function dropHistory(replica: string): Promise<void> {
   await deleteRecoveryPoints(replica);
+}
+
+/**
+ * Whether `view` is a view of `replica` (a differencing disk whose parent is that file), absent, or a
+ * file of someone else's that must be neither replaced nor deleted.
+ */
+export async function viewOf(view: string, replica: string): Promise<'ours' | 'absent' | 'foreign'> {
+  const id = await stat(view).catch(() => undefined);
+  if (!id) return 'absent';
+  const disk = await openDisk(view, { readOnly: true }).catch(() => undefined);
+  if (!disk) return 'foreign';
+  try {
+    const parent = disk.parent ? await stat(disk.parent.path).catch(() => undefined) : undefined;
+    const base = await stat(replica).catch(() => undefined);
+    return parent && base && parent.ino === base.ino && parent.dev === base.dev ? 'ours' : 'foreign';
+  } finally {
+    await disk.close();
+  }
 }

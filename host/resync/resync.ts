@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { getCore } from '../core/index.js';
 import type { Disk } from '../disk/disk.js';
 import { discardOverlay } from '../disk/index.js';
-import { VhdsyncError } from '../errors.js';
+import { asVhdsyncError, VhdsyncError } from '../errors.js';
 import { removeIfExists } from '../fsutil.js';
 import { fileIdentity as fileIdentityOf } from '../file-identity.js';
 import { holdResyncSource, refuseResyncSource } from '../resync-source.js';
@@ -137,6 +137,8 @@ export interface ResyncResult {
   scopeBytes: number;
   seconds: number;
   resumedFrom: number;
+  /** What went wrong beside a completed resync (the replica is equal): e.g. counters not written. */
+  warnings?: string[];
   /**
    * Why the compare ran a second time from the start: a resumed resync found its primary changed outside
    * the tracking log (another file, or written by something else) while it was interrupted.
@@ -691,15 +693,20 @@ async function runResyncOnce(opts: ResyncOptions, shouldStop: () => boolean, sto
         reconnects.push({ resumedFrom: shape.virtualSize, error: (e as Error).message });
       }
     }
-    await opts.counters?.add(vm, {
-      'Resynchronized Bytes': k.bytesSent + done.tracked.bytes,
-      'Network Bytes Sent': wireSent(),
-      'Network Bytes Received': wireReceived(),
-      'Resynchronization Bytes Read': base.bytesRead,
-    });
+    // The replica is equal now: counters that cannot be written (a full home) are a warning, not a failure.
+    const warnings: string[] = [];
+    await opts.counters
+      ?.add(vm, {
+        'Resynchronized Bytes': k.bytesSent + done.tracked.bytes,
+        'Network Bytes Sent': wireSent(),
+        'Network Bytes Received': wireReceived(),
+        'Resynchronization Bytes Read': base.bytesRead,
+      })
+      .catch((e: unknown) => warnings.push(`the counters were not updated: ${asVhdsyncError(e).message}`));
     progress('done');
     return finish('completed', {
       identical: true,
+      ...(warnings.length > 0 ? { warnings } : {}),
       ...(compareAgain ? { comparedAgain: compareAgain } : {}),
       trackedWritesApplied: done.tracked.records,
       recoveryPointsDeleted: done.committed.recoveryPointsDeleted === true,

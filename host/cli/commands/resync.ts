@@ -67,6 +67,8 @@ export function register(program: Command): void {
       const rate = parseRate(flags.link);
       const latencyMs = Number(flags.latency);
       if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new VhdsyncError('USAGE', `--latency: '${flags.latency}' is not a number of milliseconds`);
+      // A simulated one-way delay past a geostationary hop's (~600 ms) is a typo, and a pause waits for it.
+      if (latencyMs > MAX_LATENCY_MS) throw new VhdsyncError('USAGE', `--latency: ${flags.latency} ms is more than ${MAX_LATENCY_MS} ms (a satellite link is ~600 ms one way); give the one-way delay in milliseconds`);
       const remote = isReplicaAddress(second);
       if (!remote && anyNetworkSetting(flags)) throw new VhdsyncError('USAGE', `${anyNetworkSetting(flags)} applies to a tls://HOST:PORT/NAME/disk.vhd replica; ${second} is a local path (--link simulates a link)`);
       if (remote && (Number.isFinite(rate) || latencyMs > 0)) throw new VhdsyncError('USAGE', '--link and --latency simulate a link to a local replica; to cap a tls:// link use --bandwidth');
@@ -120,6 +122,7 @@ export function register(program: Command): void {
         process.off('SIGTERM', onSignal);
       }
       bar.done();
+      for (const w of result.warnings ?? []) process.stderr.write(`vhdsync: warning: ${w}\n`);
       if (flags.json) printJson(result);
       else printReport(first, second, result, remote ? `TLS, ${formatRate(network?.limiter?.rate ?? Infinity)}` : `${formatRate(rate)} link`);
       // Exit 0 only when the replica now equals the primary (a dry run: when it already did).
@@ -127,6 +130,8 @@ export function register(program: Command): void {
       process.exitCode = result.result === 'completed' && (result.identical || !result.dryRun) ? 0 : result.result === 'paused' ? 3 : 1;
     });
 }
+
+const MAX_LATENCY_MS = 2000;
 
 function printReport(primary: string, replica: string, r: ResyncResult, link: string): void {
   const lines = [
