@@ -100,7 +100,12 @@ async function startTest(rep: Replication, name: string, at: string | undefined)
   const point = choosePoint(await site.points(vm.lastReplicationTime), at);
   // Recorded first: views left by a crash half-way are removed by stop-failover --test.
   await site.setFailoverRecord({ version: 1, kind: 'test', sequence: point.sequence, time: point.time, startedAt: rep.clock.now().toISOString() });
-  const views = await site.createTestViews(point.sequence);
+  // The record goes first (a crash while the views are made leaves one to stop); a refusal takes it back.
+  const views = await site.createTestViews(point.sequence).catch(async (e: unknown) => {
+    await site.removeTestViews().catch(() => undefined);
+    await site.setFailoverRecord(null).catch(() => undefined);
+    throw e;
+  });
   return { kind: 'test', point, disks: views, vm };
 }
 
