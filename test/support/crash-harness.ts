@@ -146,16 +146,21 @@ export async function killMerges(dir: string, base: string, overlay: string, ite
     copyFileSync(overlay, o);
     return [b, o];
   };
-  const calibDir = tempDir('vhdsync-crash-merge-');
-  const calib = await runChild(dir, MERGE_SCRIPT, [copies(calibDir.dir)[1]]);
-  calibDir.cleanup();
+  // Calibrated on the fastest of three uninterrupted merges (the machine is shared: one slow run would
+  // put the kills after the merge ended); a few more kills while none has landed mid-merge yet.
+  let calibMs = Infinity;
+  for (let k = 0; k < 3; k++) {
+    const calibDir = tempDir('vhdsync-crash-merge-');
+    calibMs = Math.min(calibMs, (await runChild(dir, MERGE_SCRIPT, [copies(calibDir.dir)[1]])).ms);
+    calibDir.cleanup();
+  }
 
   let resumedMidway = 0;
-  for (let iter = 0; iter < iterations; iter++) {
+  for (let iter = 0; iter < iterations || (resumedMidway === 0 && iter < iterations * 3); iter++) {
     const { dir: work, cleanup } = tempDir('vhdsync-crash-merge-');
     try {
       const [b, o] = copies(work);
-      await runChild(dir, MERGE_SCRIPT, [o], Math.floor(Math.random() * calib.ms * 1.1));
+      await runChild(dir, MERGE_SCRIPT, [o], Math.floor(Math.random() * calibMs * 1.1));
       const mid = await readImage(b);
       for (let s = 0; s < expected.length; s += 512) {
         const g = mid.subarray(s, s + 512);
